@@ -1,0 +1,100 @@
+"""The `tether` command: run the agent or the collector, and manage the local stack."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from tether.stack import Stack
+
+app = typer.Typer(
+    help="tether ships logs and traces through Kafka and ties every log line to its trace.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+stack_app = typer.Typer(
+    help="A real local Kafka, Elasticsearch and Jaeger on 127.0.0.1, provisioned from package "
+    "registries into a cache directory.",
+    no_args_is_help=True,
+)
+app.add_typer(stack_app, name="stack")
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config file (${ENV} is substituted).",
+                                              exists=True, dir_okay=False, readable=True)]
+CacheDirOption = Annotated[
+    Path | None,
+    typer.Option("--cache-dir", help="Where servers are provisioned and keep data and logs "
+                 "[default: $TETHER_STACK_DIR or ~/.cache/tether/stack]."),
+]
+
+
+@app.command()
+def agent(config: ConfigOption) -> None:
+    """Run the agent: tail JSON log files, receive OTLP spans, produce both to Kafka."""
+    from agent.config import AgentConfig
+    from agent.service import run_agent
+    from tether.config import load_config
+
+    asyncio.run(run_agent(load_config(config, AgentConfig)))
+
+
+@app.command()
+def collector(config: ConfigOption) -> None:
+    """Run a collector: consume logs and spans from Kafka, correlate by trace id, index into
+    Elasticsearch and export spans to Jaeger."""
+    from collector.config import CollectorConfig
+    from collector.service import run_collector
+    from tether.config import load_config
+
+    asyncio.run(run_collector(load_config(config, CollectorConfig)))
+
+
+def _stack(cache_dir: Path | None) -> Stack:
+    from tether.stack import Stack, StackConfig
+
+    return Stack(StackConfig(cache_dir=cache_dir) if cache_dir else None)
+
+
+@stack_app.command("up")
+def stack_up(
+    cache_dir: CacheDirOption = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each server to be healthy.")] = 180.0,
+) -> None:
+    """Provision (cached), start and health-check Kafka, Elasticsearch and Jaeger. Idempotent."""
+    from tether.stack.health import StackError
+
+    stack = _stack(cache_dir)
+    try:
+        stack.up(report=typer.echo, timeout=timeout)
+    except StackError as error:
+        typer.secho(f"stack up failed: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from error
+    _print_status(stack)
+
+
+@stack_app.command("down")
+def stack_down(cache_dir: CacheDirOption = None) -> None:
+    """Stop exactly the processes `stack up` started (by pid). Data stays in the cache directory."""
+    stack = _stack(cache_dir)
+    stack.down(report=typer.echo)
+
+
+@stack_app.command("status")
+def stack_status(cache_dir: CacheDirOption = None) -> None:
+    """Tell which servers are up, where they listen and where their logs are. Exit 1 if any is down."""
+    stack = _stack(cache_dir)
+    if not _print_status(stack):
+        raise typer.Exit(1)
+
+
+def _print_status(stack: Stack) -> bool:
+    all_up = True
+    for name, pid, description, log_file in stack.status():
+        state = f"up (pid {pid})" if pid else "down"
+        all_up = all_up and pid is not None
+        typer.echo(f"{name:<14} {state:<16} {description}\n{'':<14} log: {log_file}")
+    return all_up

@@ -1,0 +1,147 @@
+"""Apache Kafka in KRaft mode (one broker+controller) from Maven Central jars."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from tether.stack.health import StackError, port_owner_hint, tcp_open, wait_until_healthy
+from tether.stack.process import ManagedProcess, run_checked
+
+SERVER_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@{host}:{controller_port}
+listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}
+advertised.listeners=PLAINTEXT://{host}:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={data_dir}
+num.partitions={partitions}
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.hours=24
+"""
+
+LOG4J_PROPERTIES = """\
+log4j.rootLogger=INFO, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.state.change.logger=WARN
+log4j.logger.org.apache.kafka.controller=WARN
+"""
+
+
+@dataclass(frozen=True)
+class KafkaServer:
+    version: str
+    home: Path
+    host: str
+    port: int
+    controller_port: int
+    partitions: int
+    topics: tuple[str, ...]
+    deploy_dir: Path
+
+    name = "kafka"
+
+    @property
+    def process(self) -> ManagedProcess:
+        return ManagedProcess("kafka", self.home / "kafka.pid", self.home / "logs" / "kafka.log")
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def describe(self) -> str:
+        return f"Kafka {self.version} (KRaft) bootstrap {self.bootstrap}, topics {', '.join(self.topics)}"
+
+    def provision(self) -> None:
+        libs, done = self.home / "libs", self.home / "libs" / ".complete"
+        if done.exists():
+            return
+        shutil.rmtree(libs, ignore_errors=True)
+        run_checked(
+            [
+                "mvn", "-B", "-q", "-f", str(self.deploy_dir / "kafka" / "pom.xml"),
+                "dependency:copy-dependencies", f"-Dkafka.version={self.version}",
+                f"-DoutputDirectory={libs}", "-DincludeScope=runtime",
+            ],
+            "resolving Kafka from Maven Central",
+        )
+        done.touch()
+
+    def start(self) -> None:
+        if self.process.is_running():
+            return
+        if tcp_open(self.host, self.port):
+            raise StackError(port_owner_hint(self.host, self.port))
+        data_dir, config = self.home / "data", self.home / "server.properties"
+        config.write_text(
+            SERVER_PROPERTIES.format(
+                host=self.host, port=self.port, controller_port=self.controller_port,
+                data_dir=data_dir, partitions=self.partitions,
+            )
+        )
+        (self.home / "log4j.properties").write_text(LOG4J_PROPERTIES)
+        java = self._java_argv()
+        if not (data_dir / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            run_checked([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+                 "formatting Kafka storage")
+        self.process.start([*java, "kafka.Kafka", str(config)], cwd=self.home)
+
+    def _java_argv(self) -> list[str]:
+        return [
+            "java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}",
+            "-cp", f"{self.home / 'libs'}/*",
+        ]
+
+    def wait_healthy(self, timeout: float) -> None:
+        wait_until_healthy(self.process, self._broker_ready, timeout=timeout, what="broker metadata")
+        asyncio.run(ensure_topics(self.bootstrap, self.topics, self.partitions))
+
+    def _broker_ready(self) -> bool:
+        return tcp_open(self.host, self.port) and asyncio.run(_cluster_has_broker(self.bootstrap))
+
+
+async def _cluster_has_broker(bootstrap: str) -> bool:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    try:
+        await admin.start()
+        cluster = await admin.describe_cluster()
+        return bool(cluster.get("brokers"))
+    except Exception:
+        return False
+    finally:
+        await admin.close()
+
+
+async def ensure_topics(bootstrap: str, topics: tuple[str, ...] | list[str], partitions: int) -> None:
+    """Create `topics` with `partitions` partitions each; existing topics are left as they are."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+        if missing:
+            await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
