@@ -23,12 +23,24 @@ stack_app = typer.Typer(
 )
 app.add_typer(stack_app, name="stack")
 
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config file (${ENV} is substituted).",
-                                              exists=True, dir_okay=False, readable=True)]
+ConfigOption = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML config file (${ENV} is substituted).",
+        exists=True,
+        dir_okay=False,
+        readable=True,
+    ),
+]
 CacheDirOption = Annotated[
     Path | None,
-    typer.Option("--cache-dir", help="Where servers are provisioned and keep data and logs "
-                 "[default: $TETHER_STACK_DIR or ~/.cache/tether/stack]."),
+    typer.Option(
+        "--cache-dir",
+        help="Where servers are provisioned and keep data and logs "
+        "[default: $TETHER_STACK_DIR or ~/.cache/tether/stack].",
+    ),
 ]
 
 

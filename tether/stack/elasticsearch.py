@@ -60,8 +60,9 @@ class ElasticsearchServer:
 
     @property
     def process(self) -> ManagedProcess:
-        return ManagedProcess("elasticsearch", self.state / "elasticsearch.pid",
-                              self.base / "logs" / "elasticsearch.out")
+        return ManagedProcess(
+            "elasticsearch", self.state / "elasticsearch.pid", self.base / "logs" / "elasticsearch.out"
+        )
 
     def describe(self) -> str:
         return f"Elasticsearch {self.version} at {self.url}"
@@ -71,7 +72,10 @@ class ElasticsearchServer:
         if not archive.exists():
             run_checked(
                 [
-                    "mvn", "-B", "-q", "dependency:copy",
+                    "mvn",
+                    "-B",
+                    "-q",
+                    "dependency:copy",
                     f"-Dartifact=org.elasticsearch.distribution.integ-test-zip:elasticsearch:{self.version}:zip",
                     f"-DoutputDirectory={self.downloads}",
                 ],
@@ -92,8 +96,11 @@ class ElasticsearchServer:
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         (self.home / "config" / "elasticsearch.yml").write_text(
             ELASTICSEARCH_YML.format(
-                host=self.host, port=self.port, transport_port=self.transport_port,
-                data=self.base / "data", logs=self.base / "logs",
+                host=self.host,
+                port=self.port,
+                transport_port=self.transport_port,
+                data=self.base / "data",
+                logs=self.base / "logs",
             )
         )
         user = self._run_as()
@@ -119,8 +126,9 @@ class ElasticsearchServer:
             "ES_JAVA_OPTS": f"-Xms{self.heap} -Xmx{self.heap}",
             "LANG": "C.UTF-8",
         }
-        self.process.start([str(self.home / "bin" / "elasticsearch")], cwd=self.home, env=env,
-                           user=self._run_as())
+        self.process.start(
+            [str(self.home / "bin" / "elasticsearch")], cwd=self.home, env=env, user=self._run_as()
+        )
 
     def wait_healthy(self, timeout: float) -> None:
         wait_until_healthy(self.process, self._green_or_yellow, timeout=timeout, what="cluster health")

@@ -34,7 +34,9 @@ class JaegerServer:
     @property
     def version(self) -> str:
         """The Jaeger module version pinned in deploy/jaeger/go.mod."""
-        match = re.search(r"github\.com/jaegertracing/jaeger (v\S+)", (self.module_dir / "go.mod").read_text())
+        match = re.search(
+            r"github\.com/jaegertracing/jaeger (v\S+)", (self.module_dir / "go.mod").read_text()
+        )
         if match is None:
             raise StackError(f"{self.module_dir / 'go.mod'} does not require github.com/jaegertracing/jaeger")
         return match.group(1)
@@ -62,8 +64,10 @@ class JaegerServer:
         return f"{self.host}:{self.otlp_grpc_port}"
 
     def describe(self) -> str:
-        return (f"Jaeger {self.release} (module {self.version}) OTLP gRPC {self.otlp_grpc_endpoint}, "
-                f"OTLP HTTP {self.host}:{self.otlp_http_port}, UI/API {self.query_url}")
+        return (
+            f"Jaeger {self.release} (module {self.version}) OTLP gRPC {self.otlp_grpc_endpoint}, "
+            f"OTLP HTTP {self.host}:{self.otlp_http_port}, UI/API {self.query_url}"
+        )
 
     def provision(self) -> None:
         if self.binary.exists():
@@ -72,9 +76,19 @@ class JaegerServer:
         partial = self.binary.with_suffix(".partial")
         env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
         run_checked(
-            ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(partial),
-             "github.com/jaegertracing/jaeger/cmd/jaeger"],
-            "building Jaeger with the Go toolchain", cwd=self.module_dir, env=env,
+            [
+                "go",
+                "build",
+                "-trimpath",
+                "-ldflags",
+                "-s -w",
+                "-o",
+                str(partial),
+                "github.com/jaegertracing/jaeger/cmd/jaeger",
+            ],
+            "building Jaeger with the Go toolchain",
+            cwd=self.module_dir,
+            env=env,
         )
         partial.rename(self.binary)
 
@@ -85,9 +99,18 @@ class JaegerServer:
             if tcp_open(self.host, port):
                 raise StackError(port_owner_hint(self.host, port))
         template = resources.files("tether.stack").joinpath("jaeger.yaml").read_text()
-        values = {k: getattr(self, k) for k in (
-            "host", "otlp_grpc_port", "otlp_http_port", "query_port", "query_grpc_port",
-            "health_port", "metrics_port")}
+        values = {
+            k: getattr(self, k)
+            for k in (
+                "host",
+                "otlp_grpc_port",
+                "otlp_http_port",
+                "query_port",
+                "query_grpc_port",
+                "health_port",
+                "metrics_port",
+            )
+        }
         config = self.home / "jaeger.yaml"
         self.home.mkdir(parents=True, exist_ok=True)
         config.write_text(re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]), template))
@@ -97,5 +120,6 @@ class JaegerServer:
         wait_until_healthy(self.process, self._ready, timeout=timeout, what="health check and query API")
 
     def _ready(self) -> bool:
-        return (http_ok(f"http://{self.host}:{self.health_port}/status")
-                and http_ok(f"{self.query_url}/api/services"))
+        return http_ok(f"http://{self.host}:{self.health_port}/status") and http_ok(
+            f"{self.query_url}/api/services"
+        )

@@ -30,6 +30,7 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
 log.retention.hours=24
+message.max.bytes=8388608
 """
 
 LOG4J_PROPERTIES = """\
@@ -74,9 +75,15 @@ class KafkaServer:
         shutil.rmtree(libs, ignore_errors=True)
         run_checked(
             [
-                "mvn", "-B", "-q", "-f", str(self.deploy_dir / "kafka" / "pom.xml"),
-                "dependency:copy-dependencies", f"-Dkafka.version={self.version}",
-                f"-DoutputDirectory={libs}", "-DincludeScope=runtime",
+                "mvn",
+                "-B",
+                "-q",
+                "-f",
+                str(self.deploy_dir / "kafka" / "pom.xml"),
+                "dependency:copy-dependencies",
+                f"-Dkafka.version={self.version}",
+                f"-DoutputDirectory={libs}",
+                "-DincludeScope=runtime",
             ],
             "resolving Kafka from Maven Central",
         )
@@ -90,23 +97,33 @@ class KafkaServer:
         data_dir, config = self.home / "data", self.home / "server.properties"
         config.write_text(
             SERVER_PROPERTIES.format(
-                host=self.host, port=self.port, controller_port=self.controller_port,
-                data_dir=data_dir, partitions=self.partitions,
+                host=self.host,
+                port=self.port,
+                controller_port=self.controller_port,
+                data_dir=data_dir,
+                partitions=self.partitions,
             )
         )
         (self.home / "log4j.properties").write_text(LOG4J_PROPERTIES)
         java = self._java_argv()
         if not (data_dir / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-            run_checked([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
-                 "formatting Kafka storage")
+            run_checked(
+                [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+                "formatting Kafka storage",
+            )
         self.process.start([*java, "kafka.Kafka", str(config)], cwd=self.home)
 
     def _java_argv(self) -> list[str]:
         return [
-            "java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            "java",
+            "-Xms256m",
+            "-Xmx768m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
             f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}",
-            "-cp", f"{self.home / 'libs'}/*",
+            "-cp",
+            f"{self.home / 'libs'}/*",
         ]
 
     def wait_healthy(self, timeout: float) -> None:
@@ -144,4 +161,3 @@ async def ensure_topics(bootstrap: str, topics: tuple[str, ...] | list[str], par
             await admin.create_topics(missing)
     finally:
         await admin.close()
-

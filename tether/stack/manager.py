@@ -79,20 +79,36 @@ class Stack:
         self.config = c = config or StackConfig()
         deploy = repository_deploy_dir()
         self.kafka = KafkaServer(
-            version=KAFKA_VERSION, home=c.cache_dir / f"kafka-{KAFKA_VERSION}", host=c.host,
-            port=c.kafka_port, controller_port=c.kafka_controller_port, partitions=c.partitions,
-            topics=c.topics, deploy_dir=deploy,
+            version=KAFKA_VERSION,
+            home=c.cache_dir / f"kafka-{KAFKA_VERSION}",
+            host=c.host,
+            port=c.kafka_port,
+            controller_port=c.kafka_controller_port,
+            partitions=c.partitions,
+            topics=c.topics,
+            deploy_dir=deploy,
         )
         self.elasticsearch = ElasticsearchServer(
-            version=ELASTICSEARCH_VERSION, base=c.elasticsearch_base, downloads=c.cache_dir / "downloads",
-            state=c.cache_dir, host=c.host, port=c.elasticsearch_port, transport_port=c.elasticsearch_port + 100,
+            version=ELASTICSEARCH_VERSION,
+            base=c.elasticsearch_base,
+            downloads=c.cache_dir / "downloads",
+            state=c.cache_dir,
+            host=c.host,
+            port=c.elasticsearch_port,
+            transport_port=c.elasticsearch_port + 100,
             heap=c.elasticsearch_heap,
         )
         self.jaeger = JaegerServer(
-            home=c.cache_dir / "jaeger", bin_dir=c.cache_dir / "bin", deploy_dir=deploy, host=c.host,
-            otlp_grpc_port=c.jaeger_otlp_grpc_port, otlp_http_port=c.jaeger_otlp_http_port,
-            query_port=c.jaeger_query_port, query_grpc_port=c.jaeger_query_grpc_port,
-            health_port=c.jaeger_health_port, metrics_port=c.jaeger_metrics_port,
+            home=c.cache_dir / "jaeger",
+            bin_dir=c.cache_dir / "bin",
+            deploy_dir=deploy,
+            host=c.host,
+            otlp_grpc_port=c.jaeger_otlp_grpc_port,
+            otlp_http_port=c.jaeger_otlp_http_port,
+            query_port=c.jaeger_query_port,
+            query_grpc_port=c.jaeger_query_grpc_port,
+            health_port=c.jaeger_health_port,
+            metrics_port=c.jaeger_metrics_port,
         )
         self.servers: tuple[Server, ...] = (self.kafka, self.elasticsearch, self.jaeger)
 
@@ -108,8 +124,10 @@ class Stack:
         for server in self.servers:
             was_running = server.process.is_running()
             server.start()
-            report(f"{server.name}: {'already running' if was_running else 'started'} "
-                   f"(pid {server.process.read_pid()})")
+            report(
+                f"{server.name}: {'already running' if was_running else 'started'} "
+                f"(pid {server.process.read_pid()})"
+            )
         for server in self.servers:
             began = time.monotonic()
             server.wait_healthy(timeout)

@@ -110,8 +110,9 @@ class ManagedProcess:
             return "(no log yet)"
 
 
-def run_checked(argv: Sequence[str], what: str, *, cwd: Path | None = None,
-                env: Mapping[str, str] | None = None) -> None:
+def run_checked(
+    argv: Sequence[str], what: str, *, cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> None:
     """Run a provisioning command to completion; on failure raise with the tail of its output."""
     from tether.stack.health import StackError
 

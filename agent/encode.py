@@ -1,0 +1,157 @@
+"""Building the Kafka record values: OTLP export requests, one per partition.
+
+A batch is split by the partition that owns each item's trace (schemas.records), so every
+span and log line of one trace lands in the same-numbered partition of both topics.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from agent.parse import ParsedLine
+from schemas.records import (
+    ATTR_AGENT_ID,
+    ATTR_FILE_PATH,
+    ATTR_PARSE_ERROR,
+    ATTR_RECORD_ID,
+    ATTR_SERVICE_NAME,
+    FILE_SCOPE,
+    is_valid_trace_id,
+    partition_for_trace,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FileLine:
+    parsed: ParsedLine
+    record_id: str
+
+
+class UntracedSpreader:
+    """Spreads items without a trace id evenly: each batch goes to the next partition in turn."""
+
+    def __init__(self) -> None:
+        self._counter = itertools.count()
+
+    def next_partition(self, partitions: int) -> int:
+        return next(self._counter) % partitions
+
+
+def _string_attr(key: str, value: str) -> KeyValue:
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def encode_file_lines(
+    lines: Sequence[FileLine],
+    *,
+    path: str,
+    agent_id: str,
+    observed_ns: int,
+    partitions: int,
+    untraced_partition: int,
+) -> dict[int, bytes]:
+    """ExportLogsServiceRequest bytes per partition for lines read from one file."""
+    grouped: dict[int, dict[str, list[LogRecord]]] = defaultdict(lambda: defaultdict(list))
+    path_attr = _string_attr(ATTR_FILE_PATH, path)
+    parse_error_attr = KeyValue(key=ATTR_PARSE_ERROR, value=AnyValue(bool_value=True))
+    for line in lines:
+        p = line.parsed
+        partition = partition_for_trace(p.trace_id, partitions) if p.trace_id else untraced_partition
+        attributes = [_string_attr(ATTR_RECORD_ID, line.record_id), path_attr]
+        if p.parse_error:
+            attributes.append(parse_error_attr)
+        grouped[partition][p.service].append(
+            LogRecord(
+                time_unix_nano=p.time_unix_nano or observed_ns,
+                observed_time_unix_nano=observed_ns,
+                severity_number=p.severity_number,  # type: ignore[arg-type]
+                severity_text=p.level,
+                body=AnyValue(string_value=p.text),
+                trace_id=p.trace_id,
+                span_id=p.span_id,
+                attributes=attributes,
+            )
+        )
+    scope = InstrumentationScope(name=FILE_SCOPE)
+    agent_attr = _string_attr(ATTR_AGENT_ID, agent_id)
+    out: dict[int, bytes] = {}
+    for partition, by_service in grouped.items():
+        request = ExportLogsServiceRequest(
+            resource_logs=[
+                ResourceLogs(
+                    resource=Resource(
+                        attributes=[_string_attr(ATTR_SERVICE_NAME, service), agent_attr]
+                        if service
+                        else [agent_attr]
+                    ),
+                    scope_logs=[ScopeLogs(scope=scope, log_records=records)],
+                )
+                for service, records in by_service.items()
+            ]
+        )
+        out[partition] = request.SerializeToString()
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SplitResult:
+    records: dict[int, bytes]
+    rejected: int
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpShape:
+    """Field names of an OTLP export request: request.<resources>[].<scopes>[].<items>[]."""
+
+    resources: str
+    scopes: str
+    items: str
+
+
+TRACES = OtlpShape("resource_spans", "scope_spans", "spans")
+LOGS = OtlpShape("resource_logs", "scope_logs", "log_records")
+
+Request = TypeVar("Request", ExportTraceServiceRequest, ExportLogsServiceRequest)
+
+
+def split_request(
+    request: Request, shape: OtlpShape, partitions: int, untraced_partition: int | None
+) -> SplitResult:
+    """Per-partition request bytes, each item under a copy of its resource and scope.
+
+    Items without a valid trace id go to `untraced_partition`, or are rejected when it is None
+    (a span must have a trace id; a log record need not).
+    """
+    grouped: dict[int, Request] = {}
+    rejected = 0
+    for resource_entry in getattr(request, shape.resources):
+        for scope_entry in getattr(resource_entry, shape.scopes):
+            items = getattr(scope_entry, shape.items)
+            by_partition: dict[int, list[int]] = defaultdict(list)
+            for index, item in enumerate(items):
+                if is_valid_trace_id(item.trace_id):
+                    by_partition[partition_for_trace(item.trace_id, partitions)].append(index)
+                elif untraced_partition is not None:
+                    by_partition[untraced_partition].append(index)
+                else:
+                    rejected += 1
+            for partition, indices in by_partition.items():
+                target = grouped.setdefault(partition, type(request)())
+                resources = getattr(target, shape.resources)
+                if not resources or resources[-1].resource != resource_entry.resource:
+                    resources.add(resource=resource_entry.resource, schema_url=resource_entry.schema_url)
+                scopes = getattr(resources[-1], shape.scopes)
+                if not scopes or scopes[-1].scope != scope_entry.scope:
+                    scopes.add(scope=scope_entry.scope, schema_url=scope_entry.schema_url)
+                getattr(scopes[-1], shape.items).extend(items[i] for i in indices)
+    return SplitResult({p: r.SerializeToString() for p, r in grouped.items()}, rejected)

@@ -1,0 +1,93 @@
+"""Parsing one JSON log line into the fields the pipeline routes and correlates on."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from schemas.log_fields import LogFieldMapping
+
+
+@dataclass(slots=True)
+class ParsedLine:
+    text: str  # the original line, UTF-8 decoded (invalid bytes replaced)
+    time_unix_nano: int  # 0 when the line has no usable timestamp
+    level: str
+    severity_number: int
+    trace_id: bytes  # b"" when absent or invalid
+    span_id: bytes
+    service: str
+    parse_error: bool
+
+
+def parse_line(raw: bytes, mapping: LogFieldMapping) -> ParsedLine:
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict):
+        return ParsedLine(text, 0, "", 0, b"", b"", "", True)
+    level = _string(mapping.lookup(record, mapping.level)[1])
+    return ParsedLine(
+        text=text,
+        time_unix_nano=parse_timestamp(mapping.lookup(record, mapping.timestamp)[1]),
+        level=level,
+        severity_number=mapping.severity_number(level) if level else 0,
+        trace_id=_hex_id(mapping.lookup(record, mapping.trace_id)[1], 16),
+        span_id=_hex_id(mapping.lookup(record, mapping.span_id)[1], 8),
+        service=_string(mapping.lookup(record, mapping.service)[1]),
+        parse_error=False,
+    )
+
+
+def parse_timestamp(value: Any) -> int:
+    """Unix nanoseconds from RFC 3339 / ISO 8601 (any offset) or epoch s/ms/us/ns; 0 if unusable."""
+    if isinstance(value, bool) or value is None:
+        return 0
+    if isinstance(value, int | float):
+        return _epoch_to_ns(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.replace(".", "", 1).isdigit():
+            return _epoch_to_ns(float(text) if "." in text else int(text))
+        try:
+            parsed = dt.datetime.fromisoformat(text)
+        except ValueError:
+            return 0
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        seconds = int(parsed.timestamp())
+        return seconds * 1_000_000_000 + parsed.microsecond * 1000
+    return 0
+
+
+def _epoch_to_ns(value: float) -> int:
+    """Epoch seconds, milliseconds, microseconds or nanoseconds, told apart by magnitude."""
+    magnitude = abs(value)
+    if magnitude < 1e11:  # seconds until the year 5138
+        return int(value * 1_000_000_000)
+    if magnitude < 1e14:
+        return int(value * 1_000_000)
+    if magnitude < 1e17:
+        return int(value * 1_000)
+    return int(value)
+
+
+def _hex_id(value: Any, size: int) -> bytes:
+    if not isinstance(value, str) or len(value) != size * 2:
+        return b""
+    try:
+        parsed = bytes.fromhex(value)
+    except ValueError:
+        return b""
+    return b"" if parsed == bytes(size) else parsed
+
+
+def _string(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)

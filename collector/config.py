@@ -1,0 +1,47 @@
+"""The collector's configuration: one typed section per component, loaded by tether.config."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from schemas.records import LOGS_TOPIC, SPANS_TOPIC
+from tether.config import Section
+
+
+class KafkaSourceConfig(Section):
+    bootstrap_servers: str = Field(description="host:port[,host:port] of the Kafka brokers")
+    group_id: str = "tether-collector"
+    logs_topic: str = LOGS_TOPIC
+    spans_topic: str = SPANS_TOPIC
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    max_poll_records: int = Field(default=500, ge=1)
+
+
+class CorrelationConfig(Section):
+    wait_seconds: float = Field(default=5.0, ge=0, description="how long a log waits for its span")
+    max_pending_logs: int = Field(default=200_000, ge=1)
+    max_cached_spans: int = Field(default=500_000, ge=1, description="spans remembered for enrichment")
+
+
+class ElasticsearchSinkConfig(Section):
+    url: str = "http://127.0.0.1:9200"
+    replicas: int = Field(default=1, ge=0)
+    shards: int = Field(default=1, ge=1)
+    bulk_max_docs: int = Field(default=5000, ge=1)
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class JaegerSinkConfig(Section):
+    enabled: bool = True
+    endpoint: str = "127.0.0.1:14317"
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+class CollectorConfig(Section):
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    kafka: KafkaSourceConfig
+    correlation: CorrelationConfig = Field(default_factory=CorrelationConfig)
+    elasticsearch: ElasticsearchSinkConfig = Field(default_factory=ElasticsearchSinkConfig)
+    jaeger: JaegerSinkConfig = Field(default_factory=JaegerSinkConfig)

@@ -1,0 +1,178 @@
+"""Turning Kafka record values (OTLP requests) into Elasticsearch documents with ECS field names."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from schemas.log_fields import LogFieldMapping
+from schemas.records import ATTR_AGENT_ID, ATTR_FILE_PATH, ATTR_PARSE_ERROR, ATTR_RECORD_ID, FILE_SCOPE
+
+SPAN_KINDS = {k: n.removeprefix("SPAN_KIND_").lower() for n, k in Span.SpanKind.items()}
+STATUS_CODES = {k: n.removeprefix("STATUS_CODE_") for n, k in Status.StatusCode.items()}
+
+
+@dataclass(slots=True)
+class LogDoc:
+    doc_id: str
+    timestamp_ns: int
+    trace_id: str  # hex, "" when absent
+    span_id: str
+    source: dict[str, Any]
+
+
+@dataclass(slots=True)
+class SpanDoc:
+    doc_id: str
+    timestamp_ns: int
+    trace_id: str
+    span_id: str
+    source: dict[str, Any]
+
+
+def any_value(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "kvlist_value":
+        return attributes(value.kvlist_value.values)
+    if kind == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if kind == "bytes_value":
+        return value.bytes_value.hex()
+    return getattr(value, kind) if kind else None
+
+
+def attributes(pairs: Any) -> dict[str, Any]:
+    return {kv.key: any_value(kv.value) for kv in pairs}
+
+
+def _iso(ns: int) -> str:
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
+
+
+def span_documents(request: ExportTraceServiceRequest) -> list[SpanDoc]:
+    docs: list[SpanDoc] = []
+    for resource_spans in request.resource_spans:
+        resource = attributes(resource_spans.resource.attributes)
+        service = str(resource.get("service.name", ""))
+        for scope_spans in resource_spans.scope_spans:
+            scope = {"name": scope_spans.scope.name, "version": scope_spans.scope.version}
+            for span in scope_spans.spans:
+                trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
+                duration_ns = max(span.end_time_unix_nano - span.start_time_unix_nano, 0)
+                status = STATUS_CODES.get(span.status.code, "UNSET")
+                source: dict[str, Any] = {
+                    "@timestamp": _iso(span.start_time_unix_nano),
+                    "trace": {"id": trace_id},
+                    "span": {
+                        "id": span_id,
+                        "name": span.name,
+                        "kind": SPAN_KINDS.get(span.kind, "unspecified"),
+                        "status": status,
+                        "status_message": span.status.message,
+                        "duration": {"us": duration_ns // 1000},
+                    },
+                    "event": {"duration": duration_ns, "outcome": _outcome(status)},
+                    "service": {"name": service},
+                    "scope": scope,
+                    "attributes": attributes(span.attributes),
+                    "resource": {"attributes": resource},
+                }
+                if span.parent_span_id:
+                    source["parent"] = {"id": span.parent_span_id.hex()}
+                if span.events:
+                    source["events"] = [
+                        {
+                            "name": e.name,
+                            "time": _iso(e.time_unix_nano),
+                            "attributes": attributes(e.attributes),
+                        }
+                        for e in span.events
+                    ]
+                docs.append(
+                    SpanDoc(f"{trace_id}-{span_id}", span.start_time_unix_nano, trace_id, span_id, source)
+                )
+    return docs
+
+
+def _outcome(status: str) -> str:
+    return {"OK": "success", "ERROR": "failure"}.get(status, "unknown")
+
+
+def log_documents(request: ExportLogsServiceRequest, mapping: LogFieldMapping) -> list[LogDoc]:
+    docs: list[LogDoc] = []
+    for resource_logs in request.resource_logs:
+        resource = attributes(resource_logs.resource.attributes)
+        service = str(resource.get("service.name", ""))
+        agent_id = str(resource.get(ATTR_AGENT_ID, ""))
+        for scope_logs in resource_logs.scope_logs:
+            from_file = scope_logs.scope.name == FILE_SCOPE
+            for record in scope_logs.log_records:
+                attrs = attributes(record.attributes)
+                record_id = str(attrs.pop(ATTR_RECORD_ID, ""))
+                parse_error = bool(attrs.pop(ATTR_PARSE_ERROR, False))
+                file_path = attrs.pop(ATTR_FILE_PATH, None)
+                trace_id, span_id = record.trace_id.hex(), record.span_id.hex()
+                timestamp_ns = record.time_unix_nano or record.observed_time_unix_nano
+                source: dict[str, Any] = {
+                    "@timestamp": _iso(timestamp_ns),
+                    "log": {"level": record.severity_text.lower()},
+                    "event": {"severity": record.severity_number},
+                    "service": {"name": service},
+                    "resource": {"attributes": resource},
+                    "tether": {"record_id": record_id, "agent_id": agent_id, "parse_error": parse_error},
+                }
+                if from_file and not parse_error:
+                    source.update(_expand_json_line(record.body.string_value, mapping))
+                else:
+                    source["message"] = (
+                        record.body.string_value
+                        if record.body.HasField("string_value")
+                        else orjson.dumps(any_value(record.body), default=str).decode()
+                    )
+                if file_path is not None:
+                    source["log"]["file"] = {"path": file_path}
+                if attrs:
+                    source["attributes"] = attrs
+                if trace_id:
+                    source["trace"] = {"id": trace_id}
+                if span_id:
+                    source["span"] = {"id": span_id}
+                doc_id = record_id or _content_id(record.SerializeToString(), service)
+                docs.append(LogDoc(doc_id, timestamp_ns, trace_id, span_id, source))
+    return docs
+
+
+def _expand_json_line(line: str, mapping: LogFieldMapping) -> dict[str, Any]:
+    """message and the remaining payload of an original JSON line (its routing fields are typed)."""
+    record = orjson.loads(line)
+    used = set()
+    out: dict[str, Any] = {}
+    key, message = mapping.lookup(record, mapping.message)
+    if key is not None:
+        used.add(key)
+        out["message"] = message if isinstance(message, str) else orjson.dumps(message).decode()
+    for role in (mapping.timestamp, mapping.level, mapping.trace_id, mapping.span_id, mapping.service):
+        found, _ = mapping.lookup(record, role)
+        if found is not None:
+            used.add(found)
+    # Everything else is the payload: the `data` object itself plus any other top-level keys.
+    rest = {k: v for k, v in record.items() if k not in used and k.split(".")[0] not in used}
+    data_key, payload = mapping.lookup(rest, mapping.data)
+    data = dict(payload) if isinstance(payload, dict) else ({data_key: payload} if data_key else {})
+    data.update((k, v) for k, v in rest.items() if k != data_key)
+    if data:
+        out["data"] = data
+    return out
+
+
+def _content_id(serialized: bytes, service: str) -> str:
+    return hashlib.blake2b(serialized + service.encode(), digest_size=16).hexdigest()

@@ -1,0 +1,74 @@
+"""The Jaeger sink: spans to Jaeger v2 over OTLP/gRPC, retried until accepted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+import grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+
+from collector.config import JaegerSinkConfig
+
+log = logging.getLogger("tether.collector.jaeger")
+
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.DATA_LOSS,
+}
+
+
+class JaegerSink:
+    def __init__(self, config: JaegerSinkConfig) -> None:
+        self.config = config
+        self._channel = grpc.aio.insecure_channel(config.endpoint)
+        self._stub = TraceServiceStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def export(self, requests: list[ExportTraceServiceRequest]) -> None:
+        """Export spans; a Jaeger outage blocks here (holding Kafka commits back) rather than losing them."""
+        if not requests:
+            return
+        merged = ExportTraceServiceRequest()
+        for request in requests:
+            merged.resource_spans.extend(request.resource_spans)
+        attempt = 0
+        while True:
+            try:
+                response = await self._stub.Export(merged, timeout=self.config.timeout_seconds)
+                if response.partial_success.rejected_spans:
+                    log.error(
+                        "Jaeger rejected spans",
+                        extra={
+                            "rejected": response.partial_success.rejected_spans,
+                            "reason": response.partial_success.error_message,
+                        },
+                    )
+                return
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in RETRYABLE:
+                    log.error(
+                        "Jaeger refused spans for good",
+                        extra={"code": error.code().name, "error": error.details()},
+                    )
+                    return
+                attempt += 1
+                delay = random.uniform(0, min(10.0, 0.2 * 2 ** min(attempt, 16)))
+                log.warning(
+                    "Jaeger unavailable; retrying",
+                    extra={
+                        "attempt": attempt,
+                        "retry_in_seconds": round(delay, 2),
+                        "code": error.code().name,
+                    },
+                )
+                await asyncio.sleep(delay)

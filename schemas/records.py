@@ -1,0 +1,47 @@
+"""The Kafka record format shared by the agent (producer) and the collector (consumer).
+
+See schemas/README.md for the prose version of this contract.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+LOGS_TOPIC: Final = "tether.logs"
+SPANS_TOPIC: Final = "tether.spans"
+
+# Record header naming the protobuf message in the value, so any consumer can decode it.
+SCHEMA_HEADER: Final = "tether.schema"
+LOGS_SCHEMA: Final = b"opentelemetry.proto.collector.logs.v1.ExportLogsServiceRequest"
+SPANS_SCHEMA: Final = b"opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest"
+
+# Instrumentation scope of log records read from files: their body is the original line.
+FILE_SCOPE: Final = "tether.file"
+# Log record attributes set by the agent.
+ATTR_RECORD_ID: Final = "log.record.uid"  # deterministic: agent id, file fingerprint, byte offset
+ATTR_FILE_PATH: Final = "log.file.path"
+ATTR_PARSE_ERROR: Final = "tether.parse_error"  # the line was not a JSON object
+# Resource attributes set by the agent.
+ATTR_SERVICE_NAME: Final = "service.name"
+ATTR_AGENT_ID: Final = "tether.agent.id"
+
+TRACE_ID_BYTES: Final = 16
+
+
+def partition_for_trace(trace_id: bytes, partitions: int) -> int:
+    """The partition (same number in the logs and the spans topic) that owns a trace.
+
+    The low 64 bits of the 16-byte trace id, read big-endian, modulo the partition count.
+    W3C trace ids are random in their rightmost bytes, so this spreads evenly, and it is
+    trivial to reproduce in any language.
+    """
+    return int.from_bytes(trace_id[8:16], "big") % partitions
+
+
+def is_valid_trace_id(trace_id: bytes) -> bool:
+    return len(trace_id) == TRACE_ID_BYTES and trace_id != bytes(TRACE_ID_BYTES)
+
+
+def record_id(agent_id: str, file_fingerprint: str, offset: int) -> str:
+    """Deterministic id of a line read from a file: replays of the same line get the same id."""
+    return f"{agent_id}:{file_fingerprint}:{offset}"

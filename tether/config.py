@@ -1,0 +1,88 @@
+"""Loading component configuration: YAML, `${ENV}` substitution, one typed model per component.
+
+Errors name the key path and say how to fix it, e.g.
+    kafka.bootstrap_servers: Field required (set it to host:port of a Kafka broker)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+# ${NAME} or ${NAME:-default}; $${...} escapes a literal ${...}.
+_ENV_REFERENCE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; str() lists every problem, one per line."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{source}: invalid configuration\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class Section(BaseModel):
+    """Base of every config model: unknown keys are errors, not silently ignored typos."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def substitute_env(text: str, environ: Mapping[str, str], source: str = "config") -> str:
+    missing: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        escaped, name, default = match.groups()
+        if escaped:
+            return match.group(0)[1:]
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        missing.append(name)
+        return ""
+
+    result = _ENV_REFERENCE.sub(replace, text)
+    if missing:
+        raise ConfigError(
+            source,
+            [
+                f"${{{n}}}: environment variable is not set (export it, or write ${{{n}:-default}})"
+                for n in missing
+            ],
+        )
+    return result
+
+
+def load_config(path: Path, model: type[Model], environ: Mapping[str, str] | None = None) -> Model:
+    text = substitute_env(path.read_text(), os.environ if environ is None else environ, str(path))
+    return parse_config(text, model, str(path))
+
+
+def parse_config(text: str, model: type[Model], source: str = "config") -> Model:
+    try:
+        data: Any = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(source, [f"not valid YAML: {error}"]) from error
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["the top level must be a mapping of sections"])
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(source, [_describe(e) for e in error.errors()]) from error
+
+
+def _describe(error: Any) -> str:
+    path = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (check its spelling and the section it is in)"
+    hint = (error.get("ctx") or {}).get("hint")
+    return f"{path}: {message}" + (f" ({hint})" if hint else "")
