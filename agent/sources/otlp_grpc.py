@@ -19,7 +19,7 @@ from agent.sinks.kafka import KafkaSink
 log = logging.getLogger("tether.agent.otlp")
 
 
-class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, sink: KafkaSink) -> None:
         self.sink = sink
 
@@ -41,7 +41,7 @@ class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignor
         return response
 
 
-class LogsReceiver(logs_service_pb2_grpc.LogsServiceServicer):  # type: ignore[misc]
+class LogsReceiver(logs_service_pb2_grpc.LogsServiceServicer):
     def __init__(self, sink: KafkaSink) -> None:
         self.sink = sink
         self._spreader = UntracedSpreader()

@@ -56,9 +56,10 @@ def _terminate(process: subprocess.Popen[bytes], log_file: Path) -> int:
     process.send_signal(signal.SIGTERM)
     try:
         return process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as timeout:
         process.kill()
-        raise AssertionError(f"did not stop on SIGTERM within 30 s; log:\n{log_file.read_text()[-3000:]}")
+        tail = log_file.read_text()[-3000:]
+        raise AssertionError(f"did not stop on SIGTERM within 30 s; log:\n{tail}") from timeout
 
 
 def _write_log(handle: Any, line: dict[str, Any] | str) -> None:
@@ -90,7 +91,9 @@ def _generate(endpoint: str, log_path: Path, run: str) -> list[dict[str, Any]]:
                         _log_span(handle, child, service, run, logs)
                 _log_span(handle, root, service, run, logs)
         # Noise the pipeline must carry without correlating: no trace id, and not JSON at all.
-        _write_log(handle, {"@timestamp": "2026-01-01T00:00:00Z", "level": "info", "message": f"{run} untraced"})
+        _write_log(
+            handle, {"@timestamp": "2026-01-01T00:00:00Z", "level": "info", "message": f"{run} untraced"}
+        )
         _write_log(handle, f"{run} this line is not JSON")
     for provider in providers.values():
         provider.force_flush()
@@ -106,15 +109,31 @@ def _log_span(handle: Any, span: Any, service: str, run: str, logs: list[dict[st
         if n == 0:  # the issue's format, with a nested data payload
             line: dict[str, Any] = {
                 "@timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".123456+00:00",
-                "level": "INFO", "service": service, "trace_id": trace_id, "span_id": span_id,
-                "message": message, "data": {"attempt": n, "user": "u-42"},
+                "level": "INFO",
+                "service": service,
+                "trace_id": trace_id,
+                "span_id": span_id,
+                "message": message,
+                "data": {"attempt": n, "user": "u-42"},
             }
         else:  # ECS names, and no service: the collector must take it from the span
-            line = {"@timestamp": time.time(), "log.level": "error", "trace.id": trace_id,
-                    "span.id": span_id, "message": message}
+            line = {
+                "@timestamp": time.time(),
+                "log.level": "error",
+                "trace.id": trace_id,
+                "span.id": span_id,
+                "message": message,
+            }
         _write_log(handle, line)
-        logs.append({"message": message, "trace_id": trace_id, "span_id": span_id,
-                     "span_name": span.name, "service": service})
+        logs.append(
+            {
+                "message": message,
+                "trace_id": trace_id,
+                "span_id": span_id,
+                "span_name": span.name,
+                "service": service,
+            }
+        )
 
 
 async def _search_all(es: AsyncElasticsearch, index: str, query: dict[str, Any]) -> list[dict[str, Any]]:
@@ -122,9 +141,10 @@ async def _search_all(es: AsyncElasticsearch, index: str, query: dict[str, Any])
     return list(response["hits"]["hits"])
 
 
-async def _wait_for(es: AsyncElasticsearch, index: str, query: dict[str, Any], expected: int,
-                    timeout: float = 120.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
+async def _wait_for(
+    es: AsyncElasticsearch, index: str, query: dict[str, Any], expected: int, within: float = 120.0
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + within
     hits: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         await es.indices.refresh(index=index, ignore_unavailable=True)
@@ -163,7 +183,11 @@ otlp: {{grpc_endpoint: "127.0.0.1:{otlp_port}"}}
 """)
     collector_config = tmp_path / "collector.yaml"
     collector_config.write_text(f"""
-kafka: {{bootstrap_servers: "${{KAFKA}}", group_id: "e2e-{run}", logs_topic: {logs_topic}, spans_topic: {spans_topic}}}
+kafka:
+  bootstrap_servers: "${{KAFKA}}"
+  group_id: "e2e-{run}"
+  logs_topic: {logs_topic}
+  spans_topic: {spans_topic}
 correlation: {{wait_seconds: 10}}
 elasticsearch: {{url: "{stack.elasticsearch.url}", replicas: 0}}
 jaeger: {{endpoint: "{stack.jaeger.otlp_grpc_endpoint}"}}
@@ -181,15 +205,20 @@ jaeger: {{endpoint: "{stack.jaeger.otlp_grpc_endpoint}"}}
         es = AsyncElasticsearch(stack.elasticsearch.url)
         try:
             trace_ids = sorted({entry["trace_id"] for entry in logs_written})
-            span_hits = await _wait_for(es, "tether-spans", {"terms": {"trace.id": trace_ids}}, expected_spans)
-            log_hits = await _wait_for(es, "tether-logs", {"match_phrase": {"message": run}},
-                                       len(logs_written) + 2)
+            span_hits = await _wait_for(
+                es, "tether-spans", {"terms": {"trace.id": trace_ids}}, expected_spans
+            )
+            log_hits = await _wait_for(
+                es, "tether-logs", {"match_phrase": {"message": run}}, len(logs_written) + 2
+            )
         finally:
             await es.close()
     finally:
         agent_status = _terminate(agent, agent_log)
         collector_status = _terminate(collector, collector_log)
-    diagnostics = f"\nagent log:\n{agent_log.read_text()[-2000:]}\ncollector log:\n{collector_log.read_text()[-2000:]}"
+    diagnostics = (
+        f"\nagent log:\n{agent_log.read_text()[-2000:]}\ncollector log:\n{collector_log.read_text()[-2000:]}"
+    )
 
     # Every span exactly once, under its deterministic id.
     assert len(span_hits) == expected_spans, diagnostics
@@ -197,7 +226,9 @@ jaeger: {{endpoint: "{stack.jaeger.otlp_grpc_endpoint}"}}
     assert len(span_by_id) == expected_spans
     assert {hit["_id"] for hit in span_hits} == {f"{s['trace']['id']}-{sid}" for sid, s in span_by_id.items()}
     assert Counter(s["service"]["name"] for s in span_by_id.values()) == {
-        "checkout": SPANS_PER_TRACE * ((TRACES + 1) // 2), "payments": SPANS_PER_TRACE * (TRACES // 2)}
+        "checkout": SPANS_PER_TRACE * ((TRACES + 1) // 2),
+        "payments": SPANS_PER_TRACE * (TRACES // 2),
+    }
     assert sum(s["span"]["status"] == "ERROR" for s in span_by_id.values()) == len(range(0, TRACES, 3))
 
     # Every log line exactly once (by id and by content), enriched from its span.
@@ -226,7 +257,8 @@ jaeger: {{endpoint: "{stack.jaeger.otlp_grpc_endpoint}"}}
         body = await asyncio.to_thread(_jaeger_trace, stack, trace_id)
         (trace,) = body["data"]
         assert {s["spanID"] for s in trace["spans"]} == {
-            sid for sid, s in span_by_id.items() if s["trace"]["id"] == trace_id}
+            sid for sid, s in span_by_id.items() if s["trace"]["id"] == trace_id
+        }
 
     assert agent_status == 0, diagnostics
     assert collector_status == 0, diagnostics

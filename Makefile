@@ -1,0 +1,56 @@
+# Two commands for a fresh clone:  `make up` (set up + run the pipeline)  and  `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUN := .run
+STAMP := $(VENV)/.installed
+
+.PHONY: up down test lint status
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "tether needs Python >= 3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+## up: install, start Kafka + Elasticsearch + Jaeger, run an agent and a collector with deploy/examples.
+up: $(STAMP)
+	$(BIN)/tether stack up
+	@mkdir -p $(RUN)/logs
+	@for component in agent collector; do \
+	  if [ -f $(RUN)/$$component.pid ] && kill -0 $$(cat $(RUN)/$$component.pid) 2>/dev/null; then \
+	    echo "$$component: already running (pid $$(cat $(RUN)/$$component.pid))"; \
+	  else \
+	    TETHER_RUN_DIR=$(RUN) nohup $(BIN)/tether $$component --config deploy/examples/$$component.yaml \
+	      >> $(RUN)/$$component.log 2>&1 & echo $$! > $(RUN)/$$component.pid; \
+	    echo "$$component: started (pid $$(cat $(RUN)/$$component.pid)), log $(RUN)/$$component.log"; \
+	  fi; \
+	done
+	@echo
+	@echo "tether is running. Where to look:"
+	@echo "  send spans:  point any OTLP/gRPC exporter at 127.0.0.1:4317 (OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317)"
+	@echo "  write logs:  append JSON lines to $(RUN)/logs/*.log  (e.g. {\"level\":\"info\",\"trace_id\":\"...\",\"message\":\"hi\"})"
+	@echo "  search:      curl 'http://127.0.0.1:9200/tether-logs/_search?q=log.level:error'   (aliases tether-logs, tether-spans)"
+	@echo "  traces:      http://127.0.0.1:16686  (Jaeger UI and /api/traces/<trace id>)"
+	@echo "  our logs:    $(RUN)/agent.log  $(RUN)/collector.log   servers: $(BIN)/tether stack status"
+	@echo "  stop:        make down"
+
+## down: stop the agent, the collector and the stack (by pid).
+down:
+	@for component in agent collector; do \
+	  if [ -f $(RUN)/$$component.pid ]; then kill $$(cat $(RUN)/$$component.pid) 2>/dev/null || true; \
+	  rm -f $(RUN)/$$component.pid; echo "$$component: stopped"; fi; \
+	done
+	@if [ -x $(BIN)/tether ]; then $(BIN)/tether stack down; fi
+
+status: $(STAMP)
+	$(BIN)/tether stack status
+
+## test: lint, type-check, then unit and end-to-end tests (the tests start the real stack themselves).
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -ra
