@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from tether.stack import Stack
+
+Model = TypeVar("Model", bound="BaseModel")
 
 app = typer.Typer(
     help="tether ships logs and traces through Kafka and ties every log line to its trace.",
@@ -49,9 +53,8 @@ def agent(config: ConfigOption) -> None:
     """Run the agent: tail JSON log files, receive OTLP spans, produce both to Kafka."""
     from agent.config import AgentConfig
     from agent.service import run_agent
-    from tether.config import load_config
 
-    asyncio.run(run_agent(load_config(config, AgentConfig)))
+    asyncio.run(run_agent(_load(config, AgentConfig)))
 
 
 @app.command()
@@ -60,9 +63,19 @@ def collector(config: ConfigOption) -> None:
     Elasticsearch and export spans to Jaeger."""
     from collector.config import CollectorConfig
     from collector.service import run_collector
-    from tether.config import load_config
 
-    asyncio.run(run_collector(load_config(config, CollectorConfig)))
+    asyncio.run(run_collector(_load(config, CollectorConfig)))
+
+
+def _load(path: Path, model: type[Model]) -> Model:
+    """The validated config, or every problem printed with its key path and exit status 2."""
+    from tether.config import ConfigError, load_config
+
+    try:
+        return load_config(path, model)
+    except ConfigError as error:
+        typer.secho(str(error), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from error
 
 
 def _stack(cache_dir: Path | None) -> Stack:
