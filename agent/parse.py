@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from schemas.log_fields import LogFieldMapping
+
+MAX_UNIX_NANO = 2**64 - 1  # time_unix_nano is a fixed64
+_FRACTION = re.compile(r"^(.*?T\d{2}:\d{2}:\d{2})[.,](\d+)(.*)$")
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
 
 
 @dataclass(slots=True)
@@ -31,15 +36,15 @@ def parse_line(raw: bytes, mapping: LogFieldMapping) -> ParsedLine:
         record = None
     if not isinstance(record, dict):
         return ParsedLine(text, 0, "", 0, b"", b"", "", True)
-    level = _string(mapping.lookup(record, mapping.level)[1])
+    level = _string(mapping.lookup(record, mapping.level, scalar=True)[1])
     return ParsedLine(
         text=text,
-        time_unix_nano=parse_timestamp(mapping.lookup(record, mapping.timestamp)[1]),
+        time_unix_nano=parse_timestamp(mapping.lookup(record, mapping.timestamp, scalar=True)[1]),
         level=level,
         severity_number=mapping.severity_number(level) if level else 0,
-        trace_id=_hex_id(mapping.lookup(record, mapping.trace_id)[1], 16),
-        span_id=_hex_id(mapping.lookup(record, mapping.span_id)[1], 8),
-        service=_string(mapping.lookup(record, mapping.service)[1]),
+        trace_id=_hex_id(mapping.lookup(record, mapping.trace_id, scalar=True)[1], 16),
+        span_id=_hex_id(mapping.lookup(record, mapping.span_id, scalar=True)[1], 8),
+        service=_string(mapping.lookup(record, mapping.service, scalar=True)[1]),
         parse_error=False,
     )
 
@@ -54,31 +59,44 @@ def parse_timestamp(value: Any) -> int:
         text = value.strip()
         if text.replace(".", "", 1).isdigit():
             return _epoch_to_ns(float(text) if "." in text else int(text))
+        # datetime stops at microseconds: take the fraction apart to keep nanoseconds.
+        fraction_ns = 0
+        match = _FRACTION.match(text)
+        if match:
+            text = match.group(1) + match.group(3)
+            fraction_ns = int(match.group(2)[:9].ljust(9, "0"))
         try:
             parsed = dt.datetime.fromisoformat(text)
         except ValueError:
             return 0
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=dt.UTC)
-        seconds = int(parsed.timestamp())
-        return seconds * 1_000_000_000 + parsed.microsecond * 1000
+        delta = parsed - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        return _in_range((delta.days * 86_400 + delta.seconds) * 1_000_000_000 + fraction_ns)
     return 0
+
+
+def _in_range(ns: int) -> int:
+    """0 (unusable, observed time is used) for instants before 1970 or beyond fixed64."""
+    return ns if 0 <= ns <= MAX_UNIX_NANO else 0
 
 
 def _epoch_to_ns(value: float) -> int:
     """Epoch seconds, milliseconds, microseconds or nanoseconds, told apart by magnitude."""
     magnitude = abs(value)
+    if magnitude != magnitude or magnitude == float("inf"):
+        return 0
     if magnitude < 1e11:  # seconds until the year 5138
-        return int(value * 1_000_000_000)
+        return _in_range(int(value * 1_000_000_000))
     if magnitude < 1e14:
-        return int(value * 1_000_000)
+        return _in_range(int(value * 1_000_000))
     if magnitude < 1e17:
-        return int(value * 1_000)
-    return int(value)
+        return _in_range(int(value * 1_000))
+    return _in_range(int(value))
 
 
 def _hex_id(value: Any, size: int) -> bytes:
-    if not isinstance(value, str) or len(value) != size * 2:
+    if not isinstance(value, str) or len(value) != size * 2 or not _HEX.match(value):
         return b""
     try:
         parsed = bytes.fromhex(value)

@@ -154,24 +154,48 @@ def log_documents(request: ExportLogsServiceRequest, mapping: LogFieldMapping) -
 def _expand_json_line(line: str, mapping: LogFieldMapping) -> dict[str, Any]:
     """message and the remaining payload of an original JSON line (its routing fields are typed)."""
     record = orjson.loads(line)
-    used = set()
     out: dict[str, Any] = {}
+    used: list[str] = []
     key, message = mapping.lookup(record, mapping.message)
     if key is not None:
-        used.add(key)
+        used.append(key)
         out["message"] = message if isinstance(message, str) else orjson.dumps(message).decode()
     for role in (mapping.timestamp, mapping.level, mapping.trace_id, mapping.span_id, mapping.service):
-        found, _ = mapping.lookup(record, role)
+        found, _ = mapping.lookup(record, role, scalar=True)
         if found is not None:
-            used.add(found)
+            used.append(found)
     # Everything else is the payload: the `data` object itself plus any other top-level keys.
-    rest = {k: v for k, v in record.items() if k not in used and k.split(".")[0] not in used}
+    rest = _without(record, used)
     data_key, payload = mapping.lookup(rest, mapping.data)
     data = dict(payload) if isinstance(payload, dict) else ({data_key: payload} if data_key else {})
     data.update((k, v) for k, v in rest.items() if k != data_key)
     if data:
         out["data"] = data
     return out
+
+
+def _without(record: dict[str, Any], paths: list[str]) -> dict[str, Any]:
+    """`record` less each path: a flat key ("log.level") or a nested one ({"log": {"level": ..}})."""
+    out = dict(record)
+    for path in paths:
+        if path in out:
+            del out[path]
+        else:
+            _remove_nested(out, path.split("."))
+    return out
+
+
+def _remove_nested(node: dict[str, Any], parts: list[str]) -> None:
+    head, child = parts[0], node.get(parts[0])
+    if len(parts) == 1:
+        node.pop(head, None)
+        return
+    if not isinstance(child, dict):
+        return
+    node[head] = child = dict(child)  # copy: never mutate the parsed line's shared objects
+    _remove_nested(child, parts[1:])
+    if not child:
+        del node[head]
 
 
 def _content_id(serialized: bytes, service: str) -> str:

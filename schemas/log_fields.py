@@ -28,10 +28,18 @@ class LogFieldMapping:
         return self.severity.get(level.lower(), 0)
 
     @staticmethod
-    def lookup(record: dict[str, Any], names: tuple[str, ...]) -> tuple[str | None, Any]:
-        """The first of `names` present in `record` (flat key or nested dotted path) and its value."""
+    def lookup(
+        record: dict[str, Any], names: tuple[str, ...], scalar: bool = False
+    ) -> tuple[str | None, Any]:
+        """The first of `names` present in `record` (flat key or nested dotted path) and its value.
+
+        With `scalar`, objects and arrays do not count, so {"service": {"name": "x"}} falls through
+        from "service" to "service.name".
+        """
         for name in names:
             if name in record:
+                if scalar and isinstance(record[name], dict | list):
+                    continue
                 return name, record[name]
             if "." in name:
                 node: Any = record
@@ -40,6 +48,8 @@ class LogFieldMapping:
                         break
                     node = node[part]
                 else:
+                    if scalar and isinstance(node, dict | list):
+                        continue
                     return name, node
         return None, None
 

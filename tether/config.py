@@ -1,7 +1,8 @@
 """Loading component configuration: YAML, `${ENV}` substitution, one typed model per component.
 
-Errors name the key path and say how to fix it, e.g.
-    kafka.bootstrap_servers: Field required (set it to host:port of a Kafka broker)
+Errors name the key path and what is wrong with it, every problem at once, e.g.
+    kafka.bootstrap_servers: Field required
+    kafka.bootstrap: unknown key (check its spelling and the section it is in)
 """
 
 from __future__ import annotations

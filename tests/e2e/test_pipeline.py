@@ -46,10 +46,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(kind: str, config: Path, log_file: Path) -> subprocess.Popen[bytes]:
+def _start(kind: str, config: Path, log_file: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     tether = Path(sys.executable).with_name("tether")
     with log_file.open("ab") as out:
-        return subprocess.Popen([str(tether), kind, "--config", str(config)], stdout=out, stderr=out)
+        return subprocess.Popen(
+            [str(tether), kind, "--config", str(config)], stdout=out, stderr=out, env={**os.environ, **env}
+        )
 
 
 def _terminate(process: subprocess.Popen[bytes], log_file: Path) -> int:
@@ -192,10 +194,9 @@ correlation: {{wait_seconds: 10}}
 elasticsearch: {{url: "{stack.elasticsearch.url}", replicas: 0}}
 jaeger: {{endpoint: "{stack.jaeger.otlp_grpc_endpoint}"}}
 """)
-    os.environ.update(env)
     agent_log, collector_log = tmp_path / "agent.out", tmp_path / "collector.out"
-    agent = _start("agent", agent_config, agent_log)
-    collector = _start("collector", collector_config, collector_log)
+    agent = _start("agent", agent_config, agent_log, env)
+    collector = _start("collector", collector_config, collector_log, env)
     try:
         _wait_for_port(otlp_port, agent, agent_log)
         logs_written = await asyncio.to_thread(_generate, f"127.0.0.1:{otlp_port}", log_path, run)

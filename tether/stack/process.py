@@ -44,9 +44,9 @@ class ManagedProcess:
         """The pid of our still-running process, or None when it is gone or was never started."""
         try:
             record = json.loads(self.pid_file.read_text())
-        except (OSError, ValueError):
-            return None
-        pid, started = int(record["pid"]), int(record["start_time"])
+            pid, started = int(record["pid"]), int(record["start_time"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # no pid file, or one we cannot vouch for: never signal on a guess
         return pid if _start_time(pid) == started else None
 
     def is_running(self) -> bool:

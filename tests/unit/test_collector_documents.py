@@ -1,0 +1,364 @@
+"""collector.documents: OTLP requests to Elasticsearch documents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import (
+    AnyValue,
+    ArrayValue,
+    InstrumentationScope,
+    KeyValue,
+    KeyValueList,
+)
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+
+from collector.documents import LogDoc, log_documents, span_documents
+from schemas.log_fields import default_mapping
+from schemas.records import ATTR_AGENT_ID, ATTR_FILE_PATH, ATTR_PARSE_ERROR, ATTR_RECORD_ID, FILE_SCOPE
+
+TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
+SPAN = bytes.fromhex("b7ad6b7169203331")
+PARENT = bytes.fromhex("00f067aa0ba902b7")
+T0 = 1_704_164_645_000_000_000  # 2024-01-02T03:04:05Z
+
+
+def s(value: str) -> AnyValue:
+    return AnyValue(string_value=value)
+
+
+def kv(key: str, value: AnyValue) -> KeyValue:
+    return KeyValue(key=key, value=value)
+
+
+# ---------------------------------------------------------------- spans
+
+
+def spans_request(*spans: Span, service: str | None = "checkout") -> ExportTraceServiceRequest:
+    resource = [kv("host.name", s("h1"))]
+    if service is not None:
+        resource.insert(0, kv("service.name", s(service)))
+    return ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource=Resource(attributes=resource),
+                scope_spans=[
+                    ScopeSpans(scope=InstrumentationScope(name="io.lib", version="1.2"), spans=spans)
+                ],
+            )
+        ]
+    )
+
+
+def test_span_document() -> None:
+    span = Span(
+        trace_id=TRACE,
+        span_id=SPAN,
+        parent_span_id=PARENT,
+        name="GET /orders",
+        kind=Span.SPAN_KIND_SERVER,
+        start_time_unix_nano=T0 + 123,
+        end_time_unix_nano=T0 + 123 + 1_500_999,
+        status=Status(code=Status.STATUS_CODE_ERROR, message="boom"),
+        attributes=[kv("http.status_code", AnyValue(int_value=500)), kv("retry", AnyValue(bool_value=False))],
+    )
+    [doc] = span_documents(spans_request(span))
+    assert doc.doc_id == f"{TRACE.hex()}-{SPAN.hex()}" == "0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331"
+    assert doc.timestamp_ns == T0 + 123
+    assert doc.trace_id == TRACE.hex()
+    assert doc.span_id == SPAN.hex()
+    assert doc.source == {
+        "@timestamp": "2024-01-02T03:04:05.000000123Z",
+        "trace": {"id": TRACE.hex()},
+        "span": {
+            "id": SPAN.hex(),
+            "name": "GET /orders",
+            "kind": "server",
+            "status": "ERROR",
+            "status_message": "boom",
+            "duration": {"us": 1500},
+        },
+        "parent": {"id": PARENT.hex()},
+        "event": {"duration": 1_500_999, "outcome": "failure"},
+        "service": {"name": "checkout"},
+        "scope": {"name": "io.lib", "version": "1.2"},
+        "attributes": {"http.status_code": 500, "retry": False},
+        "resource": {"attributes": {"service.name": "checkout", "host.name": "h1"}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [
+        (Span.SPAN_KIND_UNSPECIFIED, "unspecified"),
+        (Span.SPAN_KIND_INTERNAL, "internal"),
+        (Span.SPAN_KIND_SERVER, "server"),
+        (Span.SPAN_KIND_CLIENT, "client"),
+        (Span.SPAN_KIND_PRODUCER, "producer"),
+        (Span.SPAN_KIND_CONSUMER, "consumer"),
+    ],
+)
+def test_span_kind_lowercase(kind: int, name: str) -> None:
+    [doc] = span_documents(spans_request(Span(trace_id=TRACE, span_id=SPAN, kind=kind)))  # type: ignore[arg-type]
+    assert doc.source["span"]["kind"] == name
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "outcome"),
+    [
+        (Status.STATUS_CODE_UNSET, "UNSET", "unknown"),
+        (Status.STATUS_CODE_OK, "OK", "success"),
+        (Status.STATUS_CODE_ERROR, "ERROR", "failure"),
+    ],
+)
+def test_span_status(code: int, status: str, outcome: str) -> None:
+    span = Span(trace_id=TRACE, span_id=SPAN, status=Status(code=code))  # type: ignore[arg-type]
+    [doc] = span_documents(spans_request(span))
+    assert doc.source["span"]["status"] == status
+    assert doc.source["event"]["outcome"] == outcome
+
+
+def test_root_span_has_no_parent_and_negative_duration_is_zero() -> None:
+    span = Span(trace_id=TRACE, span_id=SPAN, start_time_unix_nano=T0 + 10, end_time_unix_nano=T0)
+    [doc] = span_documents(spans_request(span))
+    assert "parent" not in doc.source
+    assert doc.source["span"]["duration"] == {"us": 0}
+    assert doc.source["event"]["duration"] == 0
+
+
+def test_span_without_service_name() -> None:
+    [doc] = span_documents(spans_request(Span(trace_id=TRACE, span_id=SPAN), service=None))
+    assert doc.source["service"] == {"name": ""}
+
+
+def test_span_events() -> None:
+    span = Span(
+        trace_id=TRACE,
+        span_id=SPAN,
+        events=[Span.Event(name="exception", time_unix_nano=T0 + 5, attributes=[kv("type", s("E"))])],
+    )
+    [doc] = span_documents(spans_request(span))
+    assert doc.source["events"] == [
+        {"name": "exception", "time": "2024-01-02T03:04:05.000000005Z", "attributes": {"type": "E"}}
+    ]
+
+
+def test_many_spans_many_resources() -> None:
+    request = spans_request(
+        Span(trace_id=TRACE, span_id=SPAN, name="one"), Span(trace_id=TRACE, span_id=PARENT)
+    )
+    request.resource_spans.extend(
+        spans_request(Span(trace_id=TRACE, span_id=b"\x09" * 8), service="other").resource_spans
+    )
+    docs = span_documents(request)
+    assert [(d.span_id, d.source["service"]["name"]) for d in docs] == [
+        (SPAN.hex(), "checkout"),
+        (PARENT.hex(), "checkout"),
+        ("09" * 8, "other"),
+    ]
+    assert len({d.doc_id for d in docs}) == 3
+
+
+# ---------------------------------------------------------------- logs
+
+
+def logs_request(
+    *records: LogRecord, scope: str = FILE_SCOPE, service: str | None = "checkout", agent: str = "agent-1"
+) -> ExportLogsServiceRequest:
+    resource = [kv(ATTR_AGENT_ID, s(agent))]
+    if service is not None:
+        resource.insert(0, kv("service.name", s(service)))
+    return ExportLogsServiceRequest(
+        resource_logs=[
+            ResourceLogs(
+                resource=Resource(attributes=resource),
+                scope_logs=[ScopeLogs(scope=InstrumentationScope(name=scope), log_records=records)],
+            )
+        ]
+    )
+
+
+def file_record(
+    line: dict[str, Any] | str, *, rid: str = "agent-1:fp:0", parse_error: bool = False, **fields: Any
+) -> LogRecord:
+    attributes = [kv(ATTR_RECORD_ID, s(rid)), kv(ATTR_FILE_PATH, s("/var/log/app.log"))]
+    if parse_error:
+        attributes.append(kv(ATTR_PARSE_ERROR, AnyValue(bool_value=True)))
+    body = line if isinstance(line, str) else orjson.dumps(line).decode()
+    fields.setdefault("time_unix_nano", T0)
+    return LogRecord(body=s(body), attributes=attributes, **fields)
+
+
+def one_log(record: LogRecord, **kwargs: Any) -> LogDoc:
+    [doc] = log_documents(logs_request(record, **kwargs), default_mapping())
+    return doc
+
+
+def test_file_log_document() -> None:
+    line = {
+        "@timestamp": "2024-01-02T03:04:05Z",
+        "level": "INFO",
+        "service": "checkout",
+        "trace_id": TRACE.hex(),
+        "span_id": SPAN.hex(),
+        "message": "order placed",
+        "data": {"order": 7, "items": [1, 2]},
+        "user": "u-1",
+    }
+    record = file_record(
+        line, rid="agent-1:fp:4096", trace_id=TRACE, span_id=SPAN, severity_text="INFO", severity_number=9
+    )
+    doc = one_log(record)
+    assert doc.doc_id == "agent-1:fp:4096"
+    assert doc.timestamp_ns == T0
+    assert (doc.trace_id, doc.span_id) == (TRACE.hex(), SPAN.hex())
+    assert doc.source == {
+        "@timestamp": "2024-01-02T03:04:05.000000000Z",
+        "message": "order placed",
+        "data": {"order": 7, "items": [1, 2], "user": "u-1"},
+        "log": {"level": "info", "file": {"path": "/var/log/app.log"}},
+        "event": {"severity": 9},
+        "service": {"name": "checkout"},
+        "resource": {"attributes": {"service.name": "checkout", ATTR_AGENT_ID: "agent-1"}},
+        "tether": {"record_id": "agent-1:fp:4096", "agent_id": "agent-1", "parse_error": False},
+        "trace": {"id": TRACE.hex()},
+        "span": {"id": SPAN.hex()},
+    }
+
+
+def test_file_log_without_data_object() -> None:
+    doc = one_log(file_record({"msg": "hello", "level": "info", "ts": 1, "request_id": "r-9", "n": 3}))
+    assert doc.source["message"] == "hello"
+    assert doc.source["data"] == {"request_id": "r-9", "n": 3}
+    assert "trace" not in doc.source and "span" not in doc.source
+
+
+def test_file_log_with_only_routing_fields_has_no_data() -> None:
+    doc = one_log(file_record({"message": "m", "level": "info", "@timestamp": "2024-01-02T03:04:05Z"}))
+    assert doc.source["message"] == "m"
+    assert "data" not in doc.source
+
+
+def test_file_log_data_that_is_not_an_object() -> None:
+    doc = one_log(file_record({"message": "m", "data": "just text", "extra": 1}))
+    assert doc.source["data"] == {"data": "just text", "extra": 1}
+
+
+def test_file_log_non_string_message_is_json() -> None:
+    doc = one_log(file_record({"msg": {"a": 1}}))
+    assert orjson.loads(doc.source["message"]) == {"a": 1}
+
+
+def test_file_log_ecs_flat_routing_fields_are_not_repeated_in_data() -> None:
+    line = {
+        "@timestamp": "2024-01-02T03:04:05Z",
+        "log.level": "warn",
+        "trace.id": TRACE.hex(),
+        "span.id": SPAN.hex(),
+        "service.name": "checkout",
+        "message": "m",
+        "user": "u",
+    }
+    doc = one_log(file_record(line))
+    assert doc.source["data"] == {"user": "u"}
+
+
+def test_file_log_ecs_nested_routing_fields_are_not_repeated_in_data() -> None:
+    line = {
+        "@timestamp": "2024-01-02T03:04:05Z",
+        "log": {"level": "warn"},
+        "trace": {"id": TRACE.hex()},
+        "span": {"id": SPAN.hex()},
+        "service": {"name": "checkout"},
+        "message": "m",
+        "user": "u",
+    }
+    doc = one_log(file_record(line))
+    # The same line written with flat keys gives data == {"user": "u"} (test above).
+    assert doc.source["data"] == {"user": "u"}
+
+
+def test_file_log_keeps_fields_that_only_share_a_prefix_with_a_routing_field() -> None:
+    line = {"service": "checkout", "service.version": "1.4.2", "message.id": "m-1", "message": "m"}
+    doc = one_log(file_record(line))
+    assert doc.source["data"] == {"service.version": "1.4.2", "message.id": "m-1"}
+
+
+def test_parse_error_record_keeps_the_raw_line() -> None:
+    doc = one_log(file_record("not json {", parse_error=True), service=None)
+    assert doc.source["message"] == "not json {"
+    assert doc.source["tether"]["parse_error"] is True
+    assert "data" not in doc.source
+    assert doc.source["service"] == {"name": ""}
+    assert "attributes" not in doc.source  # the tether attributes are typed fields, not attributes
+
+
+def test_timestamp_falls_back_to_observed_time() -> None:
+    record = file_record({"message": "m"}, time_unix_nano=0, observed_time_unix_nano=T0 + 7)
+    doc = one_log(record)
+    assert doc.timestamp_ns == T0 + 7
+    assert doc.source["@timestamp"] == "2024-01-02T03:04:05.000000007Z"
+
+
+def otlp_record(body: AnyValue, **fields: Any) -> LogRecord:
+    fields.setdefault("time_unix_nano", T0)
+    return LogRecord(body=body, **fields)
+
+
+def test_otlp_log_document() -> None:
+    record = otlp_record(
+        s('{"looks": "like json"}'),
+        trace_id=TRACE,
+        span_id=SPAN,
+        severity_text="Error",
+        severity_number=17,
+        attributes=[kv("http.route", s("/x")), kv("n", AnyValue(int_value=3))],
+    )
+    doc = one_log(record, scope="io.opentelemetry.app")
+    assert doc.source["message"] == '{"looks": "like json"}'  # not expanded: not from a file
+    assert "data" not in doc.source
+    assert doc.source["log"] == {"level": "error"}
+    assert doc.source["attributes"] == {"http.route": "/x", "n": 3}
+    assert doc.source["tether"] == {"record_id": "", "agent_id": "agent-1", "parse_error": False}
+    assert doc.source["trace"] == {"id": TRACE.hex()}
+    assert len(doc.doc_id) == 32
+    int(doc.doc_id, 16)
+
+
+def test_otlp_structured_body_is_json() -> None:
+    body = AnyValue(
+        kvlist_value=KeyValueList(
+            values=[
+                kv("event", s("login")),
+                kv("tags", AnyValue(array_value=ArrayValue(values=[s("a"), AnyValue(int_value=2)]))),
+                kv("raw", AnyValue(bytes_value=b"\x01\xff")),
+            ]
+        )
+    )
+    doc = one_log(otlp_record(body), scope="app")
+    assert orjson.loads(doc.source["message"]) == {"event": "login", "tags": ["a", 2], "raw": "01ff"}
+
+
+def test_otlp_content_id_is_stable_and_content_sensitive() -> None:
+    def request(body: str, service: str = "checkout") -> ExportLogsServiceRequest:
+        return logs_request(otlp_record(s(body), severity_text="info"), scope="app", service=service)
+
+    mapping = default_mapping()
+    first = log_documents(request("hello"), mapping)[0].doc_id
+    assert log_documents(request("hello"), mapping)[0].doc_id == first
+    replayed = ExportLogsServiceRequest.FromString(request("hello").SerializeToString())
+    assert log_documents(replayed, mapping)[0].doc_id == first
+    assert log_documents(request("hello!"), mapping)[0].doc_id != first
+    assert log_documents(request("hello", service="other"), mapping)[0].doc_id != first
+
+
+def test_file_log_id_is_its_record_id_even_when_content_differs() -> None:
+    a = one_log(file_record({"message": "a"}, rid="agent-1:fp:0"))
+    b = one_log(file_record({"message": "b"}, rid="agent-1:fp:0"))
+    assert a.doc_id == b.doc_id == "agent-1:fp:0"
