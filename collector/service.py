@@ -136,11 +136,7 @@ class Collector:
                         if ready is not None:
                             requests.append(self._log_request(state, ready))
                             acks.append((tracker, offset))
-        for partition in list(self.partitions):
-            state = self.partitions[partition]
-            for item in state.correlator.release(now):
-                requests.append(self._log_request(state, item))
-                acks.append((state.offsets[self.config.kafka.logs_topic], item.offset))
+        self._release(list(self.partitions), now, requests, acks, everything=False)
         await self._deliver(requests, acks, jaeger_requests)
 
     def _log_request(self, state: PartitionState, item: PendingLog) -> IndexRequest:
@@ -178,12 +174,24 @@ class Collector:
         """Index what the given partitions hold (waiting logs included) and commit them."""
         requests: list[IndexRequest] = []
         acks: list[tuple[OffsetTracker, int]] = []
+        self._release(partitions, monotonic(), requests, acks, everything=everything)
+        await self._deliver(requests, acks, [])
+
+    def _release(
+        self,
+        partitions: list[int],
+        now: float,
+        requests: list[IndexRequest],
+        acks: list[tuple[OffsetTracker, int]],
+        *,
+        everything: bool,
+    ) -> None:
+        """Add the waiting logs that are due (all, with `everything`) to `requests` and `acks`."""
         for partition in partitions:
             state = self.partitions[partition]
-            for item in state.correlator.release(monotonic(), everything=everything):
+            for item in state.correlator.release(now, everything=everything):
                 requests.append(self._log_request(state, item))
                 acks.append((state.offsets[self.config.kafka.logs_topic], item.offset))
-        await self._deliver(requests, acks, [])
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         partitions = sorted({tp.partition for tp in revoked} & set(self.partitions))
