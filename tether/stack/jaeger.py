@@ -73,7 +73,7 @@ class JaegerServer:
         if self.binary.exists():
             return
         self.bin_dir.mkdir(parents=True, exist_ok=True)
-        partial = self.binary.with_suffix(".partial")
+        partial = self.binary.with_name(self.binary.name + ".partial")
         env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
         run_checked(
             [
