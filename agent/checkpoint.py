@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import orjson
+
+from agent.durable import write_atomically
 
 
 class Checkpoints:
@@ -14,6 +15,7 @@ class Checkpoints:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._offsets: dict[str, dict[str, int | str]] = {}
+        self._dirty = False
         if path.exists():
             self._offsets = orjson.loads(path.read_bytes())
 
@@ -22,23 +24,26 @@ class Checkpoints:
         return int(entry["offset"]) if entry else None
 
     def advance(self, fingerprint: str, path: str, offset: int) -> None:
-        self._offsets[fingerprint] = {"offset": offset, "path": path}
-        self._persist()
+        """Record and persist at once."""
+        self.update(fingerprint, path, offset)
+        self.flush()
+
+    def update(self, fingerprint: str, path: str, offset: int) -> None:
+        """Record in memory; `flush` persists."""
+        entry: dict[str, int | str] = {"offset": offset, "path": path}
+        if self._offsets.get(fingerprint) != entry:
+            self._offsets[fingerprint] = entry
+            self._dirty = True
 
     def forget(self, fingerprint: str) -> None:
         if self._offsets.pop(fingerprint, None) is not None:
+            self._dirty = True
+
+    def flush(self) -> None:
+        if self._dirty:
             self._persist()
+            self._dirty = False
 
     def _persist(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        with temporary.open("wb") as handle:
-            handle.write(orjson.dumps(self._offsets))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        write_atomically(self.path, orjson.dumps(self._offsets))

@@ -6,10 +6,17 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from schemas.records import LOGS_TOPIC, SPANS_TOPIC
 from tether.config import Section
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError("expected host:port, for example 127.0.0.1:4317")
+    return value
 
 
 class KafkaSinkConfig(Section):
@@ -27,24 +34,71 @@ class KafkaSinkConfig(Section):
 class FileSourceConfig(Section):
     include: list[str] = Field(min_length=1, description="glob patterns of JSON log files to tail")
     exclude: list[str] = Field(default_factory=list)
-    start_at: Literal["beginning", "end"] = "beginning"
+    start_at: Literal["beginning", "end"] = Field(
+        default="beginning", description="where to start in files found at start-up with no checkpoint"
+    )
     poll_interval_seconds: float = Field(default=0.25, gt=0)
     read_chunk_bytes: int = Field(default=512 * 1024, ge=4096)
-    max_line_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_line_bytes: int = Field(default=256 * 1024, ge=64)
+    long_lines: Literal["truncate", "drop"] = "truncate"
+    partial_line_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="a last line without newline is shipped after this long unchanged"
+    )
     fingerprint_bytes: int = Field(default=1024, ge=16)
+    checkpoint_interval_seconds: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _chunk_holds_a_line(self) -> FileSourceConfig:
+        if self.read_chunk_bytes < self.max_line_bytes:
+            raise ValueError("read_chunk_bytes must be at least max_line_bytes (raise read_chunk_bytes)")
+        return self
+
+
+class SpoolConfig(Section):
+    directory: Path | None = Field(default=None, description="default: <data_dir>/spool")
+    max_bytes: int = Field(default=1024**3, ge=1024 * 1024)
+    fsync: Literal["always", "never"] = Field(
+        default="always", description="always: each spooled batch is on disk before it counts as accepted"
+    )
+    when_full: Literal["block", "drop_oldest"] = "block"
+    max_in_flight_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="memory for batches Kafka has not acknowledged yet",
+    )
+    spill_after_seconds: float = Field(
+        default=5.0, gt=0, description="a batch not acknowledged this long goes to the spool"
+    )
+
+
+class OpsConfig(Section):
+    endpoint: str = Field(default="127.0.0.1:9464", description="host:port of /metrics, /healthz, /readyz")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return _host_port(value)
+
+
+class TlsConfig(Section):
+    cert_file: Path
+    key_file: Path
 
 
 class OtlpReceiverConfig(Section):
-    grpc_endpoint: str = "127.0.0.1:4317"
+    grpc_endpoint: str | None = "127.0.0.1:4317"
+    http_endpoint: str | None = "127.0.0.1:4318"
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    accept_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="how long a request may wait for room before it is told to retry"
+    )
+    bearer_token: str | None = Field(default=None, description="require `Authorization: Bearer <token>`")
+    tls: TlsConfig | None = None
 
-    @field_validator("grpc_endpoint")
+    @field_validator("grpc_endpoint", "http_endpoint")
     @classmethod
-    def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError("expected host:port, for example 127.0.0.1:4317")
-        return value
+    def _endpoints(cls, value: str | None) -> str | None:
+        return None if value is None else _host_port(value)
 
 
 class AgentConfig(Section):
@@ -55,6 +109,13 @@ class AgentConfig(Section):
     )
     data_dir: Path = Field(description="where checkpoints are kept; must survive restarts")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_grace_seconds: float = Field(default=10.0, gt=0)
     kafka: KafkaSinkConfig
     files: FileSourceConfig | None = None
     otlp: OtlpReceiverConfig | None = Field(default_factory=OtlpReceiverConfig)
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
+    ops: OpsConfig = Field(default_factory=OpsConfig)
+
+    @property
+    def spool_directory(self) -> Path:
+        return self.spool.directory or self.data_dir / "spool"

@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 
 from agent.config import KafkaSinkConfig
 from schemas.records import LOGS_SCHEMA, SCHEMA_HEADER, SPANS_SCHEMA
+
+log = logging.getLogger("tether.agent.kafka")
+
+# After these the idempotent producer's sequence state no longer matches the broker's (typically
+# after a broker restart with sends abandoned mid-flight): only a new producer id recovers.
+PRODUCER_STATE_ERRORS = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    ProducerFenced,
+)
 
 
 class PartitionMismatchError(RuntimeError):
@@ -19,7 +39,11 @@ class KafkaSink:
     def __init__(self, config: KafkaSinkConfig) -> None:
         self.config = config
         self.partitions = 0
-        self._producer = AIOKafkaProducer(
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        config = self.config
+        return AIOKafkaProducer(
             bootstrap_servers=config.bootstrap_servers,
             acks="all",
             enable_idempotence=True,
@@ -56,8 +80,28 @@ class KafkaSink:
     async def _send_all(self, topic: str, records: Mapping[int, bytes], schema: bytes) -> None:
         """Send one record per partition; return when Kafka has acknowledged every one."""
         headers = [(SCHEMA_HEADER, schema)]
-        pending = [
-            await self._producer.send(topic, value, partition=partition, headers=headers)
-            for partition, value in records.items()
-        ]
-        await asyncio.gather(*pending)
+        producer = self._producer
+        try:
+            pending = [
+                await producer.send(topic, value, partition=partition, headers=headers)
+                for partition, value in records.items()
+            ]
+            await asyncio.gather(*pending)
+        except PRODUCER_STATE_ERRORS as error:
+            await self._replace_producer(producer, error)
+            raise
+
+    async def _replace_producer(self, broken: AIOKafkaProducer, error: Exception) -> None:
+        if broken is not self._producer:
+            return  # another send already replaced it
+        log.warning("Kafka producer state lost; starting a new producer", extra={"error": repr(error)})
+        self._producer = self._new_producer()
+        await self._producer.start()
+        await _stop_quietly(broken)
+
+
+async def _stop_quietly(producer: AIOKafkaProducer) -> None:
+    try:
+        await asyncio.wait_for(producer.stop(), 5)
+    except Exception as error:  # it is broken already; nothing of ours waits on it
+        log.debug("old producer did not stop cleanly", extra={"error": repr(error)})

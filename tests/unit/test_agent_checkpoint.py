@@ -50,10 +50,13 @@ def test_forget(tmp_path: Path) -> None:
     checkpoints.advance("drop", "/d.log", 7)
     checkpoints.forget("drop")
     assert checkpoints.offset("drop") is None
+    assert Checkpoints(path).offset("drop") == 7  # forgotten in memory, persisted by flush
+    checkpoints.flush()
     reloaded = Checkpoints(path)
     assert reloaded.offset("drop") is None
     assert reloaded.offset("keep") == 5
     reloaded.forget("never-seen")  # no error
+    reloaded.flush()
     assert Checkpoints(path).offset("keep") == 5
 
 

@@ -1,0 +1,219 @@
+"""Delivery: between the sources and Kafka. Memory first, the disk spool when Kafka cannot keep up.
+
+`submit` returns once a batch is accepted and hands back a receipt: `durable` resolves when the
+batch is acknowledged by Kafka or written to the spool (OTLP answers then), `acked` when Kafka
+acknowledged it (file checkpoints advance then). A batch Kafka does not
+acknowledge within `spill_after_seconds`, or that finds the in-memory window full, goes to the
+spool, and from then on every newer batch queues behind it, so the spool drains in order before
+newer data. A full spool blocks `submit` (backpressure) or, with `when_full: drop_oldest`, drops
+the oldest batches and counts their records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka.errors import KafkaError
+
+from agent.config import SpoolConfig
+from agent.metrics import AgentMetrics
+from agent.sinks.kafka import KafkaSink
+from agent.spool import Batch, Spool
+
+log = logging.getLogger("tether.agent.delivery")
+
+
+class BackpressureError(RuntimeError):
+    """The agent cannot accept more now; OTLP clients are told to retry later."""
+
+
+@dataclass(slots=True)
+class Receipt:
+    durable: asyncio.Future[None]
+    acked: asyncio.Future[None]
+
+    @classmethod
+    def new(cls) -> Receipt:
+        loop = asyncio.get_running_loop()
+        return cls(loop.create_future(), loop.create_future())
+
+    def settle(self, durable_only: bool = False, error: BaseException | None = None) -> None:
+        for future in (self.durable,) if durable_only else (self.durable, self.acked):
+            if not future.done():
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
+                    future.add_done_callback(_ignore_result)  # nobody may be waiting for it
+
+
+@dataclass(slots=True)
+class _InFlight:
+    batch: Batch
+    receipt: Receipt
+
+
+class Delivery:
+    def __init__(self, sink: KafkaSink, config: SpoolConfig, directory: Path, metrics: AgentMetrics) -> None:
+        self.sink = sink
+        self.config = config
+        self.metrics = metrics
+        self.spool = Spool(directory, config.max_bytes, fsync=config.fsync == "always")
+        self._in_flight_bytes = 0
+        self._waiting: dict[int, Receipt] = {}  # spool sequence -> receipt of a batch accepted this run
+        self._changed = asyncio.Condition()
+        self._drainer: asyncio.Task[None] | None = None
+        self._senders: set[asyncio.Task[None]] = set()
+        self._update_gauges()
+
+    async def start(self) -> None:
+        self._drainer = asyncio.create_task(self._drain(), name="spool-drainer")
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Wait for in-flight sends (up to the grace period); what is spooled stays for next time."""
+        if self._senders:
+            await asyncio.wait(self._senders, timeout=grace_seconds)
+        if self._drainer is not None:
+            self._drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drainer
+
+    @property
+    def spooling(self) -> bool:
+        return len(self.spool) > 0
+
+    def ready(self) -> bool:
+        """Accepting without blocking: the spool has room (or is allowed to drop)."""
+        return self.config.when_full == "drop_oldest" or self.spool.bytes < self.config.max_bytes
+
+    async def submit(self, batch: Batch, accept_timeout: float | None = None) -> Receipt:
+        """Accept `batch`. Waits while the spool is full (backpressure); with `accept_timeout`,
+        raises BackpressureError instead of waiting longer than that."""
+        receipt = Receipt.new()
+        if not self.spooling and self._in_flight_bytes + batch.size <= self.config.max_in_flight_bytes:
+            self._send_direct(_InFlight(batch, receipt))
+            return receipt
+        await self._spool(batch, receipt, accept_timeout)
+        return receipt
+
+    def _send_direct(self, item: _InFlight) -> None:
+        self._in_flight_bytes += item.batch.size
+        self.metrics.queue_depth.inc()
+        task = asyncio.create_task(self._send_or_spill(item))
+        self._senders.add(task)
+        task.add_done_callback(self._senders.discard)
+
+    async def _send_or_spill(self, item: _InFlight) -> None:
+        send = asyncio.ensure_future(self._send(item.batch))
+        try:
+            await asyncio.wait_for(asyncio.shield(send), self.config.spill_after_seconds)
+        except (TimeoutError, KafkaError) as error:
+            # Not acknowledged in time: keep it on disk. If the send still completes, the
+            # spooled copy is a replay that the documents' deterministic ids make invisible.
+            send.add_done_callback(_ignore_result)
+            self.metrics.kafka_errors.inc()
+            log.warning(
+                "Kafka did not acknowledge in time; spooling to disk",
+                extra={"error": repr(error), "batch_bytes": item.batch.size},
+            )
+            await self._spool(item.batch, item.receipt, accept_timeout=None)
+        else:
+            item.receipt.settle()
+        finally:
+            self._in_flight_bytes -= item.batch.size
+            self.metrics.queue_depth.dec()
+
+    async def _send(self, batch: Batch) -> None:
+        started = time.monotonic()
+        if batch.kind == "logs":
+            await self.sink.send_logs(batch.records)
+        else:
+            await self.sink.send_spans(batch.records)
+        self.metrics.send_latency.observe(time.monotonic() - started)
+        topic = self.sink.config.logs_topic if batch.kind == "logs" else self.sink.config.spans_topic
+        self.metrics.kafka_records.labels(topic).inc(len(batch.records))
+        self.metrics.kafka_bytes.labels(topic).inc(batch.size)
+
+    async def _spool(self, batch: Batch, receipt: Receipt, accept_timeout: float | None) -> None:
+        async with self._changed:
+            if not self.spool.fits(batch.size):
+                if self.config.when_full == "drop_oldest":
+                    self._drop_until_fits(batch.size)
+                else:
+                    try:
+                        await asyncio.wait_for(
+                            self._changed.wait_for(lambda: self.spool.fits(batch.size)), accept_timeout
+                        )
+                    except TimeoutError:
+                        raise BackpressureError("spool full: Kafka is not keeping up") from None
+            sequence = self.spool.append(batch)
+            self._waiting[sequence] = receipt
+            receipt.settle(durable_only=True)
+            self._update_gauges()
+            self._changed.notify_all()
+
+    def _drop_until_fits(self, size: int) -> None:
+        while not self.spool.fits(size):
+            head = self.spool.head()
+            if head is None:
+                return
+            sequence, dropped = head
+            self.spool.remove_head()
+            self.metrics.dropped.labels(f"spool_full_{dropped.kind}").inc(dropped.items)
+            waiting = self._waiting.pop(sequence, None)
+            if waiting is not None:
+                waiting.settle(error=BackpressureError("dropped from the full spool"))
+            log.error(
+                "spool full: dropped the oldest batch", extra={"items": dropped.items, "kind": dropped.kind}
+            )
+
+    async def _drain(self) -> None:
+        """Send spooled batches in order, each until Kafka acknowledges it, then forget it."""
+        attempt = 0
+        while True:
+            async with self._changed:
+                await self._changed.wait_for(lambda: self.spooling)
+                head = self.spool.head()
+            if head is None:
+                continue
+            sequence, batch = head
+            try:
+                await asyncio.wait_for(self._send(batch), self.config.spill_after_seconds * 4)
+            except (TimeoutError, KafkaError) as error:
+                attempt += 1
+                delay = random.uniform(0, min(30.0, 0.5 * 2 ** min(attempt, 8)))
+                log.warning(
+                    "Kafka unavailable; spool waits",
+                    extra={
+                        "error": repr(error),
+                        "retry_in_seconds": round(delay, 2),
+                        "spooled_batches": len(self.spool),
+                    },
+                )
+                await asyncio.sleep(delay)
+                continue
+            attempt = 0
+            async with self._changed:
+                self.spool.remove_head()
+                waiting = self._waiting.pop(sequence, None)
+                if waiting is not None:
+                    waiting.settle()
+                self._update_gauges()
+                self._changed.notify_all()
+                if not self.spooling:
+                    log.info("spool drained; sending directly again")
+
+    def _update_gauges(self) -> None:
+        self.metrics.spool_bytes.set(self.spool.bytes)
+        self.metrics.spool_batches.set(len(self.spool))
+
+
+def _ignore_result(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()

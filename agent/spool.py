@@ -1,0 +1,123 @@
+"""The disk spool: batches Kafka could not take yet, kept in order on disk until it can.
+
+One file per batch, written to a temporary name, fsynced (per policy) and renamed, so a crash
+leaves either a whole batch or none. Names are zero-padded sequence numbers: sorted is FIFO.
+
+    file = b"TSPL" | version u8 | kind u8 | items u32 | count u32 | (partition u32, size u32, bytes)*
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from agent.durable import write_atomically
+
+MAGIC = b"TSPL\x01"
+_HEADER = struct.Struct(">BII")  # kind, items (lines/spans), record count
+_RECORD = struct.Struct(">II")  # partition, size
+
+Kind = Literal["logs", "spans"]
+_KIND_CODES: dict[str, int] = {"logs": 0, "spans": 1}
+_KINDS: dict[int, Kind] = {0: "logs", 1: "spans"}
+
+
+class SpoolCorruptError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Kafka records of one signal, one per partition, and how many items (lines, spans) they hold."""
+
+    kind: Kind
+    records: dict[int, bytes]
+    items: int
+
+    @property
+    def size(self) -> int:
+        return sum(len(v) for v in self.records.values())
+
+
+def encode_batch(batch: Batch) -> bytes:
+    parts = [MAGIC, _HEADER.pack(_KIND_CODES[batch.kind], batch.items, len(batch.records))]
+    for partition, value in batch.records.items():
+        parts.append(_RECORD.pack(partition, len(value)))
+        parts.append(value)
+    return b"".join(parts)
+
+
+def decode_batch(data: bytes) -> Batch:
+    if not data.startswith(MAGIC):
+        raise SpoolCorruptError("not a spool batch (bad magic)")
+    try:
+        kind_code, items, count = _HEADER.unpack_from(data, len(MAGIC))
+        position = len(MAGIC) + _HEADER.size
+        records: dict[int, bytes] = {}
+        for _ in range(count):
+            partition, size = _RECORD.unpack_from(data, position)
+            position += _RECORD.size
+            records[partition] = data[position : position + size]
+            if len(records[partition]) != size:
+                raise SpoolCorruptError("truncated record")
+            position += size
+        return Batch(_KINDS[kind_code], records, items)
+    except (struct.error, KeyError) as error:
+        raise SpoolCorruptError(str(error)) from error
+
+
+class Spool:
+    def __init__(self, directory: Path, max_bytes: int, fsync: bool) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.fsync = fsync
+        directory.mkdir(parents=True, exist_ok=True)
+        for leftover in directory.glob("*.batch.tmp"):
+            leftover.unlink()  # a write a crash interrupted: its batch was never acknowledged
+        self._files = sorted(directory.glob("*.batch"))
+        self._sizes = {path: path.stat().st_size for path in self._files}
+        self.bytes = sum(self._sizes.values())
+        self._next = int(self._files[-1].stem) + 1 if self._files else 0
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def fits(self, size: int) -> bool:
+        return self.bytes + size <= self.max_bytes or not self._files
+
+    def append(self, batch: Batch) -> int:
+        """Write `batch` durably at the tail; returns its sequence number."""
+        data = encode_batch(batch)
+        sequence = self._next
+        self._next += 1
+        final = self.directory / f"{sequence:020d}.batch"
+        write_atomically(final, data, fsync=self.fsync)
+        self._files.append(final)
+        self._sizes[final] = len(data)
+        self.bytes += len(data)
+        return sequence
+
+    def head(self) -> tuple[int, Batch] | None:
+        """The oldest batch and its sequence number; corrupt files are set aside, not replayed."""
+        while self._files:
+            path = self._files[0]
+            try:
+                return int(path.stem), decode_batch(path.read_bytes())
+            except (OSError, SpoolCorruptError):
+                self._discard(path, rename_to=path.with_suffix(".corrupt"))
+        return None
+
+    def remove_head(self) -> None:
+        """Forget the oldest batch: delivered, or dropped to make room."""
+        if self._files:
+            self._discard(self._files[0])
+
+    def _discard(self, path: Path, rename_to: Path | None = None) -> None:
+        self._files.remove(path)
+        self.bytes -= self._sizes.pop(path, 0)
+        if rename_to is not None:
+            path.replace(rename_to)
+        else:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,50 @@
+"""The ops endpoint every tether process serves: Prometheus /metrics, /healthz and /readyz."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+log = logging.getLogger("tether.ops")
+
+
+class OpsServer:
+    """Liveness says the process serves; readiness says it can accept work (e.g. Kafka reachable)."""
+
+    def __init__(self, endpoint: str, registry: CollectorRegistry, ready: Callable[[], bool]) -> None:
+        self.host, _, port = endpoint.rpartition(":")
+        self.port = int(port)
+        self.registry = registry
+        self.ready = ready
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        self._runner = web.AppRunner(app, access_log=None)
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        log.info(
+            "ops endpoint listening",
+            extra={"endpoint": f"{self.host}:{self.port}", "paths": ["/metrics", "/healthz", "/readyz"]},
+        )
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        ready = self.ready()
+        return web.json_response({"ready": ready}, status=200 if ready else 503)
