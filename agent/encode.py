@@ -22,9 +22,11 @@ from agent.parse import ParsedLine
 from schemas.records import (
     ATTR_AGENT_ID,
     ATTR_FILE_PATH,
+    ATTR_INVALID_UTF8,
     ATTR_PARSE_ERROR,
     ATTR_RECORD_ID,
     ATTR_SERVICE_NAME,
+    ATTR_TRUNCATED,
     FILE_SCOPE,
     is_valid_trace_id,
     partition_for_trace,
@@ -64,12 +66,18 @@ def encode_file_lines(
     grouped: dict[int, dict[str, list[LogRecord]]] = defaultdict(lambda: defaultdict(list))
     path_attr = _string_attr(ATTR_FILE_PATH, path)
     parse_error_attr = KeyValue(key=ATTR_PARSE_ERROR, value=AnyValue(bool_value=True))
+    truncated_attr = KeyValue(key=ATTR_TRUNCATED, value=AnyValue(bool_value=True))
+    invalid_utf8_attr = KeyValue(key=ATTR_INVALID_UTF8, value=AnyValue(bool_value=True))
     for line in lines:
         p = line.parsed
         partition = partition_for_trace(p.trace_id, partitions) if p.trace_id else untraced_partition
         attributes = [_string_attr(ATTR_RECORD_ID, line.record_id), path_attr]
         if p.parse_error:
             attributes.append(parse_error_attr)
+        if p.truncated:
+            attributes.append(truncated_attr)
+        if p.invalid_utf8:
+            attributes.append(invalid_utf8_attr)
         grouped[partition][p.service].append(
             LogRecord(
                 time_unix_nano=p.time_unix_nano or observed_ns,

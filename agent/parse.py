@@ -26,16 +26,25 @@ class ParsedLine:
     span_id: bytes
     service: str
     parse_error: bool
+    invalid_utf8: bool = False
+    truncated: bool = False
 
 
-def parse_line(raw: bytes, mapping: LogFieldMapping) -> ParsedLine:
-    text = raw.decode("utf-8", errors="replace")
+def parse_line(raw: bytes, mapping: LogFieldMapping, truncated: bool = False) -> ParsedLine:
     try:
-        record = orjson.loads(raw)
+        text = raw.decode("utf-8")
+        source: bytes | str = raw
+        invalid_utf8 = False
+    except UnicodeDecodeError:
+        # Kept, with the bad bytes replaced, and flagged; the JSON in it may still be usable.
+        text = source = raw.decode("utf-8", errors="replace")
+        invalid_utf8 = True
+    try:
+        record = orjson.loads(source)
     except orjson.JSONDecodeError:
         record = None
     if not isinstance(record, dict):
-        return ParsedLine(text, 0, "", 0, b"", b"", "", True)
+        return ParsedLine(text, 0, "", 0, b"", b"", "", True, invalid_utf8, truncated)
     level = _string(mapping.lookup(record, mapping.level, scalar=True)[1])
     return ParsedLine(
         text=text,
@@ -46,6 +55,8 @@ def parse_line(raw: bytes, mapping: LogFieldMapping) -> ParsedLine:
         span_id=_hex_id(mapping.lookup(record, mapping.span_id, scalar=True)[1], 8),
         service=_string(mapping.lookup(record, mapping.service, scalar=True)[1]),
         parse_error=False,
+        invalid_utf8=invalid_utf8,
+        truncated=truncated,
     )
 
 

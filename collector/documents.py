@@ -14,7 +14,15 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from schemas.log_fields import LogFieldMapping
-from schemas.records import ATTR_AGENT_ID, ATTR_FILE_PATH, ATTR_PARSE_ERROR, ATTR_RECORD_ID, FILE_SCOPE
+from schemas.records import (
+    ATTR_AGENT_ID,
+    ATTR_FILE_PATH,
+    ATTR_INVALID_UTF8,
+    ATTR_PARSE_ERROR,
+    ATTR_RECORD_ID,
+    ATTR_TRUNCATED,
+    FILE_SCOPE,
+)
 
 SPAN_KINDS = {k: n.removeprefix("SPAN_KIND_").lower() for n, k in Span.SpanKind.items()}
 STATUS_CODES = {k: n.removeprefix("STATUS_CODE_") for n, k in Status.StatusCode.items()}
@@ -128,7 +136,13 @@ def log_documents(request: ExportLogsServiceRequest, mapping: LogFieldMapping) -
                     "event": {"severity": record.severity_number},
                     "service": {"name": service},
                     "resource": {"attributes": resource},
-                    "tether": {"record_id": record_id, "agent_id": agent_id, "parse_error": parse_error},
+                    "tether": {
+                        "record_id": record_id,
+                        "agent_id": agent_id,
+                        "parse_error": parse_error,
+                        "truncated": bool(attrs.pop(ATTR_TRUNCATED, False)),
+                        "invalid_utf8": bool(attrs.pop(ATTR_INVALID_UTF8, False)),
+                    },
                 }
                 if from_file and not parse_error:
                     source.update(_expand_json_line(record.body.string_value, mapping))

@@ -21,6 +21,8 @@ FILE_SCOPE: Final = "tether.file"
 ATTR_RECORD_ID: Final = "log.record.uid"  # deterministic: agent id, file fingerprint, byte offset
 ATTR_FILE_PATH: Final = "log.file.path"
 ATTR_PARSE_ERROR: Final = "tether.parse_error"  # the line was not a JSON object
+ATTR_TRUNCATED: Final = "tether.truncated"  # the line was longer than max_line_bytes and cut there
+ATTR_INVALID_UTF8: Final = "tether.invalid_utf8"  # invalid bytes were replaced by U+FFFD
 # Resource attributes set by the agent.
 ATTR_SERVICE_NAME: Final = "service.name"
 ATTR_AGENT_ID: Final = "tether.agent.id"

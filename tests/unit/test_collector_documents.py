@@ -226,7 +226,13 @@ def test_file_log_document() -> None:
         "event": {"severity": 9},
         "service": {"name": "checkout"},
         "resource": {"attributes": {"service.name": "checkout", ATTR_AGENT_ID: "agent-1"}},
-        "tether": {"record_id": "agent-1:fp:4096", "agent_id": "agent-1", "parse_error": False},
+        "tether": {
+            "record_id": "agent-1:fp:4096",
+            "agent_id": "agent-1",
+            "parse_error": False,
+            "truncated": False,
+            "invalid_utf8": False,
+        },
         "trace": {"id": TRACE.hex()},
         "span": {"id": SPAN.hex()},
     }
@@ -325,7 +331,13 @@ def test_otlp_log_document() -> None:
     assert "data" not in doc.source
     assert doc.source["log"] == {"level": "error"}
     assert doc.source["attributes"] == {"http.route": "/x", "n": 3}
-    assert doc.source["tether"] == {"record_id": "", "agent_id": "agent-1", "parse_error": False}
+    assert doc.source["tether"] == {
+        "record_id": "",
+        "agent_id": "agent-1",
+        "parse_error": False,
+        "truncated": False,
+        "invalid_utf8": False,
+    }
     assert doc.source["trace"] == {"id": TRACE.hex()}
     assert len(doc.doc_id) == 32
     int(doc.doc_id, 16)
