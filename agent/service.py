@@ -1,18 +1,32 @@
-"""Running the agent: wire sources to the Kafka sink, stop gracefully on SIGTERM/SIGINT."""
+"""Running the agent: sources -> delivery (memory, disk spool) -> Kafka, plus the ops endpoint.
+
+SIGTERM/SIGINT: stop accepting (receivers first), let in-flight batches finish within the grace
+period, checkpoint what Kafka acknowledged, exit. What is spooled stays for the next start.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 import signal
+from collections.abc import Awaitable, Callable
+
+from aiokafka.errors import KafkaError
 
 from agent.checkpoint import Checkpoints
 from agent.config import AgentConfig
-from agent.sinks.kafka import KafkaSink
+from agent.delivery import Delivery
+from agent.metrics import AgentMetrics
+from agent.sinks.kafka import KafkaSink, PartitionMismatchError
 from agent.sources.file import FileSource
+from agent.sources.otlp import OtlpIngest
 from agent.sources.otlp_grpc import start_grpc_receiver
+from agent.sources.otlp_http import start_http_receiver
 from schemas.log_fields import default_mapping
 from tether.logs import configure_logging
+from tether.ops import OpsServer
 
 log = logging.getLogger("tether.agent")
 
@@ -20,31 +34,86 @@ log = logging.getLogger("tether.agent")
 async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
     configure_logging(config.log_level)
     stop = stop or _stop_on_signals()
+    metrics = AgentMetrics()
     sink = KafkaSink(config.kafka)
-    await sink.start()
-    log.info("agent started", extra={"agent_id": config.agent_id, "partitions": sink.partitions})
-    tasks: list[asyncio.Task[None]] = []
-    server = None
+    delivery: Delivery | None = None
+    ops = OpsServer(
+        config.ops.endpoint, metrics.registry, ready=lambda: delivery is not None and delivery.ready()
+    )
+    await ops.start()
+    if not await _connect(sink, stop):
+        await ops.stop()
+        return
+    delivery = Delivery(sink, config.spool, config.spool_directory, metrics)
+    await delivery.start()
+    log.info(
+        "agent started",
+        extra={
+            "agent_id": config.agent_id,
+            "partitions": sink.partitions,
+            "spooled_batches": len(delivery.spool),
+        },
+    )
+    stoppers: list[Callable[[], Awaitable[None]]] = []
+    source: FileSource | None = None
+    source_task: asyncio.Task[None] | None = None
     try:
+        if config.otlp is not None:
+            ingest = OtlpIngest(config.otlp, delivery, sink.partitions, metrics)
+            if config.otlp.grpc_endpoint is not None:
+                grpc_server = await start_grpc_receiver(config.otlp.grpc_endpoint, ingest)
+                stoppers.append(lambda: grpc_server.stop(grace=2))
+            if config.otlp.http_endpoint is not None:
+                http_server = await start_http_receiver(config.otlp.http_endpoint, ingest)
+                stoppers.append(http_server.stop)
         if config.files is not None:
             source = FileSource(
                 config.files,
                 agent_id=config.agent_id,
                 checkpoints=Checkpoints(config.data_dir / "checkpoints.json"),
-                sink=sink,
+                delivery=delivery,
+                partitions=sink.partitions,
                 mapping=default_mapping(),
+                metrics=metrics,
             )
-            tasks.append(asyncio.create_task(source.run(stop), name="file-source"))
-        if config.otlp is not None:
-            server = await start_grpc_receiver(config.otlp, sink)
+            source_task = asyncio.create_task(source.run(stop), name="file-source")
         await stop.wait()
-        log.info("agent stopping: draining in-flight work")
+        log.info(
+            "agent stopping: no new input; finishing in-flight batches",
+            extra={"grace_seconds": config.shutdown_grace_seconds},
+        )
     finally:
-        if server is not None:
-            await server.stop(grace=5)
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for stop_receiver in stoppers:
+            await stop_receiver()
+        if source_task is not None:
+            await asyncio.gather(source_task, return_exceptions=True)
+        if source is not None:
+            await source.close(config.shutdown_grace_seconds)
+        await delivery.stop(config.shutdown_grace_seconds)
         await sink.stop()
-        log.info("agent stopped")
+        await ops.stop()
+        log.info("agent stopped", extra={"spooled_batches": len(delivery.spool)})
+
+
+async def _connect(sink: KafkaSink, stop: asyncio.Event) -> bool:
+    """Start the producer, retrying while Kafka is unreachable; False when asked to stop first."""
+    attempt = 0
+    while not stop.is_set():
+        try:
+            await sink.start()
+            return True
+        except PartitionMismatchError:
+            raise
+        except (KafkaError, OSError) as error:
+            attempt += 1
+            delay = random.uniform(0, min(30.0, 0.5 * 2 ** min(attempt, 8)))
+            log.warning(
+                "Kafka unreachable at start; retrying",
+                extra={"error": repr(error), "attempt": attempt, "retry_in_seconds": round(delay, 2)},
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+    return False
 
 
 def _stop_on_signals() -> asyncio.Event:
