@@ -181,7 +181,8 @@ agent_id: e2e-{run}
 data_dir: {tmp_path / "agent-state"}
 kafka: {{bootstrap_servers: "${{KAFKA}}", logs_topic: {logs_topic}, spans_topic: {spans_topic}}}
 files: {{include: ["{tmp_path}/logs/*.log"], poll_interval_seconds: 0.1}}
-otlp: {{grpc_endpoint: "127.0.0.1:{otlp_port}"}}
+otlp: {{grpc_endpoint: "127.0.0.1:{otlp_port}", http_endpoint: "127.0.0.1:{_free_port()}"}}
+ops: {{endpoint: "127.0.0.1:{_free_port()}"}}
 """)
     collector_config = tmp_path / "collector.yaml"
     collector_config.write_text(f"""

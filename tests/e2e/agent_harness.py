@@ -1,0 +1,221 @@
+"""Running a real `tether agent` process against the real Kafka, and reading back what it produced."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tether.stack import Stack
+from tether.stack.kafka import ensure_topics
+
+PARTITIONS = 8
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class AgentProcess:
+    """One agent: its config, state directory and ports; start/kill/stop it as a real process."""
+
+    stack: Stack
+    root: Path
+    extra_config: str = ""
+
+    def __post_init__(self) -> None:
+        run = uuid.uuid4().hex[:10]
+        self.logs_topic, self.spans_topic = f"agent.{run}.logs", f"agent.{run}.spans"
+        self.grpc_port, self.http_port, self.ops_port = free_port(), free_port(), free_port()
+        self.log_dir = self.root / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.output = self.root / "agent.out"
+        self.config = self.root / "agent.yaml"
+        self.config.write_text(
+            f"""
+agent_id: agent-{run}
+data_dir: {self.root / "state"}
+shutdown_grace_seconds: 20
+kafka: {{bootstrap_servers: "{self.stack.kafka.bootstrap}", logs_topic: {self.logs_topic},
+        spans_topic: {self.spans_topic}, request_timeout_ms: 5000}}
+otlp: {{grpc_endpoint: "127.0.0.1:{self.grpc_port}", http_endpoint: "127.0.0.1:{self.http_port}"}}
+ops: {{endpoint: "127.0.0.1:{self.ops_port}"}}
+{self.extra_config}
+"""
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def create_topics(self) -> None:
+        await ensure_topics(self.stack.kafka.bootstrap, [self.logs_topic, self.spans_topic], PARTITIONS)
+
+    def start(self) -> None:
+        tether = Path(sys.executable).with_name("tether")
+        with self.output.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(tether), "agent", "--config", str(self.config)], stdout=out, stderr=out
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"agent exited with {self.process.returncode}:\n{self.tail()}")
+            if _listening(self.grpc_port) and _listening(self.ops_port):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"agent did not start listening:\n{self.tail()}")
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                raise AssertionError(f"agent ignored SIGTERM:\n{self.tail()}") from None
+        return self.process.returncode
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.output.read_text(errors="replace")[-chars:] if self.output.exists() else ""
+
+    def metrics(self) -> dict[str, float]:
+        """Unlabelled and labelled samples of the agent's /metrics, summed by metric name."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        totals: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            name_part, _, value = line.rpartition(" ")
+            name = name_part.split("{", 1)[0]
+            totals[name] = totals.get(name, 0.0) + float(value)
+        return totals
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def consume_all(bootstrap: str, topic: str, idle_seconds: float = 3.0) -> list[tuple[int, bytes]]:
+    """Every record of `topic` as (partition, value), reading until nothing new for `idle_seconds`."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        records: list[tuple[int, bytes]] = []
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < idle_seconds:
+            batch = await consumer.getmany(timeout_ms=500)
+            for tp, messages in batch.items():
+                records.extend((tp.partition, m.value) for m in messages)
+                idle_since = time.monotonic()
+        return records
+    finally:
+        await consumer.stop()
+
+
+def log_records(records: list[tuple[int, bytes]]) -> list[dict[str, Any]]:
+    """Decoded log records: body, record id, attributes, trace id, partition."""
+    out = []
+    for partition, value in records:
+        request = ExportLogsServiceRequest.FromString(value)
+        for resource_logs in request.resource_logs:
+            for scope_logs in resource_logs.scope_logs:
+                for record in scope_logs.log_records:
+                    attributes = {kv.key: kv.value for kv in record.attributes}
+                    out.append(
+                        {
+                            "body": record.body.string_value,
+                            "id": attributes["log.record.uid"].string_value
+                            if "log.record.uid" in attributes
+                            else "",
+                            "attributes": attributes,
+                            "trace_id": record.trace_id,
+                            "partition": partition,
+                        }
+                    )
+    return out
+
+
+def span_ids(records: list[tuple[int, bytes]]) -> list[bytes]:
+    return [
+        span.span_id
+        for _, value in records
+        for rs in ExportTraceServiceRequest.FromString(value).resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    ]
+
+
+async def wait_until(predicate: Any, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"timed out after {within}s waiting for {what}")
+
+
+class Writer(threading.Thread):
+    """Appends numbered JSON lines at a steady pace; can rotate the file between two writes."""
+
+    def __init__(self, path: Path, total: int, per_second: int) -> None:
+        super().__init__(daemon=True)
+        self.path, self.total, self.interval = path, total, 1.0 / per_second
+        self.rotations: dict[int, str] = {}  # after line n: "rename" or "copytruncate"
+        self.written = 0
+
+    def run(self) -> None:
+        handle = self.path.open("a")
+        for n in range(self.total):
+            trace_id = os.urandom(16).hex()
+            line = {
+                "@timestamp": time.time(),
+                "level": "info",
+                "service": "writer",
+                "trace_id": trace_id,
+                "message": f"line {n}",
+                "seq": n,
+                "padding": "x" * 200,
+            }
+            handle.write(json.dumps(line) + "\n")
+            handle.flush()
+            self.written = n + 1
+            rotation = self.rotations.get(n)
+            if rotation == "rename":  # logrotate's default: rename, then the app reopens a new file
+                handle.close()
+                self.path.rename(self.path.with_name(self.path.name + ".1"))
+                handle = self.path.open("a")
+            elif rotation == "copytruncate":  # the app keeps its handle; the file is copied and emptied
+                shutil.copyfile(self.path, self.path.with_name(self.path.name + ".2"))
+                os.truncate(self.path, 0)
+            time.sleep(self.interval)
+        handle.close()
