@@ -48,23 +48,67 @@ CacheDirOption = Annotated[
 ]
 
 
-@app.command()
-def agent(config: ConfigOption) -> None:
-    """Run the agent: tail JSON log files, receive OTLP spans, produce both to Kafka."""
+agent_app = typer.Typer(help="The agent: tail JSON log files, receive OTLP, produce both to Kafka.")
+collector_app = typer.Typer(
+    help="A collector: consume logs and spans from Kafka, correlate by trace id, index into "
+    "Elasticsearch and export spans to Jaeger."
+)
+app.add_typer(agent_app, name="agent")
+app.add_typer(collector_app, name="collector")
+OptionalConfig = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (${ENV} is substituted).", dir_okay=False),
+]
+
+
+@agent_app.callback(invoke_without_command=True)
+def agent(ctx: typer.Context, config: OptionalConfig = None) -> None:
+    """Run the agent with --config (or check a config with `tether agent validate`)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from agent.config import AgentConfig
     from agent.service import run_agent
 
-    asyncio.run(run_agent(_load(config, AgentConfig)))
+    asyncio.run(run_agent(_load(_required(config), AgentConfig)))
 
 
-@app.command()
-def collector(config: ConfigOption) -> None:
-    """Run a collector: consume logs and spans from Kafka, correlate by trace id, index into
-    Elasticsearch and export spans to Jaeger."""
+@agent_app.command("validate")
+def agent_validate(config: ConfigOption) -> None:
+    """Check an agent config: every problem with its key path, exit 2 if there is any."""
+    from agent.config import AgentConfig
+
+    _load(config, AgentConfig)
+    typer.echo(f"{config}: valid agent configuration")
+
+
+@collector_app.callback(invoke_without_command=True)
+def collector(ctx: typer.Context, config: OptionalConfig = None) -> None:
+    """Run a collector with --config (or check a config with `tether collector validate`)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from collector.config import CollectorConfig
     from collector.service import run_collector
 
-    asyncio.run(run_collector(_load(config, CollectorConfig)))
+    asyncio.run(run_collector(_load(_required(config), CollectorConfig)))
+
+
+@collector_app.command("validate")
+def collector_validate(config: ConfigOption) -> None:
+    """Check a collector config: every problem with its key path, exit 2 if there is any."""
+    from collector.config import CollectorConfig
+
+    _load(config, CollectorConfig)
+    typer.echo(f"{config}: valid collector configuration")
+
+
+def _required(config: Path | None) -> Path:
+    if config is None:
+        typer.secho("--config FILE is required (see deploy/examples/)", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    if not config.is_file():
+        typer.secho(f"{config}: no such file", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    return config
 
 
 def _load(path: Path, model: type[Model]) -> Model:

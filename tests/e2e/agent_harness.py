@@ -41,6 +41,7 @@ class AgentProcess:
     stack: Stack
     root: Path
     extra_config: str = ""
+    otlp_options: str = ""  # more keys of the otlp section, e.g. 'bearer_token: "x"'
 
     def __post_init__(self) -> None:
         run = uuid.uuid4().hex[:10]
@@ -57,7 +58,8 @@ data_dir: {self.root / "state"}
 shutdown_grace_seconds: 20
 kafka: {{bootstrap_servers: "{self.stack.kafka.bootstrap}", logs_topic: {self.logs_topic},
         spans_topic: {self.spans_topic}, request_timeout_ms: 5000}}
-otlp: {{grpc_endpoint: "127.0.0.1:{self.grpc_port}", http_endpoint: "127.0.0.1:{self.http_port}"}}
+otlp: {{grpc_endpoint: "127.0.0.1:{self.grpc_port}", http_endpoint: "127.0.0.1:{self.http_port}",
+       {self.otlp_options}}}
 ops: {{endpoint: "127.0.0.1:{self.ops_port}"}}
 {self.extra_config}
 """
