@@ -1,0 +1,344 @@
+"""Agent benchmark: file -> Kafka and OTLP/gRPC spans -> Kafka, into the real local Kafka.
+
+    .venv/bin/python bench/agent_bench.py --lines 1000000 --spans 500000
+
+Starts `tether stack up` if needed. The agent runs as its own process pinned to one core
+(taskset -c 1); the load generators run on the other. Reports lines/s, MB/s, agent CPU seconds
+per million records, and the agent's peak RSS. In the same run, ceilings: the raw aiokafka
+producer sending the agent's own pre-encoded records (the Kafka client's limit on this machine),
+and orjson parsing the same lines (the JSON parser's limit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agent.encode import FileLine, encode_file_lines  # noqa: E402
+from agent.parse import parse_line  # noqa: E402
+from schemas.log_fields import default_mapping  # noqa: E402
+from tether.stack import Stack  # noqa: E402
+from tether.stack.kafka import ensure_topics  # noqa: E402
+
+PARTITIONS = 8
+SERVICES = ["checkout", "payments", "cart", "search", "auth", "inventory"]
+MESSAGES = [
+    "order placed",
+    "payment authorised",
+    "cache miss for key",
+    "user signed in",
+    "inventory reserved",
+    "request completed",
+    "retrying upstream call",
+    "slow query",
+]
+
+
+def realistic_line(n: int, rng: random.Random) -> bytes:
+    """~300 B: the issue's format, with a trace id on 95 % of lines."""
+    line = {
+        "@timestamp": f"2026-11-21T10:{(n // 60000) % 60:02d}:{(n // 1000) % 60:02d}.{n % 1000:03d}123Z",
+        "level": rng.choice(("info", "info", "info", "warn", "error", "debug")),
+        "service": rng.choice(SERVICES),
+        "message": f"{rng.choice(MESSAGES)} id={n} attempt={n % 3}",
+        "data": {
+            "user": f"u-{rng.randrange(10**6)}",
+            "region": "eu-west-1",
+            "latency_ms": rng.randrange(500),
+            "path": "/api/v1/orders",
+        },
+    }
+    if rng.random() < 0.95:
+        line["trace_id"] = rng.randbytes(16).hex()
+        line["span_id"] = rng.randbytes(8).hex()
+    return orjson.dumps(line)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class AgentUnderTest:
+    def __init__(self, work: Path, bootstrap: str, files: bool) -> None:
+        run = uuid.uuid4().hex[:8]
+        self.logs_topic, self.spans_topic = f"bench.{run}.logs", f"bench.{run}.spans"
+        self.grpc_port, self.ops_port = free_port(), free_port()
+        self.work = work
+        files_section = (
+            f'files: {{include: ["{work}/logs/*.log"], poll_interval_seconds: 0.05}}' if files else ""
+        )
+        self.config = work / f"agent-{run}.yaml"
+        self.config.write_text(f"""
+agent_id: bench
+data_dir: {work / f"state-{run}"}
+log_level: warning
+kafka: {{bootstrap_servers: "{bootstrap}", logs_topic: {self.logs_topic}, spans_topic: {self.spans_topic},
+        compression: {os.environ.get("BENCH_COMPRESSION", "zstd")}}}
+otlp: {{grpc_endpoint: "127.0.0.1:{self.grpc_port}", http_endpoint: null}}
+ops: {{endpoint: "127.0.0.1:{self.ops_port}"}}
+{files_section}
+""")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        tether = str(Path(sys.executable).with_name("tether"))
+        pin = (
+            ["taskset", "-c", "1"]
+            if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1
+            else []
+        )
+        self.process = subprocess.Popen(
+            [*pin, tether, "agent", "--config", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.work / "agent.err").open("ab"),
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                self.metric("tether_agent_file_lines_total")
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("agent did not start; see " + str(self.work / "agent.err"))
+
+    def metric(self, name: str) -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}/metrics", timeout=5) as response:
+            total = 0.0
+            for line in response.read().decode().splitlines():
+                if line.startswith(name + " ") or line.startswith(name + "{"):
+                    total += float(line.rsplit(" ", 1)[1])
+            return total
+
+    def cpu_seconds(self) -> float:
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def peak_rss_mb(self) -> float:
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=60)
+
+
+def bench_file(stack: Stack, work: Path, lines: int) -> dict[str, float]:
+    rng = random.Random(42)
+    (work / "logs").mkdir(exist_ok=True)
+    path = work / "logs" / "app.log"
+    with path.open("wb") as handle:
+        for n in range(lines):
+            handle.write(realistic_line(n, rng) + b"\n")
+    size = path.stat().st_size
+    agent = AgentUnderTest(work, stack.kafka.bootstrap, files=True)
+    asyncio.run(ensure_topics(stack.kafka.bootstrap, [agent.logs_topic, agent.spans_topic], PARTITIONS))
+    path.rename(work / "app.log.hold")  # start the clock when the agent sees the file
+    agent.start()
+    cpu0 = agent.cpu_seconds()
+    began = time.perf_counter()
+    (work / "app.log.hold").rename(path)
+    while (
+        agent.metric("tether_agent_file_lines_total") < lines
+        or agent.metric("tether_agent_checkpoint_lag_bytes") > 0
+    ):
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - began
+    cpu = agent.cpu_seconds() - cpu0
+    rss = agent.peak_rss_mb()
+    agent.stop()
+    return {
+        "lines": lines,
+        "seconds": elapsed,
+        "lines_per_s": lines / elapsed,
+        "mb_per_s": size / elapsed / 1e6,
+        "cpu_s_per_million": cpu / lines * 1e6,
+        "peak_rss_mb": rss,
+        "avg_line_bytes": size / lines,
+    }
+
+
+def bench_otlp(
+    stack: Stack, work: Path, spans: int, per_request: int = 500, concurrency: int = 8
+) -> dict[str, float]:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    rng = random.Random(7)
+    bodies = []
+    for _ in range(32):  # distinct requests, reused round-robin
+        span_list = []
+        for _ in range(per_request):
+            start = 1_763_700_000_000_000_000 + rng.randrange(10**12)
+            span_list.append(
+                Span(
+                    trace_id=rng.randbytes(16),
+                    span_id=rng.randbytes(8),
+                    parent_span_id=rng.randbytes(8),
+                    name="GET /api/v1/orders",
+                    kind=Span.SPAN_KIND_SERVER,
+                    start_time_unix_nano=start,
+                    end_time_unix_nano=start + rng.randrange(10**8),
+                    attributes=[
+                        KeyValue(key="http.method", value=AnyValue(string_value="GET")),
+                        KeyValue(key="http.status_code", value=AnyValue(int_value=200)),
+                    ],
+                )
+            )
+        request = ExportTraceServiceRequest(
+            resource_spans=[
+                ResourceSpans(
+                    resource=Resource(
+                        attributes=[KeyValue(key="service.name", value=AnyValue(string_value="checkout"))]
+                    ),
+                    scope_spans=[ScopeSpans(spans=span_list)],
+                )
+            ]
+        )
+        bodies.append(request.SerializeToString())
+    agent = AgentUnderTest(work, stack.kafka.bootstrap, files=False)
+    asyncio.run(ensure_topics(stack.kafka.bootstrap, [agent.logs_topic, agent.spans_topic], PARTITIONS))
+    agent.start()
+    requests = spans // per_request
+    cpu0 = agent.cpu_seconds()
+    elapsed = asyncio.run(_send_otlp(f"127.0.0.1:{agent.grpc_port}", bodies, requests, concurrency))
+    cpu = agent.cpu_seconds() - cpu0
+    rss = agent.peak_rss_mb()
+    received = agent.metric("tether_agent_otlp_received_total")
+    agent.stop()
+    sent = requests * per_request
+    assert received == sent, (received, sent)
+    return {
+        "spans": sent,
+        "seconds": elapsed,
+        "spans_per_s": sent / elapsed,
+        "mb_per_s": sum(len(b) for b in bodies) / len(bodies) * requests / elapsed / 1e6,
+        "cpu_s_per_million": cpu / sent * 1e6,
+        "peak_rss_mb": rss,
+    }
+
+
+async def _send_otlp(target: str, bodies: list[bytes], requests: int, concurrency: int) -> float:
+    import grpc
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        export = channel.unary_unary(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        counter = iter(range(requests))
+
+        async def worker() -> None:
+            for n in counter:
+                await export(bodies[n % len(bodies)], timeout=60)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - began
+
+
+def ceiling_producer(stack: Stack, lines: int) -> dict[str, float]:
+    """The raw aiokafka producer sending the agent's own encoded records: what Kafka takes from Python."""
+    rng = random.Random(42)
+    mapping = default_mapping()
+    chunk = [FileLine(parse_line(realistic_line(n, rng), mapping), f"bench:fp:{n}") for n in range(2000)]
+    records = encode_file_lines(
+        chunk,
+        path="/bench/app.log",
+        agent_id="bench",
+        observed_ns=time.time_ns(),
+        partitions=PARTITIONS,
+        untraced_partition=0,
+    )
+    topic = f"bench.{uuid.uuid4().hex[:8]}.ceiling"
+    asyncio.run(ensure_topics(stack.kafka.bootstrap, [topic], PARTITIONS))
+
+    async def produce() -> float:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=stack.kafka.bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            compression_type=os.environ.get("BENCH_COMPRESSION", "zstd"),
+            linger_ms=10,
+            max_batch_size=1024 * 1024,
+            max_request_size=8 * 1024 * 1024,
+        )
+        await producer.start()
+        began = time.perf_counter()
+        in_flight: list[asyncio.Future[object]] = []
+        for _ in range(lines // len(chunk)):
+            in_flight.extend([await producer.send(topic, value, partition=p) for p, value in records.items()])
+            if len(in_flight) >= 64:  # keep Kafka busy, as the agent's delivery does
+                await asyncio.gather(*in_flight)
+                in_flight.clear()
+        await asyncio.gather(*in_flight)
+        elapsed = time.perf_counter() - began
+        await producer.stop()
+        return elapsed
+
+    elapsed = asyncio.run(produce())
+    sent = lines // len(chunk) * len(chunk)
+    return {"lines_per_s": sent / elapsed}
+
+
+def ceiling_orjson(lines: int) -> dict[str, float]:
+    rng = random.Random(42)
+    data = [realistic_line(n, rng) for n in range(min(lines, 200_000))]
+    began = time.perf_counter()
+    for line in data:
+        orjson.loads(line)
+    return {"lines_per_s": len(data) / (time.perf_counter() - began)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--spans", type=int, default=500_000)
+    args = parser.parse_args()
+    stack = Stack()
+    stack.up(report=lambda line: print(f"[stack] {line}", file=sys.stderr))
+    with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
+        work = Path(tmp)
+        results = {
+            "file_to_kafka": bench_file(stack, work, args.lines),
+            "otlp_spans_to_kafka": bench_otlp(stack, work, args.spans),
+            "ceiling_raw_producer_same_records": ceiling_producer(stack, args.lines),
+            "ceiling_orjson_parse_only": ceiling_orjson(args.lines),
+        }
+    compression = os.environ.get("BENCH_COMPRESSION", "zstd")
+    print(f"compression={compression} cpu={os.cpu_count()} python={sys.version.split()[0]}")
+    for name, figures in results.items():
+        print(f"{name:36} " + "  ".join(f"{k}={v:,.1f}" for k, v in figures.items()))
+
+
+if __name__ == "__main__":
+    main()
