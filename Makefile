@@ -1,5 +1,7 @@
 # Two commands for a fresh clone:  `make up` (set up + run the pipeline)  and  `make test`.
 SHELL := /bin/bash
+# rustup and Go install into the home directory; make them findable from a non-login shell too.
+export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,11 +10,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: up down test lint status
 
-$(STAMP): pyproject.toml
+NATIVE := native/fastlog
+$(STAMP): pyproject.toml $(NATIVE)/pyproject.toml $(NATIVE)/Cargo.toml $(NATIVE)/Cargo.lock $(NATIVE)/src/lib.rs
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "tether needs Python >= 3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	@command -v cargo >/dev/null || { echo "cargo not found: the agent's native fast path needs a Rust toolchain (rustup)"; exit 1; }
+	$(BIN)/pip install -q ./$(NATIVE)   # the agent's Rust fast path for file lines (maturin + cargo)
 	touch $(STAMP)
 
 ## up: install, start Kafka + Elasticsearch + Jaeger, run an agent and a collector with deploy/examples.

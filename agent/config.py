@@ -49,8 +49,8 @@ class FileSourceConfig(Section):
 
     @model_validator(mode="after")
     def _chunk_holds_a_line(self) -> FileSourceConfig:
-        if self.read_chunk_bytes < self.max_line_bytes:
-            raise ValueError("read_chunk_bytes must be at least max_line_bytes (raise read_chunk_bytes)")
+        if self.read_chunk_bytes <= self.max_line_bytes:
+            raise ValueError("read_chunk_bytes must be larger than max_line_bytes (raise read_chunk_bytes)")
         return self
 
 
@@ -62,7 +62,7 @@ class SpoolConfig(Section):
     )
     when_full: Literal["block", "drop_oldest"] = "block"
     max_in_flight_bytes: int = Field(
-        default=64 * 1024 * 1024,
+        default=16 * 1024 * 1024,
         ge=1024 * 1024,
         description="memory for batches Kafka has not acknowledged yet",
     )

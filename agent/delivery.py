@@ -92,15 +92,31 @@ class Delivery:
         """Accepting without blocking: the spool has room (or is allowed to drop)."""
         return self.config.when_full == "drop_oldest" or self.spool.bytes < self.config.max_bytes
 
-    async def submit(self, batch: Batch, accept_timeout: float | None = None) -> Receipt:
+    async def submit(
+        self, batch: Batch, accept_timeout: float | None = None, wait_for_room: bool = False
+    ) -> Receipt:
         """Accept `batch`. Waits while the spool is full (backpressure); with `accept_timeout`,
-        raises BackpressureError instead of waiting longer than that."""
+        raises BackpressureError instead of waiting longer than that.
+
+        With `wait_for_room` (a source that can simply read later, like a file), a full memory
+        window is waited out instead of spilled: the spool is then only for a failing Kafka.
+        """
         receipt = Receipt.new()
-        if not self.spooling and self._in_flight_bytes + batch.size <= self.config.max_in_flight_bytes:
+        if wait_for_room and not self.spooling and not self._has_room(batch):
+            async with self._changed:
+                await self._changed.wait_for(lambda: self.spooling or self._has_room(batch))
+        if not self.spooling and self._has_room(batch):
             self._send_direct(_InFlight(batch, receipt))
             return receipt
         await self._spool(batch, receipt, accept_timeout)
         return receipt
+
+    def _has_room(self, batch: Batch) -> bool:
+        # A batch larger than the whole window still goes, alone.
+        return (
+            self._in_flight_bytes == 0
+            or self._in_flight_bytes + batch.size <= self.config.max_in_flight_bytes
+        )
 
     def _send_direct(self, item: _InFlight) -> None:
         self._in_flight_bytes += item.batch.size
@@ -128,6 +144,8 @@ class Delivery:
         finally:
             self._in_flight_bytes -= item.batch.size
             self.metrics.queue_depth.dec()
+            async with self._changed:
+                self._changed.notify_all()
 
     async def _send(self, batch: Batch) -> None:
         started = time.monotonic()

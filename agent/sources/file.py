@@ -28,14 +28,13 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from agent.checkpoint import Checkpoints
+from agent.chunks import chunk_encoder
 from agent.config import FileSourceConfig
 from agent.delivery import Delivery
-from agent.encode import FileLine, UntracedSpreader, encode_file_lines
+from agent.encode import UntracedSpreader
 from agent.metrics import AgentMetrics
-from agent.parse import parse_line
 from agent.spool import Batch
 from schemas.log_fields import LogFieldMapping
-from schemas.records import record_id
 
 log = logging.getLogger("tether.agent.file")
 
@@ -77,6 +76,14 @@ class FileSource:
         self.metrics = metrics
         self.files: dict[tuple[int, int], TrackedFile] = {}
         self._spreader = UntracedSpreader()
+        self.encoder = chunk_encoder(
+            agent_id=agent_id,
+            partitions=partitions,
+            mapping=mapping,
+            max_line_bytes=config.max_line_bytes,
+            long_lines=config.long_lines,
+        )
+        log.info("file line encoder", extra={"encoder": self.encoder.name})
 
     async def run(self, stop: asyncio.Event) -> None:
         first_scan = True
@@ -229,58 +236,39 @@ class FileSource:
 
     async def _ship(self, tracked: TrackedFile, data: bytes) -> None:
         assert tracked.fingerprint is not None
-        lines: list[FileLine] = []
-        pieces = data.split(b"\n")
-        tail = pieces.pop()  # b"" when data ends with a newline
-        offset = tracked.read_offset
-        for raw in pieces:
-            start, offset = offset, offset + len(raw) + 1
-            if tracked.discarding:
-                tracked.discarding = False  # the rest of an over-long line whose head was shipped
-                continue
-            self._add_line(lines, tracked.fingerprint, raw, start, continues=False)
-        if tail:
-            # Without a newline, the tail is the head of an over-long line (it continues in the
-            # next read and is skipped there) or a partial line shipped after its timeout.
-            continues = len(tail) >= self.config.max_line_bytes
-            if not tracked.discarding:
-                self._add_line(lines, tracked.fingerprint, tail, offset, continues=continues)
-            tracked.discarding = continues
+        base, body = tracked.read_offset, data
+        if tracked.discarding:  # the rest of an over-long line whose head was shipped
+            newline = data.find(b"\n")
+            body = b"" if newline < 0 else data[newline + 1 :]
+            base += len(data) - len(body)
+            tracked.discarding = newline < 0
         end = tracked.read_offset + len(data)
         self.metrics.file_bytes.inc(len(data))
-        if lines:
-            records = encode_file_lines(
-                lines,
+        encoded = None
+        if body:
+            encoded = self.encoder.encode(
+                body,
+                base,
+                fingerprint=tracked.fingerprint,
                 path=str(tracked.path),
-                agent_id=self.agent_id,
-                observed_ns=time.time_ns(),
-                partitions=self.partitions,
                 untraced_partition=self._spreader.next_partition(self.partitions),
+                observed_ns=time.time_ns(),
             )
-            ack = (await self.delivery.submit(Batch("logs", records, len(lines)))).acked
-            self.metrics.file_lines.inc(len(lines))
+            # Without a newline, the tail is the head of an over-long line (skip its rest next
+            # time) or a partial line shipped after its timeout (complete as it is).
+            tracked.discarding = len(body) - (body.rfind(b"\n") + 1) >= self.config.max_line_bytes
+            self.metrics.parse_errors.inc(encoded.parse_errors)
+            if encoded.truncated:
+                self.metrics.truncated_lines.labels(self.config.long_lines).inc(encoded.truncated)
+        if encoded is not None and encoded.records:
+            batch = Batch("logs", encoded.records, encoded.lines)
+            ack = (await self.delivery.submit(batch, wait_for_room=True)).acked
+            self.metrics.file_lines.inc(encoded.lines)
         else:
             ack = asyncio.get_running_loop().create_future()
             ack.set_result(None)
         tracked.pending.append((end, ack))
         tracked.read_offset = end
-
-    def _add_line(
-        self, lines: list[FileLine], fingerprint: str, raw: bytes, start: int, *, continues: bool
-    ) -> None:
-        truncated = continues or len(raw) > self.config.max_line_bytes
-        if truncated:
-            self.metrics.truncated_lines.labels(self.config.long_lines).inc()
-            if self.config.long_lines == "drop":
-                return
-            raw = raw[: self.config.max_line_bytes]
-        raw = raw.rstrip(b"\r")
-        if not raw.strip():
-            return
-        parsed = parse_line(raw, self.mapping, truncated=truncated)
-        if parsed.parse_error:
-            self.metrics.parse_errors.inc()
-        lines.append(FileLine(parsed, record_id(self.agent_id, fingerprint, start)))
 
     # -- acknowledgement and release ---------------------------------------------------------
 
