@@ -70,6 +70,7 @@ class Delivery:
         self._changed = asyncio.Condition()
         self._drainer: asyncio.Task[None] | None = None
         self._senders: set[asyncio.Task[None]] = set()
+        self._blocked = 0  # submitters waiting for room in the full spool
         self._update_gauges()
 
     async def start(self) -> None:
@@ -89,8 +90,10 @@ class Delivery:
         return len(self.spool) > 0
 
     def ready(self) -> bool:
-        """Accepting without blocking: the spool has room (or is allowed to drop)."""
-        return self.config.when_full == "drop_oldest" or self.spool.bytes < self.config.max_bytes
+        """Accepting without blocking: nobody waits for room in a full spool (or it may drop)."""
+        return self.config.when_full == "drop_oldest" or (
+            self._blocked == 0 and self.spool.bytes < self.config.max_bytes
+        )
 
     async def submit(
         self, batch: Batch, accept_timeout: float | None = None, wait_for_room: bool = False
@@ -164,12 +167,15 @@ class Delivery:
                 if self.config.when_full == "drop_oldest":
                     self._drop_until_fits(batch.size)
                 else:
+                    self._blocked += 1
                     try:
                         await asyncio.wait_for(
                             self._changed.wait_for(lambda: self.spool.fits(batch.size)), accept_timeout
                         )
                     except TimeoutError:
                         raise BackpressureError("spool full: Kafka is not keeping up") from None
+                    finally:
+                        self._blocked -= 1
             sequence = self.spool.append(batch)
             self._waiting[sequence] = receipt
             receipt.settle(durable_only=True)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -102,6 +103,14 @@ ops: {{endpoint: "127.0.0.1:{self.ops_port}"}}
 
     def tail(self, chars: int = 4000) -> str:
         return self.output.read_text(errors="replace")[-chars:] if self.output.exists() else ""
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        """GET a path of the agent's ops endpoint: (status, body)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}{path}", timeout=5) as response:
+                return int(response.status), response.read()
+        except urllib.error.HTTPError as error:
+            return int(error.code), error.read()
 
     def metrics(self) -> dict[str, float]:
         """Unlabelled and labelled samples of the agent's /metrics, summed by metric name."""

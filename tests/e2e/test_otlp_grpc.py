@@ -26,6 +26,9 @@ async def test_grpc_bad_input_auth_and_partial_success(stack: Stack, tmp_path: P
     agent = AgentProcess(stack, tmp_path, otlp_options='bearer_token: "s3cret"')
     await agent.create_topics()
     agent.start()
+    assert agent.get("/healthz") == (200, b'{"status": "ok"}')
+    assert agent.get("/readyz") == (200, b'{"ready": true}')
+    assert agent.get("/metrics")[1].startswith(b"# HELP")
     target = f"127.0.0.1:{agent.grpc_port}"
     auth = (("authorization", "Bearer s3cret"),)
     try:
