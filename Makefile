@@ -35,10 +35,11 @@ up: $(STAMP)
 	done
 	@echo
 	@echo "tether is running. Where to look:"
-	@echo "  send spans:  point any OTLP/gRPC exporter at 127.0.0.1:4317 (OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317)"
+	@echo "  send spans:  point any OTLP exporter at 127.0.0.1:4317 (gRPC) or http://127.0.0.1:4318 (HTTP)"
 	@echo "  write logs:  append JSON lines to $(RUN)/logs/*.log  (e.g. {\"level\":\"info\",\"trace_id\":\"...\",\"message\":\"hi\"})"
 	@echo "  search:      curl 'http://127.0.0.1:9200/tether-logs/_search?q=log.level:error'   (aliases tether-logs, tether-spans)"
 	@echo "  traces:      http://127.0.0.1:16686  (Jaeger UI and /api/traces/<trace id>)"
+	@echo "  agent:       http://127.0.0.1:9464/metrics  /healthz  /readyz"
 	@echo "  our logs:    $(RUN)/agent.log  $(RUN)/collector.log   servers: $(BIN)/tether stack status"
 	@echo "  stop:        make down"
 
