@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError
 
 from agent.config import SpoolConfig
 from agent.metrics import AgentMetrics
-from agent.sinks.kafka import KafkaSink
+from agent.sinks.kafka import PRODUCER_STATE_ERRORS, KafkaSink
 from agent.spool import Batch, Spool
 
 log = logging.getLogger("tether.agent.delivery")
@@ -210,8 +210,11 @@ class Delivery:
             try:
                 await asyncio.wait_for(self._send(batch), self.config.spill_after_seconds * 4)
             except (TimeoutError, KafkaError) as error:
+                if isinstance(error, PRODUCER_STATE_ERRORS):
+                    attempt = 0  # Kafka is back and the sink has a fresh producer: go again now
+                    continue
                 attempt += 1
-                delay = random.uniform(0, min(30.0, 0.5 * 2 ** min(attempt, 8)))
+                delay = random.uniform(0, min(10.0, 0.25 * 2 ** min(attempt, 8)))
                 log.warning(
                     "Kafka unavailable; spool waits",
                     extra={

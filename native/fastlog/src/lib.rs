@@ -1115,9 +1115,778 @@ fn encode_chunk_stage<'py>(
     Ok((out, counts.lines, counts.parse_errors, counts.truncated, counts.invalid_utf8))
 }
 
+// ------------------------------------------------------------------------------------------
+// OTLP export request -> per-partition request bytes, at the protobuf wire level.
+//
+// Reference: agent/encode.py::split_request on the decoded request. Every item (span / log
+// record) goes to partition_for_trace(trace_id) under a copy of its resource and scope (and
+// their schema_url); consecutive items of equal resource / scope stay under one
+// ResourceX / ScopeX of that partition, exactly like the reference (which compares messages;
+// here the raw bytes are compared, identical for any canonical encoder).
+//
+// Acceptance mirrors upb (python protobuf's decoder), so that nothing the reference would
+// refuse reaches Kafka (the collector decodes every record): resource, scope and items are
+// validated against the OTLP schema below (wire structure, UTF-8 of string fields, nesting
+// depth 100, groups); known fields with another wire type are unknown fields there, as in upb.
+// Stricter than upb, on purpose: a wrong wire type for the fields that drive the split
+// (request.resource_x, ResourceX.resource/scope_x/schema_url, ScopeX.scope/items/schema_url,
+// item.trace_id) is an error. Unknown fields of the request, ResourceX and ScopeX are dropped
+// (the reference builds fresh ResourceX/ScopeX messages); resource, scope and item bytes are
+// copied verbatim, so their unknown fields are kept (the reference keeps them too).
+
+/// upb's default decode depth limit: submessages (and groups) nested below the request.
+const MAX_DEPTH: u32 = 100;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ty {
+    Varint,
+    I64,
+    I32,
+    Bytes,
+    Str,
+    Msg(M),
+}
+
+impl Ty {
+    fn wire(self) -> u8 {
+        match self {
+            Ty::Varint => 0,
+            Ty::I64 => 1,
+            Ty::I32 => 5,
+            Ty::Bytes | Ty::Str | Ty::Msg(_) => 2,
+        }
+    }
+    fn kind(self) -> &'static str {
+        match self {
+            Ty::Varint => "varint",
+            Ty::I64 => "fixed64",
+            Ty::I32 => "fixed32",
+            Ty::Bytes => "bytes",
+            Ty::Str => "string",
+            Ty::Msg(_) => "message",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum M {
+    Resource,
+    KeyValue,
+    AnyValue,
+    ArrayValue,
+    KeyValueList,
+    EntityRef,
+    Scope,
+    Span,
+    Event,
+    Link,
+    Status,
+    LogRecord,
+    TracesRequest,
+    ResourceSpans,
+    ScopeSpans,
+    LogsRequest,
+    ResourceLogs,
+    ScopeLogs,
+}
+
+const ALL_MESSAGES: [M; 18] = [
+    M::Resource,
+    M::KeyValue,
+    M::AnyValue,
+    M::ArrayValue,
+    M::KeyValueList,
+    M::EntityRef,
+    M::Scope,
+    M::Span,
+    M::Event,
+    M::Link,
+    M::Status,
+    M::LogRecord,
+    M::TracesRequest,
+    M::ResourceSpans,
+    M::ScopeSpans,
+    M::LogsRequest,
+    M::ResourceLogs,
+    M::ScopeLogs,
+];
+
+type Fields = &'static [(u32, &'static str, Ty)];
+
+impl M {
+    fn name(self) -> &'static str {
+        match self {
+            M::Resource => "opentelemetry.proto.resource.v1.Resource",
+            M::KeyValue => "opentelemetry.proto.common.v1.KeyValue",
+            M::AnyValue => "opentelemetry.proto.common.v1.AnyValue",
+            M::ArrayValue => "opentelemetry.proto.common.v1.ArrayValue",
+            M::KeyValueList => "opentelemetry.proto.common.v1.KeyValueList",
+            M::EntityRef => "opentelemetry.proto.common.v1.EntityRef",
+            M::Scope => "opentelemetry.proto.common.v1.InstrumentationScope",
+            M::Span => "opentelemetry.proto.trace.v1.Span",
+            M::Event => "opentelemetry.proto.trace.v1.Span.Event",
+            M::Link => "opentelemetry.proto.trace.v1.Span.Link",
+            M::Status => "opentelemetry.proto.trace.v1.Status",
+            M::LogRecord => "opentelemetry.proto.logs.v1.LogRecord",
+            M::TracesRequest => "opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest",
+            M::ResourceSpans => "opentelemetry.proto.trace.v1.ResourceSpans",
+            M::ScopeSpans => "opentelemetry.proto.trace.v1.ScopeSpans",
+            M::LogsRequest => "opentelemetry.proto.collector.logs.v1.ExportLogsServiceRequest",
+            M::ResourceLogs => "opentelemetry.proto.logs.v1.ResourceLogs",
+            M::ScopeLogs => "opentelemetry.proto.logs.v1.ScopeLogs",
+        }
+    }
+    fn short(self) -> &'static str {
+        let n = self.name();
+        let mut parts = n.rsplitn(3, '.');
+        let last = parts.next().unwrap_or(n);
+        match parts.next() {
+            Some("Span") => &n[n.len() - last.len() - 5..], // Span.Event, Span.Link
+            _ => last,
+        }
+    }
+    /// Fields sorted by number. tests/unit/test_split.py checks them against the descriptors.
+    fn fields(self) -> Fields {
+        use Ty::*;
+        match self {
+            M::Resource => &[
+                (1, "attributes", Msg(M::KeyValue)),
+                (2, "dropped_attributes_count", Varint),
+                (3, "entity_refs", Msg(M::EntityRef)),
+            ],
+            M::KeyValue => &[(1, "key", Str), (2, "value", Msg(M::AnyValue)), (3, "key_strindex", Varint)],
+            M::AnyValue => &[
+                (1, "string_value", Str),
+                (2, "bool_value", Varint),
+                (3, "int_value", Varint),
+                (4, "double_value", I64),
+                (5, "array_value", Msg(M::ArrayValue)),
+                (6, "kvlist_value", Msg(M::KeyValueList)),
+                (7, "bytes_value", Bytes),
+                (8, "string_value_strindex", Varint),
+            ],
+            M::ArrayValue => &[(1, "values", Msg(M::AnyValue))],
+            M::KeyValueList => &[(1, "values", Msg(M::KeyValue))],
+            M::EntityRef => &[
+                (1, "schema_url", Str),
+                (2, "type", Str),
+                (3, "id_keys", Str),
+                (4, "description_keys", Str),
+            ],
+            M::Scope => &[
+                (1, "name", Str),
+                (2, "version", Str),
+                (3, "attributes", Msg(M::KeyValue)),
+                (4, "dropped_attributes_count", Varint),
+            ],
+            M::Span => &[
+                (1, "trace_id", Bytes),
+                (2, "span_id", Bytes),
+                (3, "trace_state", Str),
+                (4, "parent_span_id", Bytes),
+                (5, "name", Str),
+                (6, "kind", Varint),
+                (7, "start_time_unix_nano", I64),
+                (8, "end_time_unix_nano", I64),
+                (9, "attributes", Msg(M::KeyValue)),
+                (10, "dropped_attributes_count", Varint),
+                (11, "events", Msg(M::Event)),
+                (12, "dropped_events_count", Varint),
+                (13, "links", Msg(M::Link)),
+                (14, "dropped_links_count", Varint),
+                (15, "status", Msg(M::Status)),
+                (16, "flags", I32),
+            ],
+            M::Event => &[
+                (1, "time_unix_nano", I64),
+                (2, "name", Str),
+                (3, "attributes", Msg(M::KeyValue)),
+                (4, "dropped_attributes_count", Varint),
+            ],
+            M::Link => &[
+                (1, "trace_id", Bytes),
+                (2, "span_id", Bytes),
+                (3, "trace_state", Str),
+                (4, "attributes", Msg(M::KeyValue)),
+                (5, "dropped_attributes_count", Varint),
+                (6, "flags", I32),
+            ],
+            M::Status => &[(2, "message", Str), (3, "code", Varint)],
+            M::LogRecord => &[
+                (1, "time_unix_nano", I64),
+                (2, "severity_number", Varint),
+                (3, "severity_text", Str),
+                (5, "body", Msg(M::AnyValue)),
+                (6, "attributes", Msg(M::KeyValue)),
+                (7, "dropped_attributes_count", Varint),
+                (8, "flags", I32),
+                (9, "trace_id", Bytes),
+                (10, "span_id", Bytes),
+                (11, "observed_time_unix_nano", I64),
+                (12, "event_name", Str),
+            ],
+            M::TracesRequest => &[(1, "resource_spans", Msg(M::ResourceSpans))],
+            M::ResourceSpans => &[
+                (1, "resource", Msg(M::Resource)),
+                (2, "scope_spans", Msg(M::ScopeSpans)),
+                (3, "schema_url", Str),
+            ],
+            M::ScopeSpans => &[(1, "scope", Msg(M::Scope)), (2, "spans", Msg(M::Span)), (3, "schema_url", Str)],
+            M::LogsRequest => &[(1, "resource_logs", Msg(M::ResourceLogs))],
+            M::ResourceLogs => &[
+                (1, "resource", Msg(M::Resource)),
+                (2, "scope_logs", Msg(M::ScopeLogs)),
+                (3, "schema_url", Str),
+            ],
+            M::ScopeLogs => &[
+                (1, "scope", Msg(M::Scope)),
+                (2, "log_records", Msg(M::LogRecord)),
+                (3, "schema_url", Str),
+            ],
+        }
+    }
+    #[inline]
+    fn field(self, number: u32) -> Option<(u32, &'static str, Ty)> {
+        let fields = self.fields();
+        // dense tables: fields[n - 1] is field n; otherwise a short scan
+        match fields.get((number as usize).wrapping_sub(1)) {
+            Some(f) if f.0 == number => Some(*f),
+            _ => fields.iter().find(|f| f.0 == number).copied(),
+        }
+    }
+    fn field_name(self, number: u32) -> &'static str {
+        self.field(number).map_or("?", |f| f.1)
+    }
+}
+
+type WResult<T> = Result<T, String>;
+
+fn wire_name(wt: u8) -> &'static str {
+    match wt {
+        0 => "varint",
+        1 => "fixed64",
+        2 => "length-delimited",
+        3 => "start-group",
+        4 => "end-group",
+        5 => "fixed32",
+        _ => "invalid",
+    }
+}
+
+/// Reads one message's bytes; positions in errors are offsets in the whole request body.
+struct Rd<'a> {
+    b: &'a [u8],
+    i: usize,
+    origin: usize,
+    m: M,
+}
+
+impl<'a> Rd<'a> {
+    fn new(b: &'a [u8], origin: usize, m: M) -> Self {
+        Rd { b, i: 0, origin, m }
+    }
+    #[inline]
+    fn done(&self) -> bool {
+        self.i >= self.b.len()
+    }
+    fn at(&self, i: usize) -> usize {
+        self.b.as_ptr() as usize - self.origin + i
+    }
+    fn err(&self, start: usize, what: &str) -> String {
+        format!("{} at byte {} (in {})", what, self.at(start), self.m.short())
+    }
+    #[inline]
+    fn varint(&mut self) -> WResult<u64> {
+        let start = self.i;
+        let mut v: u64 = 0;
+        for k in 0..10 {
+            let Some(&c) = self.b.get(self.i) else {
+                return Err(self.err(start, "truncated varint"));
+            };
+            self.i += 1;
+            v |= u64::from(c & 0x7f) << (7 * k);
+            if c < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(self.err(start, "varint longer than 10 bytes"))
+    }
+    /// (field number, wire type); upb: at most 5 bytes, fits in 32 bits, field number > 0.
+    #[inline]
+    fn tag(&mut self) -> WResult<(u32, u8)> {
+        let start = self.i;
+        let v = match self.b.get(self.i) {
+            Some(&c) if c < 0x80 => {
+                self.i += 1;
+                u64::from(c)
+            }
+            _ => {
+                let v = self.varint()?;
+                if self.i - start > 5 || v > u64::from(u32::MAX) {
+                    return Err(self.err(start, "field tag out of range"));
+                }
+                v
+            }
+        };
+        let (field, wt) = ((v >> 3) as u32, (v & 7) as u8);
+        if field == 0 {
+            return Err(self.err(start, "field number 0"));
+        }
+        if wt > 5 {
+            return Err(self.err(start, &format!("invalid wire type {wt} for field {field}")));
+        }
+        Ok((field, wt))
+    }
+    /// The payload of a length-delimited field (upb: a length of at most 5 bytes, < 2^31).
+    #[inline]
+    fn ld(&mut self) -> WResult<&'a [u8]> {
+        let start = self.i;
+        let n = self.varint()?;
+        if self.i - start > 5 || n >= 1 << 31 {
+            return Err(self.err(start, "length out of range"));
+        }
+        let left = self.b.len() - self.i;
+        if n as usize > left {
+            return Err(self.err(start, &format!("length {n} runs past the end ({left} bytes left)")));
+        }
+        let v = &self.b[self.i..self.i + n as usize];
+        self.i += n as usize;
+        Ok(v)
+    }
+    #[inline]
+    fn fixed(&mut self, n: usize) -> WResult<()> {
+        if self.b.len() - self.i < n {
+            return Err(self.err(self.i, &format!("truncated fixed{}", n * 8)));
+        }
+        self.i += n;
+        Ok(())
+    }
+    /// Skips an unknown field whose tag was just read; `depth` is the current message's.
+    fn skip(&mut self, field: u32, wt: u8, depth: u32) -> WResult<()> {
+        match wt {
+            0 => self.varint().map(drop),
+            1 => self.fixed(8),
+            2 => self.ld().map(drop),
+            5 => self.fixed(4),
+            3 => {
+                let start = self.i;
+                if depth + 1 > MAX_DEPTH {
+                    return Err(self.err(start, "nesting deeper than 100"));
+                }
+                while !self.done() {
+                    let at = self.i;
+                    let (f, w) = self.tag()?;
+                    if w == 4 {
+                        if f != field {
+                            return Err(self.err(at, &format!("end-group {f} closes group {field}")));
+                        }
+                        return Ok(());
+                    }
+                    self.skip(f, w, depth + 1)?;
+                }
+                Err(self.err(start, &format!("unterminated group {field}")))
+            }
+            _ => Err(self.err(self.i, &format!("unexpected end-group tag {field}"))),
+        }
+    }
+    fn wrong_wire(&self, start: usize, field: u32, wt: u8, expected: u8) -> String {
+        self.err(
+            start,
+            &format!(
+                "field {} ({}) has wire type {} ({}), expected {} ({})",
+                field,
+                self.m.field_name(field),
+                wt,
+                wire_name(wt),
+                expected,
+                wire_name(expected)
+            ),
+        )
+    }
+}
+
+/// Validates one message (at nesting `depth`) like upb would decode it; returns the last
+/// occurrence of bytes field `capture` (0: none), which must be length-delimited.
+fn check(b: &[u8], origin: usize, m: M, depth: u32, capture: u32) -> WResult<Option<&[u8]>> {
+    let mut r = Rd::new(b, origin, m);
+    let mut captured = None;
+    while !r.done() {
+        let start = r.i;
+        let (f, wt) = r.tag()?;
+        match m.field(f) {
+            Some((_, name, ty)) if ty.wire() == wt => match ty {
+                Ty::Varint => drop(r.varint()?),
+                Ty::I64 => r.fixed(8)?,
+                Ty::I32 => r.fixed(4)?,
+                Ty::Bytes => {
+                    let v = r.ld()?;
+                    if f == capture {
+                        captured = Some(v);
+                    }
+                }
+                Ty::Str => {
+                    let v = r.ld()?;
+                    if std::str::from_utf8(v).is_err() {
+                        return Err(r.err(start, &format!("string field {name} is not valid UTF-8")));
+                    }
+                }
+                Ty::Msg(sub) => {
+                    let v = r.ld()?;
+                    if depth + 1 > MAX_DEPTH {
+                        return Err(r.err(start, "nesting deeper than 100"));
+                    }
+                    check(v, origin, sub, depth + 1, 0)?;
+                }
+            },
+            Some((_, _, ty)) if f == capture => return Err(r.wrong_wire(start, f, wt, ty.wire())),
+            _ => r.skip(f, wt, depth)?,
+        }
+    }
+    Ok(captured)
+}
+
+fn check_utf8(r: &Rd, start: usize, v: &[u8]) -> WResult<()> {
+    match std::str::from_utf8(v) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(r.err(start, "string field schema_url is not valid UTF-8")),
+    }
+}
+
+struct Shape {
+    request: M,
+    resource_x: M,
+    scope_x: M,
+    item: M,
+    trace_id: u32,
+}
+
+const TRACES_SHAPE: Shape = Shape {
+    request: M::TracesRequest,
+    resource_x: M::ResourceSpans,
+    scope_x: M::ScopeSpans,
+    item: M::Span,
+    trace_id: 1,
+};
+const LOGS_SHAPE: Shape = Shape {
+    request: M::LogsRequest,
+    resource_x: M::ResourceLogs,
+    scope_x: M::ScopeLogs,
+    item: M::LogRecord,
+    trace_id: 9,
+};
+
+struct OutScope<'a> {
+    scope: usize,
+    schema_url: &'a [u8],
+    items: Vec<&'a [u8]>,
+    items_len: usize,
+}
+struct OutResource<'a> {
+    resource: usize,
+    schema_url: &'a [u8],
+    scopes: Vec<OutScope<'a>>,
+}
+struct Part<'a> {
+    partition: u64,
+    resources: Vec<OutResource<'a>>,
+    /// the input scope entry the last item came from
+    last_entry: usize,
+}
+
+struct Splitter<'a> {
+    shape: &'static Shape,
+    origin: usize,
+    partitions: u64,
+    untraced: Option<u64>,
+    /// resource and scope payloads (several occurrences of the field are concatenated: merged)
+    blobs: Vec<Cow<'a, [u8]>>,
+    parts: Vec<Part<'a>>,
+    part_of: HashMap<u64, usize, ahash::RandomState>,
+    entries: usize,
+    total: u64,
+    rejected: u64,
+    scratch: Vec<&'a [u8]>,
+}
+
+fn joined<'a>(pieces: &[&'a [u8]]) -> Cow<'a, [u8]> {
+    match pieces {
+        [] => Cow::Borrowed(&[]),
+        [one] => Cow::Borrowed(one),
+        _ => Cow::Owned(pieces.concat()),
+    }
+}
+
+impl<'a> Splitter<'a> {
+    fn same(&self, a: usize, b: usize) -> bool {
+        a == b || self.blobs[a] == self.blobs[b]
+    }
+
+    fn request(&mut self, body: &'a [u8]) -> WResult<()> {
+        let mut r = Rd::new(body, self.origin, self.shape.request);
+        while !r.done() {
+            let start = r.i;
+            match r.tag()? {
+                (1, 2) => {
+                    let v = r.ld()?;
+                    self.resource_x(v)?;
+                }
+                (1, wt) => return Err(r.wrong_wire(start, 1, wt, 2)),
+                (f, wt) => r.skip(f, wt, 0)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn resource_x(&mut self, b: &'a [u8]) -> WResult<()> {
+        let mut r = Rd::new(b, self.origin, self.shape.resource_x);
+        let mut resource: SmallVec<[&'a [u8]; 1]> = SmallVec::new();
+        let mut scopes: SmallVec<[&'a [u8]; 4]> = SmallVec::new();
+        let mut schema_url: &'a [u8] = b"";
+        while !r.done() {
+            let start = r.i;
+            match r.tag()? {
+                (1, 2) => {
+                    let v = r.ld()?;
+                    check(v, self.origin, M::Resource, 2, 0)?;
+                    resource.push(v);
+                }
+                (2, 2) => scopes.push(r.ld()?),
+                (3, 2) => {
+                    schema_url = r.ld()?;
+                    check_utf8(&r, start, schema_url)?;
+                }
+                (f @ 1..=3, wt) => return Err(r.wrong_wire(start, f, wt, 2)),
+                (f, wt) => r.skip(f, wt, 1)?,
+            }
+        }
+        self.blobs.push(joined(&resource));
+        let resource = self.blobs.len() - 1;
+        for s in scopes {
+            self.scope_x(s, resource, schema_url)?;
+        }
+        Ok(())
+    }
+
+    fn scope_x(&mut self, b: &'a [u8], resource: usize, resource_url: &'a [u8]) -> WResult<()> {
+        let mut r = Rd::new(b, self.origin, self.shape.scope_x);
+        let mut scope: SmallVec<[&'a [u8]; 1]> = SmallVec::new();
+        let mut items = std::mem::take(&mut self.scratch);
+        items.clear();
+        let mut schema_url: &'a [u8] = b"";
+        while !r.done() {
+            let start = r.i;
+            match r.tag()? {
+                (1, 2) => {
+                    let v = r.ld()?;
+                    check(v, self.origin, M::Scope, 3, 0)?;
+                    scope.push(v);
+                }
+                (2, 2) => items.push(r.ld()?),
+                (3, 2) => {
+                    schema_url = r.ld()?;
+                    check_utf8(&r, start, schema_url)?;
+                }
+                (f @ 1..=3, wt) => return Err(r.wrong_wire(start, f, wt, 2)),
+                (f, wt) => r.skip(f, wt, 2)?,
+            }
+        }
+        self.blobs.push(joined(&scope));
+        let scope = self.blobs.len() - 1;
+        self.entries += 1;
+        let entry = self.entries;
+        for &item in &items {
+            let trace_id = check(item, self.origin, self.shape.item, 3, self.shape.trace_id)?;
+            self.total += 1;
+            let partition = match trace_id {
+                Some(t) if t.len() == 16 && t.iter().any(|&c| c != 0) => {
+                    u64::from_be_bytes(t[8..16].try_into().unwrap()) % self.partitions
+                }
+                _ => match self.untraced {
+                    Some(u) => u,
+                    None => {
+                        self.rejected += 1;
+                        continue;
+                    }
+                },
+            };
+            let index = match self.part_of.get(&partition) {
+                Some(&i) => i,
+                None => {
+                    self.parts.push(Part { partition, resources: Vec::new(), last_entry: 0 });
+                    self.part_of.insert(partition, self.parts.len() - 1);
+                    self.parts.len() - 1
+                }
+            };
+            if self.parts[index].last_entry != entry {
+                // the reference: a new ResourceX unless the partition's last one has an equal
+                // resource; then a new ScopeX unless its last one has an equal scope
+                let last_resource = self.parts[index].resources.last().map(|x| x.resource);
+                if !last_resource.is_some_and(|x| self.same(x, resource)) {
+                    self.parts[index].resources.push(OutResource {
+                        resource,
+                        schema_url: resource_url,
+                        scopes: Vec::new(),
+                    });
+                }
+                let last_scope = self.parts[index].resources.last().unwrap().scopes.last().map(|x| x.scope);
+                if !last_scope.is_some_and(|x| self.same(x, scope)) {
+                    self.parts[index].resources.last_mut().unwrap().scopes.push(OutScope {
+                        scope,
+                        schema_url,
+                        items: Vec::new(),
+                        items_len: 0,
+                    });
+                }
+                self.parts[index].last_entry = entry;
+            }
+            let out = self.parts[index].resources.last_mut().unwrap().scopes.last_mut().unwrap();
+            out.items.push(item);
+            out.items_len += ld_len(item.len());
+        }
+        self.scratch = items;
+        Ok(())
+    }
+
+    fn scope_len(&self, s: &OutScope) -> usize {
+        ld_len(self.blobs[s.scope].len()) + s.items_len + url_len(s.schema_url)
+    }
+    fn resource_len(&self, x: &OutResource) -> usize {
+        ld_len(self.blobs[x.resource].len())
+            + x.scopes.iter().map(|s| ld_len(self.scope_len(s))).sum::<usize>()
+            + url_len(x.schema_url)
+    }
+
+    /// The request bytes of one partition, fields in number order (as the reference writes them).
+    fn encode(&self, part: &Part) -> Vec<u8> {
+        let sizes: Vec<usize> = part.resources.iter().map(|x| self.resource_len(x)).collect();
+        let mut out = Vec::with_capacity(sizes.iter().map(|&n| ld_len(n)).sum());
+        for (x, &size) in part.resources.iter().zip(&sizes) {
+            out.push(0x0a);
+            put_varint(&mut out, size as u64);
+            put_ld(&mut out, 0x0a, &self.blobs[x.resource]);
+            for s in &x.scopes {
+                out.push(0x12);
+                put_varint(&mut out, self.scope_len(s) as u64);
+                put_ld(&mut out, 0x0a, &self.blobs[s.scope]);
+                for item in &s.items {
+                    put_ld(&mut out, 0x12, item);
+                }
+                put_url(&mut out, s.schema_url);
+            }
+            put_url(&mut out, x.schema_url);
+        }
+        debug_assert_eq!(out.len(), out.capacity());
+        out
+    }
+}
+
+fn url_len(url: &[u8]) -> usize {
+    if url.is_empty() {
+        0
+    } else {
+        ld_len(url.len())
+    }
+}
+fn put_url(out: &mut Vec<u8>, url: &[u8]) {
+    if !url.is_empty() {
+        put_ld(out, 0x1a, url);
+    }
+}
+
+struct SplitOut {
+    parts: Vec<(u64, Vec<u8>)>,
+    total: u64,
+    rejected: u64,
+}
+
+fn split_body(body: &[u8], shape: &'static Shape, partitions: u64, untraced: Option<u64>) -> WResult<SplitOut> {
+    let mut s = Splitter {
+        shape,
+        origin: body.as_ptr() as usize,
+        partitions,
+        untraced,
+        blobs: Vec::new(),
+        parts: Vec::new(),
+        part_of: HashMap::default(),
+        entries: 0,
+        total: 0,
+        rejected: 0,
+        scratch: Vec::new(),
+    };
+    s.request(body)
+        .map_err(|e| format!("invalid {}: {}", shape.request.short(), e))?;
+    let parts = s.parts.iter().map(|p| (p.partition, s.encode(p))).collect();
+    Ok(SplitOut { parts, total: s.total, rejected: s.rejected })
+}
+
+fn split_to_py<'py>(
+    py: Python<'py>,
+    body: &Bound<'py, PyBytes>,
+    shape: &'static Shape,
+    partitions: u64,
+    untraced: Option<u64>,
+) -> PyResult<(Bound<'py, PyDict>, u64, u64)> {
+    if partitions == 0 {
+        return Err(PyValueError::new_err("partitions must be > 0"));
+    }
+    let data: &[u8] = body.as_bytes();
+    let split = py.detach(|| split_body(data, shape, partitions, untraced)).map_err(PyValueError::new_err)?;
+    let out = PyDict::new(py);
+    for (partition, bytes) in &split.parts {
+        out.set_item(partition, PyBytes::new(py, bytes))?;
+    }
+    Ok((out, split.total, split.rejected))
+}
+
+/// ExportTraceServiceRequest bytes -> ({partition: request bytes}, spans, rejected spans).
+/// Spans without a valid trace id (16 bytes, not all zero) are rejected. Raises ValueError on
+/// bytes python protobuf would not decode, or with a wrong wire type for a field the split
+/// reads. The GIL is released while splitting.
+#[pyfunction]
+fn split_traces<'py>(
+    py: Python<'py>,
+    body: &Bound<'py, PyBytes>,
+    partitions: u64,
+) -> PyResult<(Bound<'py, PyDict>, u64, u64)> {
+    split_to_py(py, body, &TRACES_SHAPE, partitions, None)
+}
+
+/// ExportLogsServiceRequest bytes -> ({partition: request bytes}, log records). Records
+/// without a valid trace id go to `untraced_partition`. Errors as split_traces.
+#[pyfunction]
+fn split_logs<'py>(
+    py: Python<'py>,
+    body: &Bound<'py, PyBytes>,
+    partitions: u64,
+    untraced_partition: u64,
+) -> PyResult<(Bound<'py, PyDict>, u64)> {
+    let (out, total, _) = split_to_py(py, body, &LOGS_SHAPE, partitions, Some(untraced_partition))?;
+    Ok((out, total))
+}
+
+/// The schema split_traces / split_logs validate against, for the drift test:
+/// [(message full name, field number, field name, kind, message type full name or None)].
+#[pyfunction]
+fn split_schema() -> Vec<(&'static str, u32, &'static str, &'static str, Option<&'static str>)> {
+    let mut out = Vec::new();
+    for m in ALL_MESSAGES {
+        for &(number, name, ty) in m.fields() {
+            let sub = match ty {
+                Ty::Msg(s) => Some(s.name()),
+                _ => None,
+            };
+            out.push((m.name(), number, name, ty.kind(), sub));
+        }
+    }
+    out
+}
+
 #[pymodule]
 fn tether_fastlog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_chunk, m)?)?;
     m.add_function(wrap_pyfunction!(encode_chunk_stage, m)?)?;
+    m.add_function(wrap_pyfunction!(split_traces, m)?)?;
+    m.add_function(wrap_pyfunction!(split_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(split_schema, m)?)?;
     Ok(())
 }
