@@ -20,9 +20,20 @@ class KafkaSourceConfig(Section):
 
 
 class CorrelationConfig(Section):
-    wait_seconds: float = Field(default=5.0, ge=0, description="how long a log waits for its span")
-    max_pending_logs: int = Field(default=200_000, ge=1)
-    max_cached_spans: int = Field(default=500_000, ge=1, description="spans remembered for enrichment")
+    wait_seconds: float = Field(
+        default=5.0, ge=0, description="how long a trace is held after its first item"
+    )
+    max_pending_traces: int = Field(default=50_000, ge=1, description="traces held at once, all partitions")
+    max_pending_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024 * 1024, description="bytes of held traces, all partitions"
+    )
+    max_recent_traces: int = Field(
+        default=50_000, ge=0, description="emitted traces remembered per partition for late arrivals"
+    )
+
+
+class OpsConfig(Section):
+    endpoint: str = Field(default="127.0.0.1:9465", description="host:port of /metrics, /healthz, /readyz")
 
 
 class ElasticsearchSinkConfig(Section):
@@ -45,3 +56,4 @@ class CollectorConfig(Section):
     correlation: CorrelationConfig = Field(default_factory=CorrelationConfig)
     elasticsearch: ElasticsearchSinkConfig = Field(default_factory=ElasticsearchSinkConfig)
     jaeger: JaegerSinkConfig = Field(default_factory=JaegerSinkConfig)
+    ops: OpsConfig = Field(default_factory=OpsConfig)

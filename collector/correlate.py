@@ -1,13 +1,34 @@
-"""Joining logs to spans by trace id, per partition: the partition owns its traces' logs and spans."""
+"""Grouping a partition's spans and logs by trace, like the OpenTelemetry Collector's groupbytrace.
+
+A trace is held for `wait_seconds` after its first item, then emitted whole: its spans, its logs
+enriched from their spans, and a summary document. Pending traces are bounded (count and bytes,
+shared by all partitions through one Budget); over the bound the oldest trace is emitted early.
+Emitted traces stay in a bounded cache of recent traces: a late span is indexed at once and
+updates the summary, a late log is enriched from the cached spans, and the summary is written
+again under the same id (a full document, so no scripted update is needed).
+"""
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict, deque
-from dataclasses import dataclass
-from typing import Any
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from collector.documents import LogDoc, SpanDoc
+from collector.documents import LogDoc, SpanDoc, iso_timestamp
+from schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
+
+Topic = Literal["logs", "spans"]
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One document to index; `ack` names the Kafka record it completes, if any."""
+
+    alias: str
+    doc_id: str
+    timestamp_ns: int
+    source: dict[str, Any]
+    ack: tuple[Topic, int] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,75 +40,206 @@ class SpanInfo:
     parent_id: str
     service: str
 
+    @classmethod
+    def of(cls, doc: SpanDoc) -> SpanInfo:
+        span = doc.source["span"]
+        return cls(
+            span["name"],
+            span["kind"],
+            span["status"],
+            span["duration"]["us"],
+            doc.source.get("parent", {}).get("id", ""),
+            doc.source["service"]["name"],
+        )
 
-@dataclass(slots=True)
-class PendingLog:
-    doc: LogDoc
-    offset: int
-    deadline: float
+
+@dataclass
+class TraceSummary:
+    """What is known about one trace; `document()` is its summary in tether-traces."""
+
+    trace_id: str
+    start_ns: int = 0
+    end_ns: int = 0
+    spans: dict[str, SpanInfo] = field(default_factory=dict)
+    roots: list[tuple[int, str]] = field(default_factory=list)  # (start, span id) of spans without parent
+    error_count: int = 0
+    logs_by_level: Counter[str] = field(default_factory=Counter)
+    services: set[str] = field(default_factory=set)
+    index_ns: int = 0  # fixed at first emission, so later versions land in the same daily index
+
+    def add_span(self, doc: SpanDoc) -> None:
+        if doc.span_id in self.spans:
+            return  # a replay
+        info = SpanInfo.of(doc)
+        self.spans[doc.span_id] = info
+        end = doc.timestamp_ns + doc.source["event"]["duration"]
+        self.start_ns = min(self.start_ns or doc.timestamp_ns, doc.timestamp_ns)
+        self.end_ns = max(self.end_ns, end)
+        self.error_count += info.status == "ERROR"
+        if info.service:
+            self.services.add(info.service)
+        if not info.parent_id:
+            self.roots.append((doc.timestamp_ns, doc.span_id))
+
+    def add_log(self, doc: LogDoc) -> None:
+        self.logs_by_level[doc.source["log"]["level"] or "unknown"] += 1
+
+    def document(self) -> dict[str, Any]:
+        root_id = min(self.roots)[1] if self.roots else ""
+        root = self.spans.get(root_id)
+        if root is None and self.spans:  # no root seen (yet): the earliest span stands in
+            root = next(iter(self.spans.values()))
+        return {
+            "@timestamp": iso_timestamp(self.start_ns),
+            "trace": {
+                "id": self.trace_id,
+                "root": {"service": root.service if root else "", "operation": root.name if root else ""},
+                "start": iso_timestamp(self.start_ns),
+                "end": iso_timestamp(self.end_ns),
+                "duration": {"us": max(self.end_ns - self.start_ns, 0) // 1000},
+                "span_count": len(self.spans),
+                "error_count": self.error_count,
+                "log_count": sum(self.logs_by_level.values()),
+                "logs_by_level": dict(self.logs_by_level),
+                "services": sorted(self.services),
+                "status": "ERROR" if self.error_count else "OK",
+                "complete": bool(self.roots),
+            },
+            "service": {"name": root.service if root else ""},
+        }
+
+    def output(self) -> Output:
+        if not self.index_ns:
+            self.index_ns = self.start_ns or 1
+        return Output(TRACES_ALIAS, self.trace_id, self.index_ns, self.document(), None)
 
 
-class Correlator:
-    """Remembers recent spans (bounded LRU) and holds logs until their span arrives or time is up."""
+@dataclass
+class _Pending:
+    summary: TraceSummary
+    spans: list[tuple[SpanDoc, int]] = field(default_factory=list)
+    logs: list[tuple[LogDoc, int]] = field(default_factory=list)
+    deadline: float = 0.0
+    size: int = 0
 
-    def __init__(self, wait_seconds: float, max_cached_spans: int, max_pending_logs: int) -> None:
-        self.wait_seconds = wait_seconds
-        self.max_cached_spans = max_cached_spans
-        self.max_pending_logs = max_pending_logs
-        self._spans: OrderedDict[tuple[str, str], SpanInfo] = OrderedDict()
-        self._trace_service: OrderedDict[str, str] = OrderedDict()
-        self._pending: deque[PendingLog] = deque()
+
+class Budget:
+    """Pending traces and bytes across every partition of one collector."""
+
+    def __init__(self, max_traces: int, max_bytes: int) -> None:
+        self.max_traces = max_traces
+        self.max_bytes = max_bytes
+        self.traces = 0
+        self.bytes = 0
 
     @property
-    def pending(self) -> int:
+    def exceeded(self) -> bool:
+        return self.traces > self.max_traces or self.bytes > self.max_bytes
+
+
+@dataclass
+class Stats:
+    logs_correlated: int = 0  # logs whose span was found
+    logs_trace_only: int = 0  # logs whose trace was known, but not their span
+    logs_uncorrelated: int = 0  # traced logs with nothing known about their trace
+    logs_untraced: int = 0
+    late_spans: int = 0
+    late_logs: int = 0
+    evicted: int = 0
+
+
+class TraceBuffer:
+    """The traces of one partition (the same number in both topics)."""
+
+    def __init__(self, wait_seconds: float, budget: Budget, max_recent_traces: int, stats: Stats) -> None:
+        self.wait_seconds = wait_seconds
+        self.budget = budget
+        self.max_recent_traces = max_recent_traces
+        self.stats = stats
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._recent: OrderedDict[str, TraceSummary] = OrderedDict()
+
+    @property
+    def pending_traces(self) -> int:
         return len(self._pending)
 
-    def add_spans(self, docs: list[SpanDoc]) -> None:
-        for doc in docs:
-            span = doc.source["span"]
-            self._spans[(doc.trace_id, doc.span_id)] = SpanInfo(
-                name=span["name"],
-                kind=span["kind"],
-                status=span["status"],
-                duration_us=span["duration"]["us"],
-                parent_id=doc.source.get("parent", {}).get("id", ""),
-                service=doc.source["service"]["name"],
-            )
-            self._spans.move_to_end((doc.trace_id, doc.span_id))
-            if doc.trace_id not in self._trace_service or "parent" not in doc.source:
-                self._trace_service[doc.trace_id] = doc.source["service"]["name"]
-        while len(self._spans) > self.max_cached_spans:
-            self._spans.popitem(last=False)
-        while len(self._trace_service) > self.max_cached_spans:
-            self._trace_service.popitem(last=False)
+    def add_span(self, doc: SpanDoc, offset: int, size: int, now: float) -> list[Output]:
+        recent = self._recent.get(doc.trace_id)
+        if recent is not None:  # late: index now, write the summary again
+            self.stats.late_spans += 1
+            recent.add_span(doc)
+            self._recent.move_to_end(doc.trace_id)
+            return [
+                Output(SPANS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, ("spans", offset)),
+                recent.output(),
+            ]
+        pending = self._hold(doc.trace_id, size, now)
+        pending.summary.add_span(doc)
+        pending.spans.append((doc, offset))
+        return self._evict()
 
-    def add_log(self, doc: LogDoc, offset: int, now: float) -> PendingLog | None:
-        """Hold a traced log for its span; returns it at once when it need not (or cannot) wait."""
-        item = PendingLog(doc, offset, now + self.wait_seconds)
-        if not doc.trace_id or (doc.trace_id, doc.span_id) in self._spans:
-            return item
-        if len(self._pending) >= self.max_pending_logs:
-            return item  # bounded: it is emitted now, marked as not correlated
-        self._pending.append(item)
-        return None
-
-    def release(self, now: float, everything: bool = False) -> list[PendingLog]:
-        """Logs whose span is now known, or whose wait is over (all of them when `everything`)."""
-        ready, keep = [], deque[PendingLog]()
-        for item in self._pending:
-            if everything or now >= item.deadline or (item.doc.trace_id, item.doc.span_id) in self._spans:
-                ready.append(item)
-            else:
-                keep.append(item)
-        self._pending = keep
-        return ready
-
-    def enrich(self, doc: LogDoc) -> dict[str, Any]:
-        source = doc.source
+    def add_log(self, doc: LogDoc, offset: int, size: int, now: float) -> list[Output]:
         if not doc.trace_id:
-            source["tether"]["correlation"] = "untraced"
-            return source
-        info = self._spans.get((doc.trace_id, doc.span_id))
+            self.stats.logs_untraced += 1
+            doc.source["tether"]["correlation"] = "untraced"
+            return [Output(LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, ("logs", offset))]
+        recent = self._recent.get(doc.trace_id)
+        if recent is not None:  # late: enrich from what the trace had, write the summary again
+            self.stats.late_logs += 1
+            recent.add_log(doc)
+            self._recent.move_to_end(doc.trace_id)
+            return [self._enriched(doc, offset, recent), recent.output()]
+        pending = self._hold(doc.trace_id, size, now)
+        pending.summary.add_log(doc)
+        pending.logs.append((doc, offset))
+        return self._evict()
+
+    def due(self, now: float, everything: bool = False) -> list[Output]:
+        """Emit the traces whose window is over (all of them with `everything`)."""
+        out: list[Output] = []
+        while self._pending:
+            trace_id, pending = next(iter(self._pending.items()))
+            if not everything and pending.deadline > now:
+                break  # in first-seen order, so every later one is younger
+            out += self._emit(trace_id)
+        return out
+
+    def _hold(self, trace_id: str, size: int, now: float) -> _Pending:
+        pending = self._pending.get(trace_id)
+        if pending is None:
+            pending = self._pending[trace_id] = _Pending(
+                TraceSummary(trace_id), deadline=now + self.wait_seconds
+            )
+            self.budget.traces += 1
+        pending.size += size
+        self.budget.bytes += size
+        return pending
+
+    def _evict(self) -> list[Output]:
+        out: list[Output] = []
+        while self.budget.exceeded and len(self._pending) > 1:
+            self.stats.evicted += 1
+            out += self._emit(next(iter(self._pending)))
+        return out
+
+    def _emit(self, trace_id: str) -> list[Output]:
+        pending = self._pending.pop(trace_id)
+        self.budget.traces -= 1
+        self.budget.bytes -= pending.size
+        summary = pending.summary
+        out = [
+            Output(SPANS_ALIAS, d.doc_id, d.timestamp_ns, d.source, ("spans", o)) for d, o in pending.spans
+        ]
+        out += [self._enriched(doc, offset, summary) for doc, offset in pending.logs]
+        out.append(summary.output())
+        self._recent[trace_id] = summary
+        while len(self._recent) > self.max_recent_traces:
+            self._recent.popitem(last=False)
+        return out
+
+    def _enriched(self, doc: LogDoc, offset: int, summary: TraceSummary) -> Output:
+        source = doc.source
+        info = summary.spans.get(doc.span_id) if doc.span_id else None
         if info is not None:
             source["span"].update(
                 name=info.name, kind=info.kind, status=info.status, duration={"us": info.duration_us}
@@ -97,14 +249,14 @@ class Correlator:
             if not source["service"]["name"]:
                 source["service"]["name"] = info.service
             source["tether"]["correlation"] = "span"
-        elif doc.trace_id in self._trace_service:
+            self.stats.logs_correlated += 1
+        elif summary.spans:
             if not source["service"]["name"]:
-                source["service"]["name"] = self._trace_service[doc.trace_id]
+                root = summary.document()["trace"]["root"]["service"]
+                source["service"]["name"] = root
             source["tether"]["correlation"] = "trace"
+            self.stats.logs_trace_only += 1
         else:
             source["tether"]["correlation"] = "none"
-        return source
-
-
-def monotonic() -> float:
-    return time.monotonic()
+            self.stats.logs_uncorrelated += 1
+        return Output(LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, source, ("logs", offset))

@@ -61,7 +61,7 @@ def attributes(pairs: Any) -> dict[str, Any]:
     return {kv.key: any_value(kv.value) for kv in pairs}
 
 
-def _iso(ns: int) -> str:
+def iso_timestamp(ns: int) -> str:
     seconds, fraction = divmod(ns, 1_000_000_000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
 
@@ -78,7 +78,7 @@ def span_documents(request: ExportTraceServiceRequest) -> list[SpanDoc]:
                 duration_ns = max(span.end_time_unix_nano - span.start_time_unix_nano, 0)
                 status = STATUS_CODES.get(span.status.code, "UNSET")
                 source: dict[str, Any] = {
-                    "@timestamp": _iso(span.start_time_unix_nano),
+                    "@timestamp": iso_timestamp(span.start_time_unix_nano),
                     "trace": {"id": trace_id},
                     "span": {
                         "id": span_id,
@@ -100,7 +100,7 @@ def span_documents(request: ExportTraceServiceRequest) -> list[SpanDoc]:
                     source["events"] = [
                         {
                             "name": e.name,
-                            "time": _iso(e.time_unix_nano),
+                            "time": iso_timestamp(e.time_unix_nano),
                             "attributes": attributes(e.attributes),
                         }
                         for e in span.events
@@ -131,7 +131,7 @@ def log_documents(request: ExportLogsServiceRequest, mapping: LogFieldMapping) -
                 trace_id, span_id = record.trace_id.hex(), record.span_id.hex()
                 timestamp_ns = record.time_unix_nano or record.observed_time_unix_nano
                 source: dict[str, Any] = {
-                    "@timestamp": _iso(timestamp_ns),
+                    "@timestamp": iso_timestamp(timestamp_ns),
                     "log": {"level": record.severity_text.lower()},
                     "event": {"severity": record.severity_number},
                     "service": {"name": service},

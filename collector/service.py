@@ -1,9 +1,9 @@
 """Running a collector: one member of the consumer group over the logs and spans topics.
 
-The range assignor gives each member the same partition numbers of both topics (they have
-equal partition counts, checked at start), so a trace's logs and spans meet in one process.
-Offsets are committed only up to the first record whose documents are not yet acknowledged
-by Elasticsearch and Jaeger.
+The range assignor gives each member the same partition numbers of both topics (they have equal
+partition counts, checked at start), so a trace's logs and spans meet in one process and one
+TraceBuffer. Offsets are committed only up to the first record whose documents Elasticsearch
+(and, for spans, Jaeger) have not acknowledged yet.
 """
 
 from __future__ import annotations
@@ -11,24 +11,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.structs import OffsetAndMetadata
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from collector.config import CollectorConfig
-from collector.correlate import Correlator, PendingLog, monotonic
+from collector.correlate import Budget, Output, Stats, Topic, TraceBuffer
 from collector.documents import log_documents, span_documents
+from collector.metrics import CollectorMetrics
 from collector.offsets import OffsetTracker
 from collector.sinks.elasticsearch import ElasticsearchSink, IndexRequest
 from collector.sinks.jaeger import JaegerSink
-from schemas.indices import LOGS_ALIAS, SPANS_ALIAS
 from schemas.log_fields import default_mapping
 from tether.logs import configure_logging
+from tether.ops import OpsServer
 
 log = logging.getLogger("tether.collector")
 
@@ -41,16 +43,22 @@ class PartitionCountMismatchError(RuntimeError):
 class PartitionState:
     """What one co-partition (the same number in both topics) holds in flight."""
 
-    correlator: Correlator
-    offsets: dict[str, OffsetTracker] = field(default_factory=lambda: defaultdict(OffsetTracker))
+    buffer: TraceBuffer
+    offsets: dict[Topic, OffsetTracker] = field(
+        default_factory=lambda: {"logs": OffsetTracker(), "spans": OffsetTracker()}
+    )
 
 
 class Collector:
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
+        self.metrics = CollectorMetrics()
+        self.stats = Stats()
+        self._synced = Stats()
+        self.budget = Budget(config.correlation.max_pending_traces, config.correlation.max_pending_bytes)
         self.mapping = default_mapping()
-        self.elasticsearch = ElasticsearchSink(config.elasticsearch)
-        self.jaeger = JaegerSink(config.jaeger) if config.jaeger.enabled else None
+        self.elasticsearch = ElasticsearchSink(config.elasticsearch, self.metrics)
+        self.jaeger = JaegerSink(config.jaeger, self.metrics) if config.jaeger.enabled else None
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=config.kafka.bootstrap_servers,
             group_id=config.kafka.group_id,
@@ -60,8 +68,14 @@ class Collector:
             max_poll_records=config.kafka.max_poll_records,
         )
         self.partitions: dict[int, PartitionState] = {}
+        self.started = False
         self._lock = asyncio.Lock()
-        self.indexed = {"logs": 0, "spans": 0, "rejected": 0}
+
+    def ready(self) -> bool:
+        return self.started and self.elasticsearch.healthy
+
+    def _topic(self, topic: str) -> Topic:
+        return "spans" if topic == self.config.kafka.spans_topic else "logs"
 
     async def start(self) -> None:
         await self.elasticsearch.install_templates()
@@ -69,11 +83,12 @@ class Collector:
         await self._check_copartitioned()
         topics = [self.config.kafka.logs_topic, self.config.kafka.spans_topic]
         self.consumer.subscribe(topics, listener=_Rebalance(self))
+        self.started = True
 
     async def _check_copartitioned(self) -> None:
         counts: dict[str, int] = {}
+        await self.consumer._client.force_metadata_update()
         for topic in (self.config.kafka.logs_topic, self.config.kafka.spans_topic):
-            await self.consumer._client.force_metadata_update()
             partitions = self.consumer.partitions_for_topic(topic)
             if not partitions:
                 raise PartitionCountMismatchError(f"topic {topic!r} does not exist on the Kafka cluster")
@@ -86,7 +101,7 @@ class Collector:
 
     async def stop(self) -> None:
         async with self._lock:
-            await self._flush(list(self.partitions), everything=True)
+            await self._flush(list(self.partitions))
         await self.consumer.stop()
         await self.elasticsearch.close()
         if self.jaeger is not None:
@@ -102,101 +117,138 @@ class Collector:
         state = self.partitions.get(partition)
         if state is None:
             c = self.config.correlation
-            state = PartitionState(Correlator(c.wait_seconds, c.max_cached_spans, c.max_pending_logs))
+            state = PartitionState(TraceBuffer(c.wait_seconds, self.budget, c.max_recent_traces, self.stats))
             self.partitions[partition] = state
         return state
 
-    async def _process(self, batch: dict[TopicPartition, list[object]]) -> None:
-        now = monotonic()
-        requests: list[IndexRequest] = []
-        acks: list[tuple[OffsetTracker, int]] = []
+    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        now = asyncio.get_running_loop().time()
+        outputs: list[tuple[int, Output]] = []
         jaeger_requests: list[ExportTraceServiceRequest] = []
-        # Spans first: logs of the same poll can then be joined at once.
-        ordered = sorted(batch.items(), key=lambda item: item[0].topic != self.config.kafka.spans_topic)
-        for tp, records in ordered:
-            state = self._state(tp.partition)
-            tracker = state.offsets[tp.topic]
+        jaeger_acks: list[tuple[OffsetTracker, int]] = []
+        for tp, records in batch.items():
+            topic, state = self._topic(tp.topic), self._state(tp.partition)
+            self.metrics.records_in.labels(tp.topic).inc(len(records))
             for record in records:
-                offset, value = record.offset, record.value  # type: ignore[attr-defined]
-                if tp.topic == self.config.kafka.spans_topic:
-                    request = ExportTraceServiceRequest.FromString(value)
-                    docs = span_documents(request)
-                    state.correlator.add_spans(docs)
-                    tracker.add(offset, 1)
-                    jaeger_requests.append(request)
-                    requests.extend(
-                        IndexRequest(SPANS_ALIAS, d.doc_id, d.timestamp_ns, d.source) for d in docs
-                    )
-                    acks.append((tracker, offset))
-                else:
-                    logs = log_documents(ExportLogsServiceRequest.FromString(value), self.mapping)
-                    tracker.add(offset, len(logs))
-                    for doc in logs:
-                        ready = state.correlator.add_log(doc, offset, now)
-                        if ready is not None:
-                            requests.append(self._log_request(state, ready))
-                            acks.append((tracker, offset))
-        self._release(list(self.partitions), now, requests, acks, everything=False)
-        await self._deliver(requests, acks, jaeger_requests)
+                outputs += [
+                    (tp.partition, o)
+                    for o in self._consume(record, topic, state, now, jaeger_requests, jaeger_acks)
+                ]
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                    max(highwater - (records[-1].offset + 1), 0) if records else 0
+                )
+        for partition, state in self.partitions.items():
+            outputs += [(partition, o) for o in state.buffer.due(now)]
+        await self._deliver(outputs, jaeger_requests, jaeger_acks)
 
-    def _log_request(self, state: PartitionState, item: PendingLog) -> IndexRequest:
-        return IndexRequest(
-            LOGS_ALIAS, item.doc.doc_id, item.doc.timestamp_ns, state.correlator.enrich(item.doc)
-        )
+    def _consume(
+        self,
+        record: Any,
+        topic: Topic,
+        state: PartitionState,
+        now: float,
+        jaeger_requests: list[ExportTraceServiceRequest],
+        jaeger_acks: list[tuple[OffsetTracker, int]],
+    ) -> list[Output]:
+        tracker, offset, value = state.offsets[topic], record.offset, record.value
+        try:
+            if topic == "spans":
+                request = ExportTraceServiceRequest.FromString(value)
+                span_docs = span_documents(request)
+            else:
+                log_docs = log_documents(ExportLogsServiceRequest.FromString(value), self.mapping)
+        except DecodeError as error:  # a poison record must not block its partition
+            log.error(
+                "undecodable Kafka record skipped",
+                extra={
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": offset,
+                    "error": str(error),
+                },
+            )
+            self.metrics.deadlettered.labels(f"undecodable-{topic}").inc()
+            tracker.add(offset, 0)
+            return []
+        out: list[Output] = []
+        if topic == "spans":
+            tracker.add(offset, len(span_docs) + (self.jaeger is not None))
+            if self.jaeger is not None:
+                jaeger_requests.append(request)
+                jaeger_acks.append((tracker, offset))
+            size = len(value) // max(len(span_docs), 1)
+            for span_doc in span_docs:
+                out += state.buffer.add_span(span_doc, offset, size, now)
+        else:
+            tracker.add(offset, len(log_docs))
+            size = len(value) // max(len(log_docs), 1)
+            for log_doc in log_docs:
+                out += state.buffer.add_log(log_doc, offset, size, now)
+        return out
 
     async def _deliver(
         self,
-        requests: list[IndexRequest],
-        acks: list[tuple[OffsetTracker, int]],
+        outputs: list[tuple[int, Output]],
         jaeger_requests: list[ExportTraceServiceRequest],
+        jaeger_acks: list[tuple[OffsetTracker, int]],
     ) -> None:
-        if requests or jaeger_requests:
+        if outputs or jaeger_requests:
+            requests = [IndexRequest(o.alias, o.doc_id, o.timestamp_ns, o.source) for _, o in outputs]
             jaeger = self.jaeger.export(jaeger_requests) if self.jaeger is not None else asyncio.sleep(0)
             rejections, _ = await asyncio.gather(self.elasticsearch.index(requests), jaeger)
-            self.indexed["rejected"] += len(rejections)
-            self.indexed["logs"] += sum(r.alias == LOGS_ALIAS for r in requests)
-            self.indexed["spans"] += sum(r.alias == SPANS_ALIAS for r in requests)
-        for tracker, offset in acks:
+            await self.elasticsearch.deadletter(rejections)  # kept, counted: the batch is not blocked
+            for request in requests:
+                self.metrics.documents_out.labels(request.alias).inc()
+        for partition, output in outputs:
+            if output.ack is not None and partition in self.partitions:
+                topic, offset = output.ack
+                self.partitions[partition].offsets[topic].done(offset)
+        for tracker, offset in jaeger_acks:
             tracker.done(offset)
+        self._sync_metrics()
         await self._commit(list(self.partitions))
+
+    def _sync_metrics(self) -> None:
+        s, last = self.stats, self._synced
+        m = self.metrics
+        for result, now_value, before in (
+            ("span", s.logs_correlated, last.logs_correlated),
+            ("trace", s.logs_trace_only, last.logs_trace_only),
+            ("none", s.logs_uncorrelated, last.logs_uncorrelated),
+            ("untraced", s.logs_untraced, last.logs_untraced),
+        ):
+            m.correlation.labels(result).inc(now_value - before)
+        m.late_arrivals.labels("span").inc(s.late_spans - last.late_spans)
+        m.late_arrivals.labels("log").inc(s.late_logs - last.late_logs)
+        m.evicted_traces.inc(s.evicted - last.evicted)
+        self._synced = Stats(**vars(s))
+        m.buffered_traces.set(self.budget.traces)
+        m.buffered_bytes.set(self.budget.bytes)
 
     async def _commit(self, partitions: list[int]) -> None:
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for partition in partitions:
             for topic, tracker in self.partitions[partition].offsets.items():
                 watermark = tracker.watermark()
+                name = self.config.kafka.spans_topic if topic == "spans" else self.config.kafka.logs_topic
                 if watermark is not None:
-                    offsets[TopicPartition(topic, partition)] = OffsetAndMetadata(watermark, "")
+                    offsets[TopicPartition(name, partition)] = OffsetAndMetadata(watermark, "")
         if offsets:
             await self.consumer.commit(offsets)
+            self.metrics.commits.inc()
 
-    async def _flush(self, partitions: list[int], everything: bool) -> None:
-        """Index what the given partitions hold (waiting logs included) and commit them."""
-        requests: list[IndexRequest] = []
-        acks: list[tuple[OffsetTracker, int]] = []
-        self._release(partitions, monotonic(), requests, acks, everything=everything)
-        await self._deliver(requests, acks, [])
-
-    def _release(
-        self,
-        partitions: list[int],
-        now: float,
-        requests: list[IndexRequest],
-        acks: list[tuple[OffsetTracker, int]],
-        *,
-        everything: bool,
-    ) -> None:
-        """Add the waiting logs that are due (all, with `everything`) to `requests` and `acks`."""
-        for partition in partitions:
-            state = self.partitions[partition]
-            for item in state.correlator.release(now, everything=everything):
-                requests.append(self._log_request(state, item))
-                acks.append((state.offsets[self.config.kafka.logs_topic], item.offset))
+    async def _flush(self, partitions: list[int]) -> None:
+        """Emit every trace the partitions hold, index it, and commit."""
+        now = asyncio.get_running_loop().time()
+        outputs = [(p, o) for p in partitions for o in self.partitions[p].buffer.due(now, everything=True)]
+        await self._deliver(outputs, [], [])
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         partitions = sorted({tp.partition for tp in revoked} & set(self.partitions))
         async with self._lock:
-            await self._flush(partitions, everything=True)
+            await self._flush(partitions)
             for partition in partitions:
                 del self.partitions[partition]
         log.info("partitions revoked", extra={"partitions": partitions})
@@ -224,10 +276,13 @@ async def run_collector(config: CollectorConfig, stop: asyncio.Event | None = No
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     collector = Collector(config)
-    await collector.start()
-    log.info("collector started", extra={"group_id": config.kafka.group_id})
+    ops = OpsServer(config.ops.endpoint, collector.metrics.registry, ready=collector.ready)
+    await ops.start()
     try:
+        await collector.start()
+        log.info("collector started", extra={"group_id": config.kafka.group_id})
         await collector.run(stop)
     finally:
         await collector.stop()
-        log.info("collector stopped", extra=collector.indexed)
+        await ops.stop()
+        log.info("collector stopped", extra=vars(collector.stats))

@@ -16,7 +16,9 @@ import orjson
 
 LOGS_ALIAS = "tether-logs"
 SPANS_ALIAS = "tether-spans"
-TEMPLATE_NAMES = (LOGS_ALIAS, SPANS_ALIAS)
+TRACES_ALIAS = "tether-traces"
+DEADLETTER_ALIAS = "tether-deadletter"
+TEMPLATE_NAMES = (LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS, DEADLETTER_ALIAS)
 
 
 @cache

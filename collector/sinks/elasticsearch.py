@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import orjson
 from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout
 from elasticsearch import AsyncElasticsearch, TransportError
 
 from collector.config import ElasticsearchSinkConfig
-from schemas.indices import TEMPLATE_NAMES, daily_index, index_template
+from collector.metrics import CollectorMetrics
+from schemas.indices import DEADLETTER_ALIAS, TEMPLATE_NAMES, daily_index, index_template
 
 log = logging.getLogger("tether.collector.elasticsearch")
 
@@ -34,12 +37,35 @@ class Rejection:
     request: IndexRequest
     status: int
     reason: str
+    error_type: str = ""
+    index: str = ""
+
+    def deadletter(self, now_ns: int) -> IndexRequest:
+        """The dead-letter document: what was refused, where, why, and the original as text."""
+        return IndexRequest(
+            DEADLETTER_ALIAS,
+            f"{self.request.alias}:{self.request.doc_id}",  # a replay refused again is not a second letter
+            now_ns,
+            {
+                "@timestamp": now_ns // 1_000_000,
+                "deadletter": {
+                    "index": self.index or self.request.alias,
+                    "id": self.request.doc_id,
+                    "status": self.status,
+                    "error_type": self.error_type,
+                    "reason": self.reason,
+                    "original": orjson.dumps(self.request.source, default=str).decode(),
+                },
+            },
+        )
 
 
 class ElasticsearchSink:
-    def __init__(self, config: ElasticsearchSinkConfig) -> None:
+    def __init__(self, config: ElasticsearchSinkConfig, metrics: CollectorMetrics) -> None:
         self.config = config
+        self.metrics = metrics
         self.client = AsyncElasticsearch(config.url, request_timeout=config.request_timeout_seconds)
+        self.healthy = True  # false while Elasticsearch is unreachable or overloaded
 
     async def close(self) -> None:
         await self.client.close()
@@ -80,9 +106,11 @@ class ElasticsearchSink:
                         {"index": {"_index": daily_index(r.alias, r.timestamp_ns), "_id": r.doc_id}}
                     )
                     operations.append(r.source)
+                started = time.monotonic()
                 response = await self._retry_forever(
                     partial(self.client.bulk, operations=operations), what="bulk request"
                 )
+                self.metrics.bulk_latency.observe(time.monotonic() - started)
                 if not response.get("errors"):
                     continue
                 for request, item in zip(part, response["items"], strict=True):
@@ -92,16 +120,27 @@ class ElasticsearchSink:
                         continue
                     if status in RETRYABLE_STATUS:
                         retry.append(request)
+                        self.metrics.bulk_retries.labels(str(status)).inc()
                     else:
-                        reason = str(result.get("error", {}).get("reason", result.get("error")))
-                        rejections.append(Rejection(request, status, reason))
+                        error = result.get("error") or {}
+                        reason = str(error.get("reason", error)) if isinstance(error, dict) else str(error)
+                        kind = str(error.get("type", "")) if isinstance(error, dict) else ""
+                        rejections.append(Rejection(request, status, reason, kind, result.get("_index", "")))
             remaining = retry
             if remaining:
                 attempt += 1
                 await asyncio.sleep(_backoff(attempt))
+        return rejections
+
+    async def deadletter(self, rejections: list[Rejection]) -> None:
+        """Keep what Elasticsearch refused for good in the dead-letter index, counted and logged."""
+        if not rejections:
+            return
+        now = time.time_ns()
         for rejection in rejections:
+            self.metrics.deadlettered.labels(rejection.request.alias).inc()
             log.error(
-                "document rejected by Elasticsearch",
+                "document refused by Elasticsearch; sent to the dead-letter index",
                 extra={
                     "index": rejection.request.alias,
                     "id": rejection.request.doc_id,
@@ -109,14 +148,18 @@ class ElasticsearchSink:
                     "reason": rejection.reason,
                 },
             )
-        return rejections
+        unplaceable = await self.index([r.deadletter(now) for r in rejections])
+        for failure in unplaceable:  # the dead-letter mapping takes any text: this is a bug, say so loudly
+            log.critical("dead-letter document refused too", extra={"reason": failure.reason})
 
     async def _retry_forever(self, call: Any, *, what: str) -> Any:
         """Elasticsearch unreachable or overloaded holds the pipeline back; it never loses data."""
         attempt = 0
         while True:
             try:
-                return await call()
+                result = await call()
+                self.healthy = True
+                return result
             except (TransportConnectionError, ConnectionTimeout) as error:
                 problem = str(error)
             except TransportError as error:
@@ -127,6 +170,8 @@ class ElasticsearchSink:
                     raise
                 problem = f"HTTP {status}: {error}"
             attempt += 1
+            self.healthy = False
+            self.metrics.bulk_retries.labels("unavailable").inc()
             delay = _backoff(attempt)
             log.warning(
                 "Elasticsearch unavailable; retrying",

@@ -11,6 +11,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 
 from collector.config import JaegerSinkConfig
+from collector.metrics import CollectorMetrics
 
 log = logging.getLogger("tether.collector.jaeger")
 
@@ -26,8 +27,9 @@ RETRYABLE = {
 
 
 class JaegerSink:
-    def __init__(self, config: JaegerSinkConfig) -> None:
+    def __init__(self, config: JaegerSinkConfig, metrics: CollectorMetrics) -> None:
         self.config = config
+        self.metrics = metrics
         self._channel = grpc.aio.insecure_channel(config.endpoint)
         self._stub = TraceServiceStub(self._channel)
 
@@ -62,6 +64,7 @@ class JaegerSink:
                     )
                     return
                 attempt += 1
+                self.metrics.jaeger_errors.labels(error.code().name).inc()
                 delay = random.uniform(0, min(10.0, 0.2 * 2 ** min(attempt, 16)))
                 log.warning(
                     "Jaeger unavailable; retrying",

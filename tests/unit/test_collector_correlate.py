@@ -1,4 +1,4 @@
-"""collector.correlate: holding logs for their spans and enriching them."""
+"""collector.correlate: traces held for their window, emitted whole, late arrivals repaired."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from collector.correlate import Correlator
+from collector.correlate import Budget, Output, Stats, TraceBuffer
 from collector.documents import LogDoc, SpanDoc, log_documents, span_documents
+from schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
 from schemas.log_fields import default_mapping
 from schemas.records import ATTR_AGENT_ID, ATTR_RECORD_ID, FILE_SCOPE
 
@@ -85,175 +86,137 @@ def log(trace_id: bytes = b"", span_id: bytes = b"", *, service: str = "", rid: 
     return doc
 
 
-def correlator(max_cached_spans: int = 100, max_pending_logs: int = 100) -> Correlator:
-    return Correlator(wait_seconds=WAIT, max_cached_spans=max_cached_spans, max_pending_logs=max_pending_logs)
-
-
-def test_untraced_log_is_returned_at_once() -> None:
-    c = correlator()
-    doc = log()
-    item = c.add_log(doc, offset=17, now=NOW)
-    assert item is not None
-    assert item.doc is doc
-    assert item.offset == 17
-    assert item.deadline == NOW + WAIT
-    assert c.pending == 0
-    source = c.enrich(doc)
-    assert source["tether"]["correlation"] == "untraced"
-    assert "span" not in source and "trace" not in source
-
-
-def test_log_of_a_known_span_is_returned_at_once_and_enriched() -> None:
-    c = correlator()
-    c.add_spans(
-        spans(TRACE_A, CHILD, parent=ROOT, name="charge", kind=Span.SPAN_KIND_CLIENT, duration_ns=2_345_678)
+def buffer(max_traces: int = 100, max_bytes: int = 10**9, recent: int = 100) -> TraceBuffer:
+    return TraceBuffer(
+        wait_seconds=WAIT, budget=Budget(max_traces, max_bytes), max_recent_traces=recent, stats=Stats()
     )
-    doc = log(TRACE_A, CHILD)
-    item = c.add_log(doc, offset=3, now=NOW)
-    assert item is not None and item.doc is doc
-    assert c.pending == 0
-    source = c.enrich(doc)
+
+
+def by_alias(outputs: list[Output]) -> dict[str, list[Output]]:
+    grouped: dict[str, list[Output]] = {}
+    for output in outputs:
+        grouped.setdefault(output.alias, []).append(output)
+    return grouped
+
+
+def test_untraced_log_is_emitted_at_once() -> None:
+    b = buffer()
+    [output] = b.add_log(log(), offset=17, size=10, now=NOW)
+    assert output.alias == LOGS_ALIAS and output.ack == ("logs", 17)
+    assert output.source["tether"]["correlation"] == "untraced"
+    assert b.pending_traces == 0 and b.stats.logs_untraced == 1
+
+
+def test_a_trace_is_held_for_its_window_then_emitted_whole() -> None:
+    b = buffer()
+    assert b.add_log(log(TRACE_A, CHILD, rid="a:f:1"), offset=3, size=10, now=NOW) == []
+    assert b.add_span(spans(TRACE_A, ROOT, name="GET /checkout")[0], offset=8, size=10, now=NOW + 1) == []
+    assert (
+        b.add_span(
+            spans(
+                TRACE_A,
+                CHILD,
+                parent=ROOT,
+                name="charge",
+                kind=Span.SPAN_KIND_CLIENT,
+                status=Status.STATUS_CODE_ERROR,
+                duration_ns=2_345_678,
+            )[0],
+            offset=9,
+            size=10,
+            now=NOW + 2,
+        )
+        == []
+    )
+    assert b.due(NOW + WAIT - 0.01) == []  # the window counts from the trace's first item
+    emitted = by_alias(b.due(NOW + WAIT))
+    assert [o.ack for o in emitted[SPANS_ALIAS]] == [("spans", 8), ("spans", 9)]
+    [log_output] = emitted[LOGS_ALIAS]
+    source = log_output.source
+    assert log_output.ack == ("logs", 3)
     assert source["span"] == {
         "id": CHILD.hex(),
         "name": "charge",
         "kind": "client",
-        "status": "OK",
+        "status": "ERROR",
         "duration": {"us": 2345},
     }
     assert source["parent"] == {"id": ROOT.hex()}
-    assert source["trace"] == {"id": TRACE_A.hex()}
+    assert source["service"]["name"] == "frontend"  # the line had none: taken from its span
     assert source["tether"]["correlation"] == "span"
-    assert source["service"]["name"] == "frontend"  # the log had none: taken from the span
+    [summary] = emitted[TRACES_ALIAS]
+    assert summary.doc_id == TRACE_A.hex() and summary.ack is None
+    trace = summary.source["trace"]
+    assert trace["root"] == {"service": "frontend", "operation": "GET /checkout"}
+    assert (trace["span_count"], trace["error_count"], trace["log_count"]) == (2, 1, 1)
+    assert trace["logs_by_level"] == {"info": 1} and trace["services"] == ["frontend"]
+    assert trace["status"] == "ERROR" and trace["complete"] is True
+    assert trace["duration"]["us"] == 2345  # both spans start at T0; the child ends last
+    assert b.pending_traces == 0 and b.budget.traces == 0 and b.budget.bytes == 0
 
 
-def test_enrich_keeps_the_logs_own_service_name() -> None:
-    c = correlator()
-    c.add_spans(spans(TRACE_A, ROOT, service="frontend"))
-    source = c.enrich(log(TRACE_A, ROOT, service="worker"))
-    assert source["service"]["name"] == "worker"
-    assert source["tether"]["correlation"] == "span"
-    assert "parent" not in source  # a root span has no parent
+def test_correlation_results_without_the_span() -> None:
+    b = buffer()
+    b.add_span(spans(TRACE_A, ROOT)[0], offset=0, size=1, now=NOW)
+    b.add_log(log(TRACE_A, OTHER, rid="a:f:1"), offset=1, size=1, now=NOW)  # its span never came
+    b.add_log(log(TRACE_B, OTHER, service="billing", rid="a:f:2"), offset=2, size=1, now=NOW)  # nothing came
+    logs_out = {o.ack: o.source for o in b.due(NOW + WAIT) if o.alias == LOGS_ALIAS}
+    assert logs_out[("logs", 1)]["tether"]["correlation"] == "trace"
+    assert logs_out[("logs", 1)]["service"]["name"] == "frontend"  # from the trace's root
+    assert logs_out[("logs", 2)]["tether"]["correlation"] == "none"
+    assert logs_out[("logs", 2)]["service"]["name"] == "billing"  # its own is kept
+    assert (b.stats.logs_trace_only, b.stats.logs_uncorrelated) == (1, 1)
 
 
-def test_log_waits_for_its_span_and_is_released_when_it_arrives() -> None:
-    c = correlator()
-    doc = log(TRACE_A, CHILD)
-    assert c.add_log(doc, offset=9, now=NOW) is None
-    assert c.pending == 1
-    assert c.release(NOW + 1) == []
-    assert c.pending == 1
-    c.add_spans(spans(TRACE_A, CHILD, status=Status.STATUS_CODE_ERROR))
-    [item] = c.release(NOW + 1)
-    assert (item.doc, item.offset, item.deadline) == (doc, 9, NOW + WAIT)
-    assert c.pending == 0
-    assert c.release(NOW + 1) == []
-    source = c.enrich(item.doc)
-    assert source["tether"]["correlation"] == "span"
-    assert source["span"]["status"] == "ERROR"
+def test_late_span_and_late_log_update_the_summary_under_the_same_id() -> None:
+    b = buffer()
+    b.add_span(spans(TRACE_A, CHILD, parent=ROOT, name="charge")[0], offset=0, size=1, now=NOW)
+    [first] = by_alias(b.due(NOW + WAIT))[TRACES_ALIAS]
+    assert first.source["trace"]["complete"] is False  # no root yet: the earliest span stands in
+    assert first.source["trace"]["root"]["operation"] == "charge"
+    late = b.add_span(
+        spans(TRACE_A, ROOT, name="GET /checkout", service="edge")[0], offset=1, size=1, now=NOW + 60
+    )
+    spans_out, summary = by_alias(late)[SPANS_ALIAS], by_alias(late)[TRACES_ALIAS][0]
+    assert [o.ack for o in spans_out] == [("spans", 1)]  # indexed at once, not held again
+    assert summary.doc_id == first.doc_id and summary.timestamp_ns == first.timestamp_ns
+    assert summary.source["trace"]["root"] == {"service": "edge", "operation": "GET /checkout"}
+    assert summary.source["trace"]["span_count"] == 2 and summary.source["trace"]["complete"] is True
+    late_log = by_alias(b.add_log(log(TRACE_A, ROOT, rid="a:f:9"), offset=5, size=1, now=NOW + 61))
+    assert late_log[LOGS_ALIAS][0].source["span"]["name"] == "GET /checkout"
+    assert late_log[TRACES_ALIAS][0].source["trace"]["log_count"] == 1
+    assert (b.stats.late_spans, b.stats.late_logs) == (1, 1)
 
 
-def test_log_is_released_at_its_deadline() -> None:
-    c = correlator()
-    doc = log(TRACE_A, CHILD)
-    assert c.add_log(doc, offset=1, now=NOW) is None
-    assert c.release(NOW + WAIT - 0.001) == []
-    [item] = c.release(NOW + WAIT)
-    assert item.doc is doc
-    assert c.pending == 0
-    assert c.enrich(doc)["tether"]["correlation"] == "none"
-    assert c.enrich(doc)["service"]["name"] == ""
+def test_a_replayed_span_is_not_counted_twice() -> None:
+    b = buffer()
+    b.add_span(spans(TRACE_A, ROOT)[0], offset=0, size=1, now=NOW)
+    b.add_span(spans(TRACE_A, ROOT)[0], offset=0, size=1, now=NOW)
+    summary = by_alias(b.due(NOW + WAIT))[TRACES_ALIAS][0]
+    assert summary.source["trace"]["span_count"] == 1
 
 
-def test_release_keeps_arrival_order_and_only_releases_what_is_ready() -> None:
-    c = correlator()
-    early = log(TRACE_A, CHILD, rid="r1")
-    other = log(TRACE_B, OTHER, rid="r2")
-    late = log(TRACE_A, ROOT, rid="r3")
-    assert c.add_log(early, 1, NOW) is None
-    assert c.add_log(other, 2, NOW + 1) is None
-    assert c.add_log(late, 3, NOW + 2) is None
-    # Span (A, CHILD) arrives: only r1 is ready, r2 and r3 keep waiting.
-    c.add_spans(spans(TRACE_A, CHILD))
-    assert [i.doc.doc_id for i in c.release(NOW + 2)] == ["r1"]
-    # At NOW + 1 + WAIT r2's wait is over, not r3's.
-    assert [i.doc.doc_id for i in c.release(NOW + 1 + WAIT)] == ["r2"]
-    assert [i.doc.doc_id for i in c.release(NOW + 2 + WAIT)] == ["r3"]
+def test_the_budget_bounds_pending_traces_by_emitting_the_oldest_early() -> None:
+    budget = Budget(max_traces=2, max_bytes=10**9)
+    first, second = (TraceBuffer(WAIT, budget, 100, Stats()) for _ in range(2))
+    assert first.add_span(spans(TRACE_A, ROOT)[0], offset=0, size=1, now=NOW) == []
+    assert second.add_span(spans(TRACE_B, ROOT)[0], offset=0, size=1, now=NOW) == []
+    third = bytes.fromhex("22" * 16)
+    early = second.add_span(spans(third, ROOT)[0], offset=1, size=1, now=NOW)  # 3 > 2: evict
+    assert {o.source["trace"]["id"] for o in early} == {TRACE_B.hex()}
+    assert second.stats.evicted == 1 and budget.traces == 2
+    byte_budget = Budget(max_traces=100, max_bytes=1000)
+    b = TraceBuffer(WAIT, byte_budget, 100, Stats())
+    b.add_span(spans(TRACE_A, ROOT)[0], offset=0, size=600, now=NOW)
+    evicted = b.add_span(spans(TRACE_B, ROOT)[0], offset=1, size=600, now=NOW)
+    assert {o.source["trace"]["id"] for o in evicted} == {TRACE_A.hex()} and byte_budget.bytes == 600
 
 
-def test_release_everything() -> None:
-    c = correlator()
-    for n in range(5):
-        assert c.add_log(log(TRACE_A, CHILD, rid=f"r{n}"), n, NOW) is None
-    assert [i.offset for i in c.release(NOW, everything=True)] == [0, 1, 2, 3, 4]
-    assert c.pending == 0
-
-
-def test_pending_logs_are_bounded() -> None:
-    c = correlator(max_pending_logs=2)
-    assert c.add_log(log(TRACE_A, CHILD, rid="r1"), 1, NOW) is None
-    assert c.add_log(log(TRACE_A, CHILD, rid="r2"), 2, NOW) is None
-    overflow = log(TRACE_A, CHILD, rid="r3")
-    item = c.add_log(overflow, 3, NOW)
-    assert item is not None and item.doc is overflow  # emitted now instead of waiting
-    assert c.pending == 2
-    assert c.enrich(overflow)["tether"]["correlation"] == "none"
-    # Untraced and known-span logs are never held, even when the queue is full.
-    assert c.add_log(log(rid="r4"), 4, NOW) is not None
-    assert c.pending == 2
-
-
-def test_trace_correlation_uses_the_root_span_service() -> None:
-    c = correlator()
-    c.add_spans(spans(TRACE_A, CHILD, parent=ROOT, service="payments"))
-    c.add_spans(spans(TRACE_A, ROOT, service="frontend"))
-    c.add_spans(spans(TRACE_A, OTHER, parent=ROOT, service="inventory"))
-    doc = log(TRACE_A, bytes.fromhex("2222222222222222"))  # a span the collector never saw
-    assert c.add_log(doc, 1, NOW) is None
-    [item] = c.release(NOW + WAIT)
-    source = c.enrich(item.doc)
-    assert source["tether"]["correlation"] == "trace"
-    assert source["service"]["name"] == "frontend"
-    assert source["span"] == {"id": "2222222222222222"}  # no span details invented
-
-
-def test_trace_correlation_without_root_uses_the_first_service_seen() -> None:
-    c = correlator()
-    c.add_spans(spans(TRACE_A, CHILD, parent=ROOT, service="payments"))
-    c.add_spans(spans(TRACE_A, OTHER, parent=ROOT, service="inventory"))
-    source = c.enrich(log(TRACE_A, bytes.fromhex("3333333333333333")))
-    assert (source["tether"]["correlation"], source["service"]["name"]) == ("trace", "payments")
-
-
-def test_trace_correlation_keeps_the_logs_own_service() -> None:
-    c = correlator()
-    c.add_spans(spans(TRACE_A, ROOT, service="frontend"))
-    source = c.enrich(log(TRACE_A, OTHER, service="worker"))
-    assert (source["tether"]["correlation"], source["service"]["name"]) == ("trace", "worker")
-
-
-def test_log_with_trace_but_no_span_id() -> None:
-    c = correlator()
-    c.add_spans(spans(TRACE_A, ROOT))
-    doc = log(TRACE_A, b"")
-    assert c.add_log(doc, 1, NOW) is None  # waits: its trace may still be incomplete
-    [item] = c.release(NOW + WAIT)
-    source = c.enrich(item.doc)
-    assert source["tether"]["correlation"] == "trace"
-    assert "span" not in source
-
-
-def test_span_cache_is_bounded_least_recent_first() -> None:
-    c = correlator(max_cached_spans=2)
-    c.add_spans(spans(TRACE_A, ROOT))
-    c.add_spans(spans(TRACE_A, CHILD, parent=ROOT))
-    c.add_spans(spans(TRACE_B, OTHER))
-    assert c.add_log(log(TRACE_A, ROOT, rid="evicted"), 1, NOW) is None  # forgotten: it waits
-    assert c.add_log(log(TRACE_A, CHILD, rid="kept"), 2, NOW) is not None
-    assert c.add_log(log(TRACE_B, OTHER, rid="newest"), 3, NOW) is not None
-
-
-def test_spans_of_one_request_batch() -> None:
-    c = correlator()
-    c.add_spans(spans(TRACE_A, ROOT) + spans(TRACE_B, OTHER, name="other"))
-    assert c.enrich(log(TRACE_A, ROOT))["span"]["name"] == "GET /checkout"
-    assert c.enrich(log(TRACE_B, OTHER))["span"]["name"] == "other"
+def test_recent_traces_are_bounded() -> None:
+    b = buffer(recent=1)
+    b.add_span(spans(TRACE_A, ROOT)[0], offset=0, size=1, now=NOW)
+    b.add_span(spans(TRACE_B, ROOT)[0], offset=1, size=1, now=NOW)
+    b.due(NOW + WAIT)
+    # TRACE_A was forgotten: its late span is held again as a new trace, not an update.
+    assert b.add_span(spans(TRACE_A, CHILD, parent=ROOT)[0], offset=2, size=1, now=NOW + 10) == []
+    assert b.pending_traces == 1 and b.stats.late_spans == 0

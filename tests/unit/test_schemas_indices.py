@@ -14,9 +14,17 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from collector.correlate import Correlator
+from collector.correlate import Budget, Stats, TraceBuffer
 from collector.documents import log_documents, span_documents
-from schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TEMPLATE_NAMES, daily_index, index_template
+from schemas.indices import (
+    DEADLETTER_ALIAS,
+    LOGS_ALIAS,
+    SPANS_ALIAS,
+    TEMPLATE_NAMES,
+    TRACES_ALIAS,
+    daily_index,
+    index_template,
+)
 from schemas.log_fields import default_mapping
 from schemas.records import ATTR_FILE_PATH, ATTR_RECORD_ID, FILE_SCOPE
 
@@ -28,7 +36,11 @@ def utc_ns(*fields: int) -> int:
 
 
 def test_template_names() -> None:
-    assert set(TEMPLATE_NAMES) == {LOGS_ALIAS, SPANS_ALIAS} == {"tether-logs", "tether-spans"}
+    assert (
+        set(TEMPLATE_NAMES)
+        == {LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS, DEADLETTER_ALIAS}
+        == {"tether-logs", "tether-spans", "tether-traces", "tether-deadletter"}
+    )
 
 
 @pytest.mark.parametrize("name", TEMPLATE_NAMES)
@@ -38,8 +50,12 @@ def test_index_template_parses_and_has_its_alias(name: str) -> None:
     assert template["index_patterns"] == [f"{name}-*"]
     assert name in template["template"]["aliases"]
     properties = template["template"]["mappings"]["properties"]
-    assert properties["@timestamp"]["type"] == "date_nanos"
-    assert properties["trace"]["properties"]["id"]["type"] == "keyword"
+    if name == DEADLETTER_ALIAS:  # when it was refused, what, why, and the original as text
+        assert properties["@timestamp"]["type"] == "date"
+        assert set(properties["deadletter"]["properties"]) >= {"index", "id", "status", "reason", "original"}
+    else:
+        assert properties["@timestamp"]["type"] == "date_nanos"
+        assert properties["trace"]["properties"]["id"]["type"] == "keyword"
     # The daily index of this alias matches the template's pattern.
     index = daily_index(name, utc_ns(2024, 1, 2, 3, 4, 5))
     assert index.startswith(template["index_patterns"][0].removesuffix("*"))
@@ -106,14 +122,14 @@ def test_documents_only_use_mapped_fields() -> None:
         ),
         default_mapping(),
     )
-    correlator = Correlator(wait_seconds=1, max_cached_spans=10, max_pending_logs=10)
-    correlator.add_spans(spans)
-    log_source = correlator.enrich(logs[0])
-    assert log_source["tether"]["correlation"] == "span"
-    span_props = index_template(SPANS_ALIAS)["template"]["mappings"]["properties"]
-    log_props = index_template(LOGS_ALIAS)["template"]["mappings"]["properties"]
-    assert _unmapped(spans[0].source, span_props) == []
-    assert _unmapped(log_source, log_props) == []
+    buffer = TraceBuffer(wait_seconds=1, budget=Budget(10, 10**6), max_recent_traces=10, stats=Stats())
+    buffer.add_span(spans[0], offset=0, size=100, now=0)
+    buffer.add_log(logs[0], offset=0, size=100, now=0)
+    emitted = {output.alias: output.source for output in buffer.due(now=5)}
+    assert emitted[LOGS_ALIAS]["tether"]["correlation"] == "span"
+    for alias in (SPANS_ALIAS, LOGS_ALIAS, TRACES_ALIAS):
+        properties = index_template(alias)["template"]["mappings"]["properties"]
+        assert _unmapped(emitted[alias], properties) == [], alias
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,56 @@
+"""The collector's Prometheus metrics, on a registry of its own (one per collector, no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class CollectorMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        p = "tether_collector_"
+        self.records_in = Counter(f"{p}records_in", "Kafka records consumed", ["topic"], registry=r)
+        self.documents_out = Counter(
+            f"{p}documents_out", "Documents acknowledged by Elasticsearch", ["index"], registry=r
+        )
+        self.correlation = Counter(
+            f"{p}log_correlation",
+            "Logs by correlation result (span, trace, none, untraced)",
+            ["result"],
+            registry=r,
+        )
+        self.late_arrivals = Counter(
+            f"{p}late_arrivals", "Spans or logs arriving after their trace was emitted", ["kind"], registry=r
+        )
+        self.evicted_traces = Counter(
+            f"{p}evicted_traces", "Traces emitted before their window ended (buffer full)", registry=r
+        )
+        self.buffered_traces = Gauge(f"{p}buffered_traces", "Traces waiting for their window", registry=r)
+        self.buffered_bytes = Gauge(
+            f"{p}buffered_bytes", "Bytes of traces waiting for their window", registry=r
+        )
+        self.consumer_lag = Gauge(
+            f"{p}consumer_lag", "Records behind the end of a partition", ["topic", "partition"], registry=r
+        )
+        self.bulk_latency = Histogram(
+            f"{p}bulk_seconds",
+            "Elasticsearch bulk request latency",
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.bulk_retries = Counter(
+            f"{p}bulk_retries",
+            "Documents or requests retried (429, 5xx, unreachable)",
+            ["reason"],
+            registry=r,
+        )
+        self.deadlettered = Counter(
+            f"{p}deadlettered",
+            "Documents Elasticsearch refused for good, sent to the dead-letter index",
+            ["index"],
+            registry=r,
+        )
+        self.jaeger_errors = Counter(
+            f"{p}jaeger_errors", "Failed Jaeger exports (retried)", ["code"], registry=r
+        )
+        self.commits = Counter(f"{p}commits", "Offset commits", registry=r)
