@@ -1,0 +1,218 @@
+"""The collector against the real Kafka, Elasticsearch and Jaeger (issue: correlation tier)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.e2e.collector_harness import (
+    CollectorProcess,
+    Producer,
+    TraceSpec,
+    create_topics,
+    new_topics,
+    search,
+    wait_for_count,
+)
+from tether.stack import Stack
+
+pytestmark = pytest.mark.stack
+
+
+def _jaeger_span_ids(stack: Stack, trace_id: str) -> set[str]:
+    with urllib.request.urlopen(f"{stack.jaeger.query_url}/api/traces/{trace_id}", timeout=10) as response:
+        (trace,) = json.loads(response.read())["data"]
+    return {span["spanID"] for span in trace["spans"]}
+
+
+def _once(hits: list[dict[str, Any]], field: str = "message") -> Counter[str]:
+    """Copies per content (message for logs, span id for spans): every value must be 1."""
+    return Counter(str(_get(hit["_source"], field)) for hit in hits)
+
+
+def _get(source: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        source = source[part]
+    return source
+
+
+async def test_out_of_order_late_and_untraced(stack: Stack, tmp_path: Path) -> None:
+    logs_topic, spans_topic, run = new_topics("corr")
+    await create_topics(stack, logs_topic, spans_topic)
+    collector = CollectorProcess(stack, tmp_path, logs_topic, spans_topic, group=run, wait_seconds=2)
+    collector.start()
+    collector.wait_assigned()
+    traces = [TraceSpec.make(n, run=run) for n in range(30)]
+    late = {trace.trace_id for trace in traces[:5]}  # their last child span comes after the window
+    order = list(range(30))
+    random.Random(7).shuffle(order)
+    async with Producer(stack, logs_topic, spans_topic) as producer:
+        for n in order:
+            trace = traces[n]
+            spans_now = trace.spans[:-1] if trace.trace_id in late else trace.spans
+            if n % 2:  # logs before their spans, and the other way round
+                await producer.lines(trace.lines)
+                await producer.spans(trace.span_request(spans_now))
+            else:
+                await producer.spans(trace.span_request(spans_now))
+                await producer.lines(trace.lines)
+        await producer.lines(
+            [orjson.dumps({"level": "warn", "message": f"{run} untraced {k}"}) for k in range(3)]
+        )
+        await asyncio.sleep(6)  # the late traces are emitted without their last span
+        for trace in traces[:5]:
+            await producer.spans(trace.span_request(trace.spans[-1:]))
+
+    trace_ids = [trace.trace_id.hex() for trace in traces]
+    spans = await wait_for_count(stack, "tether-spans", {"terms": {"trace.id": trace_ids}}, 90)
+    logs = await wait_for_count(stack, "tether-logs", {"match_phrase": {"message": run}}, 183)
+    summaries = await wait_for_count(stack, "tether-traces", {"terms": {"trace.id": trace_ids}}, 30)
+    for _ in range(30):  # the late spans' summary updates
+        if all(s["_source"]["trace"]["span_count"] == 3 for s in summaries):
+            break
+        await asyncio.sleep(1)
+        summaries = await search(stack, "tether-traces", {"terms": {"trace.id": trace_ids}})
+    metrics = collector.metrics()
+    assert collector.stop() == 0, collector.tail()
+
+    assert len(spans) == 90 and set(_once(spans, "span.id").values()) == {1}
+    assert len(logs) == 183 and set(_once(logs).values()) == {1}
+    by_result = Counter(hit["_source"]["tether"]["correlation"] for hit in logs)
+    # Logs of the 5 late spans were emitted with their trace but without their span.
+    assert by_result == {"span": 170, "trace": 10, "untraced": 3}, by_result
+    for hit in logs:
+        source = hit["_source"]
+        if source["tether"]["correlation"] == "span":
+            assert source["span"]["name"].startswith(f"{run} op ") and source["service"]["name"]
+    hit_rate = by_result["span"] / (len(logs) - by_result["untraced"])
+    print(f"correlation hit rate: {hit_rate:.3f} ({by_result['span']}/{len(logs) - by_result['untraced']})")
+    assert len(summaries) == 30
+    for summary in summaries:
+        trace = summary["_source"]["trace"]
+        n = int(trace["root"]["operation"].rsplit(" ", 1)[1].split(".")[0])
+        assert (trace["span_count"], trace["log_count"], trace["complete"]) == (3, 6, True)
+        assert trace["error_count"] == (1 if n % 5 == 0 else 0)
+        assert trace["logs_by_level"] == {"info": 3, "error": 3}
+        assert trace["root"]["operation"] == f"{run} op {n}.0"
+    assert metrics['tether_collector_late_arrivals_total{kind="span"}'] == 5
+    for trace in traces:
+        expected = {span.span_id.hex() for span in trace.spans}
+        assert await asyncio.to_thread(_jaeger_span_ids, stack, trace.trace_id.hex()) == expected
+
+
+async def test_two_collectors_share_the_partitions(stack: Stack, tmp_path: Path) -> None:
+    logs_topic, spans_topic, run = new_topics("pair")
+    await create_topics(stack, logs_topic, spans_topic)
+    first = CollectorProcess(stack, tmp_path, logs_topic, spans_topic, group=run, name="first")
+    second = CollectorProcess(stack, tmp_path, logs_topic, spans_topic, group=run, name="second")
+    first.start()
+    second.start()
+    first.wait_assigned()
+    second.wait_assigned()
+    await asyncio.sleep(3)  # let the group settle on two members
+    traces = [TraceSpec.make(n, run=run) for n in range(80)]
+    async with Producer(stack, logs_topic, spans_topic) as producer:
+        for trace in traces:
+            await producer.spans(trace.span_request(trace.spans))
+            await producer.lines(trace.lines)
+    logs = await wait_for_count(stack, "tether-logs", {"match_phrase": {"message": run}}, 480)
+    trace_ids = [trace.trace_id.hex() for trace in traces]
+    spans = await wait_for_count(stack, "tether-spans", {"terms": {"trace.id": trace_ids}}, 240)
+    first_metrics, second_metrics = first.metrics(), second.metrics()
+    assert first.stop() == 0 and second.stop() == 0
+    assert len(logs) == 480 and set(_once(logs).values()) == {1}
+    assert len(spans) == 240 and set(_once(spans, "span.id").values()) == {1}
+    assert {hit["_source"]["tether"]["correlation"] for hit in logs} == {"span"}
+    # Both members did work: each consumed records of both topics.
+    for metrics in (first_metrics, second_metrics):
+        assert sum(v for k, v in metrics.items() if k.startswith("tether_collector_records_in_total")) > 0
+
+
+async def test_kill_9_and_restart_loses_and_duplicates_nothing(stack: Stack, tmp_path: Path) -> None:
+    logs_topic, spans_topic, run = new_topics("kill")
+    await create_topics(stack, logs_topic, spans_topic)
+    collector = CollectorProcess(stack, tmp_path, logs_topic, spans_topic, group=run, wait_seconds=1)
+    collector.start()
+    collector.wait_assigned()
+    traces = [TraceSpec.make(n, run=run) for n in range(120)]
+    async with Producer(stack, logs_topic, spans_topic) as producer:
+        for n, trace in enumerate(traces):
+            await producer.spans(trace.span_request(trace.spans))
+            await producer.lines(trace.lines)
+            if n == 60:
+                collector.kill9()  # mid-stream, with traces held in its window
+                collector.start()
+            await asyncio.sleep(0.02)
+    logs = await wait_for_count(stack, "tether-logs", {"match_phrase": {"message": run}}, 720)
+    await asyncio.sleep(3)  # anything duplicated would show up by now
+    logs = await search(stack, "tether-logs", {"match_phrase": {"message": run}})
+    trace_ids = [trace.trace_id.hex() for trace in traces]
+    spans = await search(stack, "tether-spans", {"terms": {"trace.id": trace_ids}})
+    assert collector.stop() == 0, collector.tail()
+    assert len(logs) == 720 and set(_once(logs).values()) == {1}
+    assert len({hit["_id"] for hit in logs}) == 720
+    assert len(spans) == 360 and set(_once(spans, "span.id").values()) == {1}
+
+
+async def test_elasticsearch_down_for_30_seconds_loses_nothing(stack: Stack, tmp_path: Path) -> None:
+    logs_topic, spans_topic, run = new_topics("esdown")
+    await create_topics(stack, logs_topic, spans_topic)
+    collector = CollectorProcess(stack, tmp_path, logs_topic, spans_topic, group=run, wait_seconds=1)
+    collector.start()
+    collector.wait_assigned()
+    traces = [TraceSpec.make(n, run=run) for n in range(40)]
+    async with Producer(stack, logs_topic, spans_topic) as producer:
+        for trace in traces[:20]:
+            await producer.spans(trace.span_request(trace.spans))
+            await producer.lines(trace.lines)
+        await wait_for_count(stack, "tether-logs", {"match_phrase": {"message": run}}, 120, within=60)
+        stack.elasticsearch.process.stop()
+        try:
+            for trace in traces[20:]:
+                await producer.spans(trace.span_request(trace.spans))
+                await producer.lines(trace.lines)
+            await asyncio.sleep(30)
+            assert collector.process is not None and collector.process.poll() is None, collector.tail()
+            assert collector.metrics()['tether_collector_bulk_retries_total{reason="unavailable"}'] > 0
+        finally:
+            stack.elasticsearch.start()
+            await asyncio.to_thread(stack.elasticsearch.wait_healthy, 180)
+    logs = await wait_for_count(stack, "tether-logs", {"match_phrase": {"message": run}}, 240)
+    assert collector.stop() == 0, collector.tail()
+    assert len(logs) == 240 and set(_once(logs).values()) == {1}
+
+
+async def test_a_document_that_cannot_be_indexed_goes_to_the_dead_letter_index(
+    stack: Stack, tmp_path: Path
+) -> None:
+    logs_topic, spans_topic, run = new_topics("dlq")
+    await create_topics(stack, logs_topic, spans_topic)
+    collector = CollectorProcess(stack, tmp_path, logs_topic, spans_topic, group=run, wait_seconds=1)
+    collector.start()
+    collector.wait_assigned()
+    nested: dict[str, Any] = {"leaf": 1}
+    for _ in range(30):  # deeper than the flattened field's limit of 20: refused for good
+        nested = {"deeper": nested}
+    good = [orjson.dumps({"level": "info", "message": f"{run} good {k}"}) for k in range(5)]
+    bad = orjson.dumps({"level": "info", "message": f"{run} too deep", "data": nested})
+    async with Producer(stack, logs_topic, spans_topic, agent_id=run) as producer:
+        await producer.lines([*good[:2], bad, *good[2:]])  # one record, one bulk request
+    logs = await wait_for_count(stack, "tether-logs", {"match_phrase": {"message": run}}, 5)
+    letters = await wait_for_count(stack, "tether-deadletter", {"prefix": {"deadletter.id": f"{run}:"}}, 1)
+    metrics = collector.metrics()
+    assert collector.stop() == 0, collector.tail()
+    assert sorted(hit["_source"]["message"] for hit in logs) == sorted(f"{run} good {k}" for k in range(5))
+    (letter,) = letters
+    assert letter["_source"]["deadletter"]["status"] == 400
+    assert "flattened" in letter["_source"]["deadletter"]["reason"]
+    assert letter["_source"]["deadletter"]["error_type"] == "document_parsing_exception"
+    assert orjson.loads(letter["_source"]["deadletter"]["original"])["message"] == f"{run} too deep"
+    assert metrics['tether_collector_deadlettered_total{index="tether-logs"}'] == 1
