@@ -1246,7 +1246,7 @@ impl M {
         }
     }
     /// Fields sorted by number. tests/unit/test_split.py checks them against the descriptors.
-    fn fields(self) -> Fields {
+    const fn fields(self) -> Fields {
         use Ty::*;
         match self {
             M::Resource => &[
@@ -1254,7 +1254,11 @@ impl M {
                 (2, "dropped_attributes_count", Varint),
                 (3, "entity_refs", Msg(M::EntityRef)),
             ],
-            M::KeyValue => &[(1, "key", Str), (2, "value", Msg(M::AnyValue)), (3, "key_strindex", Varint)],
+            M::KeyValue => &[
+                (1, "key", Str),
+                (2, "value", Msg(M::AnyValue)),
+                (3, "key_strindex", Varint),
+            ],
             M::AnyValue => &[
                 (1, "string_value", Str),
                 (2, "bool_value", Varint),
@@ -1331,7 +1335,11 @@ impl M {
                 (2, "scope_spans", Msg(M::ScopeSpans)),
                 (3, "schema_url", Str),
             ],
-            M::ScopeSpans => &[(1, "scope", Msg(M::Scope)), (2, "spans", Msg(M::Span)), (3, "schema_url", Str)],
+            M::ScopeSpans => &[
+                (1, "scope", Msg(M::Scope)),
+                (2, "spans", Msg(M::Span)),
+                (3, "schema_url", Str),
+            ],
             M::LogsRequest => &[(1, "resource_logs", Msg(M::ResourceLogs))],
             M::ResourceLogs => &[
                 (1, "resource", Msg(M::Resource)),
@@ -1345,19 +1353,38 @@ impl M {
             ],
         }
     }
-    #[inline]
-    fn field(self, number: u32) -> Option<(u32, &'static str, Ty)> {
-        let fields = self.fields();
-        // dense tables: fields[n - 1] is field n; otherwise a short scan
-        match fields.get((number as usize).wrapping_sub(1)) {
-            Some(f) if f.0 == number => Some(*f),
-            _ => fields.iter().find(|f| f.0 == number).copied(),
+    #[inline(always)]
+    fn ty(self, number: u32) -> Option<Ty> {
+        match LOOKUP[self as usize].get(number as usize) {
+            Some(&ty) => ty,
+            None => None,
         }
     }
     fn field_name(self, number: u32) -> &'static str {
-        self.field(number).map_or("?", |f| f.1)
+        self.fields().iter().find(|f| f.0 == number).map_or("?", |f| f.1)
     }
 }
+
+const MAX_FIELD: usize = 16;
+
+/// LOOKUP[message][field number]: the field's type.
+const LOOKUP: [[Option<Ty>; MAX_FIELD + 1]; ALL_MESSAGES.len()] = {
+    let mut table = [[None; MAX_FIELD + 1]; ALL_MESSAGES.len()];
+    let mut i = 0;
+    while i < ALL_MESSAGES.len() {
+        let m = ALL_MESSAGES[i];
+        assert!(m as usize == i, "ALL_MESSAGES is in declaration order");
+        let fields = m.fields();
+        let mut j = 0;
+        while j < fields.len() {
+            let (number, _, ty) = fields[j];
+            table[i][number as usize] = Some(ty);
+            j += 1;
+        }
+        i += 1;
+    }
+    table
+};
 
 type WResult<T> = Result<T, String>;
 
@@ -1395,8 +1422,18 @@ impl<'a> Rd<'a> {
     fn err(&self, start: usize, what: &str) -> String {
         format!("{} at byte {} (in {})", what, self.at(start), self.m.short())
     }
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> WResult<u64> {
+        match self.b.get(self.i) {
+            Some(&c) if c < 0x80 => {
+                self.i += 1;
+                Ok(u64::from(c))
+            }
+            _ => self.varint_slow(),
+        }
+    }
+    #[inline(never)]
+    fn varint_slow(&mut self) -> WResult<u64> {
         let start = self.i;
         let mut v: u64 = 0;
         for k in 0..10 {
@@ -1412,34 +1449,54 @@ impl<'a> Rd<'a> {
         Err(self.err(start, "varint longer than 10 bytes"))
     }
     /// (field number, wire type); upb: at most 5 bytes, fits in 32 bits, field number > 0.
-    #[inline]
+    #[inline(always)]
     fn tag(&mut self) -> WResult<(u32, u8)> {
-        let start = self.i;
-        let v = match self.b.get(self.i) {
-            Some(&c) if c < 0x80 => {
+        if let Some(&c) = self.b.get(self.i) {
+            if (8..0x80).contains(&c) && c & 7 <= 5 {
                 self.i += 1;
-                u64::from(c)
+                return Ok((u32::from(c >> 3), c & 7));
             }
-            _ => {
-                let v = self.varint()?;
-                if self.i - start > 5 || v > u64::from(u32::MAX) {
-                    return Err(self.err(start, "field tag out of range"));
-                }
-                v
-            }
-        };
-        let (field, wt) = ((v >> 3) as u32, (v & 7) as u8);
+        }
+        self.tag_slow()
+    }
+    #[inline(never)]
+    fn tag_slow(&mut self) -> WResult<(u32, u8)> {
+        let start = self.i;
+        let (field, wt) = self.group_tag()?;
         if field == 0 {
             return Err(self.err(start, "field number 0"));
         }
+        Ok((field, wt))
+    }
+    /// A tag inside an unknown group, where upb lets field number 0 through.
+    fn group_tag(&mut self) -> WResult<(u32, u8)> {
+        let start = self.i;
+        let v = self.varint()?;
+        if self.i - start > 5 || v > u64::from(u32::MAX) {
+            return Err(self.err(start, "field tag out of range"));
+        }
+        let (field, wt) = ((v >> 3) as u32, (v & 7) as u8);
         if wt > 5 {
             return Err(self.err(start, &format!("invalid wire type {wt} for field {field}")));
         }
         Ok((field, wt))
     }
     /// The payload of a length-delimited field (upb: a length of at most 5 bytes, < 2^31).
-    #[inline]
+    #[inline(always)]
     fn ld(&mut self) -> WResult<&'a [u8]> {
+        if let Some(&n) = self.b.get(self.i) {
+            let (from, n) = (self.i + 1, n as usize);
+            if n < 0x80 {
+                if let Some(v) = self.b.get(from..from + n) {
+                    self.i = from + n;
+                    return Ok(v);
+                }
+            }
+        }
+        self.ld_slow()
+    }
+    #[inline(never)]
+    fn ld_slow(&mut self) -> WResult<&'a [u8]> {
         let start = self.i;
         let n = self.varint()?;
         if self.i - start > 5 || n >= 1 << 31 {
@@ -1447,13 +1504,16 @@ impl<'a> Rd<'a> {
         }
         let left = self.b.len() - self.i;
         if n as usize > left {
-            return Err(self.err(start, &format!("length {n} runs past the end ({left} bytes left)")));
+            return Err(self.err(
+                start,
+                &format!("length {n} runs past the end ({left} bytes left)"),
+            ));
         }
         let v = &self.b[self.i..self.i + n as usize];
         self.i += n as usize;
         Ok(v)
     }
-    #[inline]
+    #[inline(always)]
     fn fixed(&mut self, n: usize) -> WResult<()> {
         if self.b.len() - self.i < n {
             return Err(self.err(self.i, &format!("truncated fixed{}", n * 8)));
@@ -1475,7 +1535,7 @@ impl<'a> Rd<'a> {
                 }
                 while !self.done() {
                     let at = self.i;
-                    let (f, w) = self.tag()?;
+                    let (f, w) = self.group_tag()?;
                     if w == 4 {
                         if f != field {
                             return Err(self.err(at, &format!("end-group {f} closes group {field}")));
@@ -1513,8 +1573,8 @@ fn check(b: &[u8], origin: usize, m: M, depth: u32, capture: u32) -> WResult<Opt
     while !r.done() {
         let start = r.i;
         let (f, wt) = r.tag()?;
-        match m.field(f) {
-            Some((_, name, ty)) if ty.wire() == wt => match ty {
+        match m.ty(f) {
+            Some(ty) if ty.wire() == wt => match ty {
                 Ty::Varint => drop(r.varint()?),
                 Ty::I64 => r.fixed(8)?,
                 Ty::I32 => r.fixed(4)?,
@@ -1526,7 +1586,8 @@ fn check(b: &[u8], origin: usize, m: M, depth: u32, capture: u32) -> WResult<Opt
                 }
                 Ty::Str => {
                     let v = r.ld()?;
-                    if std::str::from_utf8(v).is_err() {
+                    if !utf8(v) {
+                        let name = m.field_name(f);
                         return Err(r.err(start, &format!("string field {name} is not valid UTF-8")));
                     }
                 }
@@ -1538,17 +1599,23 @@ fn check(b: &[u8], origin: usize, m: M, depth: u32, capture: u32) -> WResult<Opt
                     check(v, origin, sub, depth + 1, 0)?;
                 }
             },
-            Some((_, _, ty)) if f == capture => return Err(r.wrong_wire(start, f, wt, ty.wire())),
+            Some(ty) if f == capture => return Err(r.wrong_wire(start, f, wt, ty.wire())),
             _ => r.skip(f, wt, depth)?,
         }
     }
     Ok(captured)
 }
 
+#[inline(always)]
+fn utf8(v: &[u8]) -> bool {
+    v.iter().fold(0u8, |a, &c| a | c) < 0x80 || std::str::from_utf8(v).is_ok()
+}
+
 fn check_utf8(r: &Rd, start: usize, v: &[u8]) -> WResult<()> {
-    match std::str::from_utf8(v) {
-        Ok(_) => Ok(()),
-        Err(_) => Err(r.err(start, "string field schema_url is not valid UTF-8")),
+    if utf8(v) {
+        Ok(())
+    } else {
+        Err(r.err(start, "string field schema_url is not valid UTF-8"))
     }
 }
 
@@ -1712,7 +1779,11 @@ impl<'a> Splitter<'a> {
             let index = match self.part_of.get(&partition) {
                 Some(&i) => i,
                 None => {
-                    self.parts.push(Part { partition, resources: Vec::new(), last_entry: 0 });
+                    self.parts.push(Part {
+                        partition,
+                        resources: Vec::new(),
+                        last_entry: 0,
+                    });
                     self.part_of.insert(partition, self.parts.len() - 1);
                     self.parts.len() - 1
                 }
@@ -1728,18 +1799,35 @@ impl<'a> Splitter<'a> {
                         scopes: Vec::new(),
                     });
                 }
-                let last_scope = self.parts[index].resources.last().unwrap().scopes.last().map(|x| x.scope);
+                let last_scope = self.parts[index]
+                    .resources
+                    .last()
+                    .unwrap()
+                    .scopes
+                    .last()
+                    .map(|x| x.scope);
                 if !last_scope.is_some_and(|x| self.same(x, scope)) {
-                    self.parts[index].resources.last_mut().unwrap().scopes.push(OutScope {
-                        scope,
-                        schema_url,
-                        items: Vec::new(),
-                        items_len: 0,
-                    });
+                    self.parts[index]
+                        .resources
+                        .last_mut()
+                        .unwrap()
+                        .scopes
+                        .push(OutScope {
+                            scope,
+                            schema_url,
+                            items: Vec::new(),
+                            items_len: 0,
+                        });
                 }
                 self.parts[index].last_entry = entry;
             }
-            let out = self.parts[index].resources.last_mut().unwrap().scopes.last_mut().unwrap();
+            let out = self.parts[index]
+                .resources
+                .last_mut()
+                .unwrap()
+                .scopes
+                .last_mut()
+                .unwrap();
             out.items.push(item);
             out.items_len += ld_len(item.len());
         }
@@ -1799,7 +1887,12 @@ struct SplitOut {
     rejected: u64,
 }
 
-fn split_body(body: &[u8], shape: &'static Shape, partitions: u64, untraced: Option<u64>) -> WResult<SplitOut> {
+fn split_body(
+    body: &[u8],
+    shape: &'static Shape,
+    partitions: u64,
+    untraced: Option<u64>,
+) -> WResult<SplitOut> {
     let mut s = Splitter {
         shape,
         origin: body.as_ptr() as usize,
@@ -1816,7 +1909,11 @@ fn split_body(body: &[u8], shape: &'static Shape, partitions: u64, untraced: Opt
     s.request(body)
         .map_err(|e| format!("invalid {}: {}", shape.request.short(), e))?;
     let parts = s.parts.iter().map(|p| (p.partition, s.encode(p))).collect();
-    Ok(SplitOut { parts, total: s.total, rejected: s.rejected })
+    Ok(SplitOut {
+        parts,
+        total: s.total,
+        rejected: s.rejected,
+    })
 }
 
 fn split_to_py<'py>(
@@ -1830,7 +1927,9 @@ fn split_to_py<'py>(
         return Err(PyValueError::new_err("partitions must be > 0"));
     }
     let data: &[u8] = body.as_bytes();
-    let split = py.detach(|| split_body(data, shape, partitions, untraced)).map_err(PyValueError::new_err)?;
+    let split = py
+        .detach(|| split_body(data, shape, partitions, untraced))
+        .map_err(PyValueError::new_err)?;
     let out = PyDict::new(py);
     for (partition, bytes) in &split.parts {
         out.set_item(partition, PyBytes::new(py, bytes))?;
@@ -1867,7 +1966,13 @@ fn split_logs<'py>(
 /// The schema split_traces / split_logs validate against, for the drift test:
 /// [(message full name, field number, field name, kind, message type full name or None)].
 #[pyfunction]
-fn split_schema() -> Vec<(&'static str, u32, &'static str, &'static str, Option<&'static str>)> {
+fn split_schema() -> Vec<(
+    &'static str,
+    u32,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+)> {
     let mut out = Vec::new();
     for m in ALL_MESSAGES {
         for &(number, name, ty) in m.fields() {
@@ -1880,7 +1985,6 @@ fn split_schema() -> Vec<(&'static str, u32, &'static str, &'static str, Option<
     }
     out
 }
-
 #[pymodule]
 fn tether_fastlog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_chunk, m)?)?;
