@@ -33,11 +33,11 @@ from aiokafka import AIOKafkaProducer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.encode import FileLine, encode_file_lines  # noqa: E402
-from agent.parse import parse_line  # noqa: E402
-from schemas.log_fields import default_mapping  # noqa: E402
-from tether.stack import Stack  # noqa: E402
-from tether.stack.kafka import ensure_topics  # noqa: E402
+from agent.encode import FileLine, encode_file_lines
+from agent.parse import parse_line
+from schemas.log_fields import default_mapping
+from tether.stack import Stack
+from tether.stack.kafka import ensure_topics
 
 PARTITIONS = 8
 SERVICES = ["checkout", "payments", "cart", "search", "auth", "inventory"]

@@ -1,5 +1,6 @@
-"""What OTLP/gRPC and OTLP/HTTP share: split a request by partition, hand it to delivery, and
-wait until it is durable (acknowledged by Kafka or on disk in the spool)."""
+"""What OTLP/gRPC and OTLP/HTTP share: split a request (protobuf bytes) by partition with the
+native splitter, hand it to delivery, and wait until it is durable (acknowledged by Kafka or on
+disk in the spool). Requests are never decoded into Python objects on this path."""
 
 from __future__ import annotations
 
@@ -8,19 +9,21 @@ import hmac
 from dataclasses import dataclass
 from typing import Literal
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from agent.config import OtlpReceiverConfig
 from agent.delivery import BackpressureError, Delivery
-from agent.encode import LOGS, TRACES, UntracedSpreader, split_request
+from agent.encode import UntracedSpreader
 from agent.metrics import AgentMetrics
+from agent.split import split_logs_bytes, split_traces_bytes
 from agent.spool import Batch
 
 Signal = Literal["traces", "logs"]
 Protocol = Literal["grpc", "http"]
 
 RETRY_AFTER_SECONDS = 5
+
+
+class InvalidRequestError(ValueError):
+    """The body is not the OTLP request it should be: a client error, never retried."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,22 +50,36 @@ class OtlpIngest:
         expected = f"Bearer {self.config.bearer_token}"
         return authorization is not None and hmac.compare_digest(authorization.encode(), expected.encode())
 
-    async def traces(self, request: ExportTraceServiceRequest, protocol: Protocol) -> Accepted:
-        split = split_request(request, TRACES, self.partitions, untraced_partition=None)
-        total = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+    async def traces(self, body: bytes, protocol: Protocol) -> Accepted:
+        """An ExportTraceServiceRequest as protobuf bytes; raises InvalidRequestError if it is not one."""
+        try:
+            split = split_traces_bytes(body, self.partitions)
+        except ValueError as error:
+            raise InvalidRequestError(
+                f"the body is not a valid ExportTraceServiceRequest (protobuf): {error}"
+            ) from error
         message = (
             f"{split.rejected} span(s) rejected: trace_id must be 16 bytes and not all zero"
             if split.rejected
             else ""
         )
         return await self._deliver(
-            Batch("spans", split.records, total - split.rejected), "traces", protocol, split.rejected, message
+            Batch("spans", split.records, split.total - split.rejected),
+            "traces",
+            protocol,
+            split.rejected,
+            message,
         )
 
-    async def logs(self, request: ExportLogsServiceRequest, protocol: Protocol) -> Accepted:
-        split = split_request(request, LOGS, self.partitions, self._spreader.next_partition(self.partitions))
-        total = sum(len(s.log_records) for r in request.resource_logs for s in r.scope_logs)
-        return await self._deliver(Batch("logs", split.records, total), "logs", protocol, 0, "")
+    async def logs(self, body: bytes, protocol: Protocol) -> Accepted:
+        """An ExportLogsServiceRequest as protobuf bytes; raises InvalidRequestError if it is not one."""
+        try:
+            split = split_logs_bytes(body, self.partitions, self._spreader.next_partition(self.partitions))
+        except ValueError as error:
+            raise InvalidRequestError(
+                f"the body is not a valid ExportLogsServiceRequest (protobuf): {error}"
+            ) from error
+        return await self._deliver(Batch("logs", split.records, split.total), "logs", protocol, 0, "")
 
     async def _deliver(
         self, batch: Batch, signal: Signal, protocol: Protocol, rejected: int, message: str

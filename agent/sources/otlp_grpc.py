@@ -1,7 +1,7 @@
 """The OTLP/gRPC receiver: TraceService and LogsService Export.
 
-Requests arrive as bytes and are decoded here, so a body that is not valid protobuf gets
-INVALID_ARGUMENT with the reason (not retried by exporters) and is counted. MetricsService is
+Requests arrive as bytes and go to the native splitter as they are; a body that is not a valid
+request gets INVALID_ARGUMENT with the reason (not retried by exporters) and is counted. MetricsService is
 not registered: gRPC answers its calls with UNIMPLEMENTED.
 """
 
@@ -12,18 +12,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
-    ExportLogsServiceRequest,
-    ExportLogsServiceResponse,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from agent.delivery import BackpressureError
-from agent.sources.otlp import RETRY_AFTER_SECONDS, OtlpIngest, Signal
+from agent.sources.otlp import RETRY_AFTER_SECONDS, Accepted, InvalidRequestError, OtlpIngest, Signal
 
 log = logging.getLogger("tether.agent.otlp")
 
@@ -36,40 +29,35 @@ class OtlpGrpcHandlers:
         self.ingest = ingest
 
     async def traces(self, body: bytes, context: grpc.aio.ServicerContext) -> ExportTraceServiceResponse:
-        request = await self._decode(body, ExportTraceServiceRequest, "traces", context)
+        result = await self._export(body, "traces", context)
         response = ExportTraceServiceResponse()
-        try:
-            result = await self.ingest.traces(request, "grpc")
-        except BackpressureError as error:
-            await _backpressure(context, error)
-        if result.rejected:
+        if result is not None and result.rejected:
             response.partial_success.rejected_spans = result.rejected
             response.partial_success.error_message = result.message
         return response
 
     async def logs(self, body: bytes, context: grpc.aio.ServicerContext) -> ExportLogsServiceResponse:
-        request = await self._decode(body, ExportLogsServiceRequest, "logs", context)
-        try:
-            await self.ingest.logs(request, "grpc")
-        except BackpressureError as error:
-            await _backpressure(context, error)
+        await self._export(body, "logs", context)
         return ExportLogsServiceResponse()
 
-    async def _decode(
-        self, body: bytes, message: Any, signal: Signal, context: grpc.aio.ServicerContext
-    ) -> Any:
+    async def _export(
+        self, body: bytes, signal: Signal, context: grpc.aio.ServicerContext
+    ) -> Accepted | None:
         metadata = dict(context.invocation_metadata() or ())
         if not self.ingest.authorized(metadata.get("authorization")):
             self.ingest.metrics.otlp_requests.labels(signal, "grpc", "unauthorized").inc()
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         try:
-            return message.FromString(body)
-        except DecodeError as error:
+            if signal == "traces":
+                return await self.ingest.traces(body, "grpc")
+            return await self.ingest.logs(body, "grpc")
+        except InvalidRequestError as error:
             self.ingest.metrics.otlp_requests.labels(signal, "grpc", "bad_request").inc()
             log.warning("undecodable OTLP/gRPC request", extra={"signal": signal, "error": str(error)})
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"request is not a valid {message.DESCRIPTOR.name}: {error}"
-            )
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except BackpressureError as error:
+            await _backpressure(context, error)
+        return None
 
 
 async def _backpressure(context: grpc.aio.ServicerContext, error: BackpressureError) -> None:

@@ -49,7 +49,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from agent.delivery import BackpressureError
-from agent.sources.otlp import RETRY_AFTER_SECONDS, Accepted, OtlpIngest, Signal
+from agent.sources.otlp import RETRY_AFTER_SECONDS, Accepted, InvalidRequestError, OtlpIngest, Signal
 
 log = logging.getLogger("tether.agent.otlp")
 
@@ -76,6 +76,7 @@ _INLINE_DECODE_BYTES = 256 * 1024
 _MAX_MESSAGE_CHARS = 1000
 
 _Request = TypeVar("_Request", ExportTraceServiceRequest, ExportLogsServiceRequest)
+_Decoded = TypeVar("_Decoded")
 
 
 class _Reject(Exception):
@@ -219,28 +220,45 @@ class OtlpHttpServer:
         body = await _read_body(request, limit)
 
         if signal == "traces":
-            traces = await _decode_off_loop(
-                body, wbits, lambda: _decode(body, wbits, limit, fmt, ExportTraceServiceRequest, _TRACE_PATHS)
-            )
-            result = await self._ingest(self.ingest.traces(traces, "http"))
+            payload = await self._payload(body, wbits, limit, fmt, ExportTraceServiceRequest, _TRACE_PATHS)
+            result = await self._ingest(self.ingest.traces(payload, "http"))
             trace_response = ExportTraceServiceResponse()
             if result.rejected:
                 trace_response.partial_success.rejected_spans = result.rejected
                 trace_response.partial_success.error_message = result.message
             return _response(200, trace_response, fmt)
-        logs = await _decode_off_loop(
-            body, wbits, lambda: _decode(body, wbits, limit, fmt, ExportLogsServiceRequest, _LOG_PATHS)
-        )
-        result = await self._ingest(self.ingest.logs(logs, "http"))
+        payload = await self._payload(body, wbits, limit, fmt, ExportLogsServiceRequest, _LOG_PATHS)
+        result = await self._ingest(self.ingest.logs(payload, "http"))
         logs_response = ExportLogsServiceResponse()
         if result.rejected:
             logs_response.partial_success.rejected_log_records = result.rejected
             logs_response.partial_success.error_message = result.message
         return _response(200, logs_response, fmt)
 
+    async def _payload(
+        self,
+        body: bytes,
+        wbits: int | None,
+        limit: int,
+        fmt: Format,
+        message_type: type[_Request],
+        id_paths: _IdPaths,
+    ) -> bytes:
+        """The request as protobuf bytes: a protobuf body as sent (inflated), a JSON one converted."""
+        if fmt == "protobuf":
+            if wbits is None:
+                return body
+            return await _decode_off_loop(body, wbits, lambda: _inflate(body, wbits, limit))
+        request = await _decode_off_loop(
+            body, wbits, lambda: _decode(body, wbits, limit, fmt, message_type, id_paths)
+        )
+        return request.SerializeToString()
+
     async def _ingest(self, call: Awaitable[Accepted]) -> Accepted:
         try:
             return await call
+        except InvalidRequestError as error:
+            raise _Reject(400, "bad_request", str(error)) from error
         except BackpressureError as error:
             # Counted by ingest (outcome "backpressure"); OTLP exporters retry a 503 after Retry-After.
             raise _Reject(
@@ -317,7 +335,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _decode_off_loop(body: bytes, wbits: int | None, decode: Callable[[], _Request]) -> _Request:
+async def _decode_off_loop(body: bytes, wbits: int | None, decode: Callable[[], _Decoded]) -> _Decoded:
     if wbits is not None or len(body) > _INLINE_DECODE_BYTES:  # compressed: may inflate to the limit
         return await asyncio.to_thread(decode)
     return decode()

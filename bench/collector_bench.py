@@ -1,0 +1,187 @@
+"""Collector benchmark: Kafka (preloaded) -> collector -> Elasticsearch + Jaeger, against a ceiling.
+
+    .venv/bin/python bench/collector_bench.py --traces 20000
+
+Preloads Kafka with realistic traces (3 spans and 6 log lines each, as an agent writes them),
+then runs one `tether collector` pinned to one core (taskset -c 1) until every document is
+acknowledged, and reports documents/s, CPU seconds per million documents, peak RSS and the lag
+from start to the last document. In the same run, the ceiling: the same documents (built by the
+collector's own document code) written by a plain bulk loader (elasticsearch's async_bulk,
+pinned to the same core) into the same Elasticsearch. Jaeger export is off in both, so the
+comparison is Elasticsearch-bound work only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from elasticsearch import AsyncElasticsearch
+from elasticsearch.helpers import async_bulk
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from agent.encode import FileLine, encode_file_lines
+from agent.parse import parse_line
+from collector.correlate import Budget, Stats, TraceBuffer
+from collector.documents import (
+    log_documents,
+    span_documents,
+)
+from schemas.indices import daily_index
+from schemas.log_fields import default_mapping
+from tests.e2e.agent_harness import free_port
+from tests.e2e.collector_harness import Producer, TraceSpec, create_topics, new_topics
+from tether.stack import Stack
+
+
+async def preload(stack: Stack, logs_topic: str, spans_topic: str, traces: list[TraceSpec]) -> None:
+    async with Producer(stack, logs_topic, spans_topic, agent_id="bench") as producer:
+        for start in range(0, len(traces), 200):  # agent-sized records: many traces per record
+            group = traces[start : start + 200]
+            request = group[0].span_request([s for t in group for s in t.spans])
+            await producer.spans(request)
+            await producer.lines([line for t in group for line in t.lines])
+
+
+def collector_run(
+    stack: Stack, work: Path, logs_topic: str, spans_topic: str, expected: int
+) -> dict[str, float]:
+    ops = free_port()
+    config = work / "collector.yaml"
+    config.write_text(f"""
+log_level: warning
+kafka: {{bootstrap_servers: "{stack.kafka.bootstrap}", group_id: "bench-{logs_topic}",
+        logs_topic: {logs_topic}, spans_topic: {spans_topic}, max_poll_records: 500}}
+correlation: {{wait_seconds: 1}}
+elasticsearch: {{url: "{stack.elasticsearch.url}", replicas: 0}}
+jaeger: {{enabled: false}}
+ops: {{endpoint: "127.0.0.1:{ops}"}}
+""")
+    tether = str(Path(sys.executable).with_name("tether"))
+    pin = ["taskset", "-c", "1"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+    process = subprocess.Popen(
+        [*pin, tether, "collector", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=(work / "collector.err").open("ab"),
+    )
+    began = time.perf_counter()
+    try:
+        while _documents_out(ops) < expected:
+            if process.poll() is not None:
+                raise RuntimeError((work / "collector.err").read_text()[-3000:])
+            time.sleep(0.1)
+        elapsed = time.perf_counter() - began
+        stat = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        rss = (
+            next(
+                int(line.split()[1])
+                for line in Path(f"/proc/{process.pid}/status").read_text().splitlines()
+                if line.startswith("VmHWM:")
+            )
+            / 1024
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    return {
+        "documents": expected,
+        "seconds": elapsed,
+        "docs_per_s": expected / elapsed,
+        "cpu_s_per_million": cpu / expected * 1e6,
+        "peak_rss_mb": rss,
+    }
+
+
+def _documents_out(port: int) -> float:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in response.read().decode().splitlines()
+                if line.startswith("tether_collector_documents_out_total")
+            )
+    except OSError:
+        return 0.0
+
+
+def ceiling_documents(traces: list[TraceSpec]) -> list[dict[str, object]]:
+    """The collector's own documents for the same traces, with ids of their own."""
+    mapping = default_mapping()
+    buffer = TraceBuffer(0, Budget(10**9, 10**12), 0, Stats())
+    outputs = []
+    for trace in traces:
+        for doc in span_documents(trace.span_request(trace.spans)):
+            outputs += buffer.add_span(doc, 0, 1, 0)
+        records = encode_file_lines(
+            [FileLine(parse_line(line, mapping), f"ceiling:{i}") for i, line in enumerate(trace.lines)],
+            path="/bench.log",
+            agent_id="ceiling",
+            observed_ns=time.time_ns(),
+            partitions=1,
+            untraced_partition=0,
+        )
+        for value in records.values():
+            for doc in log_documents(ExportLogsServiceRequest.FromString(value), mapping):
+                outputs += buffer.add_log(doc, 0, 1, 0)
+    outputs += buffer.due(1, everything=True)
+    return [
+        {"_index": daily_index(o.alias, o.timestamp_ns), "_id": f"ceiling-{o.doc_id}", "_source": o.source}
+        for o in outputs
+    ]
+
+
+async def ceiling_run(stack: Stack, actions: list[dict[str, object]]) -> dict[str, float]:
+    es = AsyncElasticsearch(stack.elasticsearch.url, request_timeout=60)
+    try:
+        began = time.perf_counter()
+        ok, errors = await async_bulk(es, actions, chunk_size=5000, raise_on_error=False)
+        elapsed = time.perf_counter() - began
+    finally:
+        await es.close()
+    assert not errors, errors[:3]
+    return {"documents": ok, "seconds": elapsed, "docs_per_s": ok / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--traces", type=int, default=20_000)
+    args = parser.parse_args()
+    stack = Stack()
+    stack.up(report=lambda line: print(f"[stack] {line}", file=sys.stderr))
+    logs_topic, spans_topic, run = new_topics("bench")
+    traces = [TraceSpec.make(n, run=run) for n in range(args.traces)]
+    expected = args.traces * (3 + 6 + 1)  # spans, logs, summary
+    asyncio.run(create_topics(stack, logs_topic, spans_topic))
+    asyncio.run(preload(stack, logs_topic, spans_topic, traces))
+    with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
+        collector = collector_run(stack, Path(tmp), logs_topic, spans_topic, expected)
+    actions = ceiling_documents(traces)
+    previous = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {1} if len(previous) > 1 else previous)
+    try:
+        ceiling = asyncio.run(ceiling_run(stack, actions))
+    finally:
+        os.sched_setaffinity(0, previous)
+    print(f"traces={args.traces} documents={expected}")
+    print("collector          " + "  ".join(f"{k}={v:,.1f}" for k, v in collector.items()))
+    print("ceiling_async_bulk " + "  ".join(f"{k}={v:,.1f}" for k, v in ceiling.items()))
+    print(f"collector / ceiling = {collector['docs_per_s'] / ceiling['docs_per_s']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
