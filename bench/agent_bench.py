@@ -324,6 +324,8 @@ def main() -> None:
     )
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--spans", type=int, default=500_000)
+    parser.add_argument("--spans-per-request", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=8, help="OTLP requests in flight")
     args = parser.parse_args()
     stack = Stack()
     stack.up(report=lambda line: print(f"[stack] {line}", file=sys.stderr))
@@ -331,7 +333,9 @@ def main() -> None:
         work = Path(tmp)
         results = {
             "file_to_kafka": bench_file(stack, work, args.lines),
-            "otlp_spans_to_kafka": bench_otlp(stack, work, args.spans),
+            "otlp_spans_to_kafka": bench_otlp(
+                stack, work, args.spans, args.spans_per_request, args.concurrency
+            ),
         }
         # The ceilings get the same single core as the agent.
         previous = os.sched_getaffinity(0)
