@@ -41,6 +41,9 @@ class ElasticsearchSinkConfig(Section):
     replicas: int = Field(default=1, ge=0)
     shards: int = Field(default=1, ge=1)
     bulk_max_docs: int = Field(default=5000, ge=1)
+    max_concurrent_bulks: int = Field(
+        default=4, ge=1, description="deliveries in flight while consuming goes on"
+    )
     request_timeout_seconds: float = Field(default=30.0, gt=0)
 
 

@@ -34,6 +34,8 @@ from tether.ops import OpsServer
 
 log = logging.getLogger("tether.collector")
 
+COMMIT_INTERVAL_SECONDS = 0.5
+
 
 class PartitionCountMismatchError(RuntimeError):
     pass
@@ -70,6 +72,9 @@ class Collector:
         self.partitions: dict[int, PartitionState] = {}
         self.started = False
         self._lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(config.elasticsearch.max_concurrent_bulks)
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self._last_commit = 0.0
 
     def ready(self) -> bool:
         return self.started and self.elasticsearch.healthy
@@ -101,6 +106,7 @@ class Collector:
 
     async def stop(self) -> None:
         async with self._lock:
+            await self._settle()
             await self._flush(list(self.partitions))
         await self.consumer.stop()
         await self.elasticsearch.close()
@@ -112,6 +118,15 @@ class Collector:
             batch = await self.consumer.getmany(timeout_ms=200)
             async with self._lock:
                 await self._process(batch)
+                loop_time = asyncio.get_running_loop().time()
+                if loop_time - self._last_commit >= COMMIT_INTERVAL_SECONDS:
+                    self._last_commit = loop_time
+                    await self._commit(list(self.partitions))
+
+    async def _settle(self) -> None:
+        """Wait for every delivery in flight (their acknowledgements move the watermarks)."""
+        if self._deliveries:
+            await asyncio.gather(*self._deliveries)
 
     def _state(self, partition: int) -> PartitionState:
         state = self.partitions.get(partition)
@@ -141,7 +156,19 @@ class Collector:
                 )
         for partition, state in self.partitions.items():
             outputs += [(partition, o) for o in state.buffer.due(now)]
-        await self._deliver(outputs, jaeger_requests, jaeger_acks)
+        if not outputs and not jaeger_requests and not jaeger_acks:
+            return
+        # Bounded concurrency: consuming goes on while up to N deliveries are in flight.
+        await self._slots.acquire()
+        task = asyncio.create_task(self._deliver(outputs, jaeger_requests, jaeger_acks))
+        self._deliveries.add(task)
+        task.add_done_callback(self._delivered)
+
+    def _delivered(self, task: asyncio.Task[None]) -> None:
+        self._deliveries.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery failed", exc_info=task.exception())
 
     def _consume(
         self,
@@ -208,7 +235,6 @@ class Collector:
         for tracker, offset in jaeger_acks:
             tracker.done(offset)
         self._sync_metrics()
-        await self._commit(list(self.partitions))
 
     def _sync_metrics(self) -> None:
         s, last = self.stats, self._synced
@@ -244,10 +270,12 @@ class Collector:
         now = asyncio.get_running_loop().time()
         outputs = [(p, o) for p in partitions for o in self.partitions[p].buffer.due(now, everything=True)]
         await self._deliver(outputs, [], [])
+        await self._commit(partitions)
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         partitions = sorted({tp.partition for tp in revoked} & set(self.partitions))
         async with self._lock:
+            await self._settle()
             await self._flush(partitions)
             for partition in partitions:
                 del self.partitions[partition]
