@@ -120,7 +120,7 @@ def _documents_out(port: int) -> float:
 def ceiling_documents(traces: list[TraceSpec]) -> list[dict[str, object]]:
     """The collector's own documents for the same traces, with ids of their own."""
     mapping = default_mapping()
-    buffer = TraceBuffer(0, Budget(10**9, 10**12), 0, Stats())
+    buffer = TraceBuffer(0, Budget(10**9, 10**12), 0, Stats(), partition=0)
     outputs = []
     for trace in traces:
         for doc in span_documents(trace.span_request(trace.spans)):

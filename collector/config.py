@@ -23,12 +23,14 @@ class CorrelationConfig(Section):
     wait_seconds: float = Field(
         default=5.0, ge=0, description="how long a trace is held after its first item"
     )
-    max_pending_traces: int = Field(default=50_000, ge=1, description="traces held at once, all partitions")
+    max_pending_traces: int = Field(default=20_000, ge=1, description="traces held at once, all partitions")
     max_pending_bytes: int = Field(
-        default=256 * 1024 * 1024, ge=1024 * 1024, description="bytes of held traces, all partitions"
+        default=32 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Kafka record bytes of held traces, all partitions (in memory they take ~5x that)",
     )
     max_recent_traces: int = Field(
-        default=50_000, ge=0, description="emitted traces remembered per partition for late arrivals"
+        default=5_000, ge=0, description="emitted traces remembered per partition for late arrivals"
     )
 
 

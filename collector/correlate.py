@@ -28,7 +28,7 @@ class Output:
     doc_id: str
     timestamp_ns: int
     source: dict[str, Any]
-    ack: tuple[Topic, int] | None
+    ack: tuple[int, Topic, int] | None  # (partition, topic, offset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +151,10 @@ class Stats:
 class TraceBuffer:
     """The traces of one partition (the same number in both topics)."""
 
-    def __init__(self, wait_seconds: float, budget: Budget, max_recent_traces: int, stats: Stats) -> None:
+    def __init__(
+        self, wait_seconds: float, budget: Budget, max_recent_traces: int, stats: Stats, *, partition: int
+    ) -> None:
+        self.partition = partition
         self.wait_seconds = wait_seconds
         self.budget = budget
         self.max_recent_traces = max_recent_traces
@@ -170,7 +173,9 @@ class TraceBuffer:
             recent.add_span(doc)
             self._recent.move_to_end(doc.trace_id)
             return [
-                Output(SPANS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, ("spans", offset)),
+                Output(
+                    SPANS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, (self.partition, "spans", offset)
+                ),
                 recent.output(),
             ]
         pending = self._hold(doc.trace_id, size, now)
@@ -182,7 +187,9 @@ class TraceBuffer:
         if not doc.trace_id:
             self.stats.logs_untraced += 1
             doc.source["tether"]["correlation"] = "untraced"
-            return [Output(LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, ("logs", offset))]
+            return [
+                Output(LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, (self.partition, "logs", offset))
+            ]
         recent = self._recent.get(doc.trace_id)
         if recent is not None:  # late: enrich from what the trace had, write the summary again
             self.stats.late_logs += 1
@@ -228,7 +235,8 @@ class TraceBuffer:
         self.budget.bytes -= pending.size
         summary = pending.summary
         out = [
-            Output(SPANS_ALIAS, d.doc_id, d.timestamp_ns, d.source, ("spans", o)) for d, o in pending.spans
+            Output(SPANS_ALIAS, d.doc_id, d.timestamp_ns, d.source, (self.partition, "spans", o))
+            for d, o in pending.spans
         ]
         out += [self._enriched(doc, offset, summary) for doc, offset in pending.logs]
         out.append(summary.output())
@@ -259,4 +267,4 @@ class TraceBuffer:
         else:
             source["tether"]["correlation"] = "none"
             self.stats.logs_uncorrelated += 1
-        return Output(LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, source, ("logs", offset))
+        return Output(LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, source, (self.partition, "logs", offset))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from collector.correlate import Budget, Output, Stats, Topic, TraceBuffer
 from collector.documents import log_documents, span_documents
 from collector.metrics import CollectorMetrics
 from collector.offsets import OffsetTracker
-from collector.sinks.elasticsearch import ElasticsearchSink, IndexRequest
+from collector.sinks.elasticsearch import ElasticsearchSink
 from collector.sinks.jaeger import JaegerSink
 from schemas.log_fields import default_mapping
 from tether.logs import configure_logging
@@ -132,30 +133,29 @@ class Collector:
         state = self.partitions.get(partition)
         if state is None:
             c = self.config.correlation
-            state = PartitionState(TraceBuffer(c.wait_seconds, self.budget, c.max_recent_traces, self.stats))
+            state = PartitionState(
+                TraceBuffer(c.wait_seconds, self.budget, c.max_recent_traces, self.stats, partition=partition)
+            )
             self.partitions[partition] = state
         return state
 
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
         now = asyncio.get_running_loop().time()
-        outputs: list[tuple[int, Output]] = []
+        outputs: list[Output] = []
         jaeger_requests: list[ExportTraceServiceRequest] = []
         jaeger_acks: list[tuple[OffsetTracker, int]] = []
         for tp, records in batch.items():
             topic, state = self._topic(tp.topic), self._state(tp.partition)
             self.metrics.records_in.labels(tp.topic).inc(len(records))
             for record in records:
-                outputs += [
-                    (tp.partition, o)
-                    for o in self._consume(record, topic, state, now, jaeger_requests, jaeger_acks)
-                ]
+                outputs += self._consume(record, topic, state, now, jaeger_requests, jaeger_acks)
             highwater = self.consumer.highwater(tp)
             if highwater is not None:
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
                     max(highwater - (records[-1].offset + 1), 0) if records else 0
                 )
-        for partition, state in self.partitions.items():
-            outputs += [(partition, o) for o in state.buffer.due(now)]
+        for state in self.partitions.values():
+            outputs += state.buffer.due(now)
         if not outputs and not jaeger_requests and not jaeger_acks:
             return
         # Bounded concurrency: consuming goes on while up to N deliveries are in flight.
@@ -217,21 +217,22 @@ class Collector:
 
     async def _deliver(
         self,
-        outputs: list[tuple[int, Output]],
+        outputs: list[Output],
         jaeger_requests: list[ExportTraceServiceRequest],
         jaeger_acks: list[tuple[OffsetTracker, int]],
     ) -> None:
         if outputs or jaeger_requests:
-            requests = [IndexRequest(o.alias, o.doc_id, o.timestamp_ns, o.source) for _, o in outputs]
             jaeger = self.jaeger.export(jaeger_requests) if self.jaeger is not None else asyncio.sleep(0)
-            rejections, _ = await asyncio.gather(self.elasticsearch.index(requests), jaeger)
+            rejections, _ = await asyncio.gather(self.elasticsearch.index(outputs), jaeger)
             await self.elasticsearch.deadletter(rejections)  # kept, counted: the batch is not blocked
-            for request in requests:
-                self.metrics.documents_out.labels(request.alias).inc()
-        for partition, output in outputs:
-            if output.ack is not None and partition in self.partitions:
-                topic, offset = output.ack
-                self.partitions[partition].offsets[topic].done(offset)
+            for alias, count in Counter(output.alias for output in outputs).items():
+                self.metrics.documents_out.labels(alias).inc(count)
+        for output in outputs:
+            if output.ack is not None:
+                partition, topic, offset = output.ack
+                state = self.partitions.get(partition)
+                if state is not None:
+                    state.offsets[topic].done(offset)
         for tracker, offset in jaeger_acks:
             tracker.done(offset)
         self._sync_metrics()
@@ -268,7 +269,7 @@ class Collector:
     async def _flush(self, partitions: list[int]) -> None:
         """Emit every trace the partitions hold, index it, and commit."""
         now = asyncio.get_running_loop().time()
-        outputs = [(p, o) for p in partitions for o in self.partitions[p].buffer.due(now, everything=True)]
+        outputs = [o for p in partitions for o in self.partitions[p].buffer.due(now, everything=True)]
         await self._deliver(outputs, [], [])
         await self._commit(partitions)
 

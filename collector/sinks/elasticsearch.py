@@ -6,9 +6,10 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from elastic_transport import ConnectionError as TransportConnectionError
@@ -27,6 +28,19 @@ RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 BULK_RESPONSE_FIELDS = "errors,items.*.status,items.*.error,items.*._index"
 
 
+class Indexable(Protocol):
+    """A document to index: its alias picks the daily index by its timestamp; ids are deterministic."""
+
+    @property
+    def alias(self) -> str: ...
+    @property
+    def doc_id(self) -> str: ...
+    @property
+    def timestamp_ns(self) -> int: ...
+    @property
+    def source(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class IndexRequest:
     alias: str
@@ -37,7 +51,7 @@ class IndexRequest:
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    request: IndexRequest
+    request: Indexable
     status: int
     reason: str
     error_type: str = ""
@@ -98,13 +112,13 @@ class ElasticsearchSink:
                 what=f"installing index template {name}",
             )
 
-    async def index(self, requests: list[IndexRequest]) -> list[Rejection]:
+    async def index(self, requests: Sequence[Indexable]) -> list[Rejection]:
         """Index everything; retry transient failures until they succeed; return permanent rejections."""
         rejections: list[Rejection] = []
         remaining = requests
         attempt = 0
         while remaining:
-            retry: list[IndexRequest] = []
+            retry: list[Indexable] = []
             for start in range(0, len(remaining), self.config.bulk_max_docs):
                 part = remaining[start : start + self.config.bulk_max_docs]
                 body = _ndjson(part)
@@ -194,7 +208,7 @@ def _backoff(attempt: int, base: float = 0.2, cap: float = 10.0) -> float:
     return random.uniform(0, min(cap, base * 2 ** min(attempt, 16)))
 
 
-def _ndjson(requests: list[IndexRequest]) -> bytes:
+def _ndjson(requests: Sequence[Indexable]) -> bytes:
     """The bulk body, encoded by orjson in C: one action line and one source line per document."""
     lines: list[bytes] = []
     for request in requests:

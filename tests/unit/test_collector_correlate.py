@@ -88,7 +88,11 @@ def log(trace_id: bytes = b"", span_id: bytes = b"", *, service: str = "", rid: 
 
 def buffer(max_traces: int = 100, max_bytes: int = 10**9, recent: int = 100) -> TraceBuffer:
     return TraceBuffer(
-        wait_seconds=WAIT, budget=Budget(max_traces, max_bytes), max_recent_traces=recent, stats=Stats()
+        wait_seconds=WAIT,
+        budget=Budget(max_traces, max_bytes),
+        max_recent_traces=recent,
+        stats=Stats(),
+        partition=0,
     )
 
 
@@ -102,7 +106,7 @@ def by_alias(outputs: list[Output]) -> dict[str, list[Output]]:
 def test_untraced_log_is_emitted_at_once() -> None:
     b = buffer()
     [output] = b.add_log(log(), offset=17, size=10, now=NOW)
-    assert output.alias == LOGS_ALIAS and output.ack == ("logs", 17)
+    assert output.alias == LOGS_ALIAS and output.ack == (0, "logs", 17)
     assert output.source["tether"]["correlation"] == "untraced"
     assert b.pending_traces == 0 and b.stats.logs_untraced == 1
 
@@ -130,10 +134,10 @@ def test_a_trace_is_held_for_its_window_then_emitted_whole() -> None:
     )
     assert b.due(NOW + WAIT - 0.01) == []  # the window counts from the trace's first item
     emitted = by_alias(b.due(NOW + WAIT))
-    assert [o.ack for o in emitted[SPANS_ALIAS]] == [("spans", 8), ("spans", 9)]
+    assert [o.ack for o in emitted[SPANS_ALIAS]] == [(0, "spans", 8), (0, "spans", 9)]
     [log_output] = emitted[LOGS_ALIAS]
     source = log_output.source
-    assert log_output.ack == ("logs", 3)
+    assert log_output.ack == (0, "logs", 3)
     assert source["span"] == {
         "id": CHILD.hex(),
         "name": "charge",
@@ -161,10 +165,10 @@ def test_correlation_results_without_the_span() -> None:
     b.add_log(log(TRACE_A, OTHER, rid="a:f:1"), offset=1, size=1, now=NOW)  # its span never came
     b.add_log(log(TRACE_B, OTHER, service="billing", rid="a:f:2"), offset=2, size=1, now=NOW)  # nothing came
     logs_out = {o.ack: o.source for o in b.due(NOW + WAIT) if o.alias == LOGS_ALIAS}
-    assert logs_out[("logs", 1)]["tether"]["correlation"] == "trace"
-    assert logs_out[("logs", 1)]["service"]["name"] == "frontend"  # from the trace's root
-    assert logs_out[("logs", 2)]["tether"]["correlation"] == "none"
-    assert logs_out[("logs", 2)]["service"]["name"] == "billing"  # its own is kept
+    assert logs_out[(0, "logs", 1)]["tether"]["correlation"] == "trace"
+    assert logs_out[(0, "logs", 1)]["service"]["name"] == "frontend"  # from the trace's root
+    assert logs_out[(0, "logs", 2)]["tether"]["correlation"] == "none"
+    assert logs_out[(0, "logs", 2)]["service"]["name"] == "billing"  # its own is kept
     assert (b.stats.logs_trace_only, b.stats.logs_uncorrelated) == (1, 1)
 
 
@@ -178,7 +182,7 @@ def test_late_span_and_late_log_update_the_summary_under_the_same_id() -> None:
         spans(TRACE_A, ROOT, name="GET /checkout", service="edge")[0], offset=1, size=1, now=NOW + 60
     )
     spans_out, summary = by_alias(late)[SPANS_ALIAS], by_alias(late)[TRACES_ALIAS][0]
-    assert [o.ack for o in spans_out] == [("spans", 1)]  # indexed at once, not held again
+    assert [o.ack for o in spans_out] == [(0, "spans", 1)]  # indexed at once, not held again
     assert summary.doc_id == first.doc_id and summary.timestamp_ns == first.timestamp_ns
     assert summary.source["trace"]["root"] == {"service": "edge", "operation": "GET /checkout"}
     assert summary.source["trace"]["span_count"] == 2 and summary.source["trace"]["complete"] is True
@@ -198,7 +202,7 @@ def test_a_replayed_span_is_not_counted_twice() -> None:
 
 def test_the_budget_bounds_pending_traces_by_emitting_the_oldest_early() -> None:
     budget = Budget(max_traces=2, max_bytes=10**9)
-    first, second = (TraceBuffer(WAIT, budget, 100, Stats()) for _ in range(2))
+    first, second = (TraceBuffer(WAIT, budget, 100, Stats(), partition=0) for _ in range(2))
     assert first.add_span(spans(TRACE_A, ROOT)[0], offset=0, size=1, now=NOW) == []
     assert second.add_span(spans(TRACE_B, ROOT)[0], offset=0, size=1, now=NOW) == []
     third = bytes.fromhex("22" * 16)
@@ -206,7 +210,7 @@ def test_the_budget_bounds_pending_traces_by_emitting_the_oldest_early() -> None
     assert {o.source["trace"]["id"] for o in early} == {TRACE_B.hex()}
     assert second.stats.evicted == 1 and budget.traces == 2
     byte_budget = Budget(max_traces=100, max_bytes=1000)
-    b = TraceBuffer(WAIT, byte_budget, 100, Stats())
+    b = TraceBuffer(WAIT, byte_budget, 100, Stats(), partition=0)
     b.add_span(spans(TRACE_A, ROOT)[0], offset=0, size=600, now=NOW)
     evicted = b.add_span(spans(TRACE_B, ROOT)[0], offset=1, size=600, now=NOW)
     assert {o.source["trace"]["id"] for o in evicted} == {TRACE_A.hex()} and byte_budget.bytes == 600

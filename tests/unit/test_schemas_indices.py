@@ -122,7 +122,9 @@ def test_documents_only_use_mapped_fields() -> None:
         ),
         default_mapping(),
     )
-    buffer = TraceBuffer(wait_seconds=1, budget=Budget(10, 10**6), max_recent_traces=10, stats=Stats())
+    buffer = TraceBuffer(
+        wait_seconds=1, budget=Budget(10, 10**6), max_recent_traces=10, stats=Stats(), partition=0
+    )
     buffer.add_span(spans[0], offset=0, size=100, now=0)
     buffer.add_log(logs[0], offset=0, size=100, now=0)
     emitted = {output.alias: output.source for output in buffer.due(now=5)}
