@@ -63,7 +63,7 @@ def collector_run(
     config.write_text(f"""
 log_level: warning
 kafka: {{bootstrap_servers: "{stack.kafka.bootstrap}", group_id: "bench-{logs_topic}",
-        logs_topic: {logs_topic}, spans_topic: {spans_topic}, max_poll_records: 500}}
+        logs_topic: {logs_topic}, spans_topic: {spans_topic}}}
 correlation: {{wait_seconds: 1}}
 elasticsearch: {{url: "{stack.elasticsearch.url}", replicas: 0}}
 jaeger: {{enabled: false}}

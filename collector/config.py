@@ -16,7 +16,13 @@ class KafkaSourceConfig(Section):
     logs_topic: str = LOGS_TOPIC
     spans_topic: str = SPANS_TOPIC
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    max_poll_records: int = Field(default=500, ge=1)
+    max_poll_records: int = Field(default=100, ge=1)
+    fetch_max_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=64 * 1024,
+        description="bytes fetched per request; bounds what one poll holds",
+    )
+    max_partition_fetch_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
 
 
 class CorrelationConfig(Section):
@@ -25,9 +31,9 @@ class CorrelationConfig(Section):
     )
     max_pending_traces: int = Field(default=20_000, ge=1, description="traces held at once, all partitions")
     max_pending_bytes: int = Field(
-        default=32 * 1024 * 1024,
+        default=64 * 1024 * 1024,
         ge=1024 * 1024,
-        description="Kafka record bytes of held traces, all partitions (in memory they take ~5x that)",
+        description="estimated memory of held traces, all partitions (record bytes + ~2 kB per document)",
     )
     max_recent_traces: int = Field(
         default=5_000, ge=0, description="emitted traces remembered per partition for late arrivals"

@@ -36,6 +36,9 @@ from tether.ops import OpsServer
 log = logging.getLogger("tether.collector")
 
 COMMIT_INTERVAL_SECONDS = 0.5
+# What a held document costs in memory beyond its share of the Kafka record: a decoded document
+# is a tree of Python dicts and strings, measured at ~2.4-2.5 kB for spans and log lines.
+DOCUMENT_MEMORY_BYTES = 2048
 
 
 class PartitionCountMismatchError(RuntimeError):
@@ -69,6 +72,8 @@ class Collector:
             auto_offset_reset=config.kafka.auto_offset_reset,
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_poll_records=config.kafka.max_poll_records,
+            fetch_max_bytes=config.kafka.fetch_max_bytes,
+            max_partition_fetch_bytes=config.kafka.max_partition_fetch_bytes,
         )
         self.partitions: dict[int, PartitionState] = {}
         self.started = False
@@ -205,12 +210,12 @@ class Collector:
             if self.jaeger is not None:
                 jaeger_requests.append(request)
                 jaeger_acks.append((tracker, offset))
-            size = len(value) // max(len(span_docs), 1)
+            size = len(value) // max(len(span_docs), 1) + DOCUMENT_MEMORY_BYTES
             for span_doc in span_docs:
                 out += state.buffer.add_span(span_doc, offset, size, now)
         else:
             tracker.add(offset, len(log_docs))
-            size = len(value) // max(len(log_docs), 1)
+            size = len(value) // max(len(log_docs), 1) + DOCUMENT_MEMORY_BYTES
             for log_doc in log_docs:
                 out += state.buffer.add_log(log_doc, offset, size, now)
         return out
