@@ -35,8 +35,67 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class TetherProcess:
+    """A real `tether agent|collector` process: start it, kill -9 it, stop it, read its output and
+    its ops endpoint. Subclasses set kind, config, output and ops_port."""
+
+    kind: str
+    config: Path
+    output: Path
+    ops_port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    def launch(self) -> None:
+        tether = Path(sys.executable).with_name("tether")
+        with self.output.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(tether), self.kind, "--config", str(self.config)], stdout=out, stderr=out
+            )
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> int:
+        """SIGTERM, and the exit status (a graceful stop is 0)."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                raise AssertionError(f"{self.kind} ignored SIGTERM:\n{self.tail()}") from None
+        return self.process.returncode
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.output.read_text(errors="replace")[-chars:] if self.output.exists() else ""
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        """GET a path of the ops endpoint: (status, body)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}{path}", timeout=5) as response:
+                return int(response.status), response.read()
+        except urllib.error.HTTPError as error:
+            return int(error.code), error.read()
+
+    def samples(self) -> dict[str, float]:
+        """Every sample of /metrics by its full name, labels included; {} while it does not answer."""
+        try:
+            text = self.get("/metrics")[1].decode()
+        except OSError:
+            return {}
+        samples: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+
 @dataclass
-class AgentProcess:
+class AgentProcess(TetherProcess):
     """One agent: its config, state directory and ports; start/kill/stop it as a real process."""
 
     stack: Stack
@@ -52,6 +111,7 @@ class AgentProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.output = self.root / "agent.out"
         self.config = self.root / "agent.yaml"
+        self.kind = "agent"
         self.config.write_text(
             f"""
 agent_id: agent-{run}
@@ -65,17 +125,14 @@ ops: {{endpoint: "127.0.0.1:{self.ops_port}"}}
 {self.extra_config}
 """
         )
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process = None
 
     async def create_topics(self) -> None:
         await ensure_topics(self.stack.kafka.bootstrap, [self.logs_topic, self.spans_topic], PARTITIONS)
 
     def start(self) -> None:
-        tether = Path(sys.executable).with_name("tether")
-        with self.output.open("ab") as out:
-            self.process = subprocess.Popen(
-                [str(tether), "agent", "--config", str(self.config)], stdout=out, stderr=out
-            )
+        self.launch()
+        assert self.process is not None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -85,44 +142,12 @@ ops: {{endpoint: "127.0.0.1:{self.ops_port}"}}
             time.sleep(0.1)
         raise AssertionError(f"agent did not start listening:\n{self.tail()}")
 
-    def kill9(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                raise AssertionError(f"agent ignored SIGTERM:\n{self.tail()}") from None
-        return self.process.returncode
-
-    def tail(self, chars: int = 4000) -> str:
-        return self.output.read_text(errors="replace")[-chars:] if self.output.exists() else ""
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        """GET a path of the agent's ops endpoint: (status, body)."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}{path}", timeout=5) as response:
-                return int(response.status), response.read()
-        except urllib.error.HTTPError as error:
-            return int(error.code), error.read()
-
     def metrics(self) -> dict[str, float]:
-        """Unlabelled and labelled samples of the agent's /metrics, summed by metric name."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}/metrics", timeout=5) as response:
-            text = response.read().decode()
+        """The samples summed by metric name (labels folded)."""
         totals: dict[str, float] = {}
-        for line in text.splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            name_part, _, value = line.rpartition(" ")
-            name = name_part.split("{", 1)[0]
-            totals[name] = totals.get(name, 0.0) + float(value)
+        for name, value in self.samples().items():
+            key = name.split("{", 1)[0]
+            totals[key] = totals.get(key, 0.0) + value
         return totals
 
 

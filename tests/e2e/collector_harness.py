@@ -8,12 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +26,7 @@ from agent.encode import TRACES, FileLine, encode_file_lines, split_request
 from agent.parse import parse_line
 from schemas.log_fields import default_mapping
 from schemas.records import LOGS_SCHEMA, SCHEMA_HEADER, SPANS_SCHEMA
-from tests.e2e.agent_harness import PARTITIONS, free_port
+from tests.e2e.agent_harness import PARTITIONS, TetherProcess, free_port
 from tether.stack import Stack
 from tether.stack.kafka import ensure_topics
 
@@ -142,7 +137,7 @@ class Producer:
 
 
 @dataclass
-class CollectorProcess:
+class CollectorProcess(TetherProcess):
     stack: Stack
     root: Path
     logs_topic: str
@@ -150,9 +145,10 @@ class CollectorProcess:
     group: str
     wait_seconds: float = 2.0
     name: str = "collector"
-    process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
+        self.kind = "collector"
+        self.process = None
         self.root.mkdir(parents=True, exist_ok=True)
         self.ops_port = free_port()
         self.output = self.root / f"{self.name}.out"
@@ -167,11 +163,7 @@ ops: {{endpoint: "127.0.0.1:{self.ops_port}"}}
 """)
 
     def start(self) -> None:
-        tether = Path(sys.executable).with_name("tether")
-        with self.output.open("ab") as out:
-            self.process = subprocess.Popen(
-                [str(tether), "collector", "--config", str(self.config)], stdout=out, stderr=out
-            )
+        self.launch()
 
     def wait_assigned(self, within: float = 60) -> None:
         deadline = time.monotonic() + within
@@ -182,37 +174,8 @@ ops: {{endpoint: "127.0.0.1:{self.ops_port}"}}
             time.sleep(0.2)
         raise AssertionError(f"{self.name} got no partitions:\n{self.tail()}")
 
-    def kill9(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                raise AssertionError(f"{self.name} ignored SIGTERM:\n{self.tail()}") from None
-        return self.process.returncode
-
-    def tail(self, chars: int = 4000) -> str:
-        return self.output.read_text(errors="replace")[-chars:] if self.output.exists() else ""
-
     def metrics(self) -> dict[str, float]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}/metrics", timeout=5) as response:
-                text = response.read().decode()
-        except (urllib.error.URLError, OSError):
-            return {}
-        totals: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name_part, _, value = line.rpartition(" ")
-                totals[name_part] = float(value)
-        return totals
+        return self.samples()
 
 
 def new_topics(prefix: str) -> tuple[str, str, str]:
