@@ -19,3 +19,11 @@ def stack() -> Iterator[Stack]:
     yield stack
     if not already_up and os.environ.get("TETHER_KEEP_STACK") != "1":
         stack.down(report=lambda line: print(f"[stack] {line}", flush=True))
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left_behind() -> Iterator[None]:
+    yield
+    from tests.e2e.agent_harness import TetherProcess
+
+    TetherProcess.reap()

@@ -17,7 +17,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -44,6 +44,8 @@ class TetherProcess:
     output: Path
     ops_port: int
     process: subprocess.Popen[bytes] | None = None
+    # Every process started in this test session, so a failing test leaves none behind.
+    launched: ClassVar[list[subprocess.Popen[bytes]]] = []
 
     def launch(self) -> None:
         tether = Path(sys.executable).with_name("tether")
@@ -51,6 +53,16 @@ class TetherProcess:
             self.process = subprocess.Popen(
                 [str(tether), self.kind, "--config", str(self.config)], stdout=out, stderr=out
             )
+        TetherProcess.launched.append(self.process)
+
+    @classmethod
+    def reap(cls) -> None:
+        """Kill whatever a test started and did not stop (it failed before it could)."""
+        for process in cls.launched:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        cls.launched.clear()
 
     def kill9(self) -> None:
         assert self.process is not None
