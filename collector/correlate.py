@@ -84,11 +84,15 @@ class TraceSummary:
     def add_log(self, doc: LogDoc) -> None:
         self.logs_by_level[doc.source["log"]["level"] or "unknown"] += 1
 
-    def document(self) -> dict[str, Any]:
-        root_id = min(self.roots)[1] if self.roots else ""
-        root = self.spans.get(root_id)
-        if root is None and self.spans:  # no root seen (yet): the earliest span stands in
+    def root(self) -> SpanInfo | None:
+        """The earliest span without a parent; until one is seen, the first span stands in."""
+        root = self.spans.get(min(self.roots)[1]) if self.roots else None
+        if root is None and self.spans:
             root = next(iter(self.spans.values()))
+        return root
+
+    def document(self) -> dict[str, Any]:
+        root = self.root()
         return {
             "@timestamp": iso_timestamp(self.start_ns),
             "trace": {
@@ -259,9 +263,9 @@ class TraceBuffer:
             source["tether"]["correlation"] = "span"
             self.stats.logs_correlated += 1
         elif summary.spans:
-            if not source["service"]["name"]:
-                root = summary.document()["trace"]["root"]["service"]
-                source["service"]["name"] = root
+            root = summary.root()
+            if not source["service"]["name"] and root is not None:
+                source["service"]["name"] = root.service
             source["tether"]["correlation"] = "trace"
             self.stats.logs_trace_only += 1
         else:
