@@ -43,17 +43,36 @@ class TetherProcess:
     config: Path
     output: Path
     ops_port: int
+    env: dict[str, str] | None = None  # added to the environment, e.g. for ${VAR} in the config
     process: subprocess.Popen[bytes] | None = None
     # Every process started in this test session, so a failing test leaves none behind.
     launched: ClassVar[list[subprocess.Popen[bytes]]] = []
 
+    def __init__(
+        self, kind: str, config: Path, output: Path, ops_port: int, env: dict[str, str] | None = None
+    ):
+        self.kind, self.config, self.output, self.ops_port, self.env = kind, config, output, ops_port, env
+
     def launch(self) -> None:
         tether = Path(sys.executable).with_name("tether")
+        env = {**os.environ, **self.env} if self.env else None
         with self.output.open("ab") as out:
             self.process = subprocess.Popen(
-                [str(tether), self.kind, "--config", str(self.config)], stdout=out, stderr=out
+                [str(tether), self.kind, "--config", str(self.config)], stdout=out, stderr=out, env=env
             )
         TetherProcess.launched.append(self.process)
+
+    def wait_listening(self, *ports: int, within: float = 60) -> None:
+        """Until the process accepts connections on every port; fails at once if it exits."""
+        assert self.process is not None
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.kind} exited with {self.process.returncode}:\n{self.tail()}")
+            if all(_listening(port) for port in ports):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{self.kind} did not start listening on {ports}:\n{self.tail()}")
 
     @classmethod
     def reap(cls) -> None:
@@ -144,15 +163,7 @@ ops: {{endpoint: "127.0.0.1:{self.ops_port}"}}
 
     def start(self) -> None:
         self.launch()
-        assert self.process is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"agent exited with {self.process.returncode}:\n{self.tail()}")
-            if _listening(self.grpc_port) and _listening(self.ops_port):
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"agent did not start listening:\n{self.tail()}")
+        self.wait_listening(self.grpc_port, self.ops_port)
 
     def metrics(self) -> dict[str, float]:
         """The samples summed by metric name (labels folded)."""

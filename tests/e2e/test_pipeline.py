@@ -9,11 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -29,6 +24,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
+from tests.e2e.agent_harness import TetherProcess, free_port
 from tether.stack import Stack
 from tether.stack.kafka import ensure_topics
 
@@ -38,30 +34,6 @@ PARTITIONS = 8
 TRACES = 12
 SPANS_PER_TRACE = 3  # root + two children
 LOGS_PER_SPAN = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start(kind: str, config: Path, log_file: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    tether = Path(sys.executable).with_name("tether")
-    with log_file.open("ab") as out:
-        return subprocess.Popen(
-            [str(tether), kind, "--config", str(config)], stdout=out, stderr=out, env={**os.environ, **env}
-        )
-
-
-def _terminate(process: subprocess.Popen[bytes], log_file: Path) -> int:
-    process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=30)
-    except subprocess.TimeoutExpired as timeout:
-        process.kill()
-        tail = log_file.read_text()[-3000:]
-        raise AssertionError(f"did not stop on SIGTERM within 30 s; log:\n{tail}") from timeout
 
 
 def _write_log(handle: Any, line: dict[str, Any] | str) -> None:
@@ -170,7 +142,7 @@ async def test_spans_and_logs_arrive_once_and_correlated(stack: Stack, tmp_path:
     run = f"run-{uuid.uuid4().hex[:10]}"
     logs_topic, spans_topic = f"e2e.{run}.logs", f"e2e.{run}.spans"
     await ensure_topics(stack.kafka.bootstrap, [logs_topic, spans_topic], PARTITIONS)
-    otlp_port = _free_port()
+    otlp_port, agent_ops, collector_ops = free_port(), free_port(), free_port()
     (tmp_path / "logs").mkdir()
     log_path = tmp_path / "logs" / "app.log"
     log_path.touch()
@@ -181,8 +153,8 @@ agent_id: e2e-{run}
 data_dir: {tmp_path / "agent-state"}
 kafka: {{bootstrap_servers: "${{KAFKA}}", logs_topic: {logs_topic}, spans_topic: {spans_topic}}}
 files: {{include: ["{tmp_path}/logs/*.log"], poll_interval_seconds: 0.1}}
-otlp: {{grpc_endpoint: "127.0.0.1:{otlp_port}", http_endpoint: "127.0.0.1:{_free_port()}"}}
-ops: {{endpoint: "127.0.0.1:{_free_port()}"}}
+otlp: {{grpc_endpoint: "127.0.0.1:{otlp_port}", http_endpoint: "127.0.0.1:{free_port()}"}}
+ops: {{endpoint: "127.0.0.1:{agent_ops}"}}
 """)
     collector_config = tmp_path / "collector.yaml"
     collector_config.write_text(f"""
@@ -194,12 +166,15 @@ kafka:
 correlation: {{wait_seconds: 10}}
 elasticsearch: {{url: "{stack.elasticsearch.url}", replicas: 0}}
 jaeger: {{endpoint: "{stack.jaeger.otlp_grpc_endpoint}"}}
+ops: {{endpoint: "127.0.0.1:{collector_ops}"}}
 """)
     agent_log, collector_log = tmp_path / "agent.out", tmp_path / "collector.out"
-    agent = _start("agent", agent_config, agent_log, env)
-    collector = _start("collector", collector_config, collector_log, env)
+    agent = TetherProcess("agent", agent_config, agent_log, agent_ops, env)
+    collector = TetherProcess("collector", collector_config, collector_log, collector_ops, env)
+    agent.launch()
+    collector.launch()
     try:
-        _wait_for_port(otlp_port, agent, agent_log)
+        agent.wait_listening(otlp_port)
         logs_written = await asyncio.to_thread(_generate, f"127.0.0.1:{otlp_port}", log_path, run)
         expected_spans = TRACES * SPANS_PER_TRACE
         assert len(logs_written) == TRACES * SPANS_PER_TRACE * LOGS_PER_SPAN
@@ -216,8 +191,8 @@ jaeger: {{endpoint: "{stack.jaeger.otlp_grpc_endpoint}"}}
         finally:
             await es.close()
     finally:
-        agent_status = _terminate(agent, agent_log)
-        collector_status = _terminate(collector, collector_log)
+        agent_status = agent.stop()
+        collector_status = collector.stop()
     diagnostics = (
         f"\nagent log:\n{agent_log.read_text()[-2000:]}\ncollector log:\n{collector_log.read_text()[-2000:]}"
     )
@@ -264,15 +239,3 @@ jaeger: {{endpoint: "{stack.jaeger.otlp_grpc_endpoint}"}}
 
     assert agent_status == 0, diagnostics
     assert collector_status == 0, diagnostics
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], log_file: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"agent exited with {process.returncode}:\n{log_file.read_text()[-3000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"agent not listening on {port}:\n{log_file.read_text()[-3000:]}")
