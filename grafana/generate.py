@@ -1,0 +1,474 @@
+"""tether's Grafana dashboards as code, built with grafana-foundation-sdk: one function per dashboard.
+
+`python -m grafana` writes them to grafana/dashboards/*.json; the committed JSON must match (a unit test
+checks). Data source uids are those of grafana/provisioning/datasources/tether.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import elasticsearch as es
+from grafana_foundation_sdk.builders import prometheus as prom
+from grafana_foundation_sdk.builders import table, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models.dashboard import (
+    DataSourceRef,
+    DataTransformerConfig,
+    DynamicConfigValue,
+    VariableRefresh,
+    VariableSort,
+)
+from grafana_foundation_sdk.models.elasticsearch import TermsOrder
+
+DASHBOARDS_DIR = Path(__file__).parent / "dashboards"
+
+# The data source uids of grafana/provisioning/datasources/tether.yaml.
+LOGS_UID, SPANS_UID, TRACES_UID = "tether-es-logs", "tether-es-spans", "tether-es-traces"
+JAEGER_UID, PROMETHEUS_UID = "tether-jaeger", "tether-prometheus"
+LOGS = DataSourceRef(type_val="elasticsearch", uid=LOGS_UID)
+SPANS = DataSourceRef(type_val="elasticsearch", uid=SPANS_UID)
+TRACES = DataSourceRef(type_val="elasticsearch", uid=TRACES_UID)
+PROMETHEUS = DataSourceRef(type_val="prometheus", uid=PROMETHEUS_UID)
+TIME_FIELD = "@timestamp"
+RATE = "$__rate_interval"
+ERROR_LEVELS = "(error OR fatal OR critical OR panic)"
+
+
+def _service_variable(datasource: DataSourceRef, field: str) -> db.QueryVariable:
+    """`$service`: the values of `field` in the data source; All is `*` so the query stays short."""
+    return (
+        db.QueryVariable("service")
+        .label("Service")
+        .datasource(datasource)
+        .query(json.dumps({"find": "terms", "field": field}))
+        .multi(True)
+        .include_all(True)
+        .all_value("*")
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(VariableSort.ALPHABETICAL_ASC)
+    )
+
+
+def _es(datasource: DataSourceRef, query: str) -> es.Dataquery:
+    return es.Dataquery().ref_id("A").datasource(datasource).time_field(TIME_FIELD).query(query)
+
+
+def _terms(agg_id: str, field: str, size: int = 10, order_by: str = "_count") -> es.Terms:
+    return (
+        es.Terms()
+        .id(agg_id)
+        .field(field)
+        .settings(
+            es.ElasticsearchTermsSettings()
+            .size(str(size))
+            .order(TermsOrder.DESC)
+            .order_by(order_by)
+            .min_doc_count("1")
+        )
+    )
+
+
+def _histogram(agg_id: str) -> es.DateHistogram:
+    return (
+        es.DateHistogram()
+        .id(agg_id)
+        .field(TIME_FIELD)
+        .settings(es.ElasticsearchDateHistogramSettings().interval("auto").min_doc_count("0"))
+    )
+
+
+def _percentiles(metric_id: str, field: str) -> es.Percentiles:
+    return (
+        es.Percentiles()
+        .id(metric_id)
+        .field(field)
+        .settings(es.ElasticsearchPercentilesSettings().percents(["50", "95", "99"]))
+    )
+
+
+def _trace_link(title: str = "Open trace in Jaeger") -> DynamicConfigValue:
+    """A data link that opens the cell's trace id in the Jaeger data source (Explore)."""
+    return DynamicConfigValue(
+        id_val="links",
+        value=[
+            {
+                "title": title,
+                "url": "",
+                "internal": {
+                    "datasourceUid": JAEGER_UID,
+                    "datasourceName": "Jaeger",
+                    "query": {"query": "${__value.raw}", "refId": "A"},
+                },
+            }
+        ],
+    )
+
+
+def _bars(panel: timeseries.Panel) -> timeseries.Panel:
+    return (
+        panel.draw_style(common.GraphDrawStyle.BARS)
+        .fill_opacity(80)
+        .stacking(cb.StackingConfig().mode(common.StackingMode.NORMAL))
+    )
+
+
+def logs_dashboard() -> db.Dashboard:
+    service = "service.name:$service"
+    by_level = _bars(
+        timeseries.Panel()
+        .title("Log volume by level")
+        .description("Log lines per interval, by log.level.")
+        .datasource(LOGS)
+        .with_target(
+            _es(LOGS, service)
+            .metrics([es.Count().id("1")])
+            .bucket_aggs([_terms("2", "log.level"), _histogram("3")])
+        )
+        .height(8)
+        .span(12)
+    )
+    by_service = _bars(
+        timeseries.Panel()
+        .title("Log volume by service")
+        .description("Log lines per interval, by service.name.")
+        .datasource(LOGS)
+        .with_target(
+            _es(LOGS, service)
+            .metrics([es.Count().id("1")])
+            .bucket_aggs([_terms("2", "service.name", size=20), _histogram("3")])
+        )
+        .height(8)
+        .span(12)
+    )
+    error_logs = (
+        table.Panel()
+        .title("Error logs")
+        .description("The latest error-level lines; trace.id opens the trace in Jaeger.")
+        .datasource(LOGS)
+        .with_target(
+            _es(LOGS, f"{service} AND log.level:{ERROR_LEVELS}").metrics(
+                [es.RawData().id("1").settings(es.ElasticsearchRawDataSettings().size("200"))]
+            )
+        )
+        .with_transformation(
+            _organize(
+                ["@timestamp", "service.name", "log.level", "message", "span.name", "trace.id", "span.id"]
+            )
+        )
+        .override_by_name("trace.id", [_trace_link()])
+        .height(12)
+        .span(24)
+    )
+    return (
+        db.Dashboard("tether / Logs")
+        .uid("tether-logs")
+        .tags(["tether"])
+        .time("now-1h", "now")
+        .refresh("30s")
+        .with_variable(_service_variable(LOGS, "service.name"))
+        .with_panel(by_level)
+        .with_panel(by_service)
+        .with_panel(error_logs)
+    )
+
+
+def _organize(columns: list[str]) -> DataTransformerConfig:
+    """Keep and order the given columns of a raw-data table (Grafana's `organize` transformation)."""
+    return DataTransformerConfig(
+        id_val="organize",
+        options={
+            "indexByName": {name: i for i, name in enumerate(columns)},
+            "includeByName": dict.fromkeys(columns, True),
+            "excludeByName": {},
+            "renameByName": {},
+        },
+    )
+
+
+def traces_dashboard() -> db.Dashboard:
+    root = "trace.root.service:$service"
+    latency = (
+        timeseries.Panel()
+        .title("Trace latency p50 / p95 / p99 by root service")
+        .description("Percentiles of trace.duration.us over the trace summaries (tether-traces).")
+        .datasource(TRACES)
+        .unit("µs")
+        .with_target(
+            _es(TRACES, root)
+            .metrics([_percentiles("1", "trace.duration.us")])
+            .bucket_aggs([_terms("2", "trace.root.service", size=20), _histogram("3")])
+        )
+        .height(8)
+        .span(12)
+    )
+    errors = (
+        timeseries.Panel()
+        .title("Error rate by root service")
+        .description("Traces by status per root service, stacked to 100%: the ERROR share is the error rate.")
+        .datasource(TRACES)
+        .with_target(
+            _es(TRACES, root)
+            .metrics([es.Count().id("1")])
+            .bucket_aggs(
+                [
+                    _terms("2", "trace.root.service", size=20),
+                    _terms("3", "trace.status", size=5),
+                    _histogram("4"),
+                ]
+            )
+        )
+        .draw_style(common.GraphDrawStyle.BARS)
+        .fill_opacity(80)
+        .stacking(cb.StackingConfig().mode(common.StackingMode.PERCENT))
+        .unit("percentunit")
+        .height(8)
+        .span(12)
+    )
+    operations = (
+        table.Panel()
+        .title("Latency and errors by service and operation")
+        .description(
+            "Per root service, root operation and trace status: traces, p50/p95/p99 and max duration (µs)."
+        )
+        .datasource(TRACES)
+        .with_target(
+            _es(TRACES, root)
+            .metrics(
+                [
+                    es.Count().id("1"),
+                    _percentiles("2", "trace.duration.us"),
+                    es.Max().id("3").field("trace.duration.us"),
+                ]
+            )
+            .bucket_aggs(
+                [
+                    _terms("4", "trace.root.service", size=50),
+                    _terms("5", "trace.root.operation", size=50),
+                    _terms("6", "trace.status", size=5),
+                ]
+            )
+        )
+        .height(10)
+        .span(24)
+    )
+    slowest = (
+        table.Panel()
+        .title("Slowest traces")
+        .description("The 20 longest traces; trace.id opens the trace in Jaeger.")
+        .datasource(TRACES)
+        .with_target(
+            _es(TRACES, root)
+            .metrics([es.Max().id("1").field("trace.duration.us")])
+            .bucket_aggs(
+                [
+                    _terms("2", "trace.id", size=20, order_by="1"),
+                    _terms("3", "trace.root.service", size=1),
+                    _terms("4", "trace.root.operation", size=1),
+                    _terms("5", "trace.status", size=1),
+                ]
+            )
+        )
+        .override_by_name("trace.id", [_trace_link()])
+        .sort_by([cb.TableSortByFieldState().display_name("Max trace.duration.us").desc(True)])
+        .height(10)
+        .span(12)
+    )
+    spans = (
+        table.Panel()
+        .title("Span latency by service and span name")
+        .description("Every span (tether-spans), not only roots: p50/p95/p99 and max of span.duration.us.")
+        .datasource(SPANS)
+        .with_target(
+            _es(SPANS, "service.name:$service")
+            .metrics(
+                [
+                    es.Count().id("1"),
+                    _percentiles("2", "span.duration.us"),
+                    es.Max().id("3").field("span.duration.us"),
+                ]
+            )
+            .bucket_aggs([_terms("4", "service.name", size=50), _terms("5", "span.name", size=50)])
+        )
+        .height(10)
+        .span(12)
+    )
+    return (
+        db.Dashboard("tether / Traces")
+        .uid("tether-traces")
+        .tags(["tether"])
+        .time("now-1h", "now")
+        .refresh("30s")
+        .with_variable(_service_variable(TRACES, "trace.root.service"))
+        .with_panel(latency)
+        .with_panel(errors)
+        .with_panel(operations)
+        .with_panel(slowest)
+        .with_panel(spans)
+    )
+
+
+def _prom(expr: str, legend: str, ref: str = "A") -> prom.Dataquery:
+    return prom.Dataquery().ref_id(ref).datasource(PROMETHEUS).expr(expr).legend_format(legend).range()
+
+
+def _prom_panel(title: str, description: str, unit: str, *targets: prom.Dataquery) -> timeseries.Panel:
+    panel = timeseries.Panel().title(title).description(description).datasource(PROMETHEUS).unit(unit)
+    for target in targets:
+        panel = panel.with_target(target)
+    return panel.height(8).span(12)
+
+
+def _p95(buckets: str) -> str:
+    return f"histogram_quantile(0.95, sum by (le) (rate({buckets}[{RATE}])))"
+
+
+def pipeline_dashboard() -> db.Dashboard:
+    i = '{instance=~"$instance"}'
+    panels = [
+        _prom_panel(
+            "Agent throughput",
+            "What agents read and what Kafka acknowledged.",
+            "ops",
+            _prom(f"sum(rate(tether_agent_file_lines_total{i}[{RATE}]))", "file lines/s", "A"),
+            _prom(
+                f"sum by (signal) (rate(tether_agent_otlp_received_total{i}[{RATE}]))",
+                "OTLP {{signal}}/s",
+                "B",
+            ),
+            _prom(
+                f"sum by (topic) (rate(tether_agent_kafka_records_total{i}[{RATE}]))",
+                "Kafka records {{topic}}/s",
+                "C",
+            ),
+        ),
+        _prom_panel(
+            "Collector throughput",
+            "Kafka records consumed and documents Elasticsearch acknowledged.",
+            "ops",
+            _prom(
+                f"sum by (topic) (rate(tether_collector_records_in_total{i}[{RATE}]))", "in {{topic}}/s", "A"
+            ),
+            _prom(
+                f"sum by (index) (rate(tether_collector_documents_out_total{i}[{RATE}]))",
+                "out {{index}}/s",
+                "B",
+            ),
+        ),
+        _prom_panel(
+            "Agent queue and spool depth",
+            "Batches waiting for Kafka in memory, and what spilled to the on-disk spool.",
+            "short",
+            _prom(f"sum(tether_agent_queue_depth{i})", "in-memory batches", "A"),
+            _prom(f"sum(tether_agent_spool_batches{i})", "spool batches", "B"),
+            _prom(f"sum(tether_agent_spool_bytes{i})", "spool bytes", "C"),
+        ),
+        _prom_panel(
+            "Consumer lag and held traces",
+            "Records behind the end of each topic, and traces the collectors hold in their window.",
+            "short",
+            _prom(f"sum by (topic) (tether_collector_consumer_lag{i})", "lag {{topic}}", "A"),
+            _prom(f"sum(tether_collector_buffered_traces{i})", "held traces", "B"),
+        ),
+        _prom_panel(
+            "Rejections, drops and retries",
+            "OTLP items rejected, lines not JSON, records dropped, Kafka and Elasticsearch retries.",
+            "ops",
+            _prom(
+                f"sum by (signal, reason) (rate(tether_agent_otlp_rejected_total{i}[{RATE}]))",
+                "rejected {{signal}} {{reason}}",
+                "A",
+            ),
+            _prom(f"sum(rate(tether_agent_parse_errors_total{i}[{RATE}]))", "parse errors", "B"),
+            _prom(
+                f"sum by (reason) (rate(tether_agent_dropped_total{i}[{RATE}]))", "dropped {{reason}}", "C"
+            ),
+            _prom(f"sum(rate(tether_agent_kafka_errors_total{i}[{RATE}]))", "Kafka send errors", "D"),
+            _prom(
+                f"sum by (reason) (rate(tether_collector_bulk_retries_total{i}[{RATE}]))",
+                "bulk retries {{reason}}",
+                "E",
+            ),
+        ),
+        _prom_panel(
+            "Dead letters",
+            "Documents Elasticsearch refused for good (in the tether-deadletter index), by target index.",
+            "ops",
+            _prom(f"sum by (index) (rate(tether_collector_deadlettered_total{i}[{RATE}]))", "{{index}}", "A"),
+        ),
+        _prom_panel(
+            "Delivery latency p95",
+            "Agent: send to Kafka acknowledgement. Collector: Elasticsearch bulk request.",
+            "s",
+            _prom(
+                _p95(f"tether_agent_kafka_send_seconds_bucket{i}"),
+                "agent → Kafka",
+                "A",
+            ),
+            _prom(
+                _p95(f"tether_collector_bulk_seconds_bucket{i}"),
+                "collector → Elasticsearch",
+                "B",
+            ),
+        ),
+        _prom_panel(
+            "Log correlation",
+            "Logs by correlation result: span, trace (only the trace known), none, untraced.",
+            "ops",
+            _prom(
+                f"sum by (result) (rate(tether_collector_log_correlation_total{i}[{RATE}]))",
+                "{{result}}",
+                "A",
+            ),
+        ),
+    ]
+    instance = (
+        db.QueryVariable("instance")
+        .label("Instance")
+        .datasource(PROMETHEUS)
+        .query({"query": 'label_values({__name__=~"tether_.*"}, instance)', "refId": "instance"})
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(VariableSort.ALPHABETICAL_ASC)
+    )
+    dashboard = (
+        db.Dashboard("tether / Pipeline health")
+        .uid("tether-pipeline")
+        .tags(["tether"])
+        .time("now-1h", "now")
+        .refresh("30s")
+        .with_variable(instance)
+    )
+    for panel in panels:
+        dashboard = dashboard.with_panel(panel)
+    return dashboard
+
+
+DASHBOARDS: dict[str, Callable[[], db.Dashboard]] = {
+    "logs": logs_dashboard,
+    "traces": traces_dashboard,
+    "pipeline": pipeline_dashboard,
+}
+
+
+def render(name: str) -> str:
+    """A dashboard's JSON text: sorted keys, two-space indent, trailing newline (stable for diffs)."""
+    model = DASHBOARDS[name]().build()
+    return json.dumps(model, cls=JSONEncoder, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_all(directory: Path = DASHBOARDS_DIR) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in DASHBOARDS:
+        path = directory / f"{name}.json"
+        path.write_text(render(name), encoding="utf-8")
+        written.append(path)
+    return written
