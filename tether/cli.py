@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
+from tether.query.cli import register as register_query_commands
+
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
@@ -55,6 +57,7 @@ collector_app = typer.Typer(
 )
 app.add_typer(agent_app, name="agent")
 app.add_typer(collector_app, name="collector")
+register_query_commands(app)  # tether trace, tether logs
 OptionalConfig = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="YAML config file (${ENV} is substituted).", dir_okay=False),
