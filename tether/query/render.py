@@ -181,7 +181,8 @@ def _span_rows(
     below = prefix if last is None else prefix + ("   " if last else "│  ")
     colour = colours.setdefault(span.service, _SERVICE_COLOURS[len(colours) % len(_SERVICE_COLOURS)])
     style = ERROR_STYLE if span.error else ""
-    tree = Text(prefix + connector, style="dim")
+    tree = Text()
+    tree.append(prefix + connector, style="dim")
     tree.append(span.name or "(unnamed)", style=style or "bold")
     tree.append(f" {span.service}", style="dim")
     if span.error:
@@ -206,7 +207,8 @@ def _span_rows(
 
 
 def _log_row(log: LogLine, prefix: str, last: bool, t0: int, total: int, width: int) -> _Row:
-    tree = Text(prefix + ("└─ " if last else "├─ "), style="dim")
+    tree = Text()
+    tree.append(prefix + ("└─ " if last else "├─ "), style="dim")
     level = (log.level or "-").upper()
     tree.append(f"{level:<5}", style=level_style(log.level) or "dim")
     tree.append(" ")
@@ -219,7 +221,8 @@ def _log_row(log: LogLine, prefix: str, last: bool, t0: int, total: int, width: 
 
 def log_text(log: LogLine, jaeger_url: str = DEFAULT_JAEGER_URL) -> Text:
     """One log line for `tether logs`: time, level, service, message, and its trace link."""
-    text = Text(format_time(log.timestamp_ns), style="dim")
+    text = Text()
+    text.append(format_time(log.timestamp_ns), style="dim")
     text.append(" ")
     text.append(f"{(log.level or '-').upper():<5}", style=level_style(log.level) or "dim")
     text.append(" ")
