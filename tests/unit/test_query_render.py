@@ -80,10 +80,17 @@ def row(lines: list[str], text: str) -> int:
     return index
 
 
+def indentation(line: str) -> int:
+    """The column where a row's text starts, after the offset and the tree guides."""
+    match = re.match(r"\s*\+\S+\s+[│├└─ ]*", line)
+    assert match is not None, line
+    return match.end()
+
+
 def test_spans_are_indented_by_depth_parents_first() -> None:
     lines, _ = rendered()
-    columns = {name: lines[row(lines, name)].index(name) for name in ("GET /checkout", "charge card", "ship")}
-    columns["POST /acquirer"] = lines[row(lines, "POST /acquirer")].index("POST /acquirer")
+    names = ("GET /checkout", "charge card", "POST /acquirer", "ship")
+    columns = {name: indentation(lines[row(lines, name)]) for name in names}
     # Three columns of tree guide per level below the root.
     assert columns["charge card"] - columns["GET /checkout"] == 3
     assert columns["ship"] - columns["GET /checkout"] == 3
@@ -95,11 +102,13 @@ def test_spans_are_indented_by_depth_parents_first() -> None:
 def test_error_span_is_red_and_says_why() -> None:
     lines, styled = rendered()
     error_row = styled[row(lines, "charge card")]
-    assert "\x1b[1;31mcharge card" in error_row
-    assert "ERROR: card declined" in lines[row(lines, "charge card")]
+    assert "✗ charge card ERROR: card declined payments" in lines[row(lines, "charge card")]
+    for red in ("✗ ", "charge card", " ERROR: card declined"):
+        assert f"\x1b[1;31m{red}\x1b[0m" in error_row
+    assert lines[row(lines, "charge card")][indentation(lines[row(lines, "charge card")])] == "✗"
     for name in ("GET /checkout", "ship", "POST /acquirer"):
         assert "\x1b[1;31m" + name not in styled[row(lines, name)]
-        assert "ERROR" not in lines[row(lines, name)]
+        assert "ERROR" not in lines[row(lines, name)] and "✗" not in lines[row(lines, name)]
     assert "1 error" in "\n".join(lines[:3])
 
 

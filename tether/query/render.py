@@ -19,6 +19,7 @@ from tether.query.model import LogLine, SpanNode, TraceView
 
 DEFAULT_JAEGER_URL = "http://127.0.0.1:16686"
 ERROR_STYLE = "bold red"
+ERROR_MARK = "✗"
 SPAN_BAR = "█"
 LOG_MARK = "•"
 LEVEL_STYLES = {
@@ -174,19 +175,24 @@ def _span_rows(
     total: int,
     width: int,
     colours: dict[str, str],
+    parent_service: str | None = None,
 ) -> None:
     """The span's row, then its logs and children merged in time order. `last` is None for a root
-    (no connector), else whether it is its parent's last item."""
+    (no connector), else whether it is its parent's last item. The service is named where it
+    changes, and an error is marked before the name, so a long name cut short still shows both."""
     connector = "" if last is None else ("└─ " if last else "├─ ")
     below = prefix if last is None else prefix + ("   " if last else "│  ")
     colour = colours.setdefault(span.service, _SERVICE_COLOURS[len(colours) % len(_SERVICE_COLOURS)])
     style = ERROR_STYLE if span.error else ""
     tree = Text()
     tree.append(prefix + connector, style="dim")
+    if span.error:
+        tree.append(f"{ERROR_MARK} ", style=ERROR_STYLE)
     tree.append(span.name or "(unnamed)", style=style or "bold")
-    tree.append(f" {span.service}", style="dim")
     if span.error:
         tree.append(f" ERROR{': ' + span.status_message if span.status_message else ''}", style=ERROR_STYLE)
+    if span.service != parent_service:
+        tree.append(f" {span.service}", style=colour)
     if span.parent_missing:
         tree.append(f" (parent {span.parent_id} not found)", style="yellow")
     first, cells = bar_cells(span.start_ns, span.duration_ns, t0, total, width)
@@ -201,7 +207,7 @@ def _span_rows(
     for i, (_, _, item) in enumerate(items):
         is_last = i == len(items) - 1
         if isinstance(item, SpanNode):
-            _span_rows(item, below, is_last, rows, t0, total, width, colours)
+            _span_rows(item, below, is_last, rows, t0, total, width, colours, span.service)
         else:
             rows.append(_log_row(item, below, is_last, t0, total, width))
 
