@@ -148,10 +148,10 @@ def _header(view: TraceView, jaeger_url: str) -> Text:
         if summary.logs_by_level:
             by_level = ", ".join(f"{k or 'unknown'} {v}" for k, v in sorted(summary.logs_by_level.items()))
             text.append(f" ({by_level})")
-        if summary.services:
-            text.append(f" · services {', '.join(summary.services)}")
         if not summary.complete:
             text.append(" · no root span yet", style="yellow")
+        if summary.services:  # on a line of its own: a trace can cross many services
+            text.append(f"\nservices {', '.join(summary.services)}")
     else:
         text.append(" · no summary in tether-traces yet", style="yellow")
     link = jaeger_link(jaeger_url, view.trace_id)
