@@ -209,6 +209,12 @@ async def test_trace_json_has_the_spans_with_their_logs(indexed: Indexed) -> Non
         assert [log["message"] for log in span["logs"]] == [f"{indexed.run} log 0.{c}.{k}" for k in (0, 1)]
         assert [log["level"] for log in span["logs"]] == ["info", "error"]
     assert document["orphan_logs"] == [] and document["notes"] == []
+    # Bounded reads say what they left out.
+    cut = json.loads(tether("trace", trace.trace_id.hex(), "--json", "--max-spans", "2").stdout)
+    assert [s["span_id"] for s in cut["spans"]] == [s.span_id.hex() for s in trace.spans[:2]]
+    assert cut["notes"] == ["showing the first 2 of 3 spans (by start time)"]
+    # The last span's logs have no span to sit under now.
+    assert [log["message"] for log in cut["orphan_logs"]] == [f"{indexed.run} log 0.2.{k}" for k in (0, 1)]
 
 
 async def test_unknown_trace_bad_id_and_unreachable_elasticsearch(indexed: Indexed) -> None:
