@@ -582,6 +582,15 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
         ["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    # systemd's own exposure score of the sandboxing, 0.0 (best) to 10.0; without hardening ~9.
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    score = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert score and float(score.group(1)) <= 3.0, result.stdout[-2000:] + result.stderr
     # and it does object to a broken unit
     copy.write_text(unit.replace("[Service]", "[Service]\nRestartt=always"))
     result = subprocess.run(
