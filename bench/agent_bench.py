@@ -88,13 +88,15 @@ class AgentUnderTest:
         files_section = (
             f'files: {{include: ["{work}/logs/*.log"], poll_interval_seconds: 0.05}}' if files else ""
         )
+        level = os.environ.get("BENCH_ZSTD_LEVEL")
+        zstd_level = f", zstd_level: {int(level)}" if level else ""
         self.config = work / f"agent-{run}.yaml"
         self.config.write_text(f"""
 agent_id: bench
 data_dir: {work / f"state-{run}"}
 log_level: warning
 kafka: {{bootstrap_servers: "{bootstrap}", logs_topic: {self.logs_topic}, spans_topic: {self.spans_topic},
-        compression: {os.environ.get("BENCH_COMPRESSION", "zstd")}}}
+        compression: {os.environ.get("BENCH_COMPRESSION", "zstd")}{zstd_level}}}
 otlp: {{grpc_endpoint: "127.0.0.1:{self.grpc_port}", http_endpoint: null}}
 ops: {{endpoint: "127.0.0.1:{self.ops_port}"}}
 {files_section}
@@ -148,7 +150,7 @@ ops: {{endpoint: "127.0.0.1:{self.ops_port}"}}
             self.process.wait(timeout=60)
 
 
-def bench_file(stack: Stack, work: Path, lines: int) -> dict[str, float]:
+def bench_file(stack: Stack, work: Path, lines: int, profile: str | None = None) -> dict[str, float]:
     rng = random.Random(42)
     (work / "logs").mkdir(exist_ok=True)
     path = work / "logs" / "app.log"
@@ -160,6 +162,17 @@ def bench_file(stack: Stack, work: Path, lines: int) -> dict[str, float]:
     asyncio.run(ensure_topics(stack.kafka.bootstrap, [agent.logs_topic, agent.spans_topic], PARTITIONS))
     path.rename(work / "app.log.hold")  # start the clock when the agent sees the file
     agent.start()
+    profiler = None
+    if profile:
+        assert agent.process is not None
+        spy = str(Path(sys.executable).with_name("py-spy"))
+        # --native (C and Rust frames too) pauses the agent per sample: rates are lower
+        command = [spy, "record", "--native", "-r", "100", "-f", "speedscope", "-o", profile]
+        profiler = subprocess.Popen(
+            [*command, "--pid", str(agent.process.pid)],
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(1)
     cpu0 = agent.cpu_seconds()
     began = time.perf_counter()
     (work / "app.log.hold").rename(path)
@@ -171,6 +184,9 @@ def bench_file(stack: Stack, work: Path, lines: int) -> dict[str, float]:
     elapsed = time.perf_counter() - began
     cpu = agent.cpu_seconds() - cpu0
     rss = agent.peak_rss_mb()
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(timeout=60)
     agent.stop()
     return {
         "lines": lines,
@@ -326,25 +342,31 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=500_000)
     parser.add_argument("--spans-per-request", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=8, help="OTLP requests in flight")
+    parser.add_argument("--no-ceilings", action="store_true", help="skip the ceiling measurements")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="record the file run with py-spy (speedscope format) into FILE"
+    )
     args = parser.parse_args()
     stack = Stack()
     stack.up(report=lambda line: print(f"[stack] {line}", file=sys.stderr))
     with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
         work = Path(tmp)
-        results = {
-            "file_to_kafka": bench_file(stack, work, args.lines),
-            "otlp_spans_to_kafka": bench_otlp(
+        results: dict[str, dict[str, float]] = {}
+        if args.lines:
+            results["file_to_kafka"] = bench_file(stack, work, args.lines, args.profile)
+        if args.spans:
+            results["otlp_spans_to_kafka"] = bench_otlp(
                 stack, work, args.spans, args.spans_per_request, args.concurrency
-            ),
-        }
-        # The ceilings get the same single core as the agent.
-        previous = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, {1} if len(previous) > 1 else previous)
-        try:
-            results["ceiling_raw_producer_same_records"] = ceiling_producer(stack, args.lines)
-            results["ceiling_orjson_parse_only"] = ceiling_orjson(args.lines)
-        finally:
-            os.sched_setaffinity(0, previous)
+            )
+        if not args.no_ceilings:
+            # The ceilings get the same single core as the agent.
+            previous = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {1} if len(previous) > 1 else previous)
+            try:
+                results["ceiling_raw_producer_same_records"] = ceiling_producer(stack, args.lines)
+                results["ceiling_orjson_parse_only"] = ceiling_orjson(args.lines)
+            finally:
+                os.sched_setaffinity(0, previous)
     compression = os.environ.get("BENCH_COMPRESSION", "zstd")
     print(f"compression={compression} cpu={os.cpu_count()} python={sys.version.split()[0]}")
     for name, figures in results.items():

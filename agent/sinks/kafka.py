@@ -16,6 +16,7 @@ from aiokafka.errors import (
 )
 
 from agent.config import KafkaSinkConfig
+from agent.sinks import kafka_batch
 from schemas.records import LOGS_SCHEMA, SCHEMA_HEADER, SPANS_SCHEMA
 
 log = logging.getLogger("tether.agent.kafka")
@@ -43,7 +44,7 @@ class KafkaSink:
 
     def _new_producer(self) -> AIOKafkaProducer:
         config = self.config
-        return AIOKafkaProducer(
+        producer = AIOKafkaProducer(
             bootstrap_servers=config.bootstrap_servers,
             acks="all",
             enable_idempotence=True,
@@ -53,6 +54,8 @@ class KafkaSink:
             max_request_size=config.max_request_bytes,
             request_timeout_ms=config.request_timeout_ms,
         )
+        kafka_batch.install(producer, config.compression, config.zstd_level)
+        return producer
 
     async def start(self) -> None:
         await self._producer.start()

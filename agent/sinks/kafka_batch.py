@@ -1,0 +1,215 @@
+"""Kafka record batches (message format v2) built by the agent, so that it chooses the zstd level.
+
+aiokafka compresses each record batch with zstd at a fixed level 3 and has no option for it. On
+the agent's records (OTLP log requests of JSON lines) level 1 compresses as well or better and
+costs about half the CPU (BENCHMARKS.md), and compression is the largest single cost of the agent
+on its one core. So the sink's producer gets this builder instead of aiokafka's: the same wire
+format (an uncompressed batch is byte-identical to aiokafka's, see tests/unit/test_agent_kafka_batch.py),
+the compressed records at the configured level.
+
+The agent sends few, large records (one per partition per file chunk), so building a batch in
+Python costs a few microseconds per record: nothing next to compressing ~100 kB.
+
+Only this producer's accumulator is given the builder (`install`), nothing process-wide changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cramjam
+from aiokafka import codec
+from aiokafka.record.util import calc_crc32c
+
+log = logging.getLogger("tether.agent.kafka")
+
+# RecordBatch header: BaseOffset, Length, PartitionLeaderEpoch, Magic, CRC, Attributes,
+# LastOffsetDelta, FirstTimestamp, MaxTimestamp, ProducerId, ProducerEpoch, BaseSequence, Records
+_HEADER = struct.Struct(">qiibIhiqqqhii")
+_CRC_OFFSET = struct.calcsize(">qiib")
+_ATTRIBUTES_OFFSET = struct.calcsize(">qiibI")
+_AFTER_LENGTH = struct.calcsize(">qi")
+
+CODEC_NONE, CODEC_GZIP, CODEC_SNAPPY, CODEC_LZ4, CODEC_ZSTD = range(5)
+CODECS = {
+    "none": CODEC_NONE,
+    "gzip": CODEC_GZIP,
+    "snappy": CODEC_SNAPPY,
+    "lz4": CODEC_LZ4,
+    "zstd": CODEC_ZSTD,
+}
+
+Header = tuple[str, bytes | None]
+
+
+def _varint(value: int) -> bytes:
+    """Kafka's zigzag varint."""
+    value = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while value > 0x7F:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_NULL = _varint(-1)
+
+
+@dataclass(slots=True, frozen=True)
+class RecordMetadata:
+    """What aiokafka's MessageBatch reads of an appended record."""
+
+    offset: int
+    size: int
+    timestamp: int
+
+
+class RecordBatchBuilder:
+    """One v2 record batch, with the interface aiokafka's producer uses of its own BatchBuilder
+    (append, close, closed, size, record_count, _set_producer_state, _build)."""
+
+    def __init__(self, codec_id: int, batch_size: int, *, zstd_level: int) -> None:
+        self.codec_id = codec_id
+        self.batch_size = batch_size
+        self.zstd_level = zstd_level
+        self.producer_id = -1
+        self.producer_epoch = -1
+        self.base_sequence = -1
+        self._records: list[bytes] = []
+        self._size = _HEADER.size
+        self._first_timestamp: int | None = None
+        self._max_timestamp = 0
+        self._closed = False
+        self._buffer: bytearray | None = None
+
+    def append(
+        self,
+        *,
+        timestamp: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[Header] | None = None,
+    ) -> RecordMetadata | None:
+        """None when closed or when the record does not fit (a batch always takes its first)."""
+        if self._closed:
+            return None
+        if timestamp is None:
+            timestamp = int(time.time() * 1000)
+        first = self._first_timestamp if self._first_timestamp is not None else timestamp
+        offset = len(self._records)
+        headers = headers or ()
+        parts = [
+            b"\x00",  # attributes
+            _varint(timestamp - first),
+            _varint(offset),
+            _NULL if key is None else _varint(len(key)) + key,
+            _NULL if value is None else _varint(len(value)) + value,
+            _varint(len(headers)),
+        ]
+        for name, data in headers:
+            raw = name.encode()
+            parts.append(_varint(len(raw)) + raw)
+            parts.append(_NULL if data is None else _varint(len(data)) + data)
+        body = b"".join(parts)
+        record = _varint(len(body)) + body
+        if self._records and self._size + len(record) > self.batch_size:
+            self._closed = True
+            return None
+        self._records.append(record)
+        self._size += len(record)
+        self._first_timestamp = first
+        self._max_timestamp = max(self._max_timestamp, timestamp)
+        return RecordMetadata(offset, len(record), timestamp)
+
+    def close(self) -> None:
+        self._closed = True
+
+    def closed(self) -> bool:
+        return self._closed
+
+    def size(self) -> int:
+        return len(self._buffer) if self._buffer is not None else self._size
+
+    def record_count(self) -> int:
+        return len(self._records)
+
+    def _set_producer_state(self, producer_id: int, producer_epoch: int, base_sequence: int) -> None:
+        self.producer_id, self.producer_epoch, self.base_sequence = producer_id, producer_epoch, base_sequence
+
+    def _build(self) -> bytearray:
+        """The batch on the wire; built once (a retry sends the same bytes)."""
+        self._closed = True
+        if self._buffer is None:
+            self._buffer = self._encode()
+        return self._buffer
+
+    def _encode(self) -> bytearray:
+        records = b"".join(self._records)
+        attributes = 0
+        if self.codec_id != CODEC_NONE:
+            compressed = self._compress(records)
+            if len(compressed) < len(records):  # else sent uncompressed, as aiokafka does
+                records, attributes = compressed, self.codec_id
+        count = len(self._records)
+        buffer = bytearray(_HEADER.size)
+        buffer += records
+        _HEADER.pack_into(
+            buffer,
+            0,
+            0,  # base offset: set by the broker
+            len(buffer) - _AFTER_LENGTH,
+            -1,  # partition leader epoch
+            2,  # magic
+            0,  # crc, below
+            attributes,
+            max(count - 1, 0),  # last offset delta
+            self._first_timestamp or 0,
+            self._max_timestamp,
+            self.producer_id,
+            self.producer_epoch,
+            self.base_sequence,
+            count,
+        )
+        struct.pack_into(">I", buffer, _CRC_OFFSET, calc_crc32c(buffer[_ATTRIBUTES_OFFSET:]))
+        return buffer
+
+    def _compress(self, records: bytes) -> bytes:
+        if self.codec_id == CODEC_ZSTD:
+            return bytes(cramjam.zstd.compress(records, level=self.zstd_level))
+        encode: Callable[[bytes], bytes] = {
+            CODEC_GZIP: codec.gzip_encode,
+            CODEC_SNAPPY: codec.snappy_encode,
+            CODEC_LZ4: codec.lz4_encode,
+        }[self.codec_id]
+        return encode(records)
+
+
+def install(producer: Any, codec_name: str, zstd_level: int) -> bool:
+    """Make `producer` (an AIOKafkaProducer, not started) build its batches with
+    RecordBatchBuilder. False (and aiokafka's own builder stays) if this aiokafka does not
+    look as expected."""
+    accumulator: Any = getattr(producer, "_message_accumulator", None)
+    batch_size = getattr(accumulator, "_batch_size", None)
+    txn_manager = getattr(accumulator, "_txn_manager", None)
+    transactional = getattr(txn_manager, "transactional_id", None) is not None
+    if not callable(getattr(accumulator, "create_builder", None)) or not isinstance(batch_size, int):
+        log.warning("this aiokafka has no batch builder hook; compression level not applied")
+        return False
+    if transactional:
+        return False  # our batches carry no transactional flag
+    codec_id = CODECS[codec_name]
+
+    def create_builder(key_serializer: object = None, value_serializer: object = None) -> RecordBatchBuilder:
+        if key_serializer is not None or value_serializer is not None:
+            raise ValueError("the agent's batches take bytes only")
+        return RecordBatchBuilder(codec_id, batch_size, zstd_level=zstd_level)
+
+    # An attribute of this one accumulator instance, so other producers are untouched.
+    accumulator.create_builder = create_builder
+    return True
