@@ -38,7 +38,12 @@ class Section(BaseModel):
 
 def substitute_env(text: str, environ: Mapping[str, str], source: str = "config") -> str:
     missing: list[str] = []
+    result = _expand(text, environ, missing)
+    _raise_missing(missing, source)
+    return result
 
+
+def _expand(text: str, environ: Mapping[str, str], missing: list[str]) -> str:
     def replace(match: re.Match[str]) -> str:
         escaped, name, default = match.groups()
         if escaped:
@@ -50,30 +55,56 @@ def substitute_env(text: str, environ: Mapping[str, str], source: str = "config"
         missing.append(name)
         return ""
 
-    result = _ENV_REFERENCE.sub(replace, text)
+    return _ENV_REFERENCE.sub(replace, text)
+
+
+def _raise_missing(missing: list[str], source: str) -> None:
     if missing:
         raise ConfigError(
             source,
             [
                 f"${{{n}}}: environment variable is not set (export it, or write ${{{n}:-default}})"
-                for n in missing
+                for n in dict.fromkeys(missing)
             ],
         )
-    return result
+
+
+def _substitute_values(data: Any, environ: Mapping[str, str], missing: list[str]) -> Any:
+    """Expand `${...}` in string values only: comments and keys stay as written, and a variable's
+    value can never change the YAML structure around it."""
+    if isinstance(data, str):
+        return _expand(data, environ, missing)
+    if isinstance(data, dict):
+        return {key: _substitute_values(value, environ, missing) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_substitute_values(value, environ, missing) for value in data]
+    return data
 
 
 def load_config(path: Path, model: type[Model], environ: Mapping[str, str] | None = None) -> Model:
-    text = substitute_env(path.read_text(), os.environ if environ is None else environ, str(path))
-    return parse_config(text, model, str(path))
+    source = str(path)
+    data = _parse_yaml(path.read_text(), source)
+    missing: list[str] = []
+    data = _substitute_values(data, os.environ if environ is None else environ, missing)
+    _raise_missing(missing, source)
+    return _validate(data, model, source)
 
 
 def parse_config(text: str, model: type[Model], source: str = "config") -> Model:
+    return _validate(_parse_yaml(text, source), model, source)
+
+
+def _parse_yaml(text: str, source: str) -> dict[str, Any]:
     try:
         data: Any = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
         raise ConfigError(source, [f"not valid YAML: {error}"]) from error
     if not isinstance(data, dict):
         raise ConfigError(source, ["the top level must be a mapping of sections"])
+    return data
+
+
+def _validate(data: dict[str, Any], model: type[Model], source: str) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as error:

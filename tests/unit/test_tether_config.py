@@ -195,3 +195,23 @@ def test_example_configs_load_with_defaults() -> None:
     assert collector.kafka.bootstrap_servers == "k:1"
     assert collector.elasticsearch.replicas == 0
     assert collector.correlation.wait_seconds == 5
+
+
+def test_load_config_leaves_comments_and_structure_alone(tmp_path: Path) -> None:
+    path = tmp_path / "collector.yaml"
+    path.write_text(
+        "# ${UNSET_IN_A_COMMENT} is only mentioned here\n"
+        "kafka:\n  bootstrap_servers: ${BOOT}   # ${ALSO_UNSET}\n  group_id: ${GROUP}\n"
+    )
+    config = load_config(path, CollectorConfig, {"BOOT": "b:9092", "GROUP": "g\nlogs_topic: injected"})
+    assert config.kafka.bootstrap_servers == "b:9092"
+    assert config.kafka.group_id == "g\nlogs_topic: injected"  # a value, never YAML
+    assert config.kafka.logs_topic == "tether.logs"
+
+
+def test_load_config_names_every_missing_variable_once(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("data_dir: ${DIR}/a\nagent_id: ${DIR}\nkafka:\n  bootstrap_servers: ${BOOT}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, AgentConfig, {})
+    assert [p.split(":")[0] for p in caught.value.problems] == ["${DIR}", "${BOOT}"]
