@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RUN := .run
 STAMP := $(VENV)/.installed
 
-.PHONY: up down test lint status
+.PHONY: up down test lint status dashboards
 
 NATIVE := native/fastlog
 $(STAMP): pyproject.toml $(NATIVE)/pyproject.toml $(NATIVE)/Cargo.toml $(NATIVE)/Cargo.lock $(NATIVE)/src/lib.rs
@@ -50,6 +50,10 @@ down:
 	  rm -f $(RUN)/$$component.pid; echo "$$component: stopped"; fi; \
 	done
 	@if [ -x $(BIN)/tether ]; then $(BIN)/tether stack down; fi
+
+## dashboards: regenerate grafana/dashboards/*.json from grafana/generate.py (a test fails if they are stale).
+dashboards: $(STAMP)
+	$(BIN)/python -m grafana
 
 status: $(STAMP)
 	$(BIN)/tether stack status

@@ -57,7 +57,9 @@ class TraceSpec:
                 kind=Span.SPAN_KIND_SERVER if c == 0 else Span.SPAN_KIND_CLIENT,
                 start_time_unix_nano=start + c * 1000,
                 end_time_unix_nano=start + c * 1000 + 500_000,
-                status=Status(code=Status.STATUS_CODE_ERROR if (n % 5 == 0 and c == 1) else 0),
+                status=Status(
+                    code=Status.STATUS_CODE_ERROR if (n % 5 == 0 and c == 1) else Status.STATUS_CODE_UNSET
+                ),
             )
             trace.spans.append(span)
             for k in range(logs_per_span):
