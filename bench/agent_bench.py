@@ -85,8 +85,10 @@ class AgentUnderTest:
         self.logs_topic, self.spans_topic = f"bench.{run}.logs", f"bench.{run}.spans"
         self.grpc_port, self.ops_port = free_port(), free_port()
         self.work = work
+        chunk = os.environ.get("BENCH_READ_CHUNK_BYTES")
+        chunk = f", read_chunk_bytes: {int(chunk)}" if chunk else ""
         files_section = (
-            f'files: {{include: ["{work}/logs/*.log"], poll_interval_seconds: 0.05}}' if files else ""
+            f'files: {{include: ["{work}/logs/*.log"], poll_interval_seconds: 0.05{chunk}}}' if files else ""
         )
         level = os.environ.get("BENCH_ZSTD_LEVEL")
         zstd_level = f", zstd_level: {int(level)}" if level else ""

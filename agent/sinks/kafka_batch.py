@@ -81,7 +81,8 @@ class RecordBatchBuilder:
         self.producer_id = -1
         self.producer_epoch = -1
         self.base_sequence = -1
-        self._records: list[bytes] = []
+        self._parts: list[bytes] = []  # the records, in pieces
+        self._count = 0
         self._size = _HEADER.size
         self._first_timestamp: int | None = None
         self._max_timestamp = 0
@@ -102,30 +103,39 @@ class RecordBatchBuilder:
         if timestamp is None:
             timestamp = int(time.time() * 1000)
         first = self._first_timestamp if self._first_timestamp is not None else timestamp
-        offset = len(self._records)
+        offset = self._count
         headers = headers or ()
-        parts = [
-            b"\x00",  # attributes
-            _varint(timestamp - first),
-            _varint(offset),
-            _NULL if key is None else _varint(len(key)) + key,
-            _NULL if value is None else _varint(len(value)) + value,
-            _varint(len(headers)),
-        ]
+        # The pieces are joined once, in _encode: a value (~100 kB) is copied there only.
+        parts = [b"\x00", _varint(timestamp - first), _varint(offset)]  # attributes, deltas
+        if key is None:
+            parts.append(_NULL)
+        else:
+            parts += (_varint(len(key)), key)
+        if value is None:
+            parts.append(_NULL)
+        else:
+            parts += (_varint(len(value)), value)
+        parts.append(_varint(len(headers)))
         for name, data in headers:
             raw = name.encode()
-            parts.append(_varint(len(raw)) + raw)
-            parts.append(_NULL if data is None else _varint(len(data)) + data)
-        body = b"".join(parts)
-        record = _varint(len(body)) + body
-        if self._records and self._size + len(record) > self.batch_size:
+            parts += (_varint(len(raw)), raw)
+            if data is None:
+                parts.append(_NULL)
+            else:
+                parts += (_varint(len(data)), data)
+        body_size = sum(map(len, parts))
+        length = _varint(body_size)
+        size = len(length) + body_size
+        if self._count and self._size + size > self.batch_size:
             self._closed = True
             return None
-        self._records.append(record)
-        self._size += len(record)
+        self._parts.append(length)
+        self._parts += parts
+        self._count += 1
+        self._size += size
         self._first_timestamp = first
         self._max_timestamp = max(self._max_timestamp, timestamp)
-        return RecordMetadata(offset, len(record), timestamp)
+        return RecordMetadata(offset, size, timestamp)
 
     def close(self) -> None:
         self._closed = True
@@ -137,7 +147,7 @@ class RecordBatchBuilder:
         return len(self._buffer) if self._buffer is not None else self._size
 
     def record_count(self) -> int:
-        return len(self._records)
+        return self._count
 
     def _set_producer_state(self, producer_id: int, producer_epoch: int, base_sequence: int) -> None:
         self.producer_id, self.producer_epoch, self.base_sequence = producer_id, producer_epoch, base_sequence
@@ -150,13 +160,14 @@ class RecordBatchBuilder:
         return self._buffer
 
     def _encode(self) -> bytearray:
-        records = b"".join(self._records)
+        records = b"".join(self._parts)
+        self._parts = []
         attributes = 0
         if self.codec_id != CODEC_NONE:
             compressed = self._compress(records)
             if len(compressed) < len(records):  # else sent uncompressed, as aiokafka does
                 records, attributes = compressed, self.codec_id
-        count = len(self._records)
+        count = self._count
         buffer = bytearray(_HEADER.size)
         buffer += records
         _HEADER.pack_into(
@@ -176,7 +187,7 @@ class RecordBatchBuilder:
             self.base_sequence,
             count,
         )
-        struct.pack_into(">I", buffer, _CRC_OFFSET, calc_crc32c(buffer[_ATTRIBUTES_OFFSET:]))
+        struct.pack_into(">I", buffer, _CRC_OFFSET, calc_crc32c(memoryview(buffer)[_ATTRIBUTES_OFFSET:]))
         return buffer
 
     def _compress(self, records: bytes) -> bytes:

@@ -106,3 +106,24 @@ def test_tail_without_newline_is_treated_alike(tail: bytes) -> None:
     reference, native = _both(b'{"level":"info"}\n' + tail, 384)
     assert reference.records == native.records
     assert native.truncated == (1 if len(tail) >= 384 else 0)
+
+
+def test_ids_with_every_ascii_character_agree() -> None:
+    """Hex digits of either case, their neighbours in ASCII ('/', ':', '@', 'G', '`', 'g'),
+    all-zero ids and wrong lengths: the native id decoder accepts exactly what the reference does."""
+    rng = random.Random(99)
+    lines = []
+    for code in range(32, 127):
+        for length in (32, 16):
+            digits = list(rng.randbytes(length // 2).hex())
+            digits[rng.randrange(length)] = chr(code)
+            ident = "".join(digits)
+            key = "trace_id" if length == 32 else "span_id"
+            lines.append(orjson.dumps({key: ident, "message": code}))
+            lines.append(orjson.dumps({key: ident.upper(), "message": code}))
+    for trace, span in (("0" * 32, "0" * 16), ("0" * 31 + "1", "0" * 15 + "1"), ("ab" * 15, "ab" * 7 + "a")):
+        lines.append(orjson.dumps({"trace_id": trace, "span_id": span}))
+    reference, native = _both(b"\n".join(lines) + b"\n", 262_144)
+    assert reference.lines == len(lines)
+    assert len(reference.records) > 1  # valid ids spread over partitions
+    assert native.records == reference.records

@@ -269,7 +269,7 @@ fn epoch_int(v: i128) -> u64 {
 
 fn float_to_ns(x: f64) -> u64 {
     let t = x.trunc();
-    if !(t >= 0.0) || t >= 18446744073709551616.0 {
+    if !(0.0..18446744073709551616.0).contains(&t) {
         0
     } else {
         t as u64
@@ -464,6 +464,23 @@ fn hex_nibble(c: u8) -> Option<u8> {
     }
 }
 
+/// hex_nibble as a table (0xff: not a hex digit): ids are 48 hex digits on most lines, and the
+/// branchy version was ~5 % of a chunk's encoding time.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = match c as u8 {
+            b @ b'0'..=b'9' => b - b'0',
+            b @ b'a'..=b'f' => b - b'a' + 10,
+            b @ b'A'..=b'F' => b - b'A' + 10,
+            _ => 0xff,
+        };
+        c += 1;
+    }
+    t
+};
+
 fn hex_id<const N: usize>(v: Option<&V>) -> Option<[u8; N]> {
     let Some(V::S(s)) = v else { return None };
     let b = s.as_bytes();
@@ -471,8 +488,14 @@ fn hex_id<const N: usize>(v: Option<&V>) -> Option<[u8; N]> {
         return None;
     }
     let mut out = [0u8; N];
-    for i in 0..N {
-        out[i] = (hex_nibble(b[2 * i])? << 4) | hex_nibble(b[2 * i + 1])?;
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+        let (hi, lo) = (HEX[pair[0] as usize], HEX[pair[1] as usize]);
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0x0f);
+    }
+    if bad & 0xf0 != 0 {
+        return None; // some byte was not a hex digit
     }
     if out.iter().all(|&x| x == 0) {
         None
@@ -514,7 +537,7 @@ fn put_varint(out: &mut Vec<u8>, mut n: u64) {
 }
 #[inline]
 fn varint_len(n: u64) -> usize {
-    ((64 - (n | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
 }
 #[inline]
 fn ld_len(n: usize) -> usize {
@@ -984,7 +1007,7 @@ fn process(chunk: &[u8], p: &Params, stage: u8) -> PyResult<(Vec<Group>, Counts)
         let si = match g.services.iter().position(|(s, _)| s.as_slice() == service) {
             Some(i) => i,
             None => {
-                g.services.push((service.to_vec(), Vec::with_capacity(16 * 1024)));
+                g.services.push((service.to_vec(), Vec::with_capacity(32 * 1024)));
                 g.services.len() - 1
             }
         };
