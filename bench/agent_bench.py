@@ -33,8 +33,10 @@ from aiokafka import AIOKafkaProducer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agent.config import KafkaSinkConfig
 from agent.encode import FileLine, encode_file_lines
 from agent.parse import parse_line
+from agent.sinks import kafka_batch
 from schemas.log_fields import default_mapping
 from tether.stack import Stack
 from tether.stack.kafka import ensure_topics
@@ -284,7 +286,8 @@ async def _send_otlp(target: str, bodies: list[bytes], requests: int, concurrenc
 
 
 def ceiling_producer(stack: Stack, lines: int) -> dict[str, float]:
-    """The raw aiokafka producer sending the agent's own encoded records: what Kafka takes from Python."""
+    """The raw aiokafka producer sending the agent's own encoded records: what Kafka takes from Python
+    (with the agent's record batch builder and zstd level)."""
     rng = random.Random(42)
     mapping = default_mapping()
     chunk = [FileLine(parse_line(realistic_line(n, rng), mapping), f"bench:fp:{n}") for n in range(2000)]
@@ -309,6 +312,10 @@ def ceiling_producer(stack: Stack, lines: int) -> dict[str, float]:
             max_batch_size=1024 * 1024,
             max_request_size=8 * 1024 * 1024,
         )
+        # the agent's batch builder and zstd level, so that "same compression" holds
+        compression = os.environ.get("BENCH_COMPRESSION", "zstd")
+        level = KafkaSinkConfig(bootstrap_servers="-").zstd_level
+        kafka_batch.install(producer, compression, int(os.environ.get("BENCH_ZSTD_LEVEL", level)))
         await producer.start()
         began = time.perf_counter()
         in_flight: list[asyncio.Future[object]] = []
