@@ -127,3 +127,42 @@ def test_ids_with_every_ascii_character_agree() -> None:
     assert reference.lines == len(lines)
     assert len(reference.records) > 1  # valid ids spread over partitions
     assert native.records == reference.records
+
+
+_SIGNIFICANT = b'{}[]":,\\ \t\r0123456789eE+-.tfnulr/\x00\x1f\x7f'
+
+
+def _mutate(line: bytes, rng: random.Random) -> bytes:
+    data = bytearray(line)
+    for _ in range(rng.randrange(1, 4)):
+        at = rng.randrange(len(data) + 1)
+        choice = rng.random()
+        byte = rng.choice(_SIGNIFICANT) if rng.random() < 0.8 else rng.randrange(256)
+        if choice < 0.35 and at < len(data):
+            data[at] = byte
+        elif choice < 0.6:
+            data.insert(at, byte)
+        elif choice < 0.85 and at < len(data):
+            del data[at]
+        else:  # repeat a piece: duplicate keys, nested braces, doubled escapes
+            end = min(len(data), at + rng.randrange(1, 12))
+            data[at:at] = data[at:end]
+    return bytes(data).replace(b"\n", b" ")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mutated_lines_agree(seed: int) -> None:
+    """Byte mutations of edge and realistic lines (mostly invalid JSON, some still valid): the
+    native encoder flags, extracts and encodes exactly like the reference."""
+    rng = random.Random(seed)
+    sources = [line for line in EDGE_LINES.split(b"\n") if line] + _realistic(400).split(b"\n")[:-1]
+    lines = [_mutate(rng.choice(sources), rng) for _ in range(1500)]
+    reference, native = _both(b"\n".join(lines) + b"\n", 262_144)
+    assert reference.parse_errors > 100  # the mutations do break lines...
+    assert reference.lines - reference.parse_errors > 100  # ...and leave others valid
+    assert (native.lines, native.parse_errors, native.invalid_utf8) == (
+        reference.lines,
+        reference.parse_errors,
+        reference.invalid_utf8,
+    )
+    assert native.records == reference.records
