@@ -166,3 +166,38 @@ def test_mutated_lines_agree(seed: int) -> None:
         reference.invalid_utf8,
     )
     assert native.records == reference.records
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        b"1e400",
+        b"-1e400",
+        b"1.8e308",
+        b"1" + b"0" * 400,
+        b"1.7976931348623157e308",
+        b"1e-400",
+        b"123456789012345678901234567890",
+        b"-0.0",
+        b"0.5e+3",
+        b"1E2",
+        b"9" * 16,
+        b"9" * 15,
+    ],
+)
+def test_numbers_the_reference_refuses_as_infinite_are_refused_everywhere(number: bytes) -> None:
+    """orjson refuses a number that is infinite as a double, wherever it is (a skipped value, an
+    array, an object under a kept key, behind an escaped key that the fast scanner leaves alone)."""
+    templates = [
+        b'{"level":"info","x":%s}',
+        b'{"x":[1,%s]}',
+        b'{"level":%s}',
+        b'{"level":[%s]}',
+        b'{"service":{"name":"a","n":%s}}',
+        b'{"k\\u0065y":%s,"level":"info"}',
+        b'{"a":{"b":[{"c":%s}]},"trace_id":"%s"}',
+    ]
+    lines = [t % (number, b"ab" * 16) if t.count(b"%s") == 2 else t % number for t in templates]
+    reference, native = _both(b"\n".join(lines) + b"\n", 262_144)
+    assert reference.lines == len(lines)
+    assert (native.parse_errors, native.records) == (reference.parse_errors, reference.records)
