@@ -31,6 +31,13 @@ class KafkaSinkConfig(Section):
         description="zstd level of record batches; 1 compresses the agent's records about as well as 3 "
         "at half the CPU (BENCHMARKS.md); negative levels are faster still and compress less",
     )
+    lz4_level: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="lz4 level of record batches; 0-2 is lz4's fast mode, 3 and up its slow high "
+        "compression mode (aiokafka's own choice is 9)",
+    )
     linger_ms: int = Field(default=10, ge=0)
     max_request_bytes: int = Field(
         default=8 * 1024 * 1024, ge=64 * 1024, description="must not exceed the broker's message.max.bytes"

@@ -54,7 +54,8 @@ class KafkaSink:
             max_request_size=config.max_request_bytes,
             request_timeout_ms=config.request_timeout_ms,
         )
-        kafka_batch.install(producer, config.compression, config.zstd_level)
+        level = config.lz4_level if config.compression == "lz4" else config.zstd_level
+        kafka_batch.install(producer, config.compression, level)
         return producer
 
     async def start(self) -> None:

@@ -1,11 +1,13 @@
-"""Kafka record batches (message format v2) built by the agent, so that it chooses the zstd level.
+"""Kafka record batches (message format v2) built by the agent, so that it chooses the compression level.
 
-aiokafka compresses each record batch with zstd at a fixed level 3 and has no option for it. On
-the agent's records (OTLP log requests of JSON lines) level 1 compresses as well or better and
-costs about half the CPU (BENCHMARKS.md), and compression is the largest single cost of the agent
-on its one core. So the sink's producer gets this builder instead of aiokafka's: the same wire
-format (an uncompressed batch is byte-identical to aiokafka's, see tests/unit/test_agent_kafka_batch.py),
-the compressed records at the configured level.
+aiokafka compresses each record batch with zstd at a fixed level 3 and lz4 at a fixed level 9 (high
+compression mode, slow) and has no option for either. On the agent's records (OTLP log requests of
+JSON lines) zstd level 1 compresses as well as 3 at about half the CPU, and lz4 at level 0 (its
+fast mode) costs a fraction of level 9 (BENCHMARKS.md); compression is the largest single cost of
+the agent after parsing. So the sink's producer gets this builder instead of aiokafka's: the same
+wire format (an uncompressed batch is byte-identical to aiokafka's, and lz4 is the same frame
+format aiokafka writes, see tests/unit/test_agent_kafka_batch.py), the records compressed at the
+configured level.
 
 The agent sends few, large records (one per partition per file chunk), so building a batch in
 Python costs a few microseconds per record: nothing next to compressing ~100 kB.
@@ -74,10 +76,10 @@ class RecordBatchBuilder:
     """One v2 record batch, with the interface aiokafka's producer uses of its own BatchBuilder
     (append, close, closed, size, record_count, _set_producer_state, _build)."""
 
-    def __init__(self, codec_id: int, batch_size: int, *, zstd_level: int) -> None:
+    def __init__(self, codec_id: int, batch_size: int, *, level: int) -> None:
         self.codec_id = codec_id
         self.batch_size = batch_size
-        self.zstd_level = zstd_level
+        self.level = level  # of zstd or lz4; gzip and snappy use aiokafka's defaults
         self.producer_id = -1
         self.producer_epoch = -1
         self.base_sequence = -1
@@ -192,16 +194,25 @@ class RecordBatchBuilder:
 
     def _compress(self, records: bytes) -> bytes:
         if self.codec_id == CODEC_ZSTD:
-            return bytes(cramjam.zstd.compress(records, level=self.zstd_level))
+            return bytes(cramjam.zstd.compress(records, level=self.level))
+        if self.codec_id == CODEC_LZ4:
+            return lz4_frame(records, self.level)
         encode: Callable[[bytes], bytes] = {
             CODEC_GZIP: codec.gzip_encode,
             CODEC_SNAPPY: codec.snappy_encode,
-            CODEC_LZ4: codec.lz4_encode,
         }[self.codec_id]
         return encode(records)
 
 
-def install(producer: Any, codec_name: str, zstd_level: int) -> bool:
+def lz4_frame(data: bytes, level: int) -> bytes:
+    """The LZ4 frame Kafka reads (KIP-57): independent blocks, no content checksum; the frame
+    aiokafka's lz4_encode writes, at our level (0: lz4's fast mode; 3 and up: its slow HC mode)."""
+    compressor = cramjam.lz4.Compressor(level=level, content_checksum=False, block_linked=False)
+    compressor.compress(data)
+    return bytes(compressor.finish())
+
+
+def install(producer: Any, codec_name: str, level: int) -> bool:
     """Make `producer` (an AIOKafkaProducer, not started) build its batches with
     RecordBatchBuilder. False (and aiokafka's own builder stays) if this aiokafka does not
     look as expected."""
@@ -219,7 +230,7 @@ def install(producer: Any, codec_name: str, zstd_level: int) -> bool:
     def create_builder(key_serializer: object = None, value_serializer: object = None) -> RecordBatchBuilder:
         if key_serializer is not None or value_serializer is not None:
             raise ValueError("the agent's batches take bytes only")
-        return RecordBatchBuilder(codec_id, batch_size, zstd_level=zstd_level)
+        return RecordBatchBuilder(codec_id, batch_size, level=level)
 
     # An attribute of this one accumulator instance, so other producers are untouched.
     accumulator.create_builder = create_builder

@@ -1,21 +1,22 @@
-"""The agent's own Kafka record batches: aiokafka's wire format, the zstd level the agent chose."""
+"""The agent's own Kafka record batches: aiokafka's wire format, the zstd or lz4 level the agent chose."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import uuid
+from typing import Literal
 
 import cramjam
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, codec
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 
 from agent.config import KafkaSinkConfig
 from agent.sinks import kafka_batch
 from agent.sinks.kafka import KafkaSink
-from agent.sinks.kafka_batch import CODEC_NONE, CODEC_ZSTD, RecordBatchBuilder
+from agent.sinks.kafka_batch import CODEC_LZ4, CODEC_NONE, CODEC_ZSTD, RecordBatchBuilder, lz4_frame
 from tether.stack import Stack
 from tether.stack.kafka import ensure_topics
 
@@ -45,7 +46,7 @@ def _fill(builder: object, records: list[Record]) -> None:
 @pytest.mark.parametrize("seed", range(20))
 def test_uncompressed_batch_is_byte_identical_to_aiokafkas(seed: int) -> None:
     records = _records(seed, 1 + seed % 7)
-    ours = RecordBatchBuilder(CODEC_NONE, 10**7, zstd_level=1)
+    ours = RecordBatchBuilder(CODEC_NONE, 10**7, level=1)
     theirs = BatchBuilder(10**7, CODEC_NONE)
     _fill(ours, records)
     _fill(theirs, records)
@@ -58,10 +59,10 @@ def test_uncompressed_batch_is_byte_identical_to_aiokafkas(seed: int) -> None:
 
 @pytest.mark.parametrize("level", [-3, 1, 3, 19])
 def test_zstd_batch_decodes_and_uses_the_level(level: int) -> None:
-    records = [
+    records: list[Record] = [
         (1_763_700_000_000 + n, None, b'{"level":"info","message":"m %d"}' % n * 40, []) for n in range(50)
     ]
-    builder = RecordBatchBuilder(CODEC_ZSTD, 10**7, zstd_level=level)
+    builder = RecordBatchBuilder(CODEC_ZSTD, 10**7, level=level)
     _fill(builder, records)
     builder._set_producer_state(7, 1, 42)
     buffer = bytes(builder._build())
@@ -73,14 +74,35 @@ def test_zstd_batch_decodes_and_uses_the_level(level: int) -> None:
     assert decoded == [(n, t, k, v, h) for n, (t, k, v, h) in enumerate(records)]
     # the compressed records are exactly zstd at that level
     header_size = 61
-    plain = RecordBatchBuilder(CODEC_NONE, 10**7, zstd_level=level)
+    plain = RecordBatchBuilder(CODEC_NONE, 10**7, level=level)
     _fill(plain, records)
     raw_records = bytes(plain._build())[header_size:]
     assert buffer[header_size:] == bytes(cramjam.zstd.compress(raw_records, level=level))
 
 
+@pytest.mark.parametrize("level", [0, 1, 9])
+def test_lz4_batch_is_aiokafkas_frame_at_our_level(level: int) -> None:
+    records: list[Record] = [
+        (1_763_700_000_000 + n, None, b'{"level":"info","message":"m %d"}' % n * 40, []) for n in range(500)
+    ]
+    builder = RecordBatchBuilder(CODEC_LZ4, 10**7, level=level)
+    _fill(builder, records)
+    buffer = bytes(builder._build())
+    batch = DefaultRecordBatch(buffer)
+    assert batch.validate_crc()
+    assert batch.compression_type == CODEC_LZ4
+    decoded = [(r.offset, r.timestamp, r.key, r.value, list(r.headers)) for r in batch]
+    assert decoded == [(n, t, k, v, h) for n, (t, k, v, h) in enumerate(records)]
+    plain = RecordBatchBuilder(CODEC_NONE, 10**7, level=level)
+    _fill(plain, records)
+    raw_records = bytes(plain._build())[61:]
+    # aiokafka's own lz4 at the same level writes the same bytes: same frame, only the level is ours
+    assert buffer[61:] == lz4_frame(raw_records, level) == codec.lz4_encode(raw_records, level=level)
+    assert codec.lz4_decode(buffer[61:]) == raw_records
+
+
 def test_incompressible_records_go_uncompressed() -> None:
-    builder = RecordBatchBuilder(CODEC_ZSTD, 10**7, zstd_level=1)
+    builder = RecordBatchBuilder(CODEC_ZSTD, 10**7, level=1)
     _fill(builder, [(1, None, random.Random(1).randbytes(5000), [])])
     batch = DefaultRecordBatch(bytes(builder._build()))
     assert batch.validate_crc()
@@ -89,11 +111,11 @@ def test_incompressible_records_go_uncompressed() -> None:
 
 
 def test_a_full_batch_refuses_and_closes_but_always_takes_its_first_record() -> None:
-    builder = RecordBatchBuilder(CODEC_NONE, 1000, zstd_level=1)
+    builder = RecordBatchBuilder(CODEC_NONE, 1000, level=1)
     assert builder.append(timestamp=1, key=None, value=b"x" * 5000, headers=[]) is not None
     assert builder.append(timestamp=1, key=None, value=b"y", headers=[]) is None
     assert builder.closed()
-    small = RecordBatchBuilder(CODEC_NONE, 1000, zstd_level=1)
+    small = RecordBatchBuilder(CODEC_NONE, 1000, level=1)
     appended = 0
     while small.append(timestamp=1, key=None, value=b"z" * 100, headers=[]) is not None:
         appended += 1
@@ -111,14 +133,17 @@ def test_install_is_scoped_to_one_producer() -> None:
         assert kafka_batch.install(ours, "zstd", 5)
         batch = ours.create_batch()
         assert isinstance(batch, RecordBatchBuilder)
-        assert (batch.codec_id, batch.zstd_level) == (CODEC_ZSTD, 5)
+        assert (batch.codec_id, batch.level) == (CODEC_ZSTD, 5)
         assert not isinstance(other.create_batch(), RecordBatchBuilder)
 
     asyncio.run(check())
 
 
 @pytest.mark.stack
-def test_sink_records_round_trip_through_kafka(stack: Stack) -> None:
+@pytest.mark.parametrize("compression", ["zstd", "lz4"])
+def test_sink_records_round_trip_through_kafka(stack: Stack, compression: Literal["zstd", "lz4"]) -> None:
+    """Through the real broker (which validates compressed batches) and back by aiokafka's consumer,
+    as the collector reads them."""
     topic = f"test.{uuid.uuid4().hex[:8]}.logs"
     values = {p: (b'{"message":"line %d"}\n' % p) * (1000 + p) for p in range(4)}
 
@@ -126,12 +151,17 @@ def test_sink_records_round_trip_through_kafka(stack: Stack) -> None:
         await ensure_topics(stack.kafka.bootstrap, [topic, topic + ".spans"], 4)
         sink = KafkaSink(
             KafkaSinkConfig(
-                bootstrap_servers=stack.kafka.bootstrap, logs_topic=topic, spans_topic=topic + ".spans"
+                bootstrap_servers=stack.kafka.bootstrap,
+                logs_topic=topic,
+                spans_topic=topic + ".spans",
+                compression=compression,
             )
         )
         await sink.start()
         try:
-            assert isinstance(sink._producer.create_batch(), RecordBatchBuilder)
+            batch = sink._producer.create_batch()
+            assert isinstance(batch, RecordBatchBuilder)
+            assert batch.codec_id == kafka_batch.CODECS[compression]
             await sink.send_logs(values)
             await sink.send_logs({0: b"second"})
         finally:
