@@ -48,7 +48,10 @@ class ElasticsearchSinkConfig(Section):
     url: str = "http://127.0.0.1:9200"
     replicas: int = Field(default=1, ge=0)
     shards: int = Field(default=1, ge=1)
-    bulk_max_docs: int = Field(default=5000, ge=1)
+    bulk_max_docs: int = Field(default=5000, ge=1, description="documents per bulk request and per delivery")
+    bulk_max_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=64 * 1024, description="bytes of one bulk request body (approximate)"
+    )
     max_concurrent_bulks: int = Field(
         default=4, ge=1, description="deliveries in flight while consuming goes on"
     )

@@ -29,6 +29,11 @@ class CollectorMetrics:
         self.buffered_bytes = Gauge(
             f"{p}buffered_bytes", "Bytes of traces waiting for their window", registry=r
         )
+        self.inflight_documents = Gauge(
+            f"{p}inflight_documents",
+            "Documents handed to Elasticsearch/Jaeger deliveries and not yet acknowledged",
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             f"{p}consumer_lag", "Records behind the end of a partition", ["topic", "partition"], registry=r
         )
@@ -54,3 +59,6 @@ class CollectorMetrics:
             f"{p}jaeger_errors", "Failed Jaeger exports (retried)", ["code"], registry=r
         )
         self.commits = Counter(f"{p}commits", "Offset commits", registry=r)
+        self.commit_failures = Counter(
+            f"{p}commit_failures", "Offset commits the group refused (it rebalanced without us)", registry=r
+        )

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import OffsetAndMetadata
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -53,6 +54,15 @@ class PartitionState:
     offsets: dict[Topic, OffsetTracker] = field(
         default_factory=lambda: {"logs": OffsetTracker(), "spans": OffsetTracker()}
     )
+
+
+@dataclass
+class _Delivery:
+    """Documents (at most `bulk_max_docs`) and the Jaeger export of the records they came from."""
+
+    outputs: list[Output] = field(default_factory=list)
+    jaeger_requests: list[ExportTraceServiceRequest] = field(default_factory=list)
+    jaeger_acks: list[tuple[OffsetTracker, int]] = field(default_factory=list)
 
 
 class Collector:
@@ -146,26 +156,39 @@ class Collector:
 
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
         now = asyncio.get_running_loop().time()
-        outputs: list[Output] = []
-        jaeger_requests: list[ExportTraceServiceRequest] = []
-        jaeger_acks: list[tuple[OffsetTracker, int]] = []
+        limit = self.config.elasticsearch.bulk_max_docs
+        work = _Delivery()
         for tp, records in batch.items():
             topic, state = self._topic(tp.topic), self._state(tp.partition)
             self.metrics.records_in.labels(tp.topic).inc(len(records))
             for record in records:
-                outputs += self._consume(record, topic, state, now, jaeger_requests, jaeger_acks)
+                self._consume(record, topic, state, now, work)
+                # One fetch decodes into ~10x its bytes of documents: hand them on as they come,
+                # so memory holds a few deliveries' worth, not a whole fetch.
+                if len(work.outputs) >= limit:
+                    await self._dispatch(work)
+                    work = _Delivery()
+                # A record can hold thousands of documents: let heartbeats and acks run between
+                # records, or a large poll would outlast the group's session timeout.
+                await asyncio.sleep(0)
             highwater = self.consumer.highwater(tp)
             if highwater is not None:
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
                     max(highwater - (records[-1].offset + 1), 0) if records else 0
                 )
         for state in self.partitions.values():
-            outputs += state.buffer.due(now)
-        if not outputs and not jaeger_requests and not jaeger_acks:
-            return
-        # Bounded concurrency: consuming goes on while up to N deliveries are in flight.
+            work.outputs += state.buffer.due(now)
+        while len(work.outputs) > limit:
+            head, work.outputs = work.outputs[:limit], work.outputs[limit:]
+            await self._dispatch(_Delivery(head))
+        if work.outputs or work.jaeger_requests or work.jaeger_acks:
+            await self._dispatch(work)
+
+    async def _dispatch(self, work: _Delivery) -> None:
+        """Start one delivery; wait while `max_concurrent_bulks` are in flight (backpressure on polling)."""
         await self._slots.acquire()
-        task = asyncio.create_task(self._deliver(outputs, jaeger_requests, jaeger_acks))
+        self.metrics.inflight_documents.inc(len(work.outputs))
+        task = asyncio.create_task(self._deliver(work.outputs, work.jaeger_requests, work.jaeger_acks))
         self._deliveries.add(task)
         task.add_done_callback(self._delivered)
 
@@ -181,9 +204,9 @@ class Collector:
         topic: Topic,
         state: PartitionState,
         now: float,
-        jaeger_requests: list[ExportTraceServiceRequest],
-        jaeger_acks: list[tuple[OffsetTracker, int]],
-    ) -> list[Output]:
+        work: _Delivery,
+    ) -> None:
+        """Decode one record into documents; what the trace buffers emit joins `work`."""
         tracker, offset, value = state.offsets[topic], record.offset, record.value
         try:
             if topic == "spans":
@@ -203,13 +226,13 @@ class Collector:
             )
             self.metrics.deadlettered.labels(f"undecodable-{topic}").inc()
             tracker.add(offset, 0)
-            return []
-        out: list[Output] = []
+            return
+        out = work.outputs
         if topic == "spans":
             tracker.add(offset, len(span_docs) + (self.jaeger is not None))
             if self.jaeger is not None:
-                jaeger_requests.append(request)
-                jaeger_acks.append((tracker, offset))
+                work.jaeger_requests.append(request)
+                work.jaeger_acks.append((tracker, offset))
             size = len(value) // max(len(span_docs), 1) + DOCUMENT_MEMORY_BYTES
             for span_doc in span_docs:
                 out += state.buffer.add_span(span_doc, offset, size, now)
@@ -218,7 +241,6 @@ class Collector:
             size = len(value) // max(len(log_docs), 1) + DOCUMENT_MEMORY_BYTES
             for log_doc in log_docs:
                 out += state.buffer.add_log(log_doc, offset, size, now)
-        return out
 
     async def _deliver(
         self,
@@ -240,6 +262,7 @@ class Collector:
                     state.offsets[topic].done(offset)
         for tracker, offset in jaeger_acks:
             tracker.done(offset)
+        self.metrics.inflight_documents.dec(len(outputs))
         self._sync_metrics()
 
     def _sync_metrics(self) -> None:
@@ -267,9 +290,19 @@ class Collector:
                 name = self.config.kafka.spans_topic if topic == "spans" else self.config.kafka.logs_topic
                 if watermark is not None:
                     offsets[TopicPartition(name, partition)] = OffsetAndMetadata(watermark, "")
-        if offsets:
+        if not offsets:
+            return
+        try:
             await self.consumer.commit(offsets)
-            self.metrics.commits.inc()
+        except CommitFailedError as error:
+            # The group moved on without us (e.g. a session timeout): the partitions' new owner
+            # resumes from the last committed offsets and replays the rest under the same ids.
+            self.metrics.commit_failures.inc()
+            log.warning(
+                "offset commit refused by the group; the next owner replays", extra={"error": str(error)}
+            )
+            return
+        self.metrics.commits.inc()
 
     async def _flush(self, partitions: list[int]) -> None:
         """Emit every trace the partitions hold, index it, and commit."""
@@ -281,10 +314,12 @@ class Collector:
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         partitions = sorted({tp.partition for tp in revoked} & set(self.partitions))
         async with self._lock:
-            await self._settle()
-            await self._flush(partitions)
-            for partition in partitions:
-                del self.partitions[partition]
+            try:
+                await self._settle()
+                await self._flush(partitions)
+            finally:  # even when the commit is refused: a reassigned partition starts afresh
+                for partition in partitions:
+                    del self.partitions[partition]
         log.info("partitions revoked", extra={"partitions": partitions})
 
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
@@ -119,9 +119,7 @@ class ElasticsearchSink:
         attempt = 0
         while remaining:
             retry: list[Indexable] = []
-            for start in range(0, len(remaining), self.config.bulk_max_docs):
-                part = remaining[start : start + self.config.bulk_max_docs]
-                body = _ndjson(part)
+            for part, body in _bulk_bodies(remaining, self.config.bulk_max_docs, self.config.bulk_max_bytes):
                 started = time.monotonic()
                 response = await self._retry_forever(
                     # bytes pass through the NDJSON serializer untouched (the stub only names mappings)
@@ -208,14 +206,23 @@ def _backoff(attempt: int, base: float = 0.2, cap: float = 10.0) -> float:
     return random.uniform(0, min(cap, base * 2 ** min(attempt, 16)))
 
 
-def _ndjson(requests: Sequence[Indexable]) -> bytes:
-    """The bulk body, encoded by orjson in C: one action line and one source line per document."""
+def _bulk_bodies(
+    requests: Sequence[Indexable], max_docs: int, max_bytes: int
+) -> Iterator[tuple[Sequence[Indexable], bytes]]:
+    """Bulk bodies of at most `max_docs` documents and about `max_bytes` (a single larger document
+    goes alone), encoded by orjson in C: one action line and one source line per document."""
     lines: list[bytes] = []
-    for request in requests:
-        action = {
-            "index": {"_index": daily_index(request.alias, request.timestamp_ns), "_id": request.doc_id}
-        }
-        lines.append(orjson.dumps(action))
-        lines.append(orjson.dumps(request.source, default=str))
-    lines.append(b"")
-    return b"\n".join(lines)
+    size = first = 0
+    for i, request in enumerate(requests):
+        action = orjson.dumps(
+            {"index": {"_index": daily_index(request.alias, request.timestamp_ns), "_id": request.doc_id}}
+        )
+        source = orjson.dumps(request.source, default=str)
+        pair_size = len(action) + len(source) + 2
+        if lines and (i - first >= max_docs or size + pair_size > max_bytes):
+            yield requests[first:i], b"\n".join(lines) + b"\n"
+            lines, size, first = [], 0, i
+        lines += (action, source)
+        size += pair_size
+    if lines:
+        yield requests[first:], b"\n".join(lines) + b"\n"

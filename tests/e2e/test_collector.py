@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import signal
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -134,6 +135,46 @@ async def test_two_collectors_share_the_partitions(stack: Stack, tmp_path: Path)
     # Both members did work: each consumed records of both topics.
     for metrics in (first_metrics, second_metrics):
         assert sum(v for k, v in metrics.items() if k.startswith("tether_collector_records_in_total")) > 0
+
+
+async def test_a_collector_stalled_past_its_session_keeps_serving(stack: Stack, tmp_path: Path) -> None:
+    """A collector frozen for longer than the group's session timeout (a stop-the-world pause,
+    a starved VM) finds the group moved on: its commits are refused. It must log that, rejoin and go
+    on, while the member that took over replays without visible duplicates."""
+    logs_topic, spans_topic, run = new_topics("stall")
+    await create_topics(stack, logs_topic, spans_topic)
+    stalled = CollectorProcess(
+        stack, tmp_path, logs_topic, spans_topic, group=run, name="stalled", wait_seconds=3
+    )
+    other = CollectorProcess(
+        stack, tmp_path, logs_topic, spans_topic, group=run, name="other", wait_seconds=3
+    )
+    stalled.start()
+    stalled.wait_assigned()
+    traces = [TraceSpec.make(n, run=run) for n in range(60)]
+    async with Producer(stack, logs_topic, spans_topic) as producer:
+        for trace in traces[:30]:
+            await producer.spans(trace.span_request(trace.spans))
+            await producer.lines(trace.lines)
+        await asyncio.sleep(1)  # consumed, held in the correlation window, not yet indexed
+        assert stalled.process is not None
+        stalled.process.send_signal(signal.SIGSTOP)
+        other.start()
+        other.wait_assigned()
+        await asyncio.sleep(12)  # past the 10 s session timeout: the group now belongs to `other`
+        stalled.process.send_signal(signal.SIGCONT)
+        for trace in traces[30:]:
+            await producer.spans(trace.span_request(trace.spans))
+            await producer.lines(trace.lines)
+    logs = await wait_for_count(stack, "tether-logs", {"match_phrase": {"message": run}}, 360)
+    await asyncio.sleep(3)  # anything duplicated would show up by now
+    logs = await search(stack, "tether-logs", {"match_phrase": {"message": run}})
+    trace_ids = [trace.trace_id.hex() for trace in traces]
+    spans = await search(stack, "tether-spans", {"terms": {"trace.id": trace_ids}})
+    assert stalled.process.poll() is None, stalled.tail()  # still serving
+    assert stalled.stop() == 0 and other.stop() == 0, stalled.tail()
+    assert len(logs) == 360 and set(_once(logs).values()) == {1}
+    assert len(spans) == 180 and set(_once(spans, "span.id").values()) == {1}
 
 
 async def test_kill_9_and_restart_loses_and_duplicates_nothing(stack: Stack, tmp_path: Path) -> None:

@@ -1,0 +1,53 @@
+"""Bulk request bodies: bounded in documents and bytes, valid NDJSON, every document exactly once."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from collector.sinks.elasticsearch import IndexRequest, _bulk_bodies
+from schemas.indices import daily_index
+
+DAY_NS = 1_700_000_000 * 10**9
+
+
+def requests(n: int, payload: int = 100) -> list[IndexRequest]:
+    return [
+        IndexRequest("tether-logs", f"id-{i}", DAY_NS + i, {"message": "x" * payload, "n": i})
+        for i in range(n)
+    ]
+
+
+def decode(body: bytes) -> list[tuple[dict[str, object], dict[str, object]]]:
+    assert body.endswith(b"\n")
+    lines = body.split(b"\n")[:-1]
+    assert len(lines) % 2 == 0
+    return [(orjson.loads(lines[i]), orjson.loads(lines[i + 1])) for i in range(0, len(lines), 2)]
+
+
+@pytest.mark.parametrize(
+    ("n", "max_docs", "max_bytes"), [(10, 3, 1 << 20), (10, 100, 700), (1, 5, 64), (0, 5, 1 << 20)]
+)
+def test_bodies_hold_every_document_once_within_bounds(n: int, max_docs: int, max_bytes: int) -> None:
+    reqs = requests(n)
+    seen: list[str] = []
+    for part, body in _bulk_bodies(reqs, max_docs, max_bytes):
+        pairs = decode(body)
+        assert len(pairs) == len(part) <= max_docs
+        assert len(body) <= max_bytes or len(part) == 1  # a single oversized document goes alone
+        for request, (action, source) in zip(part, pairs, strict=True):
+            index = action["index"]
+            assert isinstance(index, dict)
+            assert index == {
+                "_index": daily_index("tether-logs", request.timestamp_ns),
+                "_id": request.doc_id,
+            }
+            assert source == request.source
+            seen.append(request.doc_id)
+    assert seen == [r.doc_id for r in reqs]
+
+
+def test_byte_bound_splits_before_the_count_bound() -> None:
+    parts = [len(part) for part, _ in _bulk_bodies(requests(20, payload=1000), 1000, 5000)]
+    assert sum(parts) == 20
+    assert len(parts) > 1 and max(parts) < 20
