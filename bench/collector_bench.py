@@ -56,7 +56,14 @@ async def preload(stack: Stack, logs_topic: str, spans_topic: str, traces: list[
 
 
 def collector_run(
-    stack: Stack, work: Path, logs_topic: str, spans_topic: str, expected: int
+    stack: Stack,
+    work: Path,
+    logs_topic: str,
+    spans_topic: str,
+    expected: int,
+    *,
+    max_pending_mb: int,
+    bulk_max_docs: int,
 ) -> dict[str, float]:
     ops = free_port()
     config = work / "collector.yaml"
@@ -64,8 +71,8 @@ def collector_run(
 log_level: warning
 kafka: {{bootstrap_servers: "{stack.kafka.bootstrap}", group_id: "bench-{logs_topic}",
         logs_topic: {logs_topic}, spans_topic: {spans_topic}}}
-correlation: {{wait_seconds: 1}}
-elasticsearch: {{url: "{stack.elasticsearch.url}", replicas: 0}}
+correlation: {{wait_seconds: 1, max_pending_bytes: {max_pending_mb * 1024 * 1024}}}
+elasticsearch: {{url: "{stack.elasticsearch.url}", replicas: 0, bulk_max_docs: {bulk_max_docs}}}
 jaeger: {{enabled: false}}
 ops: {{endpoint: "127.0.0.1:{ops}"}}
 """)
@@ -160,6 +167,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--traces", type=int, default=20_000)
+    # The collector's memory bounds (correlation.max_pending_bytes, elasticsearch.bulk_max_docs):
+    # peak RSS should follow these, not the size of the preload.
+    parser.add_argument("--max-pending-mb", type=int, default=64)
+    parser.add_argument("--bulk-max-docs", type=int, default=5000)
     args = parser.parse_args()
     stack = Stack()
     stack.up(report=lambda line: print(f"[stack] {line}", file=sys.stderr))
@@ -169,7 +180,15 @@ def main() -> None:
     asyncio.run(create_topics(stack, logs_topic, spans_topic))
     asyncio.run(preload(stack, logs_topic, spans_topic, traces))
     with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
-        collector = collector_run(stack, Path(tmp), logs_topic, spans_topic, expected)
+        collector = collector_run(
+            stack,
+            Path(tmp),
+            logs_topic,
+            spans_topic,
+            expected,
+            max_pending_mb=args.max_pending_mb,
+            bulk_max_docs=args.bulk_max_docs,
+        )
     actions = ceiling_documents(traces)
     previous = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {1} if len(previous) > 1 else previous)
@@ -177,7 +196,10 @@ def main() -> None:
         ceiling = asyncio.run(ceiling_run(stack, actions))
     finally:
         os.sched_setaffinity(0, previous)
-    print(f"traces={args.traces} documents={expected}")
+    print(
+        f"traces={args.traces} documents={expected} "
+        f"max_pending_mb={args.max_pending_mb} bulk_max_docs={args.bulk_max_docs}"
+    )
     print("collector          " + "  ".join(f"{k}={v:,.1f}" for k, v in collector.items()))
     print("ceiling_async_bulk " + "  ".join(f"{k}={v:,.1f}" for k, v in ceiling.items()))
     print(f"collector / ceiling = {collector['docs_per_s'] / ceiling['docs_per_s']:.2f}")
