@@ -5,7 +5,8 @@ enriched from their spans, and a summary document. Pending traces are bounded (c
 shared by all partitions through one Budget); over the bound the oldest trace is emitted early.
 Emitted traces stay in a bounded cache of recent traces: a late span is indexed at once and
 updates the summary, a late log is enriched from the cached spans, and the summary is written
-again under the same id (a full document, so no scripted update is needed).
+again under the same id (a full document, so no scripted update is needed) at the next `due()`:
+once per poll however many late items it had, not once per item.
 """
 
 from __future__ import annotations
@@ -165,6 +166,7 @@ class TraceBuffer:
         self.stats = stats
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._recent: OrderedDict[str, TraceSummary] = OrderedDict()
+        self._stale: dict[str, TraceSummary] = {}  # recent summaries changed by late items, to rewrite
 
     @property
     def pending_traces(self) -> int:
@@ -176,11 +178,11 @@ class TraceBuffer:
             self.stats.late_spans += 1
             recent.add_span(doc)
             self._recent.move_to_end(doc.trace_id)
+            self._stale[doc.trace_id] = recent
             return [
                 Output(
                     SPANS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, (self.partition, "spans", offset)
-                ),
-                recent.output(),
+                )
             ]
         pending = self._hold(doc.trace_id, size, now)
         pending.summary.add_span(doc)
@@ -199,15 +201,18 @@ class TraceBuffer:
             self.stats.late_logs += 1
             recent.add_log(doc)
             self._recent.move_to_end(doc.trace_id)
-            return [self._enriched(doc, offset, recent), recent.output()]
+            self._stale[doc.trace_id] = recent
+            return [self._enriched(doc, offset, recent)]
         pending = self._hold(doc.trace_id, size, now)
         pending.summary.add_log(doc)
         pending.logs.append((doc, offset))
         return self._evict()
 
     def due(self, now: float, everything: bool = False) -> list[Output]:
-        """Emit the traces whose window is over (all of them with `everything`)."""
-        out: list[Output] = []
+        """Emit the traces whose window is over (all of them with `everything`), and the summaries
+        late items changed since the last call."""
+        out = [summary.output() for summary in self._stale.values()]
+        self._stale.clear()
         while self._pending:
             trace_id, pending = next(iter(self._pending.items()))
             if not everything and pending.deadline > now:

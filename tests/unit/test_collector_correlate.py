@@ -181,15 +181,32 @@ def test_late_span_and_late_log_update_the_summary_under_the_same_id() -> None:
     late = b.add_span(
         spans(TRACE_A, ROOT, name="GET /checkout", service="edge")[0], offset=1, size=1, now=NOW + 60
     )
-    spans_out, summary = by_alias(late)[SPANS_ALIAS], by_alias(late)[TRACES_ALIAS][0]
-    assert [o.ack for o in spans_out] == [(0, "spans", 1)]  # indexed at once, not held again
+    assert [o.ack for o in late] == [(0, "spans", 1)]  # indexed at once, not held again
+    [summary] = by_alias(b.due(NOW + 60))[TRACES_ALIAS]  # the summary is rewritten at the next due()
     assert summary.doc_id == first.doc_id and summary.timestamp_ns == first.timestamp_ns
     assert summary.source["trace"]["root"] == {"service": "edge", "operation": "GET /checkout"}
     assert summary.source["trace"]["span_count"] == 2 and summary.source["trace"]["complete"] is True
     late_log = by_alias(b.add_log(log(TRACE_A, ROOT, rid="a:f:9"), offset=5, size=1, now=NOW + 61))
     assert late_log[LOGS_ALIAS][0].source["span"]["name"] == "GET /checkout"
-    assert late_log[TRACES_ALIAS][0].source["trace"]["log_count"] == 1
+    assert TRACES_ALIAS not in late_log
+    assert by_alias(b.due(NOW + 61))[TRACES_ALIAS][0].source["trace"]["log_count"] == 1
     assert (b.stats.late_spans, b.stats.late_logs) == (1, 1)
+    assert b.due(NOW + 62) == []  # written once: nothing changed since
+
+
+def test_many_late_items_rewrite_their_summary_once_per_due() -> None:
+    b = buffer()
+    b.add_span(spans(TRACE_A, ROOT)[0], offset=0, size=1, now=NOW)
+    b.add_span(spans(TRACE_B, ROOT)[0], offset=1, size=1, now=NOW)
+    b.due(NOW + WAIT)
+    for n in range(50):
+        out = b.add_log(
+            log(TRACE_A if n % 2 else TRACE_B, ROOT, rid=f"a:f:{n}"), offset=n, size=1, now=NOW + 9
+        )
+        assert [o.alias for o in out] == [LOGS_ALIAS]
+    summaries = by_alias(b.due(NOW + 9))[TRACES_ALIAS]
+    assert sorted(o.source["trace"]["log_count"] for o in summaries) == [25, 25]
+    assert {o.doc_id for o in summaries} == {TRACE_A.hex(), TRACE_B.hex()}
 
 
 def test_a_replayed_span_is_not_counted_twice() -> None:
