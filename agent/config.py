@@ -25,7 +25,7 @@ class KafkaSinkConfig(Section):
     spans_topic: str = SPANS_TOPIC
     # zstd 1 stays the default: lz4 at level 0 costs about half of zstd 1 to compress (0.5-0.7 vs
     # 1.0-1.3 us per line alone on a core) but sends ~1.45x the bytes (ratio 2.96 vs 4.33), and in
-    # interleaved agent runs it was no cheaper overall (3.5-3.7 vs 3.5-3.9 CPU s per million lines,
+    # interleaved agent runs it was not measurably cheaper (3.2-3.7 vs 3.0-3.9 CPU s per million lines,
     # more kernel time in the socket; BENCHMARKS.md).
     compression: Literal["zstd", "lz4", "gzip", "snappy", "none"] = "zstd"
     zstd_level: int = Field(
