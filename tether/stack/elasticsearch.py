@@ -7,6 +7,7 @@ enter (root's home cannot be entered by others).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -108,7 +109,9 @@ class ElasticsearchServer:
             _ensure_system_user(user)
             entry = pwd.getpwnam(user)
             for path in (self.base, *self.base.rglob("*")):
-                os.lchown(path, entry.pw_uid, entry.pw_gid)
+                # A running node creates and deletes files under data/ while we walk it.
+                with contextlib.suppress(FileNotFoundError):
+                    os.lchown(path, entry.pw_uid, entry.pw_gid)
 
     def _run_as(self) -> str | None:
         return ES_USER if os.geteuid() == 0 else None
