@@ -9,6 +9,7 @@ TraceBuffer. Offsets are committed only up to the first record whose documents E
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections import Counter
@@ -37,6 +38,8 @@ from tether.ops import OpsServer
 log = logging.getLogger("tether.collector")
 
 COMMIT_INTERVAL_SECONDS = 0.5
+# Container allocations between young-generation collections (Python's default is 700).
+GC_YOUNG_THRESHOLD = 50_000
 # What a held document costs in memory beyond its share of the Kafka record: a decoded document
 # is a tree of Python dicts and strings, measured at ~2.4-2.5 kB for spans and log lines.
 DOCUMENT_MEMORY_BYTES = 2048
@@ -337,6 +340,16 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         )
 
 
+def _tune_garbage_collector() -> None:
+    """Documents are trees of dicts freed by reference counting, yet each allocates containers that
+    trigger the cyclic collector, whose full passes walk every held document and every imported
+    module's objects: 70-84 -> 53-60 CPU us per document in the collector benchmark. Collect young objects
+    less often, and leave what start-up loaded out of the scans for good."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
+
+
 async def run_collector(config: CollectorConfig, stop: asyncio.Event | None = None) -> None:
     configure_logging(config.log_level)
     if stop is None:
@@ -344,6 +357,7 @@ async def run_collector(config: CollectorConfig, stop: asyncio.Event | None = No
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+    _tune_garbage_collector()
     collector = Collector(config)
     ops = OpsServer(config.ops.endpoint, collector.metrics.registry, ready=collector.ready)
     await ops.start()
