@@ -21,7 +21,7 @@ from schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
 Topic = Literal["logs", "spans"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs ~1.2 us more, once per document
 class Output:
     """One document to index; `ack` names the Kafka record it completes, if any."""
 
@@ -32,7 +32,7 @@ class Output:
     ack: tuple[int, Topic, int] | None  # (partition, topic, offset)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs ~1.2 us more, once per document
 class SpanInfo:
     name: str
     kind: str

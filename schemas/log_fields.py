@@ -36,14 +36,14 @@ class LogFieldMapping:
         With `scalar`, objects and arrays do not count, so {"service": {"name": "x"}} falls through
         from "service" to "service.name".
         """
-        for name in names:
+        for name, parts in _paths(names):
             if name in record:
                 if scalar and isinstance(record[name], dict | list):
                     continue
                 return name, record[name]
-            if "." in name:
+            if parts and parts[0] in record:
                 node: Any = record
-                for part in name.split("."):
+                for part in parts:
                     if not isinstance(node, dict) or part not in node:
                         break
                     node = node[part]
@@ -52,6 +52,12 @@ class LogFieldMapping:
                         continue
                     return name, node
         return None, None
+
+
+@cache
+def _paths(names: tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Each name with its dotted parts (empty for a flat name), split once per mapping, not per line."""
+    return tuple((name, tuple(name.split(".")) if "." in name else ()) for name in names)
 
 
 @cache
