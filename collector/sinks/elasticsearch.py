@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from typing import Any, Protocol
 
 import orjson
@@ -19,7 +19,7 @@ from elasticsearch.serializer import OrjsonSerializer
 
 from collector.config import ElasticsearchSinkConfig
 from collector.metrics import CollectorMetrics
-from schemas.indices import DEADLETTER_ALIAS, TEMPLATE_NAMES, daily_index, index_template
+from schemas.indices import DEADLETTER_ALIAS, NS_PER_DAY, TEMPLATE_NAMES, daily_index, index_template
 
 log = logging.getLogger("tether.collector.elasticsearch")
 
@@ -206,6 +206,12 @@ def _backoff(attempt: int, base: float = 0.2, cap: float = 10.0) -> float:
     return random.uniform(0, min(cap, base * 2 ** min(attempt, 16)))
 
 
+@cache
+def _action_prefix(alias: str, day: int) -> bytes:
+    """`{"index":{"_index":"<daily index>","_id":` for one alias and day: the action line less its id."""
+    return b'{"index":{"_index":' + orjson.dumps(daily_index(alias, day * NS_PER_DAY)) + b',"_id":'
+
+
 def _bulk_bodies(
     requests: Sequence[Indexable], max_docs: int, max_bytes: int
 ) -> Iterator[tuple[Sequence[Indexable], bytes]]:
@@ -214,8 +220,10 @@ def _bulk_bodies(
     lines: list[bytes] = []
     size = first = 0
     for i, request in enumerate(requests):
-        action = orjson.dumps(
-            {"index": {"_index": daily_index(request.alias, request.timestamp_ns), "_id": request.doc_id}}
+        action = (
+            _action_prefix(request.alias, request.timestamp_ns // NS_PER_DAY)
+            + orjson.dumps(request.doc_id)
+            + b"}}"
         )
         source = orjson.dumps(request.source, default=str)
         pair_size = len(action) + len(source) + 2
