@@ -137,6 +137,20 @@ async def test_two_collectors_share_the_partitions(stack: Stack, tmp_path: Path)
         assert sum(v for k, v in metrics.items() if k.startswith("tether_collector_records_in_total")) > 0
 
 
+async def _settled(
+    stack: Stack, run: str, traces: list[TraceSpec]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The run's logs and spans once every log is in and duplicates have had time to show up."""
+    query = {"match_phrase": {"message": run}}
+    await wait_for_count(stack, "tether-logs", query, sum(len(trace.lines) for trace in traces))
+    await asyncio.sleep(3)  # anything duplicated would show up by now
+    trace_ids = [trace.trace_id.hex() for trace in traces]
+    return (
+        await search(stack, "tether-logs", query),
+        await search(stack, "tether-spans", {"terms": {"trace.id": trace_ids}}),
+    )
+
+
 async def test_a_collector_stalled_past_its_session_keeps_serving(stack: Stack, tmp_path: Path) -> None:
     """A collector frozen for longer than the group's session timeout (a stop-the-world pause,
     a starved VM) finds the group moved on: its commits are refused. It must log that, rejoin and go
@@ -166,11 +180,7 @@ async def test_a_collector_stalled_past_its_session_keeps_serving(stack: Stack, 
         for trace in traces[30:]:
             await producer.spans(trace.span_request(trace.spans))
             await producer.lines(trace.lines)
-    logs = await wait_for_count(stack, "tether-logs", {"match_phrase": {"message": run}}, 360)
-    await asyncio.sleep(3)  # anything duplicated would show up by now
-    logs = await search(stack, "tether-logs", {"match_phrase": {"message": run}})
-    trace_ids = [trace.trace_id.hex() for trace in traces]
-    spans = await search(stack, "tether-spans", {"terms": {"trace.id": trace_ids}})
+    logs, spans = await _settled(stack, run, traces)
     assert stalled.process.poll() is None, stalled.tail()  # still serving
     assert stalled.stop() == 0 and other.stop() == 0, stalled.tail()
     assert len(logs) == 360 and set(_once(logs).values()) == {1}
@@ -192,11 +202,7 @@ async def test_kill_9_and_restart_loses_and_duplicates_nothing(stack: Stack, tmp
                 collector.kill9()  # mid-stream, with traces held in its window
                 collector.start()
             await asyncio.sleep(0.02)
-    logs = await wait_for_count(stack, "tether-logs", {"match_phrase": {"message": run}}, 720)
-    await asyncio.sleep(3)  # anything duplicated would show up by now
-    logs = await search(stack, "tether-logs", {"match_phrase": {"message": run}})
-    trace_ids = [trace.trace_id.hex() for trace in traces]
-    spans = await search(stack, "tether-spans", {"terms": {"trace.id": trace_ids}})
+    logs, spans = await _settled(stack, run, traces)
     assert collector.stop() == 0, collector.tail()
     assert len(logs) == 720 and set(_once(logs).values()) == {1}
     assert len({hit["_id"] for hit in logs}) == 720
