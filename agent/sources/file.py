@@ -205,6 +205,8 @@ class FileSource:
                     return
             tracked.partial = None
             await self._ship(tracked, data[:end])
+            # Let the chunk's send start now: Kafka works on it while the next one is encoded.
+            await asyncio.sleep(0)
 
     def _unterminated_end(self, tracked: TrackedFile, data: bytes) -> int:
         """How much of newline-free `data` to ship now: all of an over-long line's head, a partial
