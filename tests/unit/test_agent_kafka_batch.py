@@ -57,7 +57,7 @@ def test_uncompressed_batch_is_byte_identical_to_aiokafkas(seed: int) -> None:
     assert bytes(ours._build()) == bytes(theirs._build())
 
 
-@pytest.mark.parametrize("level", [-3, 1, 3, 19])
+@pytest.mark.parametrize("level", [-3, -2, 1, 3, 19])
 def test_zstd_batch_decodes_and_uses_the_level(level: int) -> None:
     records: list[Record] = [
         (1_763_700_000_000 + n, None, b'{"level":"info","message":"m %d"}' % n * 40, []) for n in range(50)
