@@ -36,6 +36,11 @@ class LogDoc:
     trace_id: str  # hex, "" when absent
     span_id: str
     source: dict[str, Any]
+    level: str  # log.level, for the trace summary (which may not find it in `source`, see `head`)
+    # With the native path: every field correlation never changes, JSON-encoded as the start of
+    # an object (`{"@timestamp":...,`, ending in a comma); `source` then holds only the fields
+    # correlation changes ("service", "tether", "span") and the document is both together.
+    head: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -139,9 +144,10 @@ def log_documents(request: ExportLogsServiceRequest, mapping: LogFieldMapping) -
                 file_path = attrs.pop(ATTR_FILE_PATH, None)
                 trace_id, span_id = record.trace_id.hex(), record.span_id.hex()
                 timestamp_ns = record.time_unix_nano or record.observed_time_unix_nano
+                level = record.severity_text.lower()
                 source: dict[str, Any] = {
                     "@timestamp": iso_timestamp(timestamp_ns),
-                    "log": {"level": record.severity_text.lower()},
+                    "log": {"level": level},
                     "event": {"severity": record.severity_number},
                     "service": {"name": service},
                     "resource": {"attributes": resource},
@@ -170,7 +176,7 @@ def log_documents(request: ExportLogsServiceRequest, mapping: LogFieldMapping) -
                 if span_id:
                     source["span"] = {"id": span_id}
                 doc_id = record_id or _content_id(record.SerializeToString(), service)
-                docs.append(LogDoc(doc_id, timestamp_ns, trace_id, span_id, source))
+                docs.append(LogDoc(doc_id, timestamp_ns, trace_id, span_id, source, level))
     return docs
 
 

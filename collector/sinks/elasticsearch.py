@@ -39,6 +39,18 @@ class Indexable(Protocol):
     def timestamp_ns(self) -> int: ...
     @property
     def source(self) -> dict[str, Any]: ...
+    @property
+    def head(self) -> bytes | None: ...
+
+
+def source_json(request: Indexable) -> bytes:
+    """The document's JSON: `source`, after `head` when it has one (the start of the same object,
+    fields pre-encoded by the native path, ending in a comma; their keys are not in `source`)."""
+    source = orjson.dumps(request.source, default=str)
+    head = request.head
+    if head is None:
+        return source
+    return head + source[1:] if len(source) > 2 else head[:-1] + b"}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +59,7 @@ class IndexRequest:
     doc_id: str
     timestamp_ns: int
     source: dict[str, Any]
+    head: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +84,7 @@ class Rejection:
                     "status": self.status,
                     "error_type": self.error_type,
                     "reason": self.reason,
-                    "original": orjson.dumps(self.request.source, default=str).decode(),
+                    "original": source_json(self.request).decode(),
                 },
             },
         )
@@ -225,7 +238,7 @@ def _bulk_bodies(
             + orjson.dumps(request.doc_id)
             + b"}}"
         )
-        source = orjson.dumps(request.source, default=str)
+        source = source_json(request)
         pair_size = len(action) + len(source) + 2
         if lines and (i - first >= max_docs or size + pair_size > max_bytes):
             yield requests[first:i], b"\n".join(lines) + b"\n"
