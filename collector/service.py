@@ -26,7 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from collector.config import CollectorConfig
 from collector.correlate import Budget, Output, Stats, Topic, TraceBuffer
-from collector.documents import log_documents, span_documents
+from collector.documents import log_documents, native_log_documents, span_documents
 from collector.metrics import CollectorMetrics
 from collector.offsets import OffsetTracker
 from collector.sinks.elasticsearch import ElasticsearchSink
@@ -215,8 +215,13 @@ class Collector:
             if topic == "spans":
                 request = ExportTraceServiceRequest.FromString(value)
                 span_docs = span_documents(request)
-            else:
-                log_docs = log_documents(ExportLogsServiceRequest.FromString(value), self.mapping)
+            else:  # lines read from files natively; anything else (or unusual) by the reference
+                native = native_log_documents(value, self.mapping)
+                log_docs = (
+                    native
+                    if native is not None
+                    else log_documents(ExportLogsServiceRequest.FromString(value), self.mapping)
+                )
         except DecodeError as error:  # a poison record must not block its partition
             log.error(
                 "undecodable Kafka record skipped",
