@@ -55,6 +55,13 @@ class CollectorMetrics:
             ["index"],
             registry=r,
         )
+        self.superseded = Counter(
+            f"{p}superseded",
+            "Versioned documents (trace summaries) Elasticsearch already held a newer version of: "
+            "an older version that arrived late, kept out (not an error)",
+            ["index"],
+            registry=r,
+        )
         self.jaeger_errors = Counter(
             f"{p}jaeger_errors", "Failed Jaeger exports (retried)", ["code"], registry=r
         )

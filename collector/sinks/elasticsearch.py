@@ -24,6 +24,9 @@ from schemas.indices import DEADLETTER_ALIAS, NS_PER_DAY, TEMPLATE_NAMES, daily_
 log = logging.getLogger("tether.collector.elasticsearch")
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+# A versioned document (a trace summary) refused because Elasticsearch holds a newer version:
+# the newer knowledge is indexed, so this write is done, not failed.
+VERSION_CONFLICT = "version_conflict_engine_exception"
 # Only what is needed to tell which documents failed and why: a much smaller response to decode.
 BULK_RESPONSE_FIELDS = "errors,items.*.status,items.*.error,items.*._index"
 
@@ -41,6 +44,8 @@ class Indexable(Protocol):
     def source(self) -> dict[str, Any]: ...
     @property
     def head(self) -> bytes | None: ...
+    @property
+    def version(self) -> int | None: ...
 
 
 def source_json(request: Indexable) -> bytes:
@@ -60,6 +65,7 @@ class IndexRequest:
     timestamp_ns: int
     source: dict[str, Any]
     head: bytes | None = None
+    version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,11 +156,14 @@ class ElasticsearchSink:
                     if status in RETRYABLE_STATUS:
                         retry.append(request)
                         self.metrics.bulk_retries.labels(str(status)).inc()
-                    else:
-                        error = result.get("error") or {}
-                        reason = str(error.get("reason", error)) if isinstance(error, dict) else str(error)
-                        kind = str(error.get("type", "")) if isinstance(error, dict) else ""
-                        rejections.append(Rejection(request, status, reason, kind, result.get("_index", "")))
+                        continue
+                    error = result.get("error") or {}
+                    reason = str(error.get("reason", error)) if isinstance(error, dict) else str(error)
+                    kind = str(error.get("type", "")) if isinstance(error, dict) else ""
+                    if status == 409 and kind == VERSION_CONFLICT and request.version is not None:
+                        self.metrics.superseded.labels(request.alias).inc()
+                        continue
+                    rejections.append(Rejection(request, status, reason, kind, result.get("_index", "")))
             remaining = retry
             if remaining:
                 attempt += 1
@@ -225,18 +234,26 @@ def _action_prefix(alias: str, day: int) -> bytes:
     return b'{"index":{"_index":' + orjson.dumps(daily_index(alias, day * NS_PER_DAY)) + b',"_id":'
 
 
+def _versioned(version: int) -> bytes:
+    """The end of a versioned document's action line: Elasticsearch writes it only if its version
+    is at least the indexed one's (`external_gte`: an equal version is the same knowledge)."""
+    return b',"version":%d,"version_type":"external_gte"}}' % version
+
+
 def _bulk_bodies(
     requests: Sequence[Indexable], max_docs: int, max_bytes: int
 ) -> Iterator[tuple[Sequence[Indexable], bytes]]:
     """Bulk bodies of at most `max_docs` documents and about `max_bytes` (a single larger document
-    goes alone), encoded by orjson in C: one action line and one source line per document."""
+    goes alone), encoded by orjson in C: one action line and one source line per document. Action
+    lines are a cached prefix per index and day plus the id; only versioned ones add more."""
     lines: list[bytes] = []
     size = first = 0
     for i, request in enumerate(requests):
+        version = request.version
         action = (
             _action_prefix(request.alias, request.timestamp_ns // NS_PER_DAY)
             + orjson.dumps(request.doc_id)
-            + b"}}"
+            + (b"}}" if version is None else _versioned(version))
         )
         source = source_json(request)
         pair_size = len(action) + len(source) + 2
