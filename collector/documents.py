@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -25,6 +26,11 @@ from schemas.records import (
     FILE_SCOPE,
 )
 
+# A file line nested deeper (objects and arrays, its own object counting 1) is indexed as a plain
+# message: orjson.dumps, which encodes its document, stops at 254 levels. The native path leaves
+# such lines to this one at the same depth (collector_docs.rs JSON_MAX_DEPTH).
+JSON_MAX_DEPTH = 200
+
 SPAN_KINDS = {k: n.removeprefix("SPAN_KIND_").lower() for n, k in Span.SpanKind.items()}
 STATUS_CODES = {k: n.removeprefix("STATUS_CODE_") for n, k in Status.StatusCode.items()}
 
@@ -41,6 +47,14 @@ class LogDoc:
     # an object (`{"@timestamp":...,`, ending in a comma); `source` then holds only the fields
     # correlation changes ("service", "tether", "span") and the document is both together.
     head: bytes | None = None
+
+
+class UnusableLineError(ValueError):
+    """A file line the agent took for a JSON object that cannot be expanded (`reason` says why)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(slots=True)
@@ -129,7 +143,13 @@ def _outcome(status: str) -> str:
     return {"OK": "success", "ERROR": "failure"}.get(status, "unknown")
 
 
-def log_documents(request: ExportLogsServiceRequest, mapping: LogFieldMapping) -> list[LogDoc]:
+def log_documents(
+    request: ExportLogsServiceRequest, mapping: LogFieldMapping, unparsed: Counter[str] | None = None
+) -> list[LogDoc]:
+    """The documents of a request's log records. A file line not flagged as a parse error that is
+    not a JSON object after all (not a string, not JSON, not an object, nested too deep) is indexed
+    like one the agent flagged: its text as `message`, `tether.parse_error` true, and why in
+    `tether.parse_error_reason`; `unparsed` counts them by reason."""
     docs: list[LogDoc] = []
     for resource_logs in request.resource_logs:
         resource = attributes(resource_logs.resource.attributes)
@@ -160,13 +180,17 @@ def log_documents(request: ExportLogsServiceRequest, mapping: LogFieldMapping) -
                     },
                 }
                 if from_file and not parse_error:
-                    source.update(_expand_json_line(record.body.string_value, mapping))
+                    try:
+                        if not record.body.HasField("string_value"):
+                            raise UnusableLineError("not_a_string")
+                        source.update(_expand_json_line(record.body.string_value, mapping))
+                    except UnusableLineError as error:
+                        source["message"] = _body_text(record.body)
+                        source["tether"].update(parse_error=True, parse_error_reason=error.reason)
+                        if unparsed is not None:
+                            unparsed[error.reason] += 1
                 else:
-                    source["message"] = (
-                        record.body.string_value
-                        if record.body.HasField("string_value")
-                        else orjson.dumps(any_value(record.body), default=str).decode()
-                    )
+                    source["message"] = _body_text(record.body)
                 if file_path is not None:
                     source["log"]["file"] = {"path": file_path}
                 if attrs:
@@ -178,6 +202,12 @@ def log_documents(request: ExportLogsServiceRequest, mapping: LogFieldMapping) -
                 doc_id = record_id or _content_id(record.SerializeToString(), service)
                 docs.append(LogDoc(doc_id, timestamp_ns, trace_id, span_id, source, level))
     return docs
+
+
+def _body_text(body: AnyValue) -> str:
+    if body.HasField("string_value"):
+        return body.string_value
+    return orjson.dumps(any_value(body), default=str).decode()
 
 
 def native_log_documents(value: bytes, mapping: LogFieldMapping) -> list[LogDoc] | None:
@@ -213,8 +243,17 @@ _file_log_documents = _native_builder()
 
 
 def _expand_json_line(line: str, mapping: LogFieldMapping) -> dict[str, Any]:
-    """message and the remaining payload of an original JSON line (its routing fields are typed)."""
-    record = orjson.loads(line)
+    """message and the remaining payload of an original JSON line (its routing fields are typed);
+    UnusableLineError when the line is not a JSON object of at most JSON_MAX_DEPTH levels."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise UnusableLineError("not_json") from None
+    if not isinstance(record, dict):
+        raise UnusableLineError("not_an_object")
+    # Counting brackets (in C) rules out almost every line before the exact walk.
+    if line.count("{") + line.count("[") > JSON_MAX_DEPTH and _depth(record) > JSON_MAX_DEPTH:
+        raise UnusableLineError("too_deep")
     out: dict[str, Any] = {}
     used: list[str] = []
     key, message = mapping.lookup(record, mapping.message)
@@ -233,6 +272,20 @@ def _expand_json_line(line: str, mapping: LogFieldMapping) -> dict[str, Any]:
     if data:
         out["data"] = data
     return out
+
+
+def _depth(value: Any) -> int:
+    """How many objects and arrays `value` nests (1 for a flat one), counted up to JSON_MAX_DEPTH + 1."""
+    deepest, level = 0, [value]
+    while level and deepest <= JSON_MAX_DEPTH:
+        deepest += 1
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+    return deepest
 
 
 def _without(record: dict[str, Any], paths: list[str]) -> dict[str, Any]:

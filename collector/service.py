@@ -94,6 +94,7 @@ class Collector:
         self._slots = asyncio.Semaphore(config.elasticsearch.max_concurrent_bulks)
         self._deliveries: set[asyncio.Task[None]] = set()
         self._last_commit = 0.0
+        self._unparsed: Counter[str] = Counter()  # filled by log_documents, emptied per record
 
     def ready(self) -> bool:
         return self.started and self.elasticsearch.healthy
@@ -220,8 +221,12 @@ class Collector:
                 log_docs = (
                     native
                     if native is not None
-                    else log_documents(ExportLogsServiceRequest.FromString(value), self.mapping)
+                    else log_documents(
+                        ExportLogsServiceRequest.FromString(value), self.mapping, self._unparsed
+                    )
                 )
+                if self._unparsed:
+                    self._count_unparsed(record)
         except DecodeError as error:  # a poison record must not block its partition
             log.error(
                 "undecodable Kafka record skipped",
@@ -249,6 +254,21 @@ class Collector:
             size = len(value) // max(len(log_docs), 1) + DOCUMENT_MEMORY_BYTES
             for log_doc in log_docs:
                 out += state.buffer.add_log(log_doc, offset, size, now)
+
+    def _count_unparsed(self, record: Any) -> None:
+        """Lines the agent sent as JSON objects, indexed as plain messages instead: say where."""
+        for reason, count in self._unparsed.items():
+            self.metrics.unparsed_lines.labels(reason).inc(count)
+        log.warning(
+            "log lines that are no usable JSON object indexed as plain messages (tether.parse_error)",
+            extra={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "reasons": dict(self._unparsed),
+            },
+        )
+        self._unparsed.clear()
 
     async def _deliver(
         self,

@@ -25,7 +25,13 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from collector.correlate import Budget, Output, Stats, TraceBuffer
-from collector.documents import LogDoc, log_documents, native_log_documents, span_documents
+from collector.documents import (
+    JSON_MAX_DEPTH,
+    LogDoc,
+    log_documents,
+    native_log_documents,
+    span_documents,
+)
 from collector.sinks.elasticsearch import Rejection, _bulk_bodies
 from schemas.log_fields import LogFieldMapping, default_mapping
 from schemas.records import (
@@ -319,6 +325,23 @@ def test_line(line: str, mapping: LogFieldMapping) -> None:
 def test_line_left_to_the_reference(line: str) -> None:
     value = request(record(line)).SerializeToString()
     assert native_log_documents(value, DEFAULT) is None
+    # ... which gives every one a document the sink can encode, a plain message if need be
+    [doc] = log_documents(ExportLogsServiceRequest.FromString(value), DEFAULT)
+    [(_, body)] = _bulk_bodies([Output("tether-logs", doc.doc_id, T0, doc.source, None)], 10, 1 << 20)
+    source = orjson.loads(body.split(b"\n")[1])
+    assert source["tether"]["parse_error"] is ("parse_error_reason" in source["tether"])
+    if source["tether"]["parse_error"]:
+        assert source["message"] == line and "data" not in source
+
+
+def test_both_paths_expand_a_line_up_to_the_same_depth() -> None:
+    at_limit = '{"message":"m","d":' + "[" * (JSON_MAX_DEPTH - 1) + "]" * (JSON_MAX_DEPTH - 1) + "}"
+    assert compare(request(record(at_limit))) is not None  # native, and the reference's documents
+    deeper = '{"message":"m","d":' + "[" * JSON_MAX_DEPTH + "]" * JSON_MAX_DEPTH + "}"
+    value = request(record(deeper)).SerializeToString()
+    assert native_log_documents(value, DEFAULT) is None
+    [doc] = log_documents(ExportLogsServiceRequest.FromString(value), DEFAULT)
+    assert doc.source["tether"]["parse_error_reason"] == "too_deep"
 
 
 # ---------------------------------------------------------------- records and requests
