@@ -7,6 +7,12 @@ Emitted traces stay in a bounded cache of recent traces: a late span is indexed 
 updates the summary, a late log is enriched from the cached spans, and the summary is written
 again under the same id (a full document, so no scripted update is needed) at the next `due()`:
 once per poll however many late items it had, not once per item.
+
+Deliveries run concurrently and retry, so an older version of a summary can reach Elasticsearch
+after a newer one. Each version therefore carries an external version that only grows as the
+summary learns more (its span count plus its log count): Elasticsearch keeps the version that
+knew most, whatever order the writes arrive in, and a summary rebuilt from a partial replay after
+a restart or a rebalance loses against the fuller one already indexed.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ class Output:
     timestamp_ns: int
     source: dict[str, Any]
     ack: tuple[int, Topic, int] | None  # (partition, topic, offset)
+    head: bytes | None = None  # LogDoc.head: the document's fields `source` does not hold
+    # An external version (trace summaries): Elasticsearch keeps the highest one written.
+    version: int | None = None
 
 
 @dataclass(slots=True)  # not frozen: a frozen init costs ~1.2 us more, once per document
@@ -66,6 +75,7 @@ class TraceSummary:
     error_count: int = 0
     logs_by_level: Counter[str] = field(default_factory=Counter)
     services: set[str] = field(default_factory=set)
+    first_log_ns: int = 0  # the earliest log timestamp: the trace's time while no span is known
     index_ns: int = 0  # fixed at first emission, so later versions land in the same daily index
 
     def add_span(self, doc: SpanDoc) -> None:
@@ -83,7 +93,20 @@ class TraceSummary:
             self.roots.append((doc.timestamp_ns, doc.span_id))
 
     def add_log(self, doc: LogDoc) -> None:
-        self.logs_by_level[doc.source["log"]["level"] or "unknown"] += 1
+        self.logs_by_level[doc.level or "unknown"] += 1
+        if doc.timestamp_ns and (not self.first_log_ns or doc.timestamp_ns < self.first_log_ns):
+            self.first_log_ns = doc.timestamp_ns
+
+    @property
+    def version(self) -> int:
+        """Grows with every span and log the summary learns (a replayed span is not counted twice):
+        the newer of two versions of one collector, and the fuller of two rebuilt ones."""
+        return len(self.spans) + self.logs_by_level.total()
+
+    @property
+    def timestamp_ns(self) -> int:
+        """The trace's start; until a span is known, its earliest log (0 when neither has a time)."""
+        return self.start_ns or self.first_log_ns
 
     def root(self) -> SpanInfo | None:
         """The earliest span without a parent; until one is seen, the first span stands in."""
@@ -95,7 +118,7 @@ class TraceSummary:
     def document(self) -> dict[str, Any]:
         root = self.root()
         return {
-            "@timestamp": iso_timestamp(self.start_ns),
+            "@timestamp": iso_timestamp(self.timestamp_ns),
             "trace": {
                 "id": self.trace_id,
                 "root": {"service": root.service if root else "", "operation": root.name if root else ""},
@@ -104,7 +127,7 @@ class TraceSummary:
                 "duration": {"us": max(self.end_ns - self.start_ns, 0) // 1000},
                 "span_count": len(self.spans),
                 "error_count": self.error_count,
-                "log_count": sum(self.logs_by_level.values()),
+                "log_count": self.logs_by_level.total(),
                 "logs_by_level": dict(self.logs_by_level),
                 "services": sorted(self.services),
                 "status": "ERROR" if self.error_count else "OK",
@@ -114,9 +137,9 @@ class TraceSummary:
         }
 
     def output(self) -> Output:
-        if not self.index_ns:
-            self.index_ns = self.start_ns or 1
-        return Output(TRACES_ALIAS, self.trace_id, self.index_ns, self.document(), None)
+        if not self.index_ns:  # a logs-only first version fixes the day of its earliest log
+            self.index_ns = self.timestamp_ns or 1
+        return Output(TRACES_ALIAS, self.trace_id, self.index_ns, self.document(), None, version=self.version)
 
 
 @dataclass
@@ -193,9 +216,8 @@ class TraceBuffer:
         if not doc.trace_id:
             self.stats.logs_untraced += 1
             doc.source["tether"]["correlation"] = "untraced"
-            return [
-                Output(LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, (self.partition, "logs", offset))
-            ]
+            ack: tuple[int, Topic, int] = (self.partition, "logs", offset)
+            return [Output(LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, ack, doc.head)]
         recent = self._recent.get(doc.trace_id)
         if recent is not None:  # late: enrich from what the trace had, write the summary again
             self.stats.late_logs += 1
@@ -276,4 +298,5 @@ class TraceBuffer:
         else:
             source["tether"]["correlation"] = "none"
             self.stats.logs_uncorrelated += 1
-        return Output(LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, source, (self.partition, "logs", offset))
+        ack: tuple[int, Topic, int] = (self.partition, "logs", offset)
+        return Output(LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, source, ack, doc.head)

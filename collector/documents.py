@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -25,6 +26,11 @@ from schemas.records import (
     FILE_SCOPE,
 )
 
+# A file line nested deeper (objects and arrays, its own object counting 1) is indexed as a plain
+# message: orjson.dumps, which encodes its document, stops at 254 levels. The native path leaves
+# such lines to this one at the same depth (collector_docs.rs JSON_MAX_DEPTH).
+JSON_MAX_DEPTH = 200
+
 SPAN_KINDS = {k: n.removeprefix("SPAN_KIND_").lower() for n, k in Span.SpanKind.items()}
 STATUS_CODES = {k: n.removeprefix("STATUS_CODE_") for n, k in Status.StatusCode.items()}
 
@@ -36,6 +42,19 @@ class LogDoc:
     trace_id: str  # hex, "" when absent
     span_id: str
     source: dict[str, Any]
+    level: str  # log.level, for the trace summary (which may not find it in `source`, see `head`)
+    # With the native path: every field correlation never changes, JSON-encoded as the start of
+    # an object (`{"@timestamp":...,`, ending in a comma); `source` then holds only the fields
+    # correlation changes ("service", "tether", "span") and the document is both together.
+    head: bytes | None = None
+
+
+class UnusableLineError(ValueError):
+    """A file line the agent took for a JSON object that cannot be expanded (`reason` says why)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(slots=True)
@@ -124,7 +143,13 @@ def _outcome(status: str) -> str:
     return {"OK": "success", "ERROR": "failure"}.get(status, "unknown")
 
 
-def log_documents(request: ExportLogsServiceRequest, mapping: LogFieldMapping) -> list[LogDoc]:
+def log_documents(
+    request: ExportLogsServiceRequest, mapping: LogFieldMapping, unparsed: Counter[str] | None = None
+) -> list[LogDoc]:
+    """The documents of a request's log records. A file line not flagged as a parse error that is
+    not a JSON object after all (not a string, not JSON, not an object, nested too deep) is indexed
+    like one the agent flagged: its text as `message`, `tether.parse_error` true, and why in
+    `tether.parse_error_reason`; `unparsed` counts them by reason."""
     docs: list[LogDoc] = []
     for resource_logs in request.resource_logs:
         resource = attributes(resource_logs.resource.attributes)
@@ -139,9 +164,10 @@ def log_documents(request: ExportLogsServiceRequest, mapping: LogFieldMapping) -
                 file_path = attrs.pop(ATTR_FILE_PATH, None)
                 trace_id, span_id = record.trace_id.hex(), record.span_id.hex()
                 timestamp_ns = record.time_unix_nano or record.observed_time_unix_nano
+                level = record.severity_text.lower()
                 source: dict[str, Any] = {
                     "@timestamp": iso_timestamp(timestamp_ns),
-                    "log": {"level": record.severity_text.lower()},
+                    "log": {"level": level},
                     "event": {"severity": record.severity_number},
                     "service": {"name": service},
                     "resource": {"attributes": resource},
@@ -154,13 +180,17 @@ def log_documents(request: ExportLogsServiceRequest, mapping: LogFieldMapping) -
                     },
                 }
                 if from_file and not parse_error:
-                    source.update(_expand_json_line(record.body.string_value, mapping))
+                    try:
+                        if not record.body.HasField("string_value"):
+                            raise UnusableLineError("not_a_string")
+                        source.update(_expand_json_line(record.body.string_value, mapping))
+                    except UnusableLineError as error:
+                        source["message"] = _body_text(record.body)
+                        source["tether"].update(parse_error=True, parse_error_reason=error.reason)
+                        if unparsed is not None:
+                            unparsed[error.reason] += 1
                 else:
-                    source["message"] = (
-                        record.body.string_value
-                        if record.body.HasField("string_value")
-                        else orjson.dumps(any_value(record.body), default=str).decode()
-                    )
+                    source["message"] = _body_text(record.body)
                 if file_path is not None:
                     source["log"]["file"] = {"path": file_path}
                 if attrs:
@@ -170,13 +200,60 @@ def log_documents(request: ExportLogsServiceRequest, mapping: LogFieldMapping) -
                 if span_id:
                     source["span"] = {"id": span_id}
                 doc_id = record_id or _content_id(record.SerializeToString(), service)
-                docs.append(LogDoc(doc_id, timestamp_ns, trace_id, span_id, source))
+                docs.append(LogDoc(doc_id, timestamp_ns, trace_id, span_id, source, level))
     return docs
 
 
+def _body_text(body: AnyValue) -> str:
+    if body.HasField("string_value"):
+        return body.string_value
+    return orjson.dumps(any_value(body), default=str).decode()
+
+
+def native_log_documents(value: bytes, mapping: LogFieldMapping) -> list[LogDoc] | None:
+    """log_documents of a Kafka record value, built and mostly encoded in Rust; None when the
+    request is not only log lines read from files (then log_documents is the way).
+
+    Building each document as a tree of dicts and encoding it again was the larger part of the
+    collector's CPU, which takes Elasticsearch's share on a shared machine. Same documents:
+    tests/unit/test_collector_native_documents.py compares them with log_documents'.
+    """
+    if _file_log_documents is None:
+        return None
+    rows = _file_log_documents(value, _mapping_names(mapping))
+    if rows is None:
+        return None
+    return [LogDoc(*row) for row in rows]
+
+
+def _mapping_names(mapping: LogFieldMapping) -> tuple[tuple[str, ...], ...]:
+    m = mapping
+    return (m.message, m.timestamp, m.level, m.trace_id, m.span_id, m.service, m.data)
+
+
+def _native_builder() -> Any:
+    try:
+        import tether_fastlog
+    except ImportError:  # not built: the Python path does everything
+        return None
+    return getattr(tether_fastlog, "file_log_documents", None)  # None from an older build
+
+
+_file_log_documents = _native_builder()
+
+
 def _expand_json_line(line: str, mapping: LogFieldMapping) -> dict[str, Any]:
-    """message and the remaining payload of an original JSON line (its routing fields are typed)."""
-    record = orjson.loads(line)
+    """message and the remaining payload of an original JSON line (its routing fields are typed);
+    UnusableLineError when the line is not a JSON object of at most JSON_MAX_DEPTH levels."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise UnusableLineError("not_json") from None
+    if not isinstance(record, dict):
+        raise UnusableLineError("not_an_object")
+    # Counting brackets (in C) rules out almost every line before the exact walk.
+    if line.count("{") + line.count("[") > JSON_MAX_DEPTH and _depth(record) > JSON_MAX_DEPTH:
+        raise UnusableLineError("too_deep")
     out: dict[str, Any] = {}
     used: list[str] = []
     key, message = mapping.lookup(record, mapping.message)
@@ -195,6 +272,20 @@ def _expand_json_line(line: str, mapping: LogFieldMapping) -> dict[str, Any]:
     if data:
         out["data"] = data
     return out
+
+
+def _depth(value: Any) -> int:
+    """How many objects and arrays `value` nests (1 for a flat one), counted up to JSON_MAX_DEPTH + 1."""
+    deepest, level = 0, [value]
+    while level and deepest <= JSON_MAX_DEPTH:
+        deepest += 1
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+    return deepest
 
 
 def _without(record: dict[str, Any], paths: list[str]) -> dict[str, Any]:

@@ -55,6 +55,21 @@ class CollectorMetrics:
             ["index"],
             registry=r,
         )
+        self.superseded = Counter(
+            f"{p}superseded",
+            "Versioned documents (trace summaries) Elasticsearch already held a newer version of: "
+            "an older version that arrived late, kept out (not an error)",
+            ["index"],
+            registry=r,
+        )
+        self.unparsed_lines = Counter(
+            f"{p}unparsed_lines",
+            "File log lines not flagged as parse errors that were no usable JSON object (not a string, "
+            "not JSON, not an object, nested too deep): indexed as plain messages with "
+            "tether.parse_error, by reason",
+            ["reason"],
+            registry=r,
+        )
         self.jaeger_errors = Counter(
             f"{p}jaeger_errors", "Failed Jaeger exports (retried)", ["code"], registry=r
         )

@@ -26,7 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from collector.config import CollectorConfig
 from collector.correlate import Budget, Output, Stats, Topic, TraceBuffer
-from collector.documents import log_documents, span_documents
+from collector.documents import log_documents, native_log_documents, span_documents
 from collector.metrics import CollectorMetrics
 from collector.offsets import OffsetTracker
 from collector.sinks.elasticsearch import ElasticsearchSink
@@ -94,6 +94,7 @@ class Collector:
         self._slots = asyncio.Semaphore(config.elasticsearch.max_concurrent_bulks)
         self._deliveries: set[asyncio.Task[None]] = set()
         self._last_commit = 0.0
+        self._unparsed: Counter[str] = Counter()  # filled by log_documents, emptied per record
 
     def ready(self) -> bool:
         return self.started and self.elasticsearch.healthy
@@ -215,8 +216,17 @@ class Collector:
             if topic == "spans":
                 request = ExportTraceServiceRequest.FromString(value)
                 span_docs = span_documents(request)
-            else:
-                log_docs = log_documents(ExportLogsServiceRequest.FromString(value), self.mapping)
+            else:  # lines read from files natively; anything else (or unusual) by the reference
+                native = native_log_documents(value, self.mapping)
+                log_docs = (
+                    native
+                    if native is not None
+                    else log_documents(
+                        ExportLogsServiceRequest.FromString(value), self.mapping, self._unparsed
+                    )
+                )
+                if self._unparsed:
+                    self._count_unparsed(record)
         except DecodeError as error:  # a poison record must not block its partition
             log.error(
                 "undecodable Kafka record skipped",
@@ -244,6 +254,21 @@ class Collector:
             size = len(value) // max(len(log_docs), 1) + DOCUMENT_MEMORY_BYTES
             for log_doc in log_docs:
                 out += state.buffer.add_log(log_doc, offset, size, now)
+
+    def _count_unparsed(self, record: Any) -> None:
+        """Lines the agent sent as JSON objects, indexed as plain messages instead: say where."""
+        for reason, count in self._unparsed.items():
+            self.metrics.unparsed_lines.labels(reason).inc(count)
+        log.warning(
+            "log lines that are no usable JSON object indexed as plain messages (tether.parse_error)",
+            extra={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "reasons": dict(self._unparsed),
+            },
+        )
+        self._unparsed.clear()
 
     async def _deliver(
         self,

@@ -24,6 +24,9 @@ from schemas.indices import DEADLETTER_ALIAS, NS_PER_DAY, TEMPLATE_NAMES, daily_
 log = logging.getLogger("tether.collector.elasticsearch")
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+# A versioned document (a trace summary) refused because Elasticsearch holds a newer version:
+# the newer knowledge is indexed, so this write is done, not failed.
+VERSION_CONFLICT = "version_conflict_engine_exception"
 # Only what is needed to tell which documents failed and why: a much smaller response to decode.
 BULK_RESPONSE_FIELDS = "errors,items.*.status,items.*.error,items.*._index"
 
@@ -39,6 +42,20 @@ class Indexable(Protocol):
     def timestamp_ns(self) -> int: ...
     @property
     def source(self) -> dict[str, Any]: ...
+    @property
+    def head(self) -> bytes | None: ...
+    @property
+    def version(self) -> int | None: ...
+
+
+def source_json(request: Indexable) -> bytes:
+    """The document's JSON: `source`, after `head` when it has one (the start of the same object,
+    fields pre-encoded by the native path, ending in a comma; their keys are not in `source`)."""
+    source = orjson.dumps(request.source, default=str)
+    head = request.head
+    if head is None:
+        return source
+    return head + source[1:] if len(source) > 2 else head[:-1] + b"}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +64,8 @@ class IndexRequest:
     doc_id: str
     timestamp_ns: int
     source: dict[str, Any]
+    head: bytes | None = None
+    version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +90,7 @@ class Rejection:
                     "status": self.status,
                     "error_type": self.error_type,
                     "reason": self.reason,
-                    "original": orjson.dumps(self.request.source, default=str).decode(),
+                    "original": source_json(self.request).decode(),
                 },
             },
         )
@@ -137,11 +156,14 @@ class ElasticsearchSink:
                     if status in RETRYABLE_STATUS:
                         retry.append(request)
                         self.metrics.bulk_retries.labels(str(status)).inc()
-                    else:
-                        error = result.get("error") or {}
-                        reason = str(error.get("reason", error)) if isinstance(error, dict) else str(error)
-                        kind = str(error.get("type", "")) if isinstance(error, dict) else ""
-                        rejections.append(Rejection(request, status, reason, kind, result.get("_index", "")))
+                        continue
+                    error = result.get("error") or {}
+                    reason = str(error.get("reason", error)) if isinstance(error, dict) else str(error)
+                    kind = str(error.get("type", "")) if isinstance(error, dict) else ""
+                    if status == 409 and kind == VERSION_CONFLICT and request.version is not None:
+                        self.metrics.superseded.labels(request.alias).inc()
+                        continue
+                    rejections.append(Rejection(request, status, reason, kind, result.get("_index", "")))
             remaining = retry
             if remaining:
                 attempt += 1
@@ -212,20 +234,28 @@ def _action_prefix(alias: str, day: int) -> bytes:
     return b'{"index":{"_index":' + orjson.dumps(daily_index(alias, day * NS_PER_DAY)) + b',"_id":'
 
 
+def _versioned(version: int) -> bytes:
+    """The end of a versioned document's action line: Elasticsearch writes it only if its version
+    is at least the indexed one's (`external_gte`: an equal version is the same knowledge)."""
+    return b',"version":%d,"version_type":"external_gte"}}' % version
+
+
 def _bulk_bodies(
     requests: Sequence[Indexable], max_docs: int, max_bytes: int
 ) -> Iterator[tuple[Sequence[Indexable], bytes]]:
     """Bulk bodies of at most `max_docs` documents and about `max_bytes` (a single larger document
-    goes alone), encoded by orjson in C: one action line and one source line per document."""
+    goes alone), encoded by orjson in C: one action line and one source line per document. Action
+    lines are a cached prefix per index and day plus the id; only versioned ones add more."""
     lines: list[bytes] = []
     size = first = 0
     for i, request in enumerate(requests):
+        version = request.version
         action = (
             _action_prefix(request.alias, request.timestamp_ns // NS_PER_DAY)
             + orjson.dumps(request.doc_id)
-            + b"}}"
+            + (b"}}" if version is None else _versioned(version))
         )
-        source = orjson.dumps(request.source, default=str)
+        source = source_json(request)
         pair_size = len(action) + len(source) + 2
         if lines and (i - first >= max_docs or size + pair_size > max_bytes):
             yield requests[first:i], b"\n".join(lines) + b"\n"

@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 import signal
+import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -13,7 +14,14 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
+from schemas.records import ATTR_AGENT_ID, ATTR_RECORD_ID, FILE_SCOPE
+from tests.e2e.agent_harness import PARTITIONS
 from tests.e2e.collector_harness import (
     CollectorProcess,
     Producer,
@@ -263,3 +271,82 @@ async def test_a_document_that_cannot_be_indexed_goes_to_the_dead_letter_index(
     assert letter["_source"]["deadletter"]["error_type"] == "document_parsing_exception"
     assert orjson.loads(letter["_source"]["deadletter"]["original"])["message"] == f"{run} too deep"
     assert metrics['tether_collector_deadlettered_total{index="tether-logs"}'] == 1
+
+
+async def test_file_lines_that_are_no_json_object_are_indexed_as_messages(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Records of the file scope not flagged as parse errors whose line is empty, not an object,
+    nested deeper than the encoder allows, or not a string raised out of the collector (or failed
+    its delivery and stalled the partition's commits). Each is now a plain message, counted."""
+    logs_topic, spans_topic, run = new_topics("poison")
+    await create_topics(stack, logs_topic, spans_topic)
+    collector = CollectorProcess(stack, tmp_path, logs_topic, spans_topic, group=run, wait_seconds=1)
+    collector.start()
+    collector.wait_assigned()
+    deep = '{"message":"deep","d":' + "[" * 300 + "]" * 300 + "}"
+    bodies = {
+        "empty": AnyValue(string_value=""),
+        "array": AnyValue(string_value="[1,2]"),
+        "deep": AnyValue(string_value=deep),
+        "int": AnyValue(int_value=7),
+    }
+    records = [
+        LogRecord(
+            time_unix_nano=time.time_ns(),
+            body=body,
+            attributes=[KeyValue(key=ATTR_RECORD_ID, value=AnyValue(string_value=f"{run}-bad:{name}"))],
+        )
+        for name, body in bodies.items()
+    ]
+    bad = ExportLogsServiceRequest(
+        resource_logs=[
+            ResourceLogs(
+                resource=Resource(attributes=[KeyValue(key=ATTR_AGENT_ID, value=AnyValue(string_value=run))]),
+                scope_logs=[ScopeLogs(scope=InstrumentationScope(name=FILE_SCOPE), log_records=records)],
+            )
+        ]
+    )
+    async with Producer(stack, logs_topic, spans_topic, agent_id=run) as producer:
+        await producer.lines(
+            [orjson.dumps({"level": "info", "message": f"{run} before {k}"}) for k in range(3)]
+        )
+        for partition in range(PARTITIONS):  # every partition gets one: none may stall
+            await producer.log_request(bad, partition)
+        await producer.lines(
+            [orjson.dumps({"level": "info", "message": f"{run} after {k}"}) for k in range(3)]
+        )
+    good = await wait_for_count(stack, "tether-logs", {"match_phrase": {"message": run}}, 6)
+    unparsed = await wait_for_count(stack, "tether-logs", {"prefix": {"tether.record_id": f"{run}-bad:"}}, 4)
+    await asyncio.sleep(2)  # commits follow the acknowledgements
+    metrics = collector.metrics()
+    assert collector.process is not None and collector.process.poll() is None, collector.tail()
+    assert collector.stop() == 0, collector.tail()
+    assert sorted(hit["_source"]["message"] for hit in good) == sorted(
+        f"{run} {when} {k}" for when in ("before", "after") for k in range(3)
+    )
+    by_id = {hit["_id"]: hit["_source"] for hit in unparsed}  # one id per record, however often sent
+    assert {
+        i: (s["message"], s["tether"]["parse_error"], s["tether"]["parse_error_reason"])
+        for i, s in by_id.items()
+    } == {
+        f"{run}-bad:empty": ("", True, "not_json"),
+        f"{run}-bad:array": ("[1,2]", True, "not_an_object"),
+        f"{run}-bad:deep": (deep, True, "too_deep"),
+        f"{run}-bad:int": ("7", True, "not_a_string"),
+    }
+    for reason in ("not_json", "not_an_object", "too_deep", "not_a_string"):
+        assert metrics[f'tether_collector_unparsed_lines_total{{reason="{reason}"}}'] == PARTITIONS
+    assert not [k for k in metrics if k.startswith("tether_collector_deadlettered_total")]
+    # nothing held back: every partition's commit passed the bad records
+    assert metrics["tether_collector_inflight_documents"] == 0
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka.bootstrap, group_id=run)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(logs_topic, p) for p in range(PARTITIONS)]
+        ends = await consumer.end_offsets(partitions)
+        assert {tp.partition: await consumer.committed(tp) for tp in partitions} == {
+            tp.partition: ends[tp] for tp in partitions
+        }
+    finally:
+        await consumer.stop()

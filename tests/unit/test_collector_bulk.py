@@ -51,3 +51,31 @@ def test_byte_bound_splits_before_the_count_bound() -> None:
     parts = [len(part) for part, _ in _bulk_bodies(requests(20, payload=1000), 1000, 5000)]
     assert sum(parts) == 20
     assert len(parts) > 1 and max(parts) < 20
+
+
+def test_a_pre_encoded_head_and_the_source_make_one_document() -> None:
+    head = b'{"@timestamp":"2024-01-02T03:04:05.000000000Z","message":"m",'
+    with_source = IndexRequest("tether-logs", "a", DAY_NS, {"tether": {"correlation": "none"}}, head)
+    alone = IndexRequest("tether-logs", "b", DAY_NS, {}, head)
+    [(_, body)] = _bulk_bodies([with_source, alone], 10, 1 << 20)
+    assert [source for _, source in decode(body)] == [
+        {"@timestamp": "2024-01-02T03:04:05.000000000Z", "message": "m", "tether": {"correlation": "none"}},
+        {"@timestamp": "2024-01-02T03:04:05.000000000Z", "message": "m"},
+    ]
+
+
+def test_versioned_documents_carry_an_external_gte_version_and_others_keep_the_plain_action() -> None:
+    summary = IndexRequest("tether-traces", "t1", DAY_NS, {"trace": {"id": "t1"}}, version=7)
+    plain = IndexRequest("tether-logs", "l1", DAY_NS, {"message": "m"})
+    [(_, body)] = _bulk_bodies([summary, plain, summary], 10, 1 << 20)
+    lines = body.split(b"\n")
+    assert orjson.loads(lines[0]) == {
+        "index": {
+            "_index": daily_index("tether-traces", DAY_NS),
+            "_id": "t1",
+            "version": 7,
+            "version_type": "external_gte",
+        }
+    }
+    assert lines[2] == b'{"index":{"_index":"%s","_id":"l1"}}' % daily_index("tether-logs", DAY_NS).encode()
+    assert lines[4] == lines[0]

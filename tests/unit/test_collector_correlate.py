@@ -241,3 +241,39 @@ def test_recent_traces_are_bounded() -> None:
     # TRACE_A was forgotten: its late span is held again as a new trace, not an update.
     assert b.add_span(spans(TRACE_A, CHILD, parent=ROOT)[0], offset=2, size=1, now=NOW + 10) == []
     assert b.pending_traces == 1 and b.stats.late_spans == 0
+
+
+def test_each_version_of_a_summary_carries_a_version_that_grows_with_what_it_knows() -> None:
+    b = buffer()
+    b.add_log(log(TRACE_A, ROOT, rid="a:f:1"), offset=0, size=1, now=NOW)
+    [first] = by_alias(b.due(NOW + WAIT))[TRACES_ALIAS]
+    assert first.version == 1
+    b.add_span(spans(TRACE_A, ROOT)[0], offset=0, size=1, now=NOW + 6)
+    b.add_span(spans(TRACE_A, CHILD, parent=ROOT)[0], offset=1, size=1, now=NOW + 6)
+    [second] = by_alias(b.due(NOW + 6))[TRACES_ALIAS]
+    assert second.version == 3 and second.doc_id == first.doc_id
+    b.add_span(spans(TRACE_A, ROOT)[0], offset=0, size=1, now=NOW + 7)  # a replayed span
+    [again] = by_alias(b.due(NOW + 7))[TRACES_ALIAS]
+    assert again.version == 3 and again.source == second.source  # the same knowledge, the same version
+    b.add_log(log(TRACE_A, CHILD, rid="a:f:2"), offset=1, size=1, now=NOW + 8)
+    [third] = by_alias(b.due(NOW + 8))[TRACES_ALIAS]
+    assert third.version == 4
+    # Other documents are not versioned.
+    out = b.add_log(log(rid="a:f:3"), offset=2, size=1, now=NOW + 8)
+    assert [o.version for o in out] == [None]
+
+
+def test_a_logs_only_summary_is_dated_from_its_earliest_log_and_keeps_that_day() -> None:
+    b = buffer()
+    later_log, earlier_log = log(TRACE_A, rid="a:f:1"), log(TRACE_A, rid="a:f:2")
+    later_log.timestamp_ns, earlier_log.timestamp_ns = T0 + 5_000, T0 + 1_000
+    b.add_log(later_log, offset=0, size=1, now=NOW)
+    b.add_log(earlier_log, offset=1, size=1, now=NOW)
+    [first] = by_alias(b.due(NOW + WAIT))[TRACES_ALIAS]
+    assert first.timestamp_ns == T0 + 1_000  # not 0, which named the index tether-traces-1970.01.01
+    assert first.source["@timestamp"] == "2024-01-02T03:04:05.000001000Z"
+    next_day = spans(TRACE_A, ROOT)[0]
+    next_day.timestamp_ns += 86_400 * 10**9
+    b.add_span(next_day, offset=0, size=1, now=NOW + 6)
+    [second] = by_alias(b.due(NOW + 6))[TRACES_ALIAS]
+    assert second.timestamp_ns == first.timestamp_ns  # later versions overwrite the first, same index

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -19,7 +20,8 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from collector.documents import LogDoc, log_documents, span_documents
+from collector.documents import JSON_MAX_DEPTH, LogDoc, log_documents, span_documents
+from collector.sinks.elasticsearch import IndexRequest, _bulk_bodies
 from schemas.log_fields import default_mapping
 from schemas.records import ATTR_AGENT_ID, ATTR_FILE_PATH, ATTR_PARSE_ERROR, ATTR_RECORD_ID, FILE_SCOPE
 
@@ -374,3 +376,60 @@ def test_file_log_id_is_its_record_id_even_when_content_differs() -> None:
     a = one_log(file_record({"message": "a"}, rid="agent-1:fp:0"))
     b = one_log(file_record({"message": "b"}, rid="agent-1:fp:0"))
     assert a.doc_id == b.doc_id == "agent-1:fp:0"
+
+
+# ---------------------------------------------------------------- file lines that are no JSON object
+
+DEEP = '{"message":"deep","d":' + "[" * 300 + "]" * 300 + "}"  # orjson.dumps stops at 254 levels
+
+
+@pytest.mark.parametrize(
+    ("body", "reason", "message"),
+    [
+        (s(""), "not_json", ""),
+        (s("{"), "not_json", "{"),
+        (s("[1,2]"), "not_an_object", "[1,2]"),
+        (s('"x"'), "not_an_object", '"x"'),
+        (s("42"), "not_an_object", "42"),
+        (s(DEEP), "too_deep", DEEP),
+        (AnyValue(int_value=7), "not_a_string", "7"),
+        (AnyValue(kvlist_value=KeyValueList(values=[kv("a", s("b"))])), "not_a_string", '{"a":"b"}'),
+        (AnyValue(), "not_a_string", "null"),
+    ],
+    ids=["empty", "invalid", "array", "string", "number", "too-deep", "int-body", "kvlist-body", "no-body"],
+)
+def test_a_file_line_that_is_no_json_object_is_indexed_as_a_message(
+    body: AnyValue, reason: str, message: str
+) -> None:
+    record = file_record("", trace_id=TRACE)
+    record.body.CopyFrom(body)
+    good = file_record({"message": "after", "n": 1}, rid="agent-1:fp:9")
+    unparsed: Counter[str] = Counter()
+    bad_doc, good_doc = log_documents(logs_request(record, good), default_mapping(), unparsed)
+    assert bad_doc.source["message"] == message
+    assert bad_doc.source["tether"]["parse_error"] is True
+    assert bad_doc.source["tether"]["parse_error_reason"] == reason
+    assert "data" not in bad_doc.source
+    assert (bad_doc.doc_id, bad_doc.trace_id) == ("agent-1:fp:0", TRACE.hex())  # same id and trace as ever
+    assert unparsed == {reason: 1}
+    assert good_doc.source["data"] == {"n": 1} and "parse_error_reason" not in good_doc.source["tether"]
+    # the sink can encode it (a line nested too deep failed the whole delivery)
+    [(_, body_bytes)] = _bulk_bodies([IndexRequest("tether-logs", "x", T0, bad_doc.source)], 10, 1 << 20)
+    assert orjson.loads(body_bytes.split(b"\n")[1])["message"] == message
+
+
+def test_a_line_exactly_as_deep_as_the_limit_is_expanded() -> None:
+    line = '{"message":"m","d":' + "[" * (JSON_MAX_DEPTH - 1) + "]" * (JSON_MAX_DEPTH - 1) + "}"
+    doc = one_log(file_record(line))
+    assert doc.source["message"] == "m" and "parse_error_reason" not in doc.source["tether"]
+    [(_, body)] = _bulk_bodies([IndexRequest("tether-logs", "x", T0, doc.source)], 10, 1 << 20)
+    assert orjson.loads(body.split(b"\n")[1])["data"]["d"] == doc.source["data"]["d"]  # encodable
+    deeper = '{"message":"m","d":' + "[" * JSON_MAX_DEPTH + "]" * JSON_MAX_DEPTH + "}"
+    assert one_log(file_record(deeper)).source["tether"]["parse_error_reason"] == "too_deep"
+
+
+def test_many_brackets_in_strings_are_not_depth() -> None:
+    line = orjson.dumps({"message": "[" * 500 + "{" * 500, "data": {"a": ["[[[" * 200]}}).decode()
+    doc = one_log(file_record(line))
+    assert doc.source["message"] == "[" * 500 + "{" * 500
+    assert doc.source["tether"]["parse_error"] is False

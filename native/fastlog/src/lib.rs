@@ -13,6 +13,8 @@ use pyo3::types::{PyBytes, PyDict, PyFloat};
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use smallvec::SmallVec;
 
+mod collector_docs;
+
 // ------------------------------------------------------------------------------------------
 // JSON values we keep (only under the alias keys)
 
@@ -2061,5 +2063,6 @@ fn tether_fastlog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(split_traces, m)?)?;
     m.add_function(wrap_pyfunction!(split_logs, m)?)?;
     m.add_function(wrap_pyfunction!(split_schema, m)?)?;
+    m.add_function(wrap_pyfunction!(collector_docs::file_log_documents, m)?)?;
     Ok(())
 }
