@@ -9,9 +9,11 @@ TraceBuffer. Offsets are committed only up to the first record whose documents E
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
 import logging
 import signal
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,8 +31,9 @@ from collector.correlate import Budget, Output, Stats, Topic, TraceBuffer
 from collector.documents import log_documents, native_log_documents, span_documents
 from collector.metrics import CollectorMetrics
 from collector.offsets import OffsetTracker
-from collector.sinks.elasticsearch import ElasticsearchSink
+from collector.sinks.elasticsearch import ElasticsearchSink, deadletter_source
 from collector.sinks.jaeger import JaegerSink
+from schemas.indices import DEADLETTER_ALIAS
 from schemas.log_fields import default_mapping
 from tether.logs import configure_logging
 from tether.ops import OpsServer
@@ -238,7 +241,9 @@ class Collector:
                 },
             )
             self.metrics.deadlettered.labels(f"undecodable-{topic}").inc()
-            tracker.add(offset, 0)
+            # Kept, not skipped: its offset is committed once the dead letter is indexed.
+            tracker.add(offset, 1)
+            work.outputs.append(_undecodable_letter(record, topic, str(error)))
             return
         out = work.outputs
         if topic == "spans":
@@ -363,6 +368,24 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             "partitions assigned",
             extra={"partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)},
         )
+
+
+def _undecodable_letter(record: Any, topic: Topic, error: str) -> Output:
+    """The dead letter of a Kafka record that is no OTLP request: its bytes in base64, under an id
+    of its topic, partition and offset (a replay writes the same letter again)."""
+    now_ns = time.time_ns()
+    doc_id = f"{record.topic}:{record.partition}:{record.offset}"
+    source = deadletter_source(
+        now_ns,
+        index=record.topic,
+        doc_id=doc_id,
+        status=0,
+        error_type="undecodable_record",
+        reason=f"not an OTLP {'trace' if topic == 'spans' else 'logs'} export request: {error}",
+        original=base64.b64encode(record.value or b"").decode(),
+        encoding="base64",
+    )
+    return Output(DEADLETTER_ALIAS, doc_id, now_ns, source, (record.partition, topic, record.offset))
 
 
 def _tune_garbage_collector() -> None:

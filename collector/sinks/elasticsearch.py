@@ -82,18 +82,43 @@ class Rejection:
             DEADLETTER_ALIAS,
             f"{self.request.alias}:{self.request.doc_id}",  # a replay refused again is not a second letter
             now_ns,
-            {
-                "@timestamp": now_ns // 1_000_000,
-                "deadletter": {
-                    "index": self.index or self.request.alias,
-                    "id": self.request.doc_id,
-                    "status": self.status,
-                    "error_type": self.error_type,
-                    "reason": self.reason,
-                    "original": source_json(self.request).decode(),
-                },
-            },
+            deadletter_source(
+                now_ns,
+                index=self.index or self.request.alias,
+                doc_id=self.request.doc_id,
+                status=self.status,
+                error_type=self.error_type,
+                reason=self.reason,
+                original=source_json(self.request).decode(),
+            ),
         )
+
+
+def deadletter_source(
+    now_ns: int,
+    *,
+    index: str,
+    doc_id: str,
+    status: int,
+    error_type: str,
+    reason: str,
+    original: str,
+    encoding: str = "json",
+) -> dict[str, Any]:
+    """A tether-deadletter document: where the original was headed, why it is here, and the
+    original itself (`encoding`: "json" for a refused document, "base64" for raw record bytes)."""
+    return {
+        "@timestamp": now_ns // 1_000_000,
+        "deadletter": {
+            "index": index,
+            "id": doc_id,
+            "status": status,
+            "error_type": error_type,
+            "reason": reason,
+            "original": original,
+            "encoding": encoding,
+        },
+    }
 
 
 class ElasticsearchSink:

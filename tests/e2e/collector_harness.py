@@ -131,6 +131,11 @@ class Producer:
         """One logs record as given, however odd (the agent would not write some of them)."""
         await self._send(self.logs_topic, {partition: request.SerializeToString()}, LOGS_SCHEMA)
 
+    async def raw(self, topic: str, value: bytes, partition: int = 0) -> int:
+        """Any bytes as one record of `topic` (no agent writes them); returns its offset."""
+        metadata = await self._producer.send_and_wait(topic, value, partition=partition)
+        return int(metadata.offset)
+
     async def spans(self, request: ExportTraceServiceRequest) -> None:
         await self._send(
             self.spans_topic, split_request(request, TRACES, PARTITIONS, None).records, SPANS_SCHEMA

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import signal
@@ -348,5 +349,57 @@ async def test_file_lines_that_are_no_json_object_are_indexed_as_messages(
         assert {tp.partition: await consumer.committed(tp) for tp in partitions} == {
             tp.partition: ends[tp] for tp in partitions
         }
+    finally:
+        await consumer.stop()
+
+
+async def test_records_that_are_no_otlp_request_are_dead_lettered_whole(stack: Stack, tmp_path: Path) -> None:
+    """A Kafka record that does not decode as an OTLP export request was skipped (only counted):
+    accepted and lost. It is now a dead letter with its bytes, and its offset is committed only
+    after that letter is indexed; the records after it are indexed as usual."""
+    logs_topic, spans_topic, run = new_topics("undecodable")
+    await create_topics(stack, logs_topic, spans_topic)
+    collector = CollectorProcess(stack, tmp_path, logs_topic, spans_topic, group=run, wait_seconds=1)
+    collector.start()
+    collector.wait_assigned()
+    junk = {logs_topic: b"\x0a\xff\xff\xff\x0f" + run.encode(), spans_topic: b"\xff\xfe" + run.encode()}
+    async with Producer(stack, logs_topic, spans_topic, agent_id=run) as producer:
+        offsets = {
+            (topic, partition): await producer.raw(topic, value, partition)
+            for topic, value in junk.items()
+            for partition in (0, PARTITIONS - 1)
+        }
+        await producer.lines(
+            [orjson.dumps({"level": "info", "message": f"{run} after {k}"}) for k in range(3)]
+        )
+    expected = {
+        f"{topic}:{partition}:{offset}": (topic, "base64", junk[topic])
+        for (topic, partition), offset in offsets.items()
+    }
+    after = await wait_for_count(stack, "tether-logs", {"match_phrase": {"message": run}}, 3)
+    letters = await wait_for_count(stack, "tether-deadletter", {"ids": {"values": list(expected)}}, 4)
+    ours = {hit["_id"]: hit["_source"]["deadletter"] for hit in letters}
+    await asyncio.sleep(2)  # commits follow the acknowledgements
+    metrics = collector.metrics()
+    assert collector.process is not None and collector.process.poll() is None, collector.tail()
+    assert collector.stop() == 0, collector.tail()
+    assert len(after) == 3
+    assert {
+        i: (letter["index"], letter["encoding"], base64.b64decode(letter["original"]))
+        for i, letter in ours.items()
+    } == expected
+    assert all("not an OTLP" in letter["reason"] for letter in ours.values())
+    assert metrics['tether_collector_deadlettered_total{index="undecodable-logs"}'] == 2
+    assert metrics['tether_collector_deadlettered_total{index="undecodable-spans"}'] == 2
+    assert metrics["tether_collector_inflight_documents"] == 0
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka.bootstrap, group_id=run)
+    await consumer.start()
+    try:
+        for topic in junk:
+            partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+            ends = await consumer.end_offsets(partitions)
+            assert {tp.partition: await consumer.committed(tp) for tp in partitions} == {
+                tp.partition: ends[tp] or None for tp in partitions
+            }
     finally:
         await consumer.stop()
