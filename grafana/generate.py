@@ -377,7 +377,8 @@ def pipeline_dashboard() -> db.Dashboard:
         ),
         _prom_panel(
             "Rejections, drops and retries",
-            "OTLP items rejected, lines not JSON, records dropped, Kafka and Elasticsearch retries.",
+            "OTLP items rejected, lines not JSON (agent) or no usable JSON object (collector), records "
+            "dropped, Kafka and Elasticsearch retries.",
             "ops",
             _prom(
                 f"sum by (signal, reason) (rate(tether_agent_otlp_rejected_total{i}[{RATE}]))",
@@ -394,10 +395,16 @@ def pipeline_dashboard() -> db.Dashboard:
                 "bulk retries {{reason}}",
                 "E",
             ),
+            _prom(
+                f"sum by (reason) (rate(tether_collector_unparsed_lines_total{i}[{RATE}]))",
+                "collector: lines indexed as plain messages {{reason}}",
+                "F",
+            ),
         ),
         _prom_panel(
             "Dead letters",
-            "Documents Elasticsearch refused for good (in the tether-deadletter index), by target index.",
+            "Documents Elasticsearch refused for good, by target index, and Kafka records that are no "
+            "OTLP request (undecodable-logs, undecodable-spans); all kept in the tether-deadletter index.",
             "ops",
             _prom(f"sum by (index) (rate(tether_collector_deadlettered_total{i}[{RATE}]))", "{{index}}", "A"),
         ),
