@@ -66,4 +66,5 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy bench/*.py
 	$(BIN)/python -m pytest -ra

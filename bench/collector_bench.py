@@ -175,8 +175,8 @@ def ceiling_documents(traces: list[TraceSpec], id_prefix: str) -> list[dict[str,
             untraced_partition=0,
         )
         for value in records.values():
-            for doc in log_documents(ExportLogsServiceRequest.FromString(value), mapping):
-                outputs += buffer.add_log(doc, 0, 1, 0)
+            for log_doc in log_documents(ExportLogsServiceRequest.FromString(value), mapping):
+                outputs += buffer.add_log(log_doc, 0, 1, 0)
     outputs += buffer.due(1, everything=True)
     return [
         {

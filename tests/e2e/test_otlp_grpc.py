@@ -39,7 +39,7 @@ async def test_grpc_bad_input_auth_and_partial_success(stack: Stack, tmp_path: P
             assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "ExportTraceServiceRequest" in (bad.value.details() or "")
 
-            stub = TraceServiceStub(channel)
+            stub = TraceServiceStub(channel)  # type: ignore[no-untyped-call]
             with pytest.raises(grpc.aio.AioRpcError) as unauthenticated:
                 await stub.Export(ExportTraceServiceRequest(), timeout=10)
             assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -27,7 +27,7 @@ import pytest
 import pytest_asyncio
 import requests
 from aiokafka import AIOKafkaConsumer
-from google.rpc import status_pb2
+from google.rpc import status_pb2  # type: ignore[import-untyped]
 from opentelemetry import context as otel_context
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.exporter.otlp.proto.http import Compression
@@ -313,7 +313,7 @@ async def test_sdk_span_exporter(pipeline: Pipeline, compression: Compression) -
     try:
         result = await asyncio.to_thread(exporter.export, spans)
     finally:
-        exporter.shutdown()
+        exporter.shutdown()  # type: ignore[no-untyped-call]
     assert result is SpanExportResult.SUCCESS
     assert pipeline.count("otlp_requests", signal="traces", protocol="http", outcome="ok") == ok_before + 1
 
@@ -749,7 +749,7 @@ async def test_tls_with_sdk_exporter(pipeline: Pipeline, tmp_path: Path) -> None
         try:
             result = await asyncio.to_thread(exporter.export, spans)
         finally:
-            exporter.shutdown()
+            exporter.shutdown()  # type: ignore[no-untyped-call]
         assert result is SpanExportResult.SUCCESS
         await pipeline.spans.wait_for_spans({s.context.span_id.to_bytes(8, "big") for s in spans})
         # The port speaks TLS only; with the certificate trusted, a JSON request works too.
@@ -813,7 +813,7 @@ async def test_partial_success_json(pipeline: Pipeline) -> None:
 
 
 class _Saturated(OtlpIngest):
-    async def logs(self, request: ExportLogsServiceRequest, protocol: Protocol) -> Accepted:
+    async def logs(self, request: bytes, protocol: Protocol) -> Accepted:
         raise BackpressureError("agent is at capacity; retry later")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -25,6 +26,7 @@ def _realistic(count: int) -> bytes:
     for n in range(count):
         style = n % 4
         trace, span = rng.randbytes(16).hex(), rng.randbytes(8).hex()
+        line: dict[str, Any]
         if style == 0:
             line = {
                 "@timestamp": f"2026-11-21T10:00:{n % 60:02d}.{n:06d}Z",

@@ -6,7 +6,7 @@ import orjson
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs, SeverityNumber
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
@@ -67,7 +67,7 @@ def log(trace_id: bytes = b"", span_id: bytes = b"", *, service: str = "", rid: 
     record = LogRecord(
         time_unix_nano=T0,
         severity_text="info",
-        severity_number=9,
+        severity_number=SeverityNumber.SEVERITY_NUMBER_INFO,
         body=AnyValue(string_value=body),
         trace_id=trace_id,
         span_id=span_id,

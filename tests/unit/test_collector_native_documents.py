@@ -20,7 +20,7 @@ import tether_fastlog
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs, SeverityNumber
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
@@ -152,7 +152,9 @@ def record(
         trace_id=trace,
         span_id=span,
         severity_text=level,
-        severity_number=9 if level else 0,
+        severity_number=SeverityNumber.SEVERITY_NUMBER_INFO
+        if level
+        else SeverityNumber.SEVERITY_NUMBER_UNSPECIFIED,
         **fields,
     )
 

@@ -32,7 +32,7 @@ class _Bulk:
 def _sink(bulk: _Bulk) -> tuple[ElasticsearchSink, CollectorMetrics]:
     metrics = CollectorMetrics()
     sink = ElasticsearchSink(ElasticsearchSinkConfig(), metrics)
-    sink.client.bulk = bulk  # type: ignore[method-assign]
+    sink.client.bulk = bulk  # type: ignore[method-assign,assignment]
     return sink, metrics
 
 

@@ -165,7 +165,7 @@ def test_top_level_must_be_a_mapping(text: str) -> None:
 def test_config_is_frozen() -> None:
     config = parse_config(AGENT_MINIMAL, AgentConfig)
     with pytest.raises(ValueError):
-        config.kafka.bootstrap_servers = "other:9092"  # type: ignore[misc]
+        config.kafka.bootstrap_servers = "other:9092"
 
 
 # ---------------------------------------------------------------- load_config
