@@ -91,13 +91,17 @@ class FileSource:
         while not stop.is_set():
             self._scan(first_scan)
             first_scan = False
+            behind = False  # a file has more to read than one turn takes
             for tracked in list(self.files.values()):
-                await self._read(tracked, stop)
+                behind |= await self._read(tracked, stop)
             self._collect_acks()
             self._release_finished()
             if time.monotonic() - last_checkpoint >= self.config.checkpoint_interval_seconds:
                 self._checkpoint()
                 last_checkpoint = time.monotonic()
+            if behind:  # catching up: the next turn at once, not after a poll interval of idling
+                await asyncio.sleep(0)
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.config.poll_interval_seconds)
 
@@ -181,32 +185,34 @@ class FileSource:
 
     # -- reading ------------------------------------------------------------------------------
 
-    async def _read(self, tracked: TrackedFile, stop: asyncio.Event) -> None:
+    async def _read(self, tracked: TrackedFile, stop: asyncio.Event) -> bool:
+        """Ship up to a turn's worth of the file's complete lines; True if it has more right now."""
         try:
             size = os.fstat(tracked.fd).st_size
         except OSError:
-            return
+            return False
         if size < tracked.read_offset:
             self._restart_truncated(tracked, size)
         if tracked.fingerprint is None:
             tracked.fingerprint = self._fingerprint(tracked.fd)
             if tracked.fingerprint is None:
-                return
+                return False
         for _ in range(_CHUNKS_PER_TURN):
             if stop.is_set():
-                return
+                return False
             data = os.pread(tracked.fd, self.config.read_chunk_bytes, tracked.read_offset)
             if not data:
-                return
+                return False
             end = data.rfind(b"\n") + 1
             if end == 0:
                 end = self._unterminated_end(tracked, data)
                 if end == 0:
-                    return
+                    return False
             tracked.partial = None
             await self._ship(tracked, data[:end])
             # Let the chunk's send start now: Kafka works on it while the next one is encoded.
             await asyncio.sleep(0)
+        return True
 
     def _unterminated_end(self, tracked: TrackedFile, data: bytes) -> int:
         """How much of newline-free `data` to ship now: all of an over-long line's head, a partial

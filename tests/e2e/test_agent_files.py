@@ -99,6 +99,31 @@ async def test_kill_9_and_restart_delivers_every_line(stack: Stack, tmp_path: Pa
     assert all(offset >= acknowledged for offset in replayed_offsets), (min(replayed_offsets), acknowledged)
 
 
+async def test_a_backlog_is_read_turn_after_turn_without_poll_waits(stack: Stack, tmp_path: Path) -> None:
+    """A file with more than one turn of reading (16 chunks) waiting is read on at once, not after
+    a poll interval per turn: with the default 0.25 s interval, catching up used to idle ~40 % of
+    the time. Here a turn is 64 KiB and the interval 5 s, so ten turns would take 45 s of waits."""
+    lines = 6400  # ~100 B each: ~640 KiB, ten turns
+    agent = AgentProcess(
+        stack,
+        tmp_path,
+        extra_config=f'files: {{include: ["{tmp_path}/logs/*.log"], '
+        "read_chunk_bytes: 4096, max_line_bytes: 1024, poll_interval_seconds: 5}",
+    )
+    await agent.create_topics()
+    with (agent.log_dir / "backlog.log").open("w") as handle:
+        for seq in range(lines):
+            line = {"seq": seq, "level": "info", "message": f"backlog line {seq:06d}"}
+            handle.write(json.dumps(line) + "\n")
+    agent.start()
+    await wait_until(
+        lambda: agent.metrics().get("tether_agent_file_lines_total", 0) >= lines, 20, "the backlog read"
+    )
+    records = await _delivered(agent, lines)
+    assert agent.stop() == 0, agent.tail()
+    assert sorted(_by_sequence(records)) == list(range(lines))
+
+
 async def test_bad_file_input_is_kept_flagged_and_counted(stack: Stack, tmp_path: Path) -> None:
     agent = AgentProcess(
         stack,
