@@ -341,16 +341,8 @@ async def test_file_lines_that_are_no_json_object_are_indexed_as_messages(
     assert not [k for k in metrics if k.startswith("tether_collector_deadlettered_total")]
     # nothing held back: every partition's commit passed the bad records
     assert metrics["tether_collector_inflight_documents"] == 0
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka.bootstrap, group_id=run)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(logs_topic, p) for p in range(PARTITIONS)]
-        ends = await consumer.end_offsets(partitions)
-        assert {tp.partition: await consumer.committed(tp) for tp in partitions} == {
-            tp.partition: ends[tp] for tp in partitions
-        }
-    finally:
-        await consumer.stop()
+    committed, ends = await _commits_and_ends(stack, run, logs_topic)
+    assert committed == ends
 
 
 async def test_records_that_are_no_otlp_request_are_dead_lettered_whole(stack: Stack, tmp_path: Path) -> None:
@@ -392,14 +384,21 @@ async def test_records_that_are_no_otlp_request_are_dead_lettered_whole(stack: S
     assert metrics['tether_collector_deadlettered_total{index="undecodable-logs"}'] == 2
     assert metrics['tether_collector_deadlettered_total{index="undecodable-spans"}'] == 2
     assert metrics["tether_collector_inflight_documents"] == 0
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka.bootstrap, group_id=run)
+    for topic in junk:  # every partition's commit passed the bad records (none where nothing was sent)
+        committed, ends = await _commits_and_ends(stack, run, topic)
+        assert committed == {p: end or None for p, end in ends.items()}
+
+
+async def _commits_and_ends(
+    stack: Stack, group: str, topic: str
+) -> tuple[dict[int, int | None], dict[int, int]]:
+    """What `group` committed for each partition of `topic` (None: nothing), and each one's end."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka.bootstrap, group_id=group)
     await consumer.start()
     try:
-        for topic in junk:
-            partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-            ends = await consumer.end_offsets(partitions)
-            assert {tp.partition: await consumer.committed(tp) for tp in partitions} == {
-                tp.partition: ends[tp] or None for tp in partitions
-            }
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        ends = await consumer.end_offsets(partitions)
+        committed = {tp.partition: await consumer.committed(tp) for tp in partitions}
+        return committed, {tp.partition: ends[tp] for tp in partitions}
     finally:
         await consumer.stop()
