@@ -25,6 +25,7 @@ from agent.sources.otlp import OtlpIngest
 from agent.sources.otlp_grpc import start_grpc_receiver
 from agent.sources.otlp_http import start_http_receiver
 from schemas.log_fields import default_mapping
+from tether.allocator import keep_freed_memory
 from tether.logs import configure_logging
 from tether.ops import OpsServer
 
@@ -33,6 +34,7 @@ log = logging.getLogger("tether.agent")
 
 async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> None:
     configure_logging(config.log_level)
+    keep_freed_memory()
     stop = stop or _stop_on_signals()
     metrics = AgentMetrics()
     sink = KafkaSink(config.kafka)
