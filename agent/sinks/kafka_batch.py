@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import cramjam
+import crc32c
 from aiokafka import codec
-from aiokafka.record.util import calc_crc32c
 
 log = logging.getLogger("tether.agent.kafka")
 
@@ -48,6 +48,7 @@ CODECS = {
 }
 
 Header = tuple[str, bytes | None]
+Buffer = Any  # bytes, or cramjam's Buffer (both with the buffer protocol)
 
 
 def _varint(value: int) -> bytes:
@@ -90,7 +91,7 @@ class RecordBatchBuilder:
         self._first_timestamp: int | None = None
         self._max_timestamp = 0
         self._closed = False
-        self._buffer: bytearray | None = None
+        self._buffer: bytes | None = None
 
     def append(
         self,
@@ -155,29 +156,30 @@ class RecordBatchBuilder:
     def _set_producer_state(self, producer_id: int, producer_epoch: int, base_sequence: int) -> None:
         self.producer_id, self.producer_epoch, self.base_sequence = producer_id, producer_epoch, base_sequence
 
-    def _build(self) -> bytearray:
+    def _build(self) -> bytes:
         """The batch on the wire; built once (a retry sends the same bytes)."""
         self._closed = True
         if self._buffer is None:
             self._buffer = self._encode()
         return self._buffer
 
-    def _encode(self) -> bytearray:
-        records = b"".join(self._parts)
-        self._parts = []
+    def _encode(self) -> bytes:
+        parts, self._parts = self._parts, []
+        records: Buffer = b""
         attributes = 0
         if self.codec_id != CODEC_NONE:
-            compressed = self._compress(records)
-            if len(compressed) < len(records):  # else sent uncompressed, as aiokafka does
+            compressed = self._compress(parts)
+            if len(compressed) < self._size - _HEADER.size:  # else sent uncompressed, as aiokafka does
                 records, attributes = compressed, self.codec_id
+        if not attributes:
+            records = b"".join(parts)
         count = self._count
-        buffer = bytearray(_HEADER.size)
-        buffer += records
+        header = bytearray(_HEADER.size)
         _HEADER.pack_into(
-            buffer,
+            header,
             0,
             0,  # base offset: set by the broker
-            len(buffer) - _AFTER_LENGTH,
+            _HEADER.size + len(records) - _AFTER_LENGTH,
             -1,  # partition leader epoch
             2,  # magic
             0,  # crc, below
@@ -190,25 +192,37 @@ class RecordBatchBuilder:
             self.base_sequence,
             count,
         )
-        struct.pack_into(">I", buffer, _CRC_OFFSET, calc_crc32c(memoryview(buffer)[_ATTRIBUTES_OFFSET:]))
-        return buffer
+        crc = crc32c.crc32c(records, crc32c.crc32c(memoryview(header)[_ATTRIBUTES_OFFSET:]))
+        struct.pack_into(">I", header, _CRC_OFFSET, crc)
+        return b"".join((header, records))  # the records' only copy after compression
 
-    def _compress(self, records: bytes) -> bytes:
+    def _compress(self, parts: list[bytes]) -> Buffer:
+        """The records compressed as one stream, fed piece by piece: joining them first would copy
+        the whole batch once more (a zstd or lz4 stream compresses the same bytes either way)."""
         if self.codec_id == CODEC_ZSTD:
-            return bytes(cramjam.zstd.compress(records, level=self.level))
-        if self.codec_id == CODEC_LZ4:
-            return lz4_frame(records, self.level)
-        encode: Callable[[bytes], bytes] = {
-            CODEC_GZIP: codec.gzip_encode,
-            CODEC_SNAPPY: codec.snappy_encode,
-        }[self.codec_id]
-        return encode(records)
+            compressor: Any = cramjam.zstd.Compressor(level=self.level)
+        elif self.codec_id == CODEC_LZ4:
+            compressor = _lz4_compressor(self.level)
+        else:
+            encode: Callable[[bytes], bytes] = {
+                CODEC_GZIP: codec.gzip_encode,
+                CODEC_SNAPPY: codec.snappy_encode,
+            }[self.codec_id]
+            return encode(b"".join(parts))
+        for part in parts:
+            compressor.compress(part)
+        compressed: Buffer = compressor.finish()
+        return compressed
+
+
+def _lz4_compressor(level: int) -> Any:
+    """The LZ4 frame Kafka reads (KIP-57): independent blocks, no content checksum; the frame
+    aiokafka's lz4_encode writes, at our level (0: lz4's fast mode; 3 and up: its slow HC mode)."""
+    return cramjam.lz4.Compressor(level=level, content_checksum=False, block_linked=False)
 
 
 def lz4_frame(data: bytes, level: int) -> bytes:
-    """The LZ4 frame Kafka reads (KIP-57): independent blocks, no content checksum; the frame
-    aiokafka's lz4_encode writes, at our level (0: lz4's fast mode; 3 and up: its slow HC mode)."""
-    compressor = cramjam.lz4.Compressor(level=level, content_checksum=False, block_linked=False)
+    compressor = _lz4_compressor(level)
     compressor.compress(data)
     return bytes(compressor.finish())
 
