@@ -2,7 +2,10 @@
 
 Adversarial lines (tests/data/edge_lines.jsonl: duplicate keys, escapes, lone surrogates, deep
 nesting, huge numbers, exotic timestamps, invalid UTF-8, blank and over-long lines) and
-generated realistic ones, under several line limits and with a tail without newline.
+generated realistic ones, under several line limits and with a tail without newline. Generated
+lines over every JSON token (valid and not, kept and skipped, nested to orjson's limit) check the
+native JSON scanner against the reference, and its kept values against the former serde_json
+parser it replaced.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+import tether_fastlog
 
 from agent.chunks import EncodedChunk, NativeChunkEncoder, PythonChunkEncoder
 from schemas.log_fields import default_mapping
@@ -203,3 +207,298 @@ def test_numbers_the_reference_refuses_as_infinite_are_refused_everywhere(number
     reference, native = _both(b"\n".join(lines) + b"\n", 262_144)
     assert reference.lines == len(lines)
     assert (native.parse_errors, native.records) == (reference.parse_errors, reference.records)
+
+
+# Differential test of the native JSON scanner (native/fastlog/src/json_scan.rs): generated lines
+# over every JSON token, valid and not, under kept (alias) and skipped keys.
+
+_MAPPING = default_mapping()
+_ALIAS_NAMES = _MAPPING.timestamp + _MAPPING.level + _MAPPING.trace_id + _MAPPING.span_id + _MAPPING.service
+# The keys the scanner keeps: every alias name and the root of each dotted one.
+_KEPT_KEYS = list(dict.fromkeys([*_ALIAS_NAMES, *(name.split(".")[0] for name in _ALIAS_NAMES)]))
+_OTHER_KEYS = [b"message", b"data", b"x", b"", b"Level", b"levels", b"name", b"id", b"\xc3\xa9"]
+# key spellings with escapes: the scanner decodes them before the lookup
+_ESCAPED_KEYS = [b"lev\\u0065l", b"trace\\u005fid", b"serv\\u0069ce", b"\\u0074s", b'a\\"b', b"\\/x"]
+_STRING_PIECES = [
+    b"abc",
+    b"info",
+    b"ERROR",
+    b"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+    b"2026-11-21T10:00:00.123456789Z",
+    b"2026-11-21 10:00:00+05:30",
+    b"1763700000.5",
+    b"0af7651916cd43dd8448eb211c80319c",
+    b"b7ad6b7169203331",
+    b"\\n",
+    b'\\"',
+    b"\\\\",
+    b"\\/",
+    b"\\b\\f\\r\\t",
+    b"\\u00e9",
+    b"\\u0000",
+    b"\\u001F",
+    b"\\ud83d\\ude00",
+    b"\\uD83D\\uDE00",
+    b"\\udbff\\udfff",
+    b"\x7f",  # not a control character for JSON
+    b"x" * 40,
+]
+_BAD_STRING_PIECES = [
+    b"\\ud800",  # lone high surrogate
+    b"\\udc00",  # lone low surrogate
+    b"\\ud800\\u0041",  # high surrogate, then not a low one
+    b"\\ud800\\ud800",
+    b"\\x",  # not an escape
+    b"\\u12",
+    b"\\u12G4",
+    b"\\",
+    b"\x01",  # raw control characters
+    b"\x1f",
+    b"\t",
+]
+_NUMBERS = [
+    b"0",
+    b"-0",
+    b"7",
+    b"-7",
+    b"1763700000",
+    b"1763700000123",
+    b"1763700000123456789",
+    b"9223372036854775807",
+    b"9223372036854775808",
+    b"18446744073709551615",
+    b"18446744073709551616",
+    b"-9223372036854775808",
+    b"-9223372036854775809",
+    b"-18446744073709551616",
+    b"123456789012345678901234567890",
+    b"1" + b"0" * 308,  # 1e308: finite
+    b"0.5",
+    b"-0.0",
+    b"1763700000.123456",
+    b"1.5e3",
+    b"1E2",
+    b"2e-3",
+    b"1e308",
+    b"1e-400",
+    b"1.7976931348623157e308",
+    b"1.7976931348623158e308",  # rounds down to the largest double
+    b"0e999999999",
+    b"0." + b"0" * 400 + b"1",
+]
+_BAD_NUMBERS = [
+    b"1" + b"0" * 309,  # 1e309: infinite as a double
+    b"-" + b"9" * 309,
+    b"1e309",
+    b"-1e400",
+    b"1.7976931348623159e308",  # rounds up to infinity
+    b"01",
+    b"-01",
+    b"00",
+    b"-",
+    b".5",
+    b"1.",
+    b"1.e5",
+    b"1e",
+    b"1e+",
+    b"+1",
+    b"--1",
+    b"0x10",
+    b"NaN",
+    b"Infinity",
+    b"-Infinity",
+]
+_LITERALS = [b"true", b"false", b"null"]
+_BAD_LITERALS = [b"tru", b"nul", b"True", b"None", b"nulll", b"fals"]
+_SPACES = [b" ", b"\t", b"\r", b" \t\r "]
+_BAD_SPACES = [b"\x0b", b"\x0c", b"\xc2\xa0"]  # not JSON whitespace
+_GARBAGE = [b"x", b"}", b"]", b",", b"\x00", b" {}", b"\x0c", b"//", b'"']
+
+
+# each token is one that orjson refuses with this probability: about half the lines stay valid
+_BAD = 0.012
+
+
+def _pick(rng: random.Random, good: list[bytes], bad: list[bytes]) -> bytes:
+    return rng.choice(bad) if rng.random() < _BAD else rng.choice(good)
+
+
+def _space(rng: random.Random) -> bytes:
+    return _pick(rng, _SPACES, _BAD_SPACES) if rng.random() < 0.2 else b""
+
+
+def _string(rng: random.Random) -> bytes:
+    pieces = [_pick(rng, _STRING_PIECES, _BAD_STRING_PIECES) for _ in range(rng.choice((0, 1, 1, 2, 3)))]
+    return b'"' + b"".join(pieces) + b'"'
+
+
+def _key(rng: random.Random) -> bytes:
+    r = rng.random()
+    if r < 0.55:
+        return b'"' + rng.choice(_KEPT_KEYS).encode() + b'"'
+    if r < 0.8:
+        return b'"' + rng.choice(_OTHER_KEYS) + b'"'
+    if r < 0.99:
+        return b'"' + rng.choice(_ESCAPED_KEYS) + b'"'
+    return rng.choice((b"1", b"null", b"key"))  # not a string key
+
+
+def _value(rng: random.Random, depth: int) -> bytes:
+    r = rng.random()
+    if r < 0.12 and depth < 5:
+        items = [
+            _key(rng) + _space(rng) + b":" + _space(rng) + _value(rng, depth + 1)
+            for _ in range(rng.randrange(4))
+        ]
+        return b"{" + _space(rng) + (b"," + _space(rng)).join(items) + _space(rng) + b"}"
+    if r < 0.22 and depth < 5:
+        items = [_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+        return b"[" + _space(rng) + (_space(rng) + b"," + _space(rng)).join(items) + _space(rng) + b"]"
+    if r < 0.6:
+        return _string(rng)
+    if r < 0.85:
+        return _pick(rng, _NUMBERS, _BAD_NUMBERS)
+    return _pick(rng, _LITERALS, _BAD_LITERALS)
+
+
+def _nested(rng: random.Random, levels: int) -> bytes:
+    """`levels` containers, arrays and objects mixed, around a scalar."""
+    opening, closing = [], []
+    for _ in range(levels):
+        if rng.random() < 0.5:
+            opening.append(b"[")
+            closing.append(b"]")
+        else:
+            opening.append(b'{"' + rng.choice((b"a", b"name", b"id", b"level")) + b'":')
+            closing.append(b"}")
+    return (
+        b"".join(opening)
+        + rng.choice((b"1", b'"s"', b"[]", b"{}", b"1e400", b'"\\ud800"'))
+        + b"".join(reversed(closing))
+    )
+
+
+def _json_line(rng: random.Random) -> bytes:
+    if rng.random() < 0.04:  # near orjson's nesting limit (1024, the line's object included)
+        key = b'"' + rng.choice((*(k.encode() for k in _KEPT_KEYS[:12]), b"data", b"x")) + b'"'
+        inner = _nested(rng, rng.choice((1021, 1022, 1023, 1024, 1025)))
+        return b'{"level":"info",' + key + b":" + inner + b',"span_id":"b7ad6b7169203331"}'
+    r = rng.random()
+    if r < 0.05:  # not an object
+        return _value(rng, 1)
+    fields = [
+        _space(rng) + _key(rng) + _space(rng) + b":" + _space(rng) + _value(rng, 1) + _space(rng)
+        for _ in range(rng.randrange(8))
+    ]
+    if rng.random() < 0.1:  # a kept key twice: the last one counts
+        fields.append(rng.choice(fields) if fields else b'"level":"a"')
+    line = _space(rng) + b"{" + b",".join(fields) + b"}" + _space(rng)
+    r = rng.random()
+    if r < 0.05:
+        line += rng.choice(_GARBAGE)
+    elif r < 0.1:
+        line = line[: rng.randrange(len(line) + 1)]  # truncated
+    elif r < 0.15:
+        line = b"{" + b",".join(fields) + b",}"  # trailing comma
+    return line.replace(b"\n", b" ")
+
+
+def _json_lines(seed: int, count: int) -> list[bytes]:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(count):
+        line = _json_line(rng)
+        lines.append(_mutate(line, rng) if rng.random() < 0.2 and line else line)
+    return [line for line in lines if line.strip(b" \t\r\x0b\x0c")]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_generated_json_lines_agree(seed: int) -> None:
+    """Every JSON token, valid and not, kept and skipped: the native scanner refuses exactly what
+    orjson refuses and extracts what the reference extracts, byte for byte."""
+    lines = _json_lines(seed, 2500)
+    reference, native = _both(b"\n".join(lines) + b"\n", 262_144)
+    assert reference.lines == len(lines)
+    assert 0.2 * len(lines) < reference.parse_errors < 0.8 * len(lines)  # both kinds well covered
+    assert (native.lines, native.parse_errors, native.invalid_utf8) == (
+        reference.lines,
+        reference.parse_errors,
+        reference.invalid_utf8,
+    )
+    for partition, value in reference.records.items():
+        assert native.records.get(partition) == value, f"partition {partition} differs"
+    assert native.records.keys() == reference.records.keys()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_json_scanner_values_equal_the_serde_json_parser(seed: int) -> None:
+    """Finer than the encoded bytes: the kept values themselves (integer / float kinds, strings
+    borrowed or decoded, nested objects) equal the former serde_json parser's, and both refuse
+    the same lines (the one intended difference, -0 as the integer 0, is allowed for)."""
+    edge = [line for line in EDGE_LINES.split(b"\n") if line]
+    lines = _json_lines(100 + seed, 2500) + (edge if seed == 0 else [])
+    for line in lines:
+        difference = tether_fastlog.parse_line_check(line.decode("utf-8", "replace"), _KEPT_KEYS)
+        assert difference is None, f"{line[:300]!r}\n{difference}"
+
+
+def test_json_line_generator_covers_refusals_and_kept_values() -> None:
+    """The differential tests above are only as good as their lines: each kind of refusal and
+    every kind of kept value must occur, accepted and refused."""
+    lines = _json_lines(0, 2500)
+    text = b"\n".join(lines)
+    for needle in (b"\\ud800", b"1e400", b"\x01", b"\\u12G4", b"01", b"NaN", b"\x0c", b"\\u0065", b"[[[["):
+        assert needle in text, needle
+    accepted = refused = 0
+    for line in lines:
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            refused += 1
+            continue
+        accepted += isinstance(value, dict)
+    assert accepted > 500 and refused > 500
+
+
+def test_json_scanner_key_lookup_tells_lookalike_keys_apart() -> None:
+    """The scanner finds alias keys by length, first and last eight bytes, then compares: keys
+    that agree on those (or on a prefix, or differ by one byte or in case), keys at the very
+    end of a line and keys that need decoding are kept exactly when they are alias keys."""
+    keys = [
+        "attributes.x.trace_id",  # the same length, first and last eight bytes...
+        "attributes.y.trace_id",  # ...as this one: the scanner must compare them all
+        "resource.one.service",  # its look-alike below is not a key
+        "abcdefgh12345678",
+        "abcdefgh12345679",
+        "abcdefgh",
+        "abcdefg",
+        "a",
+        "",
+        "caf\u00e9",
+        "x" * 40,
+    ]
+    others = [
+        "attributes.z.trace_id",
+        "attributes.x.trace_iD",
+        "attributes.x.trace_idd",
+        "resource.two.service",
+        "abcdefgh1234567",
+        "abcdefgh123456789",
+        "abcdefgi",
+        "Abcdefgh",
+        "abcdef",
+        "b",
+        "A",
+        "cafe",
+        "x" * 39,
+        "x" * 41,
+        "y" + "x" * 39,
+    ]
+    lines = []
+    for name in keys + others:
+        for spelled in (name, name.replace("a", "\\u0061")):
+            lines.append(f'{{"{spelled}":"v"}}')  # the key near the end of the line
+            lines.append(f'{{"{spelled}":1,"message":"{"m" * 30}"}}')
+            lines.append(f'{{ "level":"info", "{spelled}" : {{"{spelled}":[1]}} }}')
+    for line in lines:
+        assert tether_fastlog.parse_line_check(line, keys) is None, line

@@ -14,6 +14,7 @@ use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, Seq
 use smallvec::SmallVec;
 
 mod collector_docs;
+mod json_scan;
 
 // ------------------------------------------------------------------------------------------
 // JSON values we keep (only under the alias keys)
@@ -210,7 +211,7 @@ struct Alias {
 }
 
 struct Mapping {
-    keys: HashMap<String, u8, ahash::RandomState>,
+    keys: json_scan::Keys,
     roles: Vec<Vec<Alias>>, // timestamp, level, trace_id, span_id, service
     severity: HashMap<String, i32, ahash::RandomState>,
 }
@@ -248,7 +249,7 @@ impl Mapping {
             roles.push(role);
         }
         let severity = severity.into_iter().map(|(k, v)| (k.to_lowercase(), v)).collect();
-        Ok(Mapping { keys, roles, severity })
+        Ok(Mapping { keys: json_scan::Keys::new(keys), roles, severity })
     }
 
     /// LogFieldMapping.lookup(record, names, scalar=True)[1]
@@ -804,11 +805,13 @@ struct Params<'a> {
     ts_fallback: Option<&'a Py<PyAny>>,
 }
 
-/// orjson's rules where serde_json differs: nesting up to 1024 (serde_json stops at 128), and
-/// lone UTF-16 surrogate escapes are errors even in skipped strings.
-const ORJSON_MAX_DEPTH: usize = 1024;
+use json_scan::ORJSON_MAX_DEPTH;
 
-fn parse_line<'a>(
+/// The former parser, whole-line serde_json plus post-checks for orjson's rules where serde_json
+/// differs (nesting up to 1024, not 128; lone UTF-16 surrogate escapes are errors even in
+/// skipped strings). Kept as the reference json_scan::parse_line is checked against
+/// (parse_line_check).
+fn parse_line_serde<'a>(
     text: &'a str,
     keys: &HashMap<String, u8, ahash::RandomState>,
 ) -> Option<(Found<'a>, u64)> {
@@ -905,6 +908,55 @@ fn has_lone_surrogate(b: &[u8]) -> bool {
     false
 }
 
+/// Test helper: json_scan::parse_line against the former serde_json parser on one line, with
+/// `keys` as the alias keys (slot = position). None when they agree (same refusal, or the same
+/// slots and values, strings borrowed alike), else both results.
+#[pyfunction]
+fn parse_line_check(text: &str, keys: Vec<String>) -> PyResult<Option<String>> {
+    if keys.len() > 64 {
+        return Err(PyValueError::new_err("at most 64 keys"));
+    }
+    let keys: HashMap<String, u8, ahash::RandomState> =
+        keys.into_iter().enumerate().map(|(i, k)| (k, i as u8)).collect();
+    let mut found = Found::new();
+    let new = json_scan::parse_line(text, &json_scan::Keys::new(keys.clone()), &mut found)
+        .map(|mask| (found, mask));
+    let old = parse_line_serde(text, &keys);
+    let agree = match (&new, &old) {
+        (None, None) => true,
+        (Some((f1, m1)), Some((f2, m2))) => {
+            m1 == m2
+                && f1.len() == f2.len()
+                && f1.iter().zip(f2).all(|((s1, v1), (s2, v2))| s1 == s2 && same_v(v1, v2))
+        }
+        _ => false,
+    };
+    Ok(if agree { None } else { Some(format!("scanner: {new:?}\nserde_json: {old:?}")) })
+}
+
+#[allow(clippy::ptr_arg)] // the Cow itself is compared: borrowed or owned
+fn same_cow(a: &Cow<str>, b: &Cow<str>) -> bool {
+    a == b && matches!(a, Cow::Borrowed(_)) == matches!(b, Cow::Borrowed(_))
+}
+
+fn same_v(new: &V, old: &V) -> bool {
+    match (new, old) {
+        (V::Null, V::Null) | (V::Arr, V::Arr) => true,
+        (V::Bool(a), V::Bool(b)) => a == b,
+        (V::I(a), V::I(b)) => a == b,
+        (V::U(a), V::U(b)) => a == b,
+        (V::F(a), V::F(b)) => a.to_bits() == b.to_bits(),
+        // the one intended difference: the integer -0 (orjson: 0; serde_json: -0.0)
+        (V::I(0), V::F(b)) => b.to_bits() == (-0.0f64).to_bits(),
+        (V::S(a), V::S(b)) => same_cow(a, b),
+        (V::Obj(a), V::Obj(b)) => {
+            a.len() == b.len()
+                && a.iter().zip(b).all(|((ka, va), (kb, vb))| same_cow(ka, kb) && same_v(va, vb))
+        }
+        _ => false,
+    }
+}
+
 fn is_ascii_space(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
 }
@@ -977,9 +1029,10 @@ fn process(chunk: &[u8], p: &Params, stage: u8) -> PyResult<(Vec<Group>, Counts)
             continue;
         }
 
-        let parsed = parse_line(text, &p.mapping.keys);
+        let mut found = Found::new();
+        let parsed = json_scan::parse_line(text, &p.mapping.keys, &mut found);
         if stage == 2 {
-            std::hint::black_box(&parsed);
+            std::hint::black_box((&found, &parsed));
             continue;
         }
 
@@ -1000,15 +1053,15 @@ fn process(chunk: &[u8], p: &Params, stage: u8) -> PyResult<(Vec<Group>, Counts)
         let service_buf: Cow<[u8]>;
         let partition: u32;
         let service: &[u8];
-        match &parsed {
+        match parsed {
             None => {
                 counts.parse_errors += 1;
                 rec.perr = true;
                 partition = p.untraced;
                 service = b"";
             }
-            Some((found, mask)) => {
-                let (found, mask) = (found, *mask);
+            Some(mask) => {
+                let found = &found;
                 let m = p.mapping;
                 let ts = match parse_ts(m.lookup(0, found, mask)) {
                     Ts::Ns(ns) => ns,
@@ -2060,6 +2113,7 @@ fn split_schema() -> Vec<(
 fn tether_fastlog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode_chunk, m)?)?;
     m.add_function(wrap_pyfunction!(encode_chunk_stage, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_line_check, m)?)?;
     m.add_function(wrap_pyfunction!(split_traces, m)?)?;
     m.add_function(wrap_pyfunction!(split_logs, m)?)?;
     m.add_function(wrap_pyfunction!(split_schema, m)?)?;
