@@ -159,9 +159,15 @@ struct Resource<'a> {
     json: Vec<u8>, // {"attributes":{...}}
 }
 
+/// A record's id: an older agent's `log.record.uid`, or made of its offset (a range of Out::ids).
+enum RecordId<'a> {
+    Uid(&'a str),
+    Made(usize, usize),
+}
+
 struct Rec<'a> {
     resource: usize,
-    record_id: Cow<'a, str>,
+    record_id: RecordId<'a>,
     timestamp_ns: u64,
     level: String,
     trace_id: &'a [u8],
@@ -176,6 +182,7 @@ struct Out<'a> {
     resources: Vec<Resource<'a>>,
     records: Vec<Rec<'a>>,
     heads: Vec<u8>,
+    ids: Vec<u8>, // the records' ids made of their offsets, one after the other (UTF-8)
 }
 
 fn request<'a>(body: &'a [u8], mapping: &Mapping) -> Option<Out<'a>> {
@@ -183,6 +190,7 @@ fn request<'a>(body: &'a [u8], mapping: &Mapping) -> Option<Out<'a>> {
         resources: Vec::new(),
         records: Vec::new(),
         heads: Vec::with_capacity(body.len() * 2),
+        ids: Vec::new(),
     };
     let mut r = reader(body, M::LogsRequest);
     while !r.done() {
@@ -276,8 +284,10 @@ fn scope_logs<'a>(b: &'a [u8], resource: usize, mapping: &Mapping, out: &mut Out
         return None;
     }
     let file = FileScope {
-        fingerprint: match attrs.iter().find(|(k, _)| *k == ATTR_FILE_FINGERPRINT) {
-            Some((_, Scalar::Str(s))) => Some(*s),
+        id_prefix: match attrs.iter().find(|(k, _)| *k == ATTR_FILE_FINGERPRINT) {
+            Some((_, Scalar::Str(fingerprint))) => {
+                Some(format!("{}:{fingerprint}:", out.resources[resource].agent_id))
+            }
             _ => None,
         },
         path: attrs.iter().find(|(k, _)| *k == ATTR_FILE_PATH).map(|(_, v)| *v),
@@ -290,7 +300,7 @@ fn scope_logs<'a>(b: &'a [u8], resource: usize, mapping: &Mapping, out: &mut Out
 
 /// The file scope's attributes, shared by its records: the agent sends them once per scope.
 struct FileScope<'a> {
-    fingerprint: Option<&'a str>, // only a string one makes record ids, as in the reference
+    id_prefix: Option<String>, // "agent_id:fingerprint:"; only a string fingerprint makes ids
     path: Option<Scalar<'a>>,
 }
 
@@ -333,21 +343,27 @@ fn log_record<'a>(
     // dict.pop in the reference: each is removed from the attributes whatever its value
     let uid = take(&mut attrs, ATTR_RECORD_ID);
     // ... but the offset only when it can make an id: an int, under a string fingerprint
-    let offset = match (file.fingerprint, attrs.iter().position(|(k, _)| *k == ATTR_RECORD_OFFSET)) {
-        (Some(fingerprint), Some(i)) => match attrs[i].1 {
+    let offset = match (&file.id_prefix, attrs.iter().position(|(k, _)| *k == ATTR_RECORD_OFFSET)) {
+        (Some(prefix), Some(i)) => match attrs[i].1 {
             Scalar::Int(offset) => {
                 attrs.remove(i);
-                Some((fingerprint, offset))
+                Some((prefix, offset))
             }
             _ => None,
         },
         _ => None,
     };
     let record_id = match (uid, offset) {
-        (Some(Scalar::Str(s)), _) if !s.is_empty() => Cow::Borrowed(s),
-        (None | Some(Scalar::Str(_)), Some((fingerprint, offset))) => {
-            let agent_id = out.resources[resource].agent_id;
-            Cow::Owned(format!("{agent_id}:{fingerprint}:{offset}"))
+        (Some(Scalar::Str(s)), _) if !s.is_empty() => RecordId::Uid(s),
+        (None | Some(Scalar::Str(_)), Some((prefix, offset))) => {
+            // one buffer for all ids: a format!ted String per record made building ~10 % slower
+            let start = out.ids.len();
+            out.ids.extend_from_slice(prefix.as_bytes());
+            if offset < 0 {
+                out.ids.push(b'-');
+            }
+            digits(&mut out.ids, offset.unsigned_abs(), 1);
+            RecordId::Made(start, out.ids.len())
         }
         _ => return None, // no record id: a content-hash id, the reference's (or str() of a non-string)
     };
@@ -1050,7 +1066,15 @@ pub fn file_log_documents<'py>(
     let mut rows = Vec::with_capacity(out.records.len());
     for rec in &out.records {
         let (service, agent_id) = &resources[rec.resource];
-        let doc_id = PyString::new(py, &rec.record_id);
+        let doc_id = PyString::new(
+            py,
+            match rec.record_id {
+                RecordId::Uid(s) => s,
+                // a UTF-8 prefix and ASCII digits
+                RecordId::Made(start, end) => std::str::from_utf8(&out.ids[start..end])
+                    .map_err(|e| PyValueError::new_err(e.to_string()))?,
+            },
+        );
         let trace_id = if rec.trace_id.is_empty() {
             empty.clone()
         } else {
