@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,6 +21,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from agent.chunks import PythonChunkEncoder
 from collector.documents import JSON_MAX_DEPTH, LogDoc, log_documents, span_documents
 from collector.sinks.elasticsearch import IndexRequest, _bulk_bodies
 from schemas.log_fields import default_mapping
@@ -32,6 +34,7 @@ from schemas.records import (
     ATTR_RECORD_OFFSET,
     FILE_SCOPE,
 )
+from tests.unit.file_layouts import old_layout
 
 TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
 SPAN = bytes.fromhex("b7ad6b7169203331")
@@ -389,6 +392,7 @@ def test_file_log_id_is_its_record_id_even_when_content_differs() -> None:
 # ---------------------------------------------------------------- the agent's layout and the old one
 
 FINGERPRINT = "0123456789abcdef"
+EDGE_LINES = (Path(__file__).resolve().parents[1] / "data" / "edge_lines.jsonl").read_bytes()
 
 
 def offset_record(line: dict[str, Any] | str, *, offset: AnyValue | int = 4096, **fields: Any) -> LogRecord:
@@ -428,6 +432,39 @@ def test_file_log_document_of_the_agents_layout_is_the_old_layouts() -> None:
     assert "attributes" not in new[0].source  # the offset is no attribute of the document
     assert new == old
     assert orjson.dumps(new[0].source) == orjson.dumps(old[0].source)  # key order too
+
+
+def _lines() -> bytes:
+    traced = [
+        orjson.dumps({"level": "warn", "trace_id": f"{n:032x}", "span_id": f"{n:016x}", "message": n, "n": n})
+        for n in range(1, 40)
+    ]
+    return EDGE_LINES + b"\n".join(traced) + b"\n"
+
+
+@pytest.mark.parametrize("max_line", [262_144, 64])
+def test_both_layouts_of_the_same_lines_make_the_same_documents(max_line: int) -> None:
+    """Records an older agent left in Kafka and the agent's own, for the same lines, are indexed
+    alike: same ids (a replay across the upgrade overwrites, never duplicates), same everything."""
+    data, mapping = _lines(), default_mapping()
+    encoder = PythonChunkEncoder(agent_id="agent-7", partitions=4, mapping=mapping, max_line_bytes=max_line)
+    chunk = encoder.encode(
+        data, 4096, fingerprint=FINGERPRINT, path="/var/log/app.log", untraced_partition=0, observed_ns=T0
+    )
+    ids = []
+    for value in chunk.records.values():
+        request = ExportLogsServiceRequest.FromString(value)
+        new, old = log_documents(request, mapping), log_documents(old_layout(request), mapping)
+        assert new == old
+        assert [orjson.dumps(d.source) for d in new] == [orjson.dumps(d.source) for d in old]
+        for doc in new:
+            prefix, _, offset = doc.doc_id.rpartition(":")
+            assert prefix == f"agent-7:{FINGERPRINT}" and doc.source["tether"]["record_id"] == doc.doc_id
+            assert int(offset) == 4096 or data[int(offset) - 4097] == ord("\n")
+            assert doc.source["log"]["file"] == {"path": "/var/log/app.log"}
+            assert "attributes" not in doc.source
+            ids.append(doc.doc_id)
+    assert len(ids) == len(set(ids)) == chunk.lines > 100
 
 
 def offset(value: int | str | bool) -> KeyValue:
