@@ -18,7 +18,6 @@ from typing import Any, Literal, Protocol
 from agent.encode import FileLine, encode_file_lines
 from agent.parse import parse_line, parse_timestamp
 from schemas.log_fields import LogFieldMapping
-from schemas.records import record_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +93,12 @@ class PythonChunkEncoder:
             parsed = parse_line(raw, self.mapping, truncated=truncated)
             parse_errors += parsed.parse_error
             invalid += parsed.invalid_utf8
-            lines.append(FileLine(parsed, record_id(self.agent_id, fingerprint, start)))
+            lines.append(FileLine(parsed, start))
         records = (
             encode_file_lines(
                 lines,
                 path=path,
+                fingerprint=fingerprint,
                 agent_id=self.agent_id,
                 observed_ns=observed_ns,
                 partitions=self.partitions,

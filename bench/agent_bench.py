@@ -393,10 +393,11 @@ def ceiling_producer(stack: Stack, lines: int) -> dict[str, float]:
     (with the agent's record batch builder and zstd level)."""
     rng = random.Random(42)
     mapping = default_mapping()
-    chunk = [FileLine(parse_line(realistic_line(n, rng), mapping), f"bench:fp:{n}") for n in range(2000)]
+    chunk = [FileLine(parse_line(realistic_line(n, rng), mapping), n) for n in range(2000)]
     records = encode_file_lines(
         chunk,
         path="/bench/app.log",
+        fingerprint="fp",
         agent_id="bench",
         observed_ns=time.time_ns(),
         partitions=PARTITIONS,

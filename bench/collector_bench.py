@@ -167,8 +167,9 @@ def ceiling_documents(traces: list[TraceSpec], id_prefix: str) -> list[dict[str,
         for doc in span_documents(trace.span_request(trace.spans)):
             outputs += buffer.add_span(doc, 0, 1, 0)
         records = encode_file_lines(
-            [FileLine(parse_line(line, mapping), f"ceiling:{i}") for i, line in enumerate(trace.lines)],
+            [FileLine(parse_line(line, mapping), i) for i, line in enumerate(trace.lines)],
             path="/bench.log",
+            fingerprint="fp",
             agent_id="ceiling",
             observed_ns=time.time_ns(),
             partitions=1,

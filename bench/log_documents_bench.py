@@ -34,8 +34,9 @@ def main() -> None:
     traces = [TraceSpec.make(n, run="bench-0123abcd") for n in range(200)]
     lines = [line for t in traces for line in t.lines]
     records = encode_file_lines(
-        [FileLine(parse_line(line, mapping), f"bench:fp:{i * 200}") for i, line in enumerate(lines)],
+        [FileLine(parse_line(line, mapping), i * 200) for i, line in enumerate(lines)],
         path="/var/log/app.log",
+        fingerprint="fp",
         agent_id="bench",
         observed_ns=time.time_ns(),
         partitions=1,

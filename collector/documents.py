@@ -18,12 +18,15 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from schemas.log_fields import LogFieldMapping
 from schemas.records import (
     ATTR_AGENT_ID,
+    ATTR_FILE_FINGERPRINT,
     ATTR_FILE_PATH,
     ATTR_INVALID_UTF8,
     ATTR_PARSE_ERROR,
     ATTR_RECORD_ID,
+    ATTR_RECORD_OFFSET,
     ATTR_TRUNCATED,
     FILE_SCOPE,
+    record_id,
 )
 
 # A file line nested deeper (objects and arrays, its own object counting 1) is indexed as a plain
@@ -149,7 +152,11 @@ def log_documents(
     """The documents of a request's log records. A file line not flagged as a parse error that is
     not a JSON object after all (not a string, not JSON, not an object, nested too deep) is indexed
     like one the agent flagged: its text as `message`, `tether.parse_error` true, and why in
-    `tether.parse_error_reason`; `unparsed` counts them by reason."""
+    `tether.parse_error_reason`; `unparsed` counts them by reason.
+
+    A file line's id and path: from its own `log.record.uid` and `log.file.path` (the old layout,
+    still in Kafka from older agents), else rebuilt from the scope's fingerprint and path and its
+    `log.file.record_offset`, to the very same document."""
     docs: list[LogDoc] = []
     for resource_logs in request.resource_logs:
         resource = attributes(resource_logs.resource.attributes)
@@ -157,11 +164,17 @@ def log_documents(
         agent_id = str(resource.get(ATTR_AGENT_ID, ""))
         for scope_logs in resource_logs.scope_logs:
             from_file = scope_logs.scope.name == FILE_SCOPE
+            scope = attributes(scope_logs.scope.attributes) if from_file else {}
+            fingerprint = scope.get(ATTR_FILE_FINGERPRINT)
             for record in scope_logs.log_records:
                 attrs = attributes(record.attributes)
-                record_id = str(attrs.pop(ATTR_RECORD_ID, ""))
+                doc_record_id = str(attrs.pop(ATTR_RECORD_ID, ""))
+                # type(), not isinstance: a bool is an int too
+                if isinstance(fingerprint, str) and type(attrs.get(ATTR_RECORD_OFFSET)) is int:
+                    offset = attrs.pop(ATTR_RECORD_OFFSET)
+                    doc_record_id = doc_record_id or record_id(agent_id, fingerprint, offset)
                 parse_error = bool(attrs.pop(ATTR_PARSE_ERROR, False))
-                file_path = attrs.pop(ATTR_FILE_PATH, None)
+                file_path = attrs.pop(ATTR_FILE_PATH, scope.get(ATTR_FILE_PATH))
                 trace_id, span_id = record.trace_id.hex(), record.span_id.hex()
                 timestamp_ns = record.time_unix_nano or record.observed_time_unix_nano
                 level = record.severity_text.lower()
@@ -172,7 +185,7 @@ def log_documents(
                     "service": {"name": service},
                     "resource": {"attributes": resource},
                     "tether": {
-                        "record_id": record_id,
+                        "record_id": doc_record_id,
                         "agent_id": agent_id,
                         "parse_error": parse_error,
                         "truncated": bool(attrs.pop(ATTR_TRUNCATED, False)),
@@ -199,7 +212,7 @@ def log_documents(
                     source["trace"] = {"id": trace_id}
                 if span_id:
                     source["span"] = {"id": span_id}
-                doc_id = record_id or _content_id(record.SerializeToString(), service)
+                doc_id = doc_record_id or _content_id(record.SerializeToString(), service)
                 docs.append(LogDoc(doc_id, timestamp_ns, trace_id, span_id, source, level))
     return docs
 

@@ -17,9 +17,13 @@ SPANS_SCHEMA: Final = b"opentelemetry.proto.collector.trace.v1.ExportTraceServic
 
 # Instrumentation scope of log records read from files: their body is the original line.
 FILE_SCOPE: Final = "tether.file"
+# Its attributes: what every record of one file chunk shares is sent once, not per record.
+ATTR_FILE_PATH: Final = "log.file.path"  # a record attribute in the old layout
+ATTR_FILE_FINGERPRINT: Final = "tether.file.fingerprint"
 # Log record attributes set by the agent.
+ATTR_RECORD_OFFSET: Final = "log.file.record_offset"  # int: the line's byte offset in its file
+# The old layout's record id, still read from records older agents left in Kafka.
 ATTR_RECORD_ID: Final = "log.record.uid"  # deterministic: agent id, file fingerprint, byte offset
-ATTR_FILE_PATH: Final = "log.file.path"
 ATTR_PARSE_ERROR: Final = "tether.parse_error"  # the line was not a JSON object
 ATTR_TRUNCATED: Final = "tether.truncated"  # the line was longer than max_line_bytes and cut there
 ATTR_INVALID_UTF8: Final = "tether.invalid_utf8"  # invalid bytes were replaced by U+FFFD

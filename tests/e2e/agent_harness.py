@@ -23,6 +23,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from schemas.records import (
+    ATTR_AGENT_ID,
+    ATTR_FILE_FINGERPRINT,
+    ATTR_FILE_PATH,
+    ATTR_RECORD_OFFSET,
+    record_id,
+)
 from tether.stack import Stack
 from tether.stack.kafka import ensure_topics
 
@@ -202,23 +209,30 @@ async def consume_all(bootstrap: str, topic: str, idle_seconds: float = 3.0) -> 
 
 
 def log_records(records: list[tuple[int, bytes]]) -> list[dict[str, Any]]:
-    """Decoded log records: body, record id, attributes, trace id, partition."""
+    """Decoded log records: body, record id (as the collector makes it), attributes, trace id,
+    partition, and the file's path (the scope's)."""
     out = []
     for partition, value in records:
         request = ExportLogsServiceRequest.FromString(value)
         for resource_logs in request.resource_logs:
+            resource = {kv.key: kv.value.string_value for kv in resource_logs.resource.attributes}
             for scope_logs in resource_logs.scope_logs:
+                scope = {kv.key: kv.value.string_value for kv in scope_logs.scope.attributes}
                 for record in scope_logs.log_records:
                     attributes = {kv.key: kv.value for kv in record.attributes}
+                    offset = attributes.get(ATTR_RECORD_OFFSET)
                     out.append(
                         {
                             "body": record.body.string_value,
-                            "id": attributes["log.record.uid"].string_value
-                            if "log.record.uid" in attributes
+                            "id": record_id(
+                                resource[ATTR_AGENT_ID], scope[ATTR_FILE_FINGERPRINT], offset.int_value
+                            )
+                            if offset is not None
                             else "",
                             "attributes": attributes,
                             "trace_id": record.trace_id,
                             "partition": partition,
+                            "path": scope.get(ATTR_FILE_PATH, ""),
                         }
                     )
     return out

@@ -115,11 +115,12 @@ class Producer:
         mapping = default_mapping()
         file_lines = []
         for line in lines:
-            file_lines.append(FileLine(parse_line(line, mapping), f"{self.agent_id}:fp:{self._offset}"))
+            file_lines.append(FileLine(parse_line(line, mapping), self._offset))
             self._offset += len(line) + 1
         records = encode_file_lines(
             file_lines,
             path="/e2e/app.log",
+            fingerprint="fp",
             agent_id=self.agent_id,
             observed_ns=time.time_ns(),
             partitions=PARTITIONS,

@@ -148,6 +148,11 @@ async def test_bad_file_input_is_kept_flagged_and_counted(stack: Stack, tmp_path
     assert agent.stop() == 0, agent.tail()
 
     assert len(records) == 7, [r["body"][:60] for r in records]
+    # ids are rebuilt from each record's offset: every one where its line starts
+    content = path.read_bytes()
+    starts = [0, *(i + 1 for i, byte in enumerate(content) if byte == ord("\n"))]
+    assert sorted(int(r["id"].rsplit(":", 1)[1]) for r in records) == starts
+    assert {r["path"] for r in records} == {str(path)}
 
     def flags(fragment: str) -> set[str]:
         (record,) = [r for r in records if fragment in r["body"]]

@@ -228,6 +228,16 @@ ops: {{endpoint: "127.0.0.1:{collector_ops}"}}
     assert untraced["tether"]["correlation"] == "untraced" and "trace" not in untraced
     raw = by_message[f"{run} this line is not JSON"]
     assert raw["tether"]["parse_error"] is True
+    # Ids as ever, agent:fingerprint:offset, the collector making them of the records' offsets.
+    content = log_path.read_bytes()
+    starts = {0, *(i + 1 for i, byte in enumerate(content) if byte == ord("\n"))}
+    for hit in log_hits:
+        agent_id, _, offset = hit["_id"].rsplit(":", 2)
+        assert agent_id == f"e2e-{run}" and int(offset) in starts, hit["_id"]
+        assert hit["_source"]["tether"]["record_id"] == hit["_id"]
+        assert hit["_source"]["log"]["file"] == {"path": str(log_path)}
+    assert len({hit["_id"].rsplit(":", 2)[1] for hit in log_hits}) == 1  # one file, one fingerprint
+    assert len({int(hit["_id"].rsplit(":", 1)[1]) for hit in log_hits}) == len(log_hits)
 
     # Jaeger's own HTTP API has every trace with all its spans.
     for trace_id in trace_ids:

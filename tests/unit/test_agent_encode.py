@@ -18,9 +18,10 @@ from agent.parse import ParsedLine, parse_line
 from schemas.log_fields import default_mapping
 from schemas.records import (
     ATTR_AGENT_ID,
+    ATTR_FILE_FINGERPRINT,
     ATTR_FILE_PATH,
     ATTR_PARSE_ERROR,
-    ATTR_RECORD_ID,
+    ATTR_RECORD_OFFSET,
     ATTR_SERVICE_NAME,
     FILE_SCOPE,
     partition_for_trace,
@@ -28,6 +29,7 @@ from schemas.records import (
 
 OBSERVED = 1_704_164_700_000_000_000
 PATH = "/var/log/app/app.log"
+FINGERPRINT = "0123456789abcdef"
 
 
 def trace(low: int, high: int = 0xABCDEF) -> bytes:
@@ -44,9 +46,11 @@ def line(
     level: str = "info",
     severity: int = 9,
     parse_error: bool = False,
-    rid: str = "agent-1:fp:0",
+    offset: int = 0,
 ) -> FileLine:
-    return FileLine(ParsedLine(text, time_ns, level, severity, trace_id, span_id, service, parse_error), rid)
+    return FileLine(
+        ParsedLine(text, time_ns, level, severity, trace_id, span_id, service, parse_error), offset
+    )
 
 
 def encode(
@@ -55,6 +59,7 @@ def encode(
     out = encode_file_lines(
         lines,
         path=PATH,
+        fingerprint=FINGERPRINT,
         agent_id="agent-1",
         observed_ns=OBSERVED,
         partitions=partitions,
@@ -80,21 +85,21 @@ def attrs(pairs: object) -> dict[str, object]:
 
 def test_lines_go_to_their_trace_partition_and_untraced_to_the_given_one() -> None:
     lines = [
-        line(trace(1), rid="a:f:0"),  # 1 % 4 = 1
-        line(trace(6), rid="a:f:10"),  # 6 % 4 = 2
-        line(b"", rid="a:f:20"),
-        line(trace(9), rid="a:f:30"),  # 9 % 4 = 1
+        line(trace(1), offset=0),  # 1 % 4 = 1
+        line(trace(6), offset=10),  # 6 % 4 = 2
+        line(b"", offset=20),
+        line(trace(9), offset=30),  # 9 % 4 = 1
     ]
     out = encode(lines, partitions=4, untraced=3)
     assert set(out) == {1, 2, 3}
     assert [r.trace_id for r in records(out[1])] == [trace(1), trace(9)]
     assert [r.trace_id for r in records(out[2])] == [trace(6)]
     assert [r.trace_id for r in records(out[3])] == [b""]
-    assert [attrs(r.attributes)[ATTR_RECORD_ID] for r in records(out[1])] == ["a:f:0", "a:f:30"]
+    assert [attrs(r.attributes)[ATTR_RECORD_OFFSET] for r in records(out[1])] == [0, 30]
 
 
 def test_untraced_partition_is_used_even_when_a_trace_partition_matches_it() -> None:
-    out = encode([line(trace(0)), line(b"", rid="u")], partitions=4, untraced=0)
+    out = encode([line(trace(0)), line(b"", offset=16)], partitions=4, untraced=0)
     assert set(out) == {0}
     assert [r.trace_id for r in records(out[0])] == [trace(0), b""]
 
@@ -103,9 +108,7 @@ def test_untraced_partition_is_used_even_when_a_trace_partition_matches_it() -> 
 def test_every_record_lands_in_partition_for_trace(partitions: int) -> None:
     rng = random.Random(partitions)
     trace_ids = [rng.randbytes(8) + rng.randbytes(8) for _ in range(60)]
-    out = encode(
-        [line(t, rid=f"a:f:{i}") for i, t in enumerate(trace_ids)], partitions=partitions, untraced=0
-    )
+    out = encode([line(t, offset=i) for i, t in enumerate(trace_ids)], partitions=partitions, untraced=0)
     seen = []
     for partition, request in out.items():
         for record in records(request):
@@ -117,12 +120,13 @@ def test_every_record_lands_in_partition_for_trace(partitions: int) -> None:
 def test_record_fields() -> None:
     text = '{"@timestamp":"2024-01-02T03:04:05Z","level":"WARN","message":"careful"}'
     out = encode(
-        [line(trace(1), span_id=b"\x01" * 8, text=text, level="WARN", severity=13, rid="agent-1:fp:123")]
+        [line(trace(1), span_id=b"\x01" * 8, text=text, level="WARN", severity=13, offset=2**40 + 123)]
     )
     [request] = out.values()
     [resource_logs] = request.resource_logs
     [scope_logs] = resource_logs.scope_logs
     assert scope_logs.scope.name == FILE_SCOPE
+    assert attrs(scope_logs.scope.attributes) == {ATTR_FILE_PATH: PATH, ATTR_FILE_FINGERPRINT: FINGERPRINT}
     [record] = scope_logs.log_records
     assert record.body.string_value == text
     assert record.time_unix_nano == 1_704_164_645_000_000_000
@@ -131,7 +135,9 @@ def test_record_fields() -> None:
     assert record.severity_number == 13
     assert record.trace_id == trace(1)
     assert record.span_id == b"\x01" * 8
-    assert attrs(record.attributes) == {ATTR_RECORD_ID: "agent-1:fp:123", ATTR_FILE_PATH: PATH}
+    # the offset alone: the path, fingerprint and agent id are shared, the collector rebuilds the id
+    assert attrs(record.attributes) == {ATTR_RECORD_OFFSET: 2**40 + 123}
+    assert record.attributes[0].value.WhichOneof("value") == "int_value"
     assert attrs(resource_logs.resource.attributes) == {
         ATTR_SERVICE_NAME: "checkout",
         ATTR_AGENT_ID: "agent-1",
@@ -148,14 +154,14 @@ def test_missing_timestamp_falls_back_to_observed_time() -> None:
 def test_parse_error_attribute() -> None:
     out = encode(
         [
-            line(text="not json", parse_error=True, service="", level="", severity=0, rid="a:f:0"),
-            line(rid="a:f:9"),
+            line(text="not json", parse_error=True, service="", level="", severity=0, offset=0),
+            line(offset=9),
         ]
     )
     [request] = out.values()
-    by_id = {attrs(r.attributes)[ATTR_RECORD_ID]: r for r in records(request)}
-    bad, good = by_id["a:f:0"], by_id["a:f:9"]
-    assert attrs(bad.attributes) == {ATTR_RECORD_ID: "a:f:0", ATTR_FILE_PATH: PATH, ATTR_PARSE_ERROR: True}
+    by_offset = {attrs(r.attributes)[ATTR_RECORD_OFFSET]: r for r in records(request)}
+    bad, good = by_offset[0], by_offset[9]
+    assert attrs(bad.attributes) == {ATTR_RECORD_OFFSET: 0, ATTR_PARSE_ERROR: True}
     assert bad.body.string_value == "not json"
     assert ATTR_PARSE_ERROR not in attrs(good.attributes)
 
@@ -163,10 +169,10 @@ def test_parse_error_attribute() -> None:
 def test_lines_are_grouped_by_service_under_their_own_resource() -> None:
     out = encode(
         [
-            line(trace(1), service="a", rid="r1"),
-            line(trace(5), service="b", rid="r2"),
-            line(trace(9), service="a", rid="r3"),
-            line(trace(13), service="", rid="r4"),
+            line(trace(1), service="a", offset=1),
+            line(trace(5), service="b", offset=2),
+            line(trace(9), service="a", offset=3),
+            line(trace(13), service="", offset=4),
         ],
         partitions=4,
     )
@@ -175,9 +181,14 @@ def test_lines_are_grouped_by_service_under_their_own_resource() -> None:
     for resource_logs in out[1].resource_logs:
         resource = attrs(resource_logs.resource.attributes)
         assert resource[ATTR_AGENT_ID] == "agent-1"
-        ids = [attrs(r.attributes)[ATTR_RECORD_ID] for sl in resource_logs.scope_logs for r in sl.log_records]
-        by_service[resource.get(ATTR_SERVICE_NAME)] = ids
-    assert by_service == {"a": ["r1", "r3"], "b": ["r2"], None: ["r4"]}
+        [scope_logs] = resource_logs.scope_logs  # each resource has the file's scope, whole
+        assert attrs(scope_logs.scope.attributes) == {
+            ATTR_FILE_PATH: PATH,
+            ATTR_FILE_FINGERPRINT: FINGERPRINT,
+        }
+        offsets = [attrs(r.attributes)[ATTR_RECORD_OFFSET] for r in scope_logs.log_records]
+        by_service[resource.get(ATTR_SERVICE_NAME)] = offsets
+    assert by_service == {"a": [1, 3], "b": [2], None: [4]}
 
 
 def test_real_lines_end_to_end() -> None:
@@ -186,7 +197,7 @@ def test_real_lines_end_to_end() -> None:
         orjson.dumps({"@timestamp": "2024-01-02T03:04:05Z", "level": "info", "trace_id": trace(2).hex()}),
         b"garbage",
     ]
-    lines = [FileLine(parse_line(r, mapping), f"a:f:{i}") for i, r in enumerate(raw)]
+    lines = [FileLine(parse_line(r, mapping), i) for i, r in enumerate(raw)]
     out = encode(lines, partitions=4, untraced=0)
     assert set(out) == {0, 2}
     [traced] = records(out[2])
@@ -200,9 +211,9 @@ def test_real_lines_end_to_end() -> None:
 def test_line_with_an_out_of_range_epoch_does_not_break_the_batch() -> None:
     mapping = default_mapping()
     lines = [
-        FileLine(parse_line(b'{"ts": -1, "msg": "negative epoch"}', mapping), "a:f:0"),
-        FileLine(parse_line(b'{"ts": 1e300, "msg": "far future"}', mapping), "a:f:40"),
-        FileLine(parse_line(b'{"ts": 1704164645, "msg": "fine"}', mapping), "a:f:80"),
+        FileLine(parse_line(b'{"ts": -1, "msg": "negative epoch"}', mapping), 0),
+        FileLine(parse_line(b'{"ts": 1e300, "msg": "far future"}', mapping), 40),
+        FileLine(parse_line(b'{"ts": 1704164645, "msg": "fine"}', mapping), 80),
     ]
     out = encode(lines, partitions=2, untraced=0)
     assert len(records(out[0])) == 3

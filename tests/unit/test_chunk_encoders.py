@@ -17,9 +17,17 @@ from typing import Any
 import orjson
 import pytest
 import tether_fastlog
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from agent.chunks import EncodedChunk, NativeChunkEncoder, PythonChunkEncoder
 from schemas.log_fields import default_mapping
+from schemas.records import (
+    ATTR_FILE_FINGERPRINT,
+    ATTR_FILE_PATH,
+    ATTR_INVALID_UTF8,
+    ATTR_RECORD_OFFSET,
+    ATTR_TRUNCATED,
+)
 
 EDGE_LINES = (Path(__file__).resolve().parents[1] / "data" / "edge_lines.jsonl").read_bytes()
 
@@ -103,6 +111,30 @@ def test_native_bytes_equal_reference(source: str, max_line: int) -> None:
     assert native.records.keys() == reference.records.keys()
     for partition, value in reference.records.items():
         assert native.records[partition] == value, f"partition {partition} differs"
+
+
+@pytest.mark.parametrize("max_line", [262_144, 64])
+def test_records_carry_the_offsets_of_their_lines_and_the_scope_the_file(max_line: int) -> None:
+    """The collector makes record ids of these offsets: each must be where its line starts (a wrong
+    one would still be unique, and silently break replay deduplication across agent versions)."""
+    data = EDGE_LINES + b"\r\n  \n" + _realistic(50)
+    reference, native = _both(data, max_line)
+    assert native.records == reference.records
+    base, seen = 4096, []
+    for value in native.records.values():
+        for resource_logs in ExportLogsServiceRequest.FromString(value).resource_logs:
+            [scope_logs] = resource_logs.scope_logs
+            scope = {kv.key: kv.value.string_value for kv in scope_logs.scope.attributes}
+            assert scope == {ATTR_FILE_PATH: "/var/log/app.log", ATTR_FILE_FINGERPRINT: "0123456789abcdef"}
+            for record in scope_logs.log_records:
+                offset, *flags = record.attributes
+                assert offset.key == ATTR_RECORD_OFFSET and offset.value.WhichOneof("value") == "int_value"
+                at = offset.value.int_value - base
+                assert at == 0 or data[at - 1 : at] == b"\n"
+                if not {f.key for f in flags} & {ATTR_INVALID_UTF8, ATTR_TRUNCATED}:
+                    assert data[at:].startswith(record.body.string_value.encode())
+                seen.append(at)
+    assert len(seen) == native.lines == len(set(seen))
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,10 +21,20 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from agent.chunks import PythonChunkEncoder
 from collector.documents import JSON_MAX_DEPTH, LogDoc, log_documents, span_documents
 from collector.sinks.elasticsearch import IndexRequest, _bulk_bodies
 from schemas.log_fields import default_mapping
-from schemas.records import ATTR_AGENT_ID, ATTR_FILE_PATH, ATTR_PARSE_ERROR, ATTR_RECORD_ID, FILE_SCOPE
+from schemas.records import (
+    ATTR_AGENT_ID,
+    ATTR_FILE_FINGERPRINT,
+    ATTR_FILE_PATH,
+    ATTR_PARSE_ERROR,
+    ATTR_RECORD_ID,
+    ATTR_RECORD_OFFSET,
+    FILE_SCOPE,
+)
+from tests.unit.file_layouts import old_layout
 
 TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
 SPAN = bytes.fromhex("b7ad6b7169203331")
@@ -376,6 +387,198 @@ def test_file_log_id_is_its_record_id_even_when_content_differs() -> None:
     a = one_log(file_record({"message": "a"}, rid="agent-1:fp:0"))
     b = one_log(file_record({"message": "b"}, rid="agent-1:fp:0"))
     assert a.doc_id == b.doc_id == "agent-1:fp:0"
+
+
+# ---------------------------------------------------------------- the agent's layout and the old one
+
+FINGERPRINT = "0123456789abcdef"
+EDGE_LINES = (Path(__file__).resolve().parents[1] / "data" / "edge_lines.jsonl").read_bytes()
+
+
+def offset_record(line: dict[str, Any] | str, *, offset: AnyValue | int = 4096, **fields: Any) -> LogRecord:
+    """A file record as the agent writes it: its offset alone, the path and fingerprint on the scope."""
+    value = offset if isinstance(offset, AnyValue) else AnyValue(int_value=offset)
+    record = file_record(line, **fields)
+    del record.attributes[:]
+    record.attributes.append(kv(ATTR_RECORD_OFFSET, value))
+    return record
+
+
+def with_scope(request: ExportLogsServiceRequest, *attributes: KeyValue) -> ExportLogsServiceRequest:
+    request.resource_logs[0].scope_logs[0].scope.attributes.extend(attributes)
+    return request
+
+
+FILE_SCOPE_ATTRIBUTES = (kv(ATTR_FILE_PATH, s("/var/log/app.log")), kv(ATTR_FILE_FINGERPRINT, s(FINGERPRINT)))
+
+
+def test_file_log_document_of_the_agents_layout_is_the_old_layouts() -> None:
+    line = {"@timestamp": "2024-01-02T03:04:05Z", "level": "INFO", "message": "order placed", "user": "u-1"}
+    fields: dict[str, Any] = {
+        "trace_id": TRACE,
+        "span_id": SPAN,
+        "severity_text": "INFO",
+        "severity_number": 9,
+    }
+    new = log_documents(
+        with_scope(logs_request(offset_record(line, offset=4096, **fields)), *FILE_SCOPE_ATTRIBUTES),
+        default_mapping(),
+    )
+    old = log_documents(
+        logs_request(file_record(line, rid=f"agent-1:{FINGERPRINT}:4096", **fields)), default_mapping()
+    )
+    assert new[0].doc_id == new[0].source["tether"]["record_id"] == f"agent-1:{FINGERPRINT}:4096"
+    assert new[0].source["log"]["file"] == {"path": "/var/log/app.log"}
+    assert "attributes" not in new[0].source  # the offset is no attribute of the document
+    assert new == old
+    assert orjson.dumps(new[0].source) == orjson.dumps(old[0].source)  # key order too
+
+
+def _lines() -> bytes:
+    traced = [
+        orjson.dumps({"level": "warn", "trace_id": f"{n:032x}", "span_id": f"{n:016x}", "message": n, "n": n})
+        for n in range(1, 40)
+    ]
+    return EDGE_LINES + b"\n".join(traced) + b"\n"
+
+
+@pytest.mark.parametrize("max_line", [262_144, 64])
+def test_both_layouts_of_the_same_lines_make_the_same_documents(max_line: int) -> None:
+    """Records an older agent left in Kafka and the agent's own, for the same lines, are indexed
+    alike: same ids (a replay across the upgrade overwrites, never duplicates), same everything."""
+    data, mapping = _lines(), default_mapping()
+    encoder = PythonChunkEncoder(agent_id="agent-7", partitions=4, mapping=mapping, max_line_bytes=max_line)
+    chunk = encoder.encode(
+        data, 4096, fingerprint=FINGERPRINT, path="/var/log/app.log", untraced_partition=0, observed_ns=T0
+    )
+    ids = []
+    for value in chunk.records.values():
+        request = ExportLogsServiceRequest.FromString(value)
+        new, old = log_documents(request, mapping), log_documents(old_layout(request), mapping)
+        assert new == old
+        assert [orjson.dumps(d.source) for d in new] == [orjson.dumps(d.source) for d in old]
+        for doc in new:
+            prefix, _, offset = doc.doc_id.rpartition(":")
+            assert prefix == f"agent-7:{FINGERPRINT}" and doc.source["tether"]["record_id"] == doc.doc_id
+            assert int(offset) == 4096 or data[int(offset) - 4097] == ord("\n")
+            assert doc.source["log"]["file"] == {"path": "/var/log/app.log"}
+            assert "attributes" not in doc.source
+            ids.append(doc.doc_id)
+    assert len(ids) == len(set(ids)) == chunk.lines > 100
+
+
+def offset(value: int | str | bool) -> KeyValue:
+    if isinstance(value, bool):
+        return kv(ATTR_RECORD_OFFSET, AnyValue(bool_value=value))
+    if isinstance(value, str):
+        return kv(ATTR_RECORD_OFFSET, s(value))
+    return kv(ATTR_RECORD_OFFSET, AnyValue(int_value=value))
+
+
+SCOPE_PATH, SCOPE_FINGERPRINT = kv(ATTR_FILE_PATH, s("/scope.log")), kv(ATTR_FILE_FINGERPRINT, s("f"))
+OLD = [kv(ATTR_RECORD_ID, s("agent-1:fp:7")), kv(ATTR_FILE_PATH, s("/own.log"))]
+
+
+@pytest.mark.parametrize(
+    ("record_attributes", "scope_attributes", "doc_id", "path", "attributes", "options"),
+    [
+        pytest.param(
+            [offset(0)],
+            [SCOPE_PATH, SCOPE_FINGERPRINT],
+            "agent-1:f:0",
+            "/scope.log",
+            None,
+            {},
+            id="first-line",
+        ),
+        pytest.param(
+            [offset(2**40)],
+            [SCOPE_FINGERPRINT, SCOPE_PATH],
+            "agent-1:f:1099511627776",
+            "/scope.log",
+            None,
+            {},
+            id="big",
+        ),
+        # the old layout's own uid and path win over the scope's
+        pytest.param(
+            OLD, [SCOPE_PATH, SCOPE_FINGERPRINT], "agent-1:fp:7", "/own.log", None, {}, id="old-record"
+        ),
+        pytest.param(
+            [OLD[0], offset(5)],
+            [SCOPE_PATH, SCOPE_FINGERPRINT],
+            "agent-1:fp:7",
+            "/scope.log",
+            None,
+            {},
+            id="uid-wins",
+        ),
+        pytest.param(
+            [offset(5), kv(ATTR_FILE_PATH, AnyValue())],
+            [SCOPE_PATH, SCOPE_FINGERPRINT],
+            "agent-1:f:5",
+            None,
+            None,
+            {},
+            id="own-empty-path",
+        ),
+        pytest.param([offset(5)], [SCOPE_FINGERPRINT], "agent-1:f:5", None, None, {}, id="no-scope-path"),
+        pytest.param(
+            [offset(5)],
+            [SCOPE_PATH, SCOPE_FINGERPRINT],
+            ":f:5",
+            "/scope.log",
+            None,
+            {"agent": ""},
+            id="no-agent-id",
+        ),
+        # no id can be made of it: the offset stays an attribute, the id is a content hash
+        pytest.param(
+            [offset(5)], [SCOPE_PATH], None, "/scope.log", {ATTR_RECORD_OFFSET: 5}, {}, id="no-fingerprint"
+        ),
+        pytest.param(
+            [offset(5)],
+            [kv(ATTR_FILE_FINGERPRINT, AnyValue(int_value=3))],
+            None,
+            None,
+            {ATTR_RECORD_OFFSET: 5},
+            {},
+            id="int-fingerprint",
+        ),
+        pytest.param(
+            [offset("5")], [SCOPE_FINGERPRINT], None, None, {ATTR_RECORD_OFFSET: "5"}, {}, id="string-offset"
+        ),
+        pytest.param(
+            [offset(True)], [SCOPE_FINGERPRINT], None, None, {ATTR_RECORD_OFFSET: True}, {}, id="bool-offset"
+        ),
+        # the file scope's attributes mean nothing in another scope
+        pytest.param(
+            [offset(5)],
+            [SCOPE_PATH, SCOPE_FINGERPRINT],
+            None,
+            None,
+            {ATTR_RECORD_OFFSET: 5},
+            {"scope": "app"},
+            id="otlp",
+        ),
+    ],
+)
+def test_file_record_ids_and_paths(
+    record_attributes: list[KeyValue],
+    scope_attributes: list[KeyValue],
+    doc_id: str | None,
+    path: str | None,
+    attributes: dict[str, Any] | None,
+    options: dict[str, Any],
+) -> None:
+    record = LogRecord(body=s("{}"), time_unix_nano=T0, attributes=record_attributes)
+    [doc] = log_documents(with_scope(logs_request(record, **options), *scope_attributes), default_mapping())
+    if doc_id is None:
+        assert len(doc.doc_id) == 32 and doc.source["tether"]["record_id"] == ""  # a content hash
+    else:
+        assert doc.doc_id == doc.source["tether"]["record_id"] == doc_id
+    assert doc.source["log"].get("file") == (None if path is None else {"path": path})
+    assert doc.source.get("attributes") == attributes
 
 
 # ---------------------------------------------------------------- file lines that are no JSON object

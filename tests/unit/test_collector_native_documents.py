@@ -5,6 +5,9 @@ documents, enriched by the same TraceBuffer and encoded by the sink into the bul
 to exactly the reference's documents (types included: 1 and 1.0 differ), with no key twice at any
 level (Elasticsearch refuses such documents; orjson would hide it by keeping the last value).
 Requests the native path leaves to the reference must return None, never a different document.
+File records are built in the old layout (`log.record.uid`, `log.file.path` per record) and
+compared again in the agent's (the path and fingerprint on the scope, the offset per record),
+which must give the very same documents.
 """
 
 from __future__ import annotations
@@ -36,13 +39,16 @@ from collector.sinks.elasticsearch import Rejection, _bulk_bodies
 from schemas.log_fields import LogFieldMapping, default_mapping
 from schemas.records import (
     ATTR_AGENT_ID,
+    ATTR_FILE_FINGERPRINT,
     ATTR_FILE_PATH,
     ATTR_INVALID_UTF8,
     ATTR_PARSE_ERROR,
     ATTR_RECORD_ID,
+    ATTR_RECORD_OFFSET,
     ATTR_TRUNCATED,
     FILE_SCOPE,
 )
+from tests.unit.file_layouts import new_layout
 
 T0 = 1_704_164_645_123_456_789
 DEFAULT = default_mapping()
@@ -104,9 +110,25 @@ def compare(
     request: ExportLogsServiceRequest,
     mapping: LogFieldMapping = DEFAULT,
     spans: ExportTraceServiceRequest | None = None,
+    *,
+    agents_layout_too: bool = True,
 ) -> list[LogDoc] | None:
     """The native documents of `request` (None when it leaves them to the reference), after
-    checking that they are the reference's."""
+    checking that they are the reference's; and, with `agents_layout_too`, that the same records
+    in the agent's layout give the same documents, natively whenever the old layout's were."""
+    native = compare_one(request, mapping, spans)
+    if agents_layout_too:
+        converted, count = new_layout(request)
+        assert count > 0, "no record in the old layout to convert"
+        assert (compare_one(converted, mapping, spans) is None) == (native is None)
+        old = log_documents(ExportLogsServiceRequest.FromString(request.SerializeToString()), mapping)
+        assert indexed(log_documents(converted, mapping), spans) == indexed(old, spans)
+    return native
+
+
+def compare_one(
+    request: ExportLogsServiceRequest, mapping: LogFieldMapping, spans: ExportTraceServiceRequest | None
+) -> list[LogDoc] | None:
     value = request.SerializeToString()
     native = native_log_documents(value, mapping)
     if native is None:
@@ -353,11 +375,11 @@ def test_correlation_by_span_trace_and_none() -> None:
     child = bytes.fromhex("1111111111111111")
     lines = ['{"message":"a","level":"info"}', '{"message":"b"}', '{"message":"c","service":"own"}']
     records = [
-        record(lines[0], rid="r:0", trace=TRACE, span=child, level="Warn"),  # its span is known
-        record(lines[1], rid="r:1", trace=TRACE, span=b"\x22" * 8),  # only its trace
-        record(lines[2], rid="r:2", trace=TRACE),
-        record(lines[0], rid="r:3", trace=b"\x33" * 16, span=SPAN),  # nothing known
-        record(lines[1], rid="r:4"),  # untraced
+        record(lines[0], rid="agent-1:fp:0", trace=TRACE, span=child, level="Warn"),  # its span is known
+        record(lines[1], rid="agent-1:fp:1", trace=TRACE, span=b"\x22" * 8),  # only its trace
+        record(lines[2], rid="agent-1:fp:2", trace=TRACE),
+        record(lines[0], rid="agent-1:fp:3", trace=b"\x33" * 16, span=SPAN),  # nothing known
+        record(lines[1], rid="agent-1:fp:4"),  # untraced
     ]
     for service in ("checkout", None):
         docs = compare(request(*records, service=service), spans=spans_for(TRACE, [PARENT, child]))
@@ -395,22 +417,91 @@ def test_correlation_by_span_trace_and_none() -> None:
 )
 def test_record_fields(options: dict[str, Any]) -> None:
     line = '{"message":"m","level":"info","x":{"y":1}}'
-    assert compare(request(record(line, **options))) is not None
+    two_uids = any(kv.key == ATTR_RECORD_ID for kv in options.get("extra", []))
+    assert compare(request(record(line, **options)), agents_layout_too=not two_uids) is not None
+
+
+def offset(value: int) -> KeyValue:
+    return kv(ATTR_RECORD_OFFSET, AnyValue(int_value=value))
+
+
+FINGERPRINT, PATH = kv(ATTR_FILE_FINGERPRINT, s("f")), kv(ATTR_FILE_PATH, s("/scope.log"))
+
+
+@pytest.mark.parametrize(
+    ("record_attributes", "scope_attributes", "natively"),
+    [
+        ([offset(0)], [PATH, FINGERPRINT], True),
+        ([offset(2**63 - 1)], [FINGERPRINT, PATH], True),
+        ([offset(-1)], [PATH, FINGERPRINT], True),  # no agent writes it; str() of it all the same
+        (
+            [offset(7), kv(ATTR_PARSE_ERROR, AnyValue(bool_value=True)), kv("x", s("y"))],
+            [PATH, FINGERPRINT],
+            True,
+        ),
+        ([kv(ATTR_RECORD_ID, s("u:v:1")), offset(5)], [PATH, FINGERPRINT], True),  # the uid wins
+        ([kv(ATTR_RECORD_ID, s("")), offset(5)], [PATH, FINGERPRINT], True),
+        ([offset(5), kv(ATTR_FILE_PATH, s("/own.log"))], [PATH, FINGERPRINT], True),
+        ([offset(5), kv(ATTR_FILE_PATH, AnyValue())], [PATH, FINGERPRINT], True),
+        ([offset(5)], [FINGERPRINT], True),
+        ([offset(5)], [kv(ATTR_FILE_PATH, AnyValue(int_value=1)), FINGERPRINT], True),
+        ([offset(5)], [kv(ATTR_FILE_PATH, AnyValue()), FINGERPRINT], True),
+        ([offset(5)], [kv(ATTR_FILE_FINGERPRINT, s("first")), PATH, FINGERPRINT], True),  # the last one
+        ([offset(5)], [PATH, FINGERPRINT, kv("scope.other", AnyValue(int_value=1))], True),
+        ([offset(5)], [FINGERPRINT, kv(ATTR_FILE_FINGERPRINT, s(""))], True),
+        # no id can be made of these: a content hash, the reference's
+        ([offset(5)], [PATH], False),
+        ([offset(5)], [PATH, kv(ATTR_FILE_FINGERPRINT, AnyValue(int_value=1))], False),
+        ([offset(5)], [PATH, kv(ATTR_FILE_FINGERPRINT, AnyValue())], False),
+        ([kv(ATTR_RECORD_OFFSET, s("5"))], [PATH, FINGERPRINT], False),
+        ([kv(ATTR_RECORD_OFFSET, AnyValue(bool_value=True))], [PATH, FINGERPRINT], False),
+        ([kv(ATTR_RECORD_OFFSET, AnyValue())], [PATH, FINGERPRINT], False),
+        ([kv(ATTR_RECORD_ID, AnyValue()), offset(5)], [PATH, FINGERPRINT], False),  # str(None)
+        # scope attributes of kinds the native path does not read
+        ([offset(5)], [PATH, FINGERPRINT, kv("d", AnyValue(double_value=1.5))], False),
+    ],
+)
+def test_the_agents_layout(
+    record_attributes: list[KeyValue], scope_attributes: list[KeyValue], natively: bool
+) -> None:
+    line = '{"message":"m","level":"info"}'
+    for agent in ("agent-1", ""):
+        value = request(LogRecord(body=s(line), time_unix_nano=T0, attributes=record_attributes), agent=agent)
+        value.resource_logs[0].scope_logs[0].scope.attributes.extend(scope_attributes)
+        docs = compare(value, agents_layout_too=False)
+        assert (docs is not None) == natively
+
+
+def test_both_layouts_in_one_request() -> None:
+    """Old-layout records under a scope of the agent's layout, and scopes of either layout."""
+    lines = ['{"message":"a"}', '{"message":"b","level":"warn"}']
+    value = request(record(lines[0], rid="agent-1:fp:0", path=None), record(lines[1], rid="agent-1:old:9"))
+    value.resource_logs[0].scope_logs[0].scope.attributes.extend([PATH, FINGERPRINT])
+    value.resource_logs[0].scope_logs[0].log_records[0].attributes[0].CopyFrom(offset(3))
+    value.resource_logs[0].scope_logs.extend(
+        request(record(lines[1], rid="agent-1:x:1")).resource_logs[0].scope_logs
+    )
+    docs = compare(value, agents_layout_too=False)
+    assert docs is not None
+    assert [d.doc_id for d in docs] == ["agent-1:f:3", "agent-1:old:9", "agent-1:x:1"]
+    assert [d.head is not None and b'"/scope.log"' in d.head for d in docs] == [True, False, False]
 
 
 def test_parse_error_records_keep_the_raw_line() -> None:
     lines = ["not json {", '{"valid":"but flagged"}', 'caf\u00e9 \x01 "q"', ""]
-    records = [record(line, rid=f"r:{i}", flags=(ATTR_PARSE_ERROR,)) for i, line in enumerate(lines)]
+    records = [record(line, rid=f"agent-1:fp:{i}", flags=(ATTR_PARSE_ERROR,)) for i, line in enumerate(lines)]
     docs = compare(request(*records))
     assert docs is not None and len(docs) == len(lines)
 
 
 def test_many_resources_and_services() -> None:
-    value = request(record('{"message":"a"}', rid="r:0"), service="checkout")
-    value.resource_logs.extend(request(record('{"message":"b"}', rid="r:1"), service=None).resource_logs)
+    value = request(record('{"message":"a"}', rid="agent-1:fp:0"), service="checkout")
+    value.resource_logs.extend(
+        request(record('{"message":"b"}', rid="agent-1:fp:1"), service=None).resource_logs
+    )
     value.resource_logs.extend(
         request(
-            record('{"message":"c"}', rid="r:2"),
+            record('{"message":"c"}', rid="agent-2:fp:2"),
             resource=[
                 kv("service.name", s("payments")),
                 kv(ATTR_AGENT_ID, s("agent-2")),
@@ -530,7 +621,7 @@ def test_generated_requests() -> None:
             records.append(
                 record(
                     random_line(rng),
-                    rid=f"a:fp:{n}.{i}",
+                    rid=f"agent-1:fp:{n * 8 + i}",
                     trace=trace,
                     span=span,
                     flags=flags,

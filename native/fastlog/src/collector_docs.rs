@@ -4,10 +4,11 @@
 //! document already JSON-encoded. The reference is collector/documents.py::log_documents;
 //! tests/unit/test_collector_native_documents.py compares the two document by document.
 //!
-//! Only the shape the agent writes is handled: the file scope, string bodies, a record id, scalar
-//! attributes. Anything else (OTLP logs, whose ids hash the re-serialized record; structured
-//! bodies; merged or unknown fields; JSON the reference would parse differently) returns None and
-//! the caller takes the Python path, which stays the specification.
+//! Only the shapes agents write are handled: the file scope, string bodies, a record id (rebuilt
+//! from the scope's fingerprint and the record's offset, or an older agent's `log.record.uid`),
+//! scalar attributes. Anything else (OTLP logs, whose ids hash the re-serialized record;
+//! structured bodies; merged or unknown fields; JSON the reference would parse differently)
+//! returns None and the caller takes the Python path, which stays the specification.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -21,7 +22,9 @@ use super::{check, utf8, Rd, M};
 
 const FILE_SCOPE: &str = "tether.file";
 const ATTR_RECORD_ID: &str = "log.record.uid";
+const ATTR_RECORD_OFFSET: &str = "log.file.record_offset";
 const ATTR_FILE_PATH: &str = "log.file.path";
+const ATTR_FILE_FINGERPRINT: &str = "tether.file.fingerprint";
 const ATTR_PARSE_ERROR: &str = "tether.parse_error";
 const ATTR_TRUNCATED: &str = "tether.truncated";
 const ATTR_INVALID_UTF8: &str = "tether.invalid_utf8";
@@ -156,9 +159,15 @@ struct Resource<'a> {
     json: Vec<u8>, // {"attributes":{...}}
 }
 
+/// A record's id: an older agent's `log.record.uid`, or made of its offset (a range of Out::ids).
+enum RecordId<'a> {
+    Uid(&'a str),
+    Made(usize, usize),
+}
+
 struct Rec<'a> {
     resource: usize,
-    record_id: &'a str,
+    record_id: RecordId<'a>,
     timestamp_ns: u64,
     level: String,
     trace_id: &'a [u8],
@@ -173,6 +182,7 @@ struct Out<'a> {
     resources: Vec<Resource<'a>>,
     records: Vec<Rec<'a>>,
     heads: Vec<u8>,
+    ids: Vec<u8>, // the records' ids made of their offsets, one after the other (UTF-8)
 }
 
 fn request<'a>(body: &'a [u8], mapping: &Mapping) -> Option<Out<'a>> {
@@ -180,6 +190,7 @@ fn request<'a>(body: &'a [u8], mapping: &Mapping) -> Option<Out<'a>> {
         resources: Vec::new(),
         records: Vec::new(),
         heads: Vec::with_capacity(body.len() * 2),
+        ids: Vec::new(),
     };
     let mut r = reader(body, M::LogsRequest);
     while !r.done() {
@@ -261,22 +272,45 @@ fn scope_logs<'a>(b: &'a [u8], resource: usize, mapping: &Mapping, out: &mut Out
     check(scope, scope.as_ptr() as usize, M::Scope, 3, 0).ok()?;
     let mut r = reader(scope, M::Scope);
     let mut name = "";
+    let mut attrs: Vec<(&'a str, Scalar<'a>)> = Vec::new();
     while !r.done() {
         match next_tag(&mut r, M::Scope)? {
             (1, _) => name = text(r.ld().ok()?),
+            (3, _) => put_attribute(&mut attrs, r.ld().ok()?)?,
             (f, wt) => r.skip(f, wt, 3).ok()?,
         }
     }
     if name != FILE_SCOPE {
         return None;
     }
+    let file = FileScope {
+        id_prefix: match attrs.iter().find(|(k, _)| *k == ATTR_FILE_FINGERPRINT) {
+            Some((_, Scalar::Str(fingerprint))) => {
+                Some(format!("{}:{fingerprint}:", out.resources[resource].agent_id))
+            }
+            _ => None,
+        },
+        path: attrs.iter().find(|(k, _)| *k == ATTR_FILE_PATH).map(|(_, v)| *v),
+    };
     for record in records {
-        log_record(record, resource, mapping, out)?;
+        log_record(record, resource, &file, mapping, out)?;
     }
     Some(())
 }
 
-fn log_record<'a>(b: &'a [u8], resource: usize, mapping: &Mapping, out: &mut Out<'a>) -> Option<()> {
+/// The file scope's attributes, shared by its records: the agent sends them once per scope.
+struct FileScope<'a> {
+    id_prefix: Option<String>, // "agent_id:fingerprint:"; only a string fingerprint makes ids
+    path: Option<Scalar<'a>>,
+}
+
+fn log_record<'a>(
+    b: &'a [u8],
+    resource: usize,
+    file: &FileScope<'a>,
+    mapping: &Mapping,
+    out: &mut Out<'a>,
+) -> Option<()> {
     check(b, b.as_ptr() as usize, M::LogRecord, 3, 0).ok()?;
     let mut r = reader(b, M::LogRecord);
     let (mut time, mut observed, mut severity_number) = (0u64, 0u64, 0i32);
@@ -307,12 +341,35 @@ fn log_record<'a>(b: &'a [u8], resource: usize, mapping: &Mapping, out: &mut Out
     let level = std::str::from_utf8(severity_text).ok()?.to_ascii_lowercase();
 
     // dict.pop in the reference: each is removed from the attributes whatever its value
-    let record_id = match take(&mut attrs, ATTR_RECORD_ID) {
-        Some(Scalar::Str(s)) if !s.is_empty() => s,
-        _ => return None, // no record id: a content-hash id, the reference's
+    let uid = take(&mut attrs, ATTR_RECORD_ID);
+    // ... but the offset only when it can make an id: an int, under a string fingerprint
+    let offset = match (&file.id_prefix, attrs.iter().position(|(k, _)| *k == ATTR_RECORD_OFFSET)) {
+        (Some(prefix), Some(i)) => match attrs[i].1 {
+            Scalar::Int(offset) => {
+                attrs.remove(i);
+                Some((prefix, offset))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    let record_id = match (uid, offset) {
+        (Some(Scalar::Str(s)), _) if !s.is_empty() => RecordId::Uid(s),
+        (None | Some(Scalar::Str(_)), Some((prefix, offset))) => {
+            // one buffer for all ids: a format!ted String per record made building ~10 % slower
+            let start = out.ids.len();
+            out.ids.extend_from_slice(prefix.as_bytes());
+            if offset < 0 {
+                out.ids.push(b'-');
+            }
+            digits(&mut out.ids, offset.unsigned_abs(), 1);
+            RecordId::Made(start, out.ids.len())
+        }
+        _ => return None, // no record id: a content-hash id, the reference's (or str() of a non-string)
     };
     let parse_error = take(&mut attrs, ATTR_PARSE_ERROR).is_some_and(Scalar::truthy);
-    let file_path = take(&mut attrs, ATTR_FILE_PATH);
+    // a record's own path (the old layout), even without a value, before its scope's
+    let file_path = take(&mut attrs, ATTR_FILE_PATH).or(file.path);
     let truncated = take(&mut attrs, ATTR_TRUNCATED).is_some_and(Scalar::truthy);
     let invalid_utf8 = take(&mut attrs, ATTR_INVALID_UTF8).is_some_and(Scalar::truthy);
     let timestamp_ns = if time != 0 { time } else { observed };
@@ -1009,7 +1066,15 @@ pub fn file_log_documents<'py>(
     let mut rows = Vec::with_capacity(out.records.len());
     for rec in &out.records {
         let (service, agent_id) = &resources[rec.resource];
-        let doc_id = PyString::new(py, rec.record_id);
+        let doc_id = PyString::new(
+            py,
+            match rec.record_id {
+                RecordId::Uid(s) => s,
+                // a UTF-8 prefix and ASCII digits
+                RecordId::Made(start, end) => std::str::from_utf8(&out.ids[start..end])
+                    .map_err(|e| PyValueError::new_err(e.to_string()))?,
+            },
+        );
         let trace_id = if rec.trace_id.is_empty() {
             empty.clone()
         } else {

@@ -614,14 +614,12 @@ fn kv_bool_true(key: &str) -> Vec<u8> {
 }
 
 struct Consts {
-    path_attr: Vec<u8>,  // field 6 (attributes) with its tag and length
-    perr_attr: Vec<u8>,
+    perr_attr: Vec<u8>, // field 6 (attributes) with its tag and length
     trunc_attr: Vec<u8>,
     inv_attr: Vec<u8>,
-    uid_key: Vec<u8>, // KeyValue.key field (tag, len, "log.record.uid")
-    uid_prefix: Vec<u8>,
-    agent_kv: Vec<u8>, // Resource.attributes entry (tag 0x0a, len, KeyValue)
-    scope: Vec<u8>,    // ScopeLogs.scope entry
+    offset_key: Vec<u8>, // KeyValue.key field (tag, len, "log.file.record_offset")
+    agent_kv: Vec<u8>,   // Resource.attributes entry (tag 0x0a, len, KeyValue)
+    scope: Vec<u8>,      // ScopeLogs.scope entry, with the file's path and fingerprint
 }
 
 impl Consts {
@@ -631,17 +629,17 @@ impl Consts {
             put_ld(&mut o, tag, &p);
             o
         };
-        let mut uid_key = Vec::new();
-        put_ld(&mut uid_key, 0x0a, b"log.record.uid");
+        let mut offset_key = Vec::new();
+        put_ld(&mut offset_key, 0x0a, b"log.file.record_offset");
         let mut scope_inner = Vec::new();
         put_ld(&mut scope_inner, 0x0a, b"tether.file");
+        put_ld(&mut scope_inner, 0x1a, &kv_string("log.file.path", path.as_bytes()));
+        put_ld(&mut scope_inner, 0x1a, &kv_string("tether.file.fingerprint", fingerprint.as_bytes()));
         Consts {
-            path_attr: wrap(0x32, kv_string("log.file.path", path.as_bytes())),
             perr_attr: wrap(0x32, kv_bool_true("tether.parse_error")),
             trunc_attr: wrap(0x32, kv_bool_true("tether.truncated")),
             inv_attr: wrap(0x32, kv_bool_true("tether.invalid_utf8")),
-            uid_key,
-            uid_prefix: format!("{agent_id}:{fingerprint}:").into_bytes(),
+            offset_key,
             agent_kv: wrap(0x0a, kv_string("tether.agent.id", agent_id.as_bytes())),
             scope: wrap(0x0a, scope_inner),
         }
@@ -664,11 +662,8 @@ struct Rec<'a> {
 
 /// Appends ScopeLogs.log_records entry (tag 0x12, length, LogRecord) for one record.
 fn put_record(out: &mut Vec<u8>, c: &Consts, r: &Rec) {
-    let mut ibuf = itoa_buf(r.offset);
-    let off_digits = ibuf.as_slice();
-    let uid_len = c.uid_prefix.len() + off_digits.len();
-    let any_uid = ld_len(uid_len); // AnyValue{string_value}
-    let kv_uid = c.uid_key.len() + ld_len(any_uid);
+    let any_offset = 1 + varint_len(r.offset); // AnyValue{int_value}, set even when 0 (a oneof)
+    let kv_offset = c.offset_key.len() + ld_len(any_offset);
     let body_any = ld_len(r.body.len());
     let mut n = 0;
     if r.time != 0 {
@@ -681,7 +676,7 @@ fn put_record(out: &mut Vec<u8>, c: &Consts, r: &Rec) {
         n += ld_len(r.level.len());
     }
     n += ld_len(body_any);
-    n += ld_len(kv_uid) + c.path_attr.len();
+    n += ld_len(kv_offset);
     if r.perr {
         n += c.perr_attr.len();
     }
@@ -719,15 +714,12 @@ fn put_record(out: &mut Vec<u8>, c: &Consts, r: &Rec) {
     put_varint(out, body_any as u64);
     put_ld(out, 0x0a, r.body);
     out.push(0x32);
-    put_varint(out, kv_uid as u64);
-    out.extend_from_slice(&c.uid_key);
+    put_varint(out, kv_offset as u64);
+    out.extend_from_slice(&c.offset_key);
     out.push(0x12);
-    put_varint(out, any_uid as u64);
-    out.push(0x0a);
-    put_varint(out, uid_len as u64);
-    out.extend_from_slice(&c.uid_prefix);
-    out.extend_from_slice(off_digits);
-    out.extend_from_slice(&c.path_attr);
+    put_varint(out, any_offset as u64);
+    out.push(0x18);
+    put_varint(out, r.offset);
     if r.perr {
         out.extend_from_slice(&c.perr_attr);
     }
@@ -752,30 +744,6 @@ fn put_record(out: &mut Vec<u8>, c: &Consts, r: &Rec) {
         out.extend_from_slice(&r.observed.to_le_bytes());
     }
     debug_assert_eq!(out.len() - start, n);
-    let _ = &mut ibuf;
-}
-
-struct Digits {
-    buf: [u8; 20],
-    start: usize,
-}
-impl Digits {
-    fn as_slice(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-}
-fn itoa_buf(mut n: u64) -> Digits {
-    let mut buf = [0u8; 20];
-    let mut i = 20;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    Digits { buf, start: i }
 }
 
 // ------------------------------------------------------------------------------------------
