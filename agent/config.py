@@ -23,17 +23,17 @@ class KafkaSinkConfig(Section):
     bootstrap_servers: str = Field(description="host:port[,host:port] of the Kafka brokers")
     logs_topic: str = LOGS_TOPIC
     spans_topic: str = SPANS_TOPIC
-    # zstd at level -2 is the default: on the agent's records it compresses 3.2x (level 1: 3.9x)
-    # at ~0.55 instead of ~0.8 us per line alone on a core, and in interleaved agent runs it saved
-    # ~0.3 CPU s per million lines (BENCHMARKS.md); a host agent's core is dearer than the bytes.
-    # lz4 level 0 compresses less (2.8x) for no measurable saving in the agent.
+    # zstd at level -3 is the default: on the agent's records it compresses 3.16x (level -2: 3.21x,
+    # level 1: 3.9x, -5: 2.84x) at ~0.48 us per line alone on a core (-2: ~0.53, 1: ~0.84), and in
+    # interleaved agent runs -3 and -5 were the fastest (BENCHMARKS.md); a host agent's core is
+    # dearer than the bytes. lz4 level 0 compresses less (2.8x) for no measurable saving.
     compression: Literal["zstd", "lz4", "gzip", "snappy", "none"] = "zstd"
     zstd_level: int = Field(
-        default=-2,
+        default=-3,
         ge=-7,
         le=22,
-        description="zstd level of record batches; -2 (the default) is zstd's fast mode: 3.2x on the "
-        "agent's records at two thirds of level 1's CPU; 1 gives 3.9x (BENCHMARKS.md)",
+        description="zstd level of record batches; -3 (the default) is zstd's fast mode: 3.16x on "
+        "the agent's records at under two thirds of level 1's CPU; 1 gives 3.9x (BENCHMARKS.md)",
     )
     lz4_level: int = Field(
         default=0,
