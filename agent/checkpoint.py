@@ -6,7 +6,7 @@ from pathlib import Path
 
 import orjson
 
-from agent.durable import write_atomically
+from tether.agent.durable import write_atomically
 
 
 class Checkpoints:

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from agent.encode import FileLine, encode_file_lines
-from agent.parse import parse_line, parse_timestamp
-from schemas.log_fields import LogFieldMapping
+from tether.agent.encode import FileLine, encode_file_lines
+from tether.agent.parse import parse_line, parse_timestamp
+from tether.schemas.log_fields import LogFieldMapping
 
 
 @dataclass(frozen=True, slots=True)

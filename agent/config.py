@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from schemas.records import LOGS_TOPIC, SPANS_TOPIC
 from tether.config import Section
+from tether.schemas.records import LOGS_TOPIC, SPANS_TOPIC
 
 
 def _host_port(value: str) -> str:

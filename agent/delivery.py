@@ -21,10 +21,10 @@ from pathlib import Path
 
 from aiokafka.errors import KafkaError
 
-from agent.config import SpoolConfig
-from agent.metrics import AgentMetrics
-from agent.sinks.kafka import PRODUCER_STATE_ERRORS, KafkaSink
-from agent.spool import Batch, Spool
+from tether.agent.config import SpoolConfig
+from tether.agent.metrics import AgentMetrics
+from tether.agent.sinks.kafka import PRODUCER_STATE_ERRORS, KafkaSink
+from tether.agent.spool import Batch, Spool
 
 log = logging.getLogger("tether.agent.delivery")
 

@@ -18,8 +18,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from agent.parse import ParsedLine
-from schemas.records import (
+from tether.agent.parse import ParsedLine
+from tether.schemas.records import (
     ATTR_AGENT_ID,
     ATTR_FILE_FINGERPRINT,
     ATTR_FILE_PATH,

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from schemas.log_fields import LogFieldMapping
+from tether.schemas.log_fields import LogFieldMapping
 
 MAX_UNIX_NANO = 2**64 - 1  # time_unix_nano is a fixed64
 _FRACTION = re.compile(r"^(.*?T\d{2}:\d{2}:\d{2})[.,](\d+)(.*)$")

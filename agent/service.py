@@ -15,19 +15,19 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka.errors import KafkaError
 
-from agent.checkpoint import Checkpoints
-from agent.config import AgentConfig
-from agent.delivery import Delivery
-from agent.metrics import AgentMetrics
-from agent.sinks.kafka import KafkaSink, PartitionMismatchError
-from agent.sources.file import FileSource
-from agent.sources.otlp import OtlpIngest
-from agent.sources.otlp_grpc import start_grpc_receiver
-from agent.sources.otlp_http import start_http_receiver
-from schemas.log_fields import default_mapping
+from tether.agent.checkpoint import Checkpoints
+from tether.agent.config import AgentConfig
+from tether.agent.delivery import Delivery
+from tether.agent.metrics import AgentMetrics
+from tether.agent.sinks.kafka import KafkaSink, PartitionMismatchError
+from tether.agent.sources.file import FileSource
+from tether.agent.sources.otlp import OtlpIngest
+from tether.agent.sources.otlp_grpc import start_grpc_receiver
+from tether.agent.sources.otlp_http import start_http_receiver
 from tether.allocator import keep_freed_memory
 from tether.logs import configure_logging
 from tether.ops import OpsServer
+from tether.schemas.log_fields import default_mapping
 
 log = logging.getLogger("tether.agent")
 

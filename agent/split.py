@@ -29,7 +29,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from agent.encode import LOGS, TRACES, OtlpShape, Request, SplitResult, split_request
+from tether.agent.encode import LOGS, TRACES, OtlpShape, Request, SplitResult, split_request
 
 _native: Any = None
 try:

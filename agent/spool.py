@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from agent.durable import write_atomically
+from tether.agent.durable import write_atomically
 
 MAGIC = b"TSPL\x01"
 _HEADER = struct.Struct(">BII")  # kind, items (lines/spans), record count

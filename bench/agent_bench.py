@@ -38,11 +38,11 @@ from aiokafka import AIOKafkaProducer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.config import KafkaSinkConfig
-from agent.encode import FileLine, encode_file_lines
-from agent.parse import parse_line
-from agent.sinks import kafka_batch
-from schemas.log_fields import default_mapping
+from tether.agent.config import KafkaSinkConfig
+from tether.agent.encode import FileLine, encode_file_lines
+from tether.agent.parse import parse_line
+from tether.agent.sinks import kafka_batch
+from tether.schemas.log_fields import default_mapping
 from tether.stack import Stack
 from tether.stack.kafka import ensure_topics
 

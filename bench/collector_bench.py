@@ -34,18 +34,18 @@ from elasticsearch import AsyncElasticsearch
 from elasticsearch.helpers import async_bulk
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from agent.encode import FileLine, encode_file_lines
-from agent.parse import parse_line
-from collector.config import ElasticsearchSinkConfig
-from collector.correlate import Budget, Stats, TraceBuffer
-from collector.documents import (
+from tests.e2e.agent_harness import free_port
+from tests.e2e.collector_harness import Producer, TraceSpec, create_topics, new_topics
+from tether.agent.encode import FileLine, encode_file_lines
+from tether.agent.parse import parse_line
+from tether.collector.config import ElasticsearchSinkConfig
+from tether.collector.correlate import Budget, Stats, TraceBuffer
+from tether.collector.documents import (
     log_documents,
     span_documents,
 )
-from schemas.indices import daily_index
-from schemas.log_fields import default_mapping
-from tests.e2e.agent_harness import free_port
-from tests.e2e.collector_harness import Producer, TraceSpec, create_topics, new_topics
+from tether.schemas.indices import daily_index
+from tether.schemas.log_fields import default_mapping
 from tether.stack import Stack
 
 # The collector's default elasticsearch.max_concurrent_bulks, given to the ceiling too.

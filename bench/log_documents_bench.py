@@ -21,12 +21,12 @@ sys.path.insert(0, str(ROOT))
 import orjson
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from agent.encode import FileLine, encode_file_lines
-from agent.parse import parse_line
-from collector.documents import log_documents, native_log_documents
-from collector.service import _tune_garbage_collector
-from schemas.log_fields import default_mapping
 from tests.e2e.collector_harness import TraceSpec
+from tether.agent.encode import FileLine, encode_file_lines
+from tether.agent.parse import parse_line
+from tether.collector.documents import log_documents, native_log_documents
+from tether.collector.service import _tune_garbage_collector
+from tether.schemas.log_fields import default_mapping
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.records import LOGS_TOPIC, SPANS_TOPIC
 from tether.config import Section
+from tether.schemas.records import LOGS_TOPIC, SPANS_TOPIC
 
 
 class KafkaSourceConfig(Section):

@@ -21,8 +21,8 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from collector.documents import LogDoc, SpanDoc, iso_timestamp
-from schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
+from tether.collector.documents import LogDoc, SpanDoc, iso_timestamp
+from tether.schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
 
 Topic = Literal["logs", "spans"]
 

@@ -26,17 +26,17 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from collector.config import CollectorConfig
-from collector.correlate import Budget, Output, Stats, Topic, TraceBuffer
-from collector.documents import log_documents, native_log_documents, span_documents
-from collector.metrics import CollectorMetrics
-from collector.offsets import OffsetTracker
-from collector.sinks.elasticsearch import ElasticsearchSink, deadletter_source
-from collector.sinks.jaeger import JaegerSink
-from schemas.indices import DEADLETTER_ALIAS
-from schemas.log_fields import default_mapping
+from tether.collector.config import CollectorConfig
+from tether.collector.correlate import Budget, Output, Stats, Topic, TraceBuffer
+from tether.collector.documents import log_documents, native_log_documents, span_documents
+from tether.collector.metrics import CollectorMetrics
+from tether.collector.offsets import OffsetTracker
+from tether.collector.sinks.elasticsearch import ElasticsearchSink, deadletter_source
+from tether.collector.sinks.jaeger import JaegerSink
 from tether.logs import configure_logging
 from tether.ops import OpsServer
+from tether.schemas.indices import DEADLETTER_ALIAS
+from tether.schemas.log_fields import default_mapping
 
 log = logging.getLogger("tether.collector")
 

@@ -24,7 +24,7 @@ TEMPLATE_NAMES = (LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS, DEADLETTER_ALIAS)
 @cache
 def index_template(name: str) -> dict[str, Any]:
     """The composable index template body for `name` (one of TEMPLATE_NAMES)."""
-    text = resources.files("schemas").joinpath("elasticsearch", f"{name}.json").read_bytes()
+    text = resources.files("tether.schemas").joinpath("elasticsearch", f"{name}.json").read_bytes()
     template: dict[str, Any] = orjson.loads(text)
     return template
 

@@ -62,7 +62,7 @@ def _paths(names: tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
 
 @cache
 def default_mapping() -> LogFieldMapping:
-    raw = yaml.safe_load(resources.files("schemas").joinpath("log_fields.yaml").read_text())
+    raw = yaml.safe_load(resources.files("tether.schemas").joinpath("log_fields.yaml").read_text())
     return LogFieldMapping(
         **{role: tuple(raw[role]) for role in ROLES},
         severity={str(k).lower(): int(v) for k, v in raw["severity"].items()},

@@ -69,8 +69,8 @@ def agent(ctx: typer.Context, config: OptionalConfig = None) -> None:
     """Run the agent with --config (or check a config with `tether agent validate`)."""
     if ctx.invoked_subcommand is not None:
         return
-    from agent.config import AgentConfig
-    from agent.service import run_agent
+    from tether.agent.config import AgentConfig
+    from tether.agent.service import run_agent
 
     asyncio.run(run_agent(_load(_required(config), AgentConfig)))
 
@@ -78,7 +78,7 @@ def agent(ctx: typer.Context, config: OptionalConfig = None) -> None:
 @agent_app.command("validate")
 def agent_validate(config: ConfigOption) -> None:
     """Check an agent config: every problem with its key path, exit 2 if there is any."""
-    from agent.config import AgentConfig
+    from tether.agent.config import AgentConfig
 
     _load(config, AgentConfig)
     typer.echo(f"{config}: valid agent configuration")
@@ -89,8 +89,8 @@ def collector(ctx: typer.Context, config: OptionalConfig = None) -> None:
     """Run a collector with --config (or check a config with `tether collector validate`)."""
     if ctx.invoked_subcommand is not None:
         return
-    from collector.config import CollectorConfig
-    from collector.service import run_collector
+    from tether.collector.config import CollectorConfig
+    from tether.collector.service import run_collector
 
     asyncio.run(run_collector(_load(_required(config), CollectorConfig)))
 
@@ -98,7 +98,7 @@ def collector(ctx: typer.Context, config: OptionalConfig = None) -> None:
 @collector_app.command("validate")
 def collector_validate(config: ConfigOption) -> None:
     """Check a collector config: every problem with its key path, exit 2 if there is any."""
-    from collector.config import CollectorConfig
+    from tether.collector.config import CollectorConfig
 
     _load(config, CollectorConfig)
     typer.echo(f"{config}: valid collector configuration")

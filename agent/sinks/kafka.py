@@ -15,9 +15,9 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 
-from agent.config import KafkaSinkConfig
-from agent.sinks import kafka_batch
-from schemas.records import LOGS_SCHEMA, SCHEMA_HEADER, SPANS_SCHEMA
+from tether.agent.config import KafkaSinkConfig
+from tether.agent.sinks import kafka_batch
+from tether.schemas.records import LOGS_SCHEMA, SCHEMA_HEADER, SPANS_SCHEMA
 
 log = logging.getLogger("tether.agent.kafka")
 

@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 
-from agent.checkpoint import Checkpoints
-from agent.chunks import chunk_encoder
-from agent.config import FileSourceConfig
-from agent.delivery import Delivery
-from agent.encode import UntracedSpreader
-from agent.metrics import AgentMetrics
-from agent.spool import Batch
-from schemas.log_fields import LogFieldMapping
+from tether.agent.checkpoint import Checkpoints
+from tether.agent.chunks import chunk_encoder
+from tether.agent.config import FileSourceConfig
+from tether.agent.delivery import Delivery
+from tether.agent.encode import UntracedSpreader
+from tether.agent.metrics import AgentMetrics
+from tether.agent.spool import Batch
+from tether.schemas.log_fields import LogFieldMapping
 
 log = logging.getLogger("tether.agent.file")
 

@@ -9,12 +9,12 @@ import hmac
 from dataclasses import dataclass
 from typing import Literal
 
-from agent.config import OtlpReceiverConfig
-from agent.delivery import BackpressureError, Delivery
-from agent.encode import UntracedSpreader
-from agent.metrics import AgentMetrics
-from agent.split import split_logs_bytes, split_traces_bytes
-from agent.spool import Batch
+from tether.agent.config import OtlpReceiverConfig
+from tether.agent.delivery import BackpressureError, Delivery
+from tether.agent.encode import UntracedSpreader
+from tether.agent.metrics import AgentMetrics
+from tether.agent.split import split_logs_bytes, split_traces_bytes
+from tether.agent.spool import Batch
 
 Signal = Literal["traces", "logs"]
 Protocol = Literal["grpc", "http"]

@@ -15,8 +15,8 @@ import grpc
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from agent.delivery import BackpressureError
-from agent.sources.otlp import RETRY_AFTER_SECONDS, Accepted, InvalidRequestError, OtlpIngest, Signal
+from tether.agent.delivery import BackpressureError
+from tether.agent.sources.otlp import RETRY_AFTER_SECONDS, Accepted, InvalidRequestError, OtlpIngest, Signal
 
 log = logging.getLogger("tether.agent.otlp")
 

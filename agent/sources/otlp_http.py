@@ -48,8 +48,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from agent.delivery import BackpressureError
-from agent.sources.otlp import RETRY_AFTER_SECONDS, Accepted, InvalidRequestError, OtlpIngest, Signal
+from tether.agent.delivery import BackpressureError
+from tether.agent.sources.otlp import RETRY_AFTER_SECONDS, Accepted, InvalidRequestError, OtlpIngest, Signal
 
 log = logging.getLogger("tether.agent.otlp")
 

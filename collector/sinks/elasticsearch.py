@@ -17,9 +17,9 @@ from elastic_transport import ConnectionTimeout
 from elasticsearch import AsyncElasticsearch, TransportError
 from elasticsearch.serializer import OrjsonSerializer
 
-from collector.config import ElasticsearchSinkConfig
-from collector.metrics import CollectorMetrics
-from schemas.indices import DEADLETTER_ALIAS, NS_PER_DAY, TEMPLATE_NAMES, daily_index, index_template
+from tether.collector.config import ElasticsearchSinkConfig
+from tether.collector.metrics import CollectorMetrics
+from tether.schemas.indices import DEADLETTER_ALIAS, NS_PER_DAY, TEMPLATE_NAMES, daily_index, index_template
 
 log = logging.getLogger("tether.collector.elasticsearch")
 

@@ -10,8 +10,8 @@ import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 
-from collector.config import JaegerSinkConfig
-from collector.metrics import CollectorMetrics
+from tether.collector.config import JaegerSinkConfig
+from tether.collector.metrics import CollectorMetrics
 
 log = logging.getLogger("tether.collector.jaeger")
 

@@ -23,11 +23,11 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from agent.encode import TRACES, FileLine, encode_file_lines, split_request
-from agent.parse import parse_line
-from schemas.log_fields import default_mapping
-from schemas.records import LOGS_SCHEMA, SCHEMA_HEADER, SPANS_SCHEMA
 from tests.e2e.agent_harness import PARTITIONS, TetherProcess, free_port
+from tether.agent.encode import TRACES, FileLine, encode_file_lines, split_request
+from tether.agent.parse import parse_line
+from tether.schemas.log_fields import default_mapping
+from tether.schemas.records import LOGS_SCHEMA, SCHEMA_HEADER, SPANS_SCHEMA
 from tether.stack import Stack
 from tether.stack.kafka import ensure_topics
 

@@ -21,7 +21,6 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from schemas.records import ATTR_AGENT_ID, ATTR_RECORD_ID, FILE_SCOPE
 from tests.e2e.agent_harness import PARTITIONS
 from tests.e2e.collector_harness import (
     CollectorProcess,
@@ -32,6 +31,7 @@ from tests.e2e.collector_harness import (
     search,
     wait_for_count,
 )
+from tether.schemas.records import ATTR_AGENT_ID, ATTR_RECORD_ID, FILE_SCOPE
 from tether.stack import Stack
 
 pytestmark = pytest.mark.stack

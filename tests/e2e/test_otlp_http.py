@@ -50,13 +50,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind
 
-from agent.config import AgentConfig, KafkaSinkConfig, OtlpReceiverConfig, SpoolConfig, TlsConfig
-from agent.delivery import BackpressureError, Delivery
-from agent.metrics import AgentMetrics
-from agent.sinks.kafka import KafkaSink
-from agent.sources.otlp import RETRY_AFTER_SECONDS, Accepted, OtlpIngest, Protocol
-from agent.sources.otlp_http import OtlpHttpServer, start_http_receiver
-from schemas.records import LOGS_SCHEMA, SCHEMA_HEADER, SPANS_SCHEMA
+from tether.agent.config import AgentConfig, KafkaSinkConfig, OtlpReceiverConfig, SpoolConfig, TlsConfig
+from tether.agent.delivery import BackpressureError, Delivery
+from tether.agent.metrics import AgentMetrics
+from tether.agent.sinks.kafka import KafkaSink
+from tether.agent.sources.otlp import RETRY_AFTER_SECONDS, Accepted, OtlpIngest, Protocol
+from tether.agent.sources.otlp_http import OtlpHttpServer, start_http_receiver
+from tether.schemas.records import LOGS_SCHEMA, SCHEMA_HEADER, SPANS_SCHEMA
 from tether.stack import Stack
 from tether.stack.kafka import ensure_topics
 

@@ -20,14 +20,14 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from collector.config import ElasticsearchSinkConfig
-from collector.correlate import Budget, Output, Stats, TraceBuffer
-from collector.documents import LogDoc, SpanDoc, log_documents, span_documents
-from collector.metrics import CollectorMetrics
-from collector.sinks.elasticsearch import ElasticsearchSink
-from schemas.indices import TRACES_ALIAS, daily_index
-from schemas.log_fields import default_mapping
-from schemas.records import ATTR_RECORD_ID, FILE_SCOPE
+from tether.collector.config import ElasticsearchSinkConfig
+from tether.collector.correlate import Budget, Output, Stats, TraceBuffer
+from tether.collector.documents import LogDoc, SpanDoc, log_documents, span_documents
+from tether.collector.metrics import CollectorMetrics
+from tether.collector.sinks.elasticsearch import ElasticsearchSink
+from tether.schemas.indices import TRACES_ALIAS, daily_index
+from tether.schemas.log_fields import default_mapping
+from tether.schemas.records import ATTR_RECORD_ID, FILE_SCOPE
 from tether.stack import Stack
 
 pytestmark = pytest.mark.stack

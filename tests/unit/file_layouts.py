@@ -11,7 +11,7 @@ from __future__ import annotations
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from schemas.records import (
+from tether.schemas.records import (
     ATTR_AGENT_ID,
     ATTR_FILE_FINGERPRINT,
     ATTR_FILE_PATH,

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agent.checkpoint import Checkpoints
+from tether.agent.checkpoint import Checkpoints
 
 
 def test_empty_when_no_file(tmp_path: Path) -> None:

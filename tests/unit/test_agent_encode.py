@@ -13,10 +13,10 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from agent.encode import LOGS, TRACES, FileLine, UntracedSpreader, encode_file_lines, split_request
-from agent.parse import ParsedLine, parse_line
-from schemas.log_fields import default_mapping
-from schemas.records import (
+from tether.agent.encode import LOGS, TRACES, FileLine, UntracedSpreader, encode_file_lines, split_request
+from tether.agent.parse import ParsedLine, parse_line
+from tether.schemas.log_fields import default_mapping
+from tether.schemas.records import (
     ATTR_AGENT_ID,
     ATTR_FILE_FINGERPRINT,
     ATTR_FILE_PATH,

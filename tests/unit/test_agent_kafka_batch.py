@@ -13,10 +13,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, codec
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 
-from agent.config import KafkaSinkConfig
-from agent.sinks import kafka_batch
-from agent.sinks.kafka import KafkaSink
-from agent.sinks.kafka_batch import CODEC_LZ4, CODEC_NONE, CODEC_ZSTD, RecordBatchBuilder, lz4_frame
+from tether.agent.config import KafkaSinkConfig
+from tether.agent.sinks import kafka_batch
+from tether.agent.sinks.kafka import KafkaSink
+from tether.agent.sinks.kafka_batch import CODEC_LZ4, CODEC_NONE, CODEC_ZSTD, RecordBatchBuilder, lz4_frame
 from tether.stack import Stack
 from tether.stack.kafka import ensure_topics
 

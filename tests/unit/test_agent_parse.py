@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from agent.parse import ParsedLine, parse_line, parse_timestamp
-from schemas.log_fields import default_mapping
+from tether.agent.parse import ParsedLine, parse_line, parse_timestamp
+from tether.schemas.log_fields import default_mapping
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 SPAN = "b7ad6b7169203331"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.spool import MAGIC, Batch, Spool, SpoolCorruptError, decode_batch, encode_batch
+from tether.agent.spool import MAGIC, Batch, Spool, SpoolCorruptError, decode_batch, encode_batch
 
 
 def _batch(n: int, kind: str = "logs") -> Batch:

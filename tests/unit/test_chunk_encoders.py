@@ -19,9 +19,9 @@ import pytest
 import tether_fastlog
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from agent.chunks import EncodedChunk, NativeChunkEncoder, PythonChunkEncoder
-from schemas.log_fields import default_mapping
-from schemas.records import (
+from tether.agent.chunks import EncodedChunk, NativeChunkEncoder, PythonChunkEncoder
+from tether.schemas.log_fields import default_mapping
+from tether.schemas.records import (
     ATTR_FILE_FINGERPRINT,
     ATTR_FILE_PATH,
     ATTR_INVALID_UTF8,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from collector.sinks.elasticsearch import IndexRequest, _bulk_bodies
-from schemas.indices import daily_index
+from tether.collector.sinks.elasticsearch import IndexRequest, _bulk_bodies
+from tether.schemas.indices import daily_index
 
 DAY_NS = 1_700_000_000 * 10**9
 

@@ -10,11 +10,11 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from collector.correlate import Budget, Output, Stats, TraceBuffer
-from collector.documents import LogDoc, SpanDoc, log_documents, span_documents
-from schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
-from schemas.log_fields import default_mapping
-from schemas.records import ATTR_AGENT_ID, ATTR_RECORD_ID, FILE_SCOPE
+from tether.collector.correlate import Budget, Output, Stats, TraceBuffer
+from tether.collector.documents import LogDoc, SpanDoc, log_documents, span_documents
+from tether.schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
+from tether.schemas.log_fields import default_mapping
+from tether.schemas.records import ATTR_AGENT_ID, ATTR_RECORD_ID, FILE_SCOPE
 
 T0 = 1_704_164_645_000_000_000
 TRACE_A = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")

@@ -21,11 +21,12 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from agent.chunks import PythonChunkEncoder
-from collector.documents import JSON_MAX_DEPTH, LogDoc, log_documents, span_documents
-from collector.sinks.elasticsearch import IndexRequest, _bulk_bodies
-from schemas.log_fields import default_mapping
-from schemas.records import (
+from tests.unit.file_layouts import old_layout
+from tether.agent.chunks import PythonChunkEncoder
+from tether.collector.documents import JSON_MAX_DEPTH, LogDoc, log_documents, span_documents
+from tether.collector.sinks.elasticsearch import IndexRequest, _bulk_bodies
+from tether.schemas.log_fields import default_mapping
+from tether.schemas.records import (
     ATTR_AGENT_ID,
     ATTR_FILE_FINGERPRINT,
     ATTR_FILE_PATH,
@@ -34,7 +35,6 @@ from schemas.records import (
     ATTR_RECORD_OFFSET,
     FILE_SCOPE,
 )
-from tests.unit.file_layouts import old_layout
 
 TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
 SPAN = bytes.fromhex("b7ad6b7169203331")

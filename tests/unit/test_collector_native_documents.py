@@ -27,17 +27,18 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from collector.correlate import Budget, Output, Stats, TraceBuffer
-from collector.documents import (
+from tests.unit.file_layouts import new_layout
+from tether.collector.correlate import Budget, Output, Stats, TraceBuffer
+from tether.collector.documents import (
     JSON_MAX_DEPTH,
     LogDoc,
     log_documents,
     native_log_documents,
     span_documents,
 )
-from collector.sinks.elasticsearch import Rejection, _bulk_bodies
-from schemas.log_fields import LogFieldMapping, default_mapping
-from schemas.records import (
+from tether.collector.sinks.elasticsearch import Rejection, _bulk_bodies
+from tether.schemas.log_fields import LogFieldMapping, default_mapping
+from tether.schemas.records import (
     ATTR_AGENT_ID,
     ATTR_FILE_FINGERPRINT,
     ATTR_FILE_PATH,
@@ -48,7 +49,6 @@ from schemas.records import (
     ATTR_TRUNCATED,
     FILE_SCOPE,
 )
-from tests.unit.file_layouts import new_layout
 
 T0 = 1_704_164_645_123_456_789
 DEFAULT = default_mapping()

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from collector.offsets import OffsetTracker
+from tether.collector.offsets import OffsetTracker
 
 
 def test_none_before_any_record() -> None:

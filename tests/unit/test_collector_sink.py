@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from collector.config import ElasticsearchSinkConfig
-from collector.metrics import CollectorMetrics
-from collector.sinks.elasticsearch import ElasticsearchSink, IndexRequest
+from tether.collector.config import ElasticsearchSinkConfig
+from tether.collector.metrics import CollectorMetrics
+from tether.collector.sinks.elasticsearch import ElasticsearchSink, IndexRequest
 
 DAY_NS = 1_700_000_000 * 10**9
 CONFLICT = {

@@ -23,8 +23,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from agent.config import AgentConfig
-from collector.config import CollectorConfig
+from tether.agent.config import AgentConfig
+from tether.collector.config import CollectorConfig
 from tether.config import ConfigError, parse_config, substitute_env
 from tether.stack import Stack
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import pytest
 
-from schemas.indices import TEMPLATE_NAMES, index_template
+from tether.schemas.indices import TEMPLATE_NAMES, index_template
 
 NDJSON = Path(__file__).resolve().parents[2] / "deploy" / "kibana" / "tether.ndjson"
 KNOWN_TYPES = {"index-pattern", "search"}

@@ -14,9 +14,9 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from collector.correlate import Budget, Stats, TraceBuffer
-from collector.documents import log_documents, span_documents
-from schemas.indices import (
+from tether.collector.correlate import Budget, Stats, TraceBuffer
+from tether.collector.documents import log_documents, span_documents
+from tether.schemas.indices import (
     DEADLETTER_ALIAS,
     LOGS_ALIAS,
     SPANS_ALIAS,
@@ -25,8 +25,8 @@ from schemas.indices import (
     daily_index,
     index_template,
 )
-from schemas.log_fields import default_mapping
-from schemas.records import ATTR_FILE_PATH, ATTR_RECORD_ID, FILE_SCOPE
+from tether.schemas.log_fields import default_mapping
+from tether.schemas.records import ATTR_FILE_PATH, ATTR_RECORD_ID, FILE_SCOPE
 
 NS = 1_000_000_000
 

@@ -7,11 +7,11 @@ from importlib import resources
 import pytest
 import yaml
 
-from schemas.log_fields import ROLES, LogFieldMapping, default_mapping
+from tether.schemas.log_fields import ROLES, LogFieldMapping, default_mapping
 
 
 def test_default_mapping_is_the_yaml_file() -> None:
-    raw = yaml.safe_load(resources.files("schemas").joinpath("log_fields.yaml").read_text())
+    raw = yaml.safe_load(resources.files("tether.schemas").joinpath("log_fields.yaml").read_text())
     mapping = default_mapping()
     for role in ROLES:
         assert getattr(mapping, role) == tuple(raw[role]), role

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from schemas.records import is_valid_trace_id, partition_for_trace, record_id
+from tether.schemas.records import is_valid_trace_id, partition_for_trace, record_id
 
 W3C_TRACE = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
 

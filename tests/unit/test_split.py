@@ -32,15 +32,15 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-import agent.split
-from agent.split import (
+from tether.agent import split as agent_split
+from tether.agent.split import (
     CountedSplit,
     reference_split_logs_bytes,
     reference_split_traces_bytes,
     split_logs_bytes,
     split_traces_bytes,
 )
-from schemas.records import is_valid_trace_id, partition_for_trace
+from tether.schemas.records import is_valid_trace_id, partition_for_trace
 
 Splitter = Callable[[bytes], CountedSplit]
 
@@ -558,7 +558,7 @@ def test_malformed_traces_raise_in_both_paths(name: str, monkeypatch: pytest.Mon
         reference_split_traces_bytes(body, 4)
     with pytest.raises(ValueError, match="ExportTraceServiceRequest"):
         split_traces_bytes(body, 4)
-    monkeypatch.setattr(agent.split, "_native", None)
+    monkeypatch.setattr(agent_split, "_native", None)
     with pytest.raises(ValueError, match="ExportTraceServiceRequest"):
         split_traces_bytes(body, 4)
     assert str(native.value).startswith("invalid ExportTraceServiceRequest: ")
@@ -649,17 +649,17 @@ def test_dispatch_native_and_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(99)
     traces = traces_request(rng).SerializeToString()
     logs = logs_request(rng).SerializeToString()
-    assert agent.split.native_available()
+    assert agent_split.native_available()
     native = (split_traces_bytes(traces, 5), split_logs_bytes(logs, 5, 4))
-    monkeypatch.setattr(agent.split, "_native", None)
-    assert not agent.split.native_available()
+    monkeypatch.setattr(agent_split, "_native", None)
+    assert not agent_split.native_available()
     assert (split_traces_bytes(traces, 5), split_logs_bytes(logs, 5, 4)) == native
 
 
 @pytest.mark.parametrize("use_native", [True, False])
 def test_bad_partition_arguments(use_native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     if not use_native:
-        monkeypatch.setattr(agent.split, "_native", None)
+        monkeypatch.setattr(agent_split, "_native", None)
     with pytest.raises(ValueError, match="partitions"):
         split_traces_bytes(b"", 0)
     with pytest.raises(ValueError, match="untraced_partition"):

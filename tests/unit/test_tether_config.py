@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig
-from collector.config import CollectorConfig
+from tether.agent.config import AgentConfig
+from tether.collector.config import CollectorConfig
 from tether.config import ConfigError, load_config, parse_config, substitute_env
 
 REPO = Path(__file__).resolve().parents[2]

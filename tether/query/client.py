@@ -19,8 +19,8 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout, TransportError
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
 
-from schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
 from tether.query.model import LogLine, SpanNode, Summary, TraceView, build_trace, iso, parse_ns
+from tether.schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
 
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 DEFAULT_URL = "http://127.0.0.1:9200"

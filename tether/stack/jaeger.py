@@ -73,7 +73,8 @@ class JaegerServer:
         if self.binary.exists():
             return
         self.bin_dir.mkdir(parents=True, exist_ok=True)
-        partial = self.binary.with_name(self.binary.name + ".partial")
+        # Per process: two provisions at once (a test session and `tether stack up`) must not share it.
+        partial = self.binary.with_name(f"{self.binary.name}.{os.getpid()}.partial")
         env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
         run_checked(
             [
