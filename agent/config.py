@@ -6,34 +6,26 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from tether.config import Section
+from tether.config import HostPort, Section
+from tether.ops import AGENT_OPS_ENDPOINT, OpsConfig
 from tether.schemas.records import LOGS_TOPIC, SPANS_TOPIC
-
-
-def _host_port(value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError("expected host:port, for example 127.0.0.1:4317")
-    return value
 
 
 class KafkaSinkConfig(Section):
     bootstrap_servers: str = Field(description="host:port[,host:port] of the Kafka brokers")
     logs_topic: str = LOGS_TOPIC
     spans_topic: str = SPANS_TOPIC
-    # zstd at level -3 is the default: on the agent's records it compresses 3.16x (level -2: 3.21x,
-    # level 1: 3.9x, -5: 2.84x) at ~0.48 us per line alone on a core (-2: ~0.53, 1: ~0.84), and in
-    # interleaved agent runs -3 and -5 were the fastest (BENCHMARKS.md); a host agent's core is
-    # dearer than the bytes. lz4 level 0 compresses less (2.8x) for no measurable saving.
+    # zstd's fast mode by default: a host agent's core is dearer than the bytes (BENCHMARKS.md has the
+    # ratios and costs of each level, and of lz4).
     compression: Literal["zstd", "lz4", "gzip", "snappy", "none"] = "zstd"
     zstd_level: int = Field(
         default=-3,
         ge=-7,
         le=22,
-        description="zstd level of record batches; -3 (the default) is zstd's fast mode: 3.16x on "
-        "the agent's records at under two thirds of level 1's CPU; 1 gives 3.9x (BENCHMARKS.md)",
+        description="zstd level of record batches; negative levels are zstd's fast mode (less CPU, "
+        "larger batches), 1 and up compress more (BENCHMARKS.md compares them)",
     )
     lz4_level: int = Field(
         default=0,
@@ -60,7 +52,7 @@ class FileSourceConfig(Section):
         default=2 * 1024 * 1024,
         ge=4096,
         description="bytes read and encoded at a time; larger chunks spread the per-chunk and per-record "
-        "costs over more lines (2 MiB: ~7 % less CPU per line than 512 KiB, BENCHMARKS.md)",
+        "costs over more lines (BENCHMARKS.md)",
     )
     max_line_bytes: int = Field(default=256 * 1024, ge=64)
     long_lines: Literal["truncate", "drop"] = "truncate"
@@ -94,34 +86,20 @@ class SpoolConfig(Section):
     )
 
 
-class OpsConfig(Section):
-    endpoint: str = Field(default="127.0.0.1:9464", description="host:port of /metrics, /healthz, /readyz")
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        return _host_port(value)
-
-
 class TlsConfig(Section):
     cert_file: Path
     key_file: Path
 
 
 class OtlpReceiverConfig(Section):
-    grpc_endpoint: str | None = "127.0.0.1:4317"
-    http_endpoint: str | None = "127.0.0.1:4318"
+    grpc_endpoint: HostPort | None = "127.0.0.1:4317"
+    http_endpoint: HostPort | None = "127.0.0.1:4318"
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     accept_timeout_seconds: float = Field(
         default=2.0, gt=0, description="how long a request may wait for room before it is told to retry"
     )
     bearer_token: str | None = Field(default=None, description="require `Authorization: Bearer <token>`")
     tls: TlsConfig | None = None
-
-    @field_validator("grpc_endpoint", "http_endpoint")
-    @classmethod
-    def _endpoints(cls, value: str | None) -> str | None:
-        return None if value is None else _host_port(value)
 
 
 class AgentConfig(Section):
@@ -137,7 +115,7 @@ class AgentConfig(Section):
     files: FileSourceConfig | None = None
     otlp: OtlpReceiverConfig | None = Field(default_factory=OtlpReceiverConfig)
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
-    ops: OpsConfig = Field(default_factory=OpsConfig)
+    ops: OpsConfig = Field(default_factory=lambda: OpsConfig(endpoint=AGENT_OPS_ENDPOINT))
 
     @property
     def spool_directory(self) -> Path:

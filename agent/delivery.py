@@ -21,10 +21,11 @@ from pathlib import Path
 
 from aiokafka.errors import KafkaError
 
+from tether.agent.batch import Batch
 from tether.agent.config import SpoolConfig
 from tether.agent.metrics import AgentMetrics
 from tether.agent.sinks.kafka import PRODUCER_STATE_ERRORS, KafkaSink
-from tether.agent.spool import Batch, Spool
+from tether.agent.spool import Spool
 
 log = logging.getLogger("tether.agent.delivery")
 
@@ -152,12 +153,12 @@ class Delivery:
 
     async def _send(self, batch: Batch) -> None:
         started = time.monotonic()
-        if batch.kind == "logs":
+        if batch.signal == "logs":
             await self.sink.send_logs(batch.records)
         else:
             await self.sink.send_spans(batch.records)
         self.metrics.send_latency.observe(time.monotonic() - started)
-        topic = self.sink.config.logs_topic if batch.kind == "logs" else self.sink.config.spans_topic
+        topic = self.sink.config.logs_topic if batch.signal == "logs" else self.sink.config.spans_topic
         self.metrics.kafka_records.labels(topic).inc(len(batch.records))
         self.metrics.kafka_bytes.labels(topic).inc(batch.size)
 
@@ -189,12 +190,13 @@ class Delivery:
                 return
             sequence, dropped = head
             self.spool.remove_head()
-            self.metrics.dropped.labels(f"spool_full_{dropped.kind}").inc(dropped.items)
+            self.metrics.dropped.labels(f"spool_full_{dropped.signal}").inc(dropped.items)
             waiting = self._waiting.pop(sequence, None)
             if waiting is not None:
                 waiting.settle(error=BackpressureError("dropped from the full spool"))
             log.error(
-                "spool full: dropped the oldest batch", extra={"items": dropped.items, "kind": dropped.kind}
+                "spool full: dropped the oldest batch",
+                extra={"items": dropped.items, "signal": dropped.signal},
             )
 
     async def _drain(self) -> None:

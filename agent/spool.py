@@ -3,46 +3,32 @@
 One file per batch, written to a temporary name, fsynced (per policy) and renamed, so a crash
 leaves either a whole batch or none. Names are zero-padded sequence numbers: sorted is FIFO.
 
-    file = b"TSPL" | version u8 | kind u8 | items u32 | count u32 | (partition u32, size u32, bytes)*
+    file = b"TSPL" | version u8 | signal u8 | items u32 | count u32 | (partition u32, size u32, bytes)*
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
+from tether.agent.batch import Batch
 from tether.agent.durable import write_atomically
+from tether.schemas.records import Signal
 
 MAGIC = b"TSPL\x01"
-_HEADER = struct.Struct(">BII")  # kind, items (lines/spans), record count
+_HEADER = struct.Struct(">BII")  # signal, items (lines/spans), record count
 _RECORD = struct.Struct(">II")  # partition, size
 
-Kind = Literal["logs", "spans"]
-_KIND_CODES: dict[str, int] = {"logs": 0, "spans": 1}
-_KINDS: dict[int, Kind] = {0: "logs", 1: "spans"}
+_SIGNAL_CODES: dict[Signal, int] = {"logs": 0, "spans": 1}
+_SIGNALS: dict[int, Signal] = {0: "logs", 1: "spans"}
 
 
 class SpoolCorruptError(ValueError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """Kafka records of one signal, one per partition, and how many items (lines, spans) they hold."""
-
-    kind: Kind
-    records: dict[int, bytes]
-    items: int
-
-    @property
-    def size(self) -> int:
-        return sum(len(v) for v in self.records.values())
-
-
 def encode_batch(batch: Batch) -> bytes:
-    parts = [MAGIC, _HEADER.pack(_KIND_CODES[batch.kind], batch.items, len(batch.records))]
+    parts = [MAGIC, _HEADER.pack(_SIGNAL_CODES[batch.signal], batch.items, len(batch.records))]
     for partition, value in batch.records.items():
         parts.append(_RECORD.pack(partition, len(value)))
         parts.append(value)
@@ -53,7 +39,7 @@ def decode_batch(data: bytes) -> Batch:
     if not data.startswith(MAGIC):
         raise SpoolCorruptError("not a spool batch (bad magic)")
     try:
-        kind_code, items, count = _HEADER.unpack_from(data, len(MAGIC))
+        signal_code, items, count = _HEADER.unpack_from(data, len(MAGIC))
         position = len(MAGIC) + _HEADER.size
         records: dict[int, bytes] = {}
         for _ in range(count):
@@ -63,7 +49,7 @@ def decode_batch(data: bytes) -> Batch:
             if len(records[partition]) != size:
                 raise SpoolCorruptError("truncated record")
             position += size
-        return Batch(_KINDS[kind_code], records, items)
+        return Batch(_SIGNALS[signal_code], records, items)
     except (struct.error, KeyError) as error:
         raise SpoolCorruptError(str(error)) from error
 

@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from tether.config import Section
+from tether.config import HostPort, Section
+from tether.ops import COLLECTOR_OPS_ENDPOINT, OpsConfig
 from tether.schemas.records import LOGS_TOPIC, SPANS_TOPIC
 
 
@@ -40,10 +41,6 @@ class CorrelationConfig(Section):
     )
 
 
-class OpsConfig(Section):
-    endpoint: str = Field(default="127.0.0.1:9465", description="host:port of /metrics, /healthz, /readyz")
-
-
 class ElasticsearchSinkConfig(Section):
     url: str = "http://127.0.0.1:9200"
     replicas: int = Field(default=1, ge=0)
@@ -60,7 +57,7 @@ class ElasticsearchSinkConfig(Section):
 
 class JaegerSinkConfig(Section):
     enabled: bool = True
-    endpoint: str = "127.0.0.1:14317"
+    endpoint: HostPort = Field(default="127.0.0.1:14317", description="host:port of its OTLP/gRPC receiver")
     timeout_seconds: float = Field(default=10.0, gt=0)
 
 
@@ -70,4 +67,4 @@ class CollectorConfig(Section):
     correlation: CorrelationConfig = Field(default_factory=CorrelationConfig)
     elasticsearch: ElasticsearchSinkConfig = Field(default_factory=ElasticsearchSinkConfig)
     jaeger: JaegerSinkConfig = Field(default_factory=JaegerSinkConfig)
-    ops: OpsConfig = Field(default_factory=OpsConfig)
+    ops: OpsConfig = Field(default_factory=lambda: OpsConfig(endpoint=COLLECTOR_OPS_ENDPOINT))

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from tether.collector.documents import LogDoc, SpanDoc, iso_timestamp
 from tether.schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
+from tether.schemas.records import Signal
 
-Topic = Literal["logs", "spans"]
 
-
-@dataclass(slots=True)  # not frozen: a frozen init costs ~1.2 us more, once per document
+@dataclass(slots=True)  # not frozen: a frozen init costs measurably more, once per document
 class Output:
     """One document to index; `ack` names the Kafka record it completes, if any."""
 
@@ -35,13 +34,13 @@ class Output:
     doc_id: str
     timestamp_ns: int
     source: dict[str, Any]
-    ack: tuple[int, Topic, int] | None  # (partition, topic, offset)
+    ack: tuple[int, Signal, int] | None  # (partition, signal, offset)
     head: bytes | None = None  # LogDoc.head: the document's fields `source` does not hold
     # An external version (trace summaries): Elasticsearch keeps the highest one written.
     version: int | None = None
 
 
-@dataclass(slots=True)  # not frozen: a frozen init costs ~1.2 us more, once per document
+@dataclass(slots=True)  # not frozen: a frozen init costs measurably more, once per document
 class SpanInfo:
     name: str
     kind: str
@@ -216,7 +215,7 @@ class TraceBuffer:
         if not doc.trace_id:
             self.stats.logs_untraced += 1
             doc.source["tether"]["correlation"] = "untraced"
-            ack: tuple[int, Topic, int] = (self.partition, "logs", offset)
+            ack: tuple[int, Signal, int] = (self.partition, "logs", offset)
             return [Output(LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, ack, doc.head)]
         recent = self._recent.get(doc.trace_id)
         if recent is not None:  # late: enrich from what the trace had, write the summary again
@@ -298,5 +297,5 @@ class TraceBuffer:
         else:
             source["tether"]["correlation"] = "none"
             self.stats.logs_uncorrelated += 1
-        ack: tuple[int, Topic, int] = (self.partition, "logs", offset)
+        ack: tuple[int, Signal, int] = (self.partition, "logs", offset)
         return Output(LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, source, ack, doc.head)

@@ -27,7 +27,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tether.collector.config import CollectorConfig
-from tether.collector.correlate import Budget, Output, Stats, Topic, TraceBuffer
+from tether.collector.correlate import Budget, Output, Stats, TraceBuffer
 from tether.collector.documents import log_documents, native_log_documents, span_documents
 from tether.collector.metrics import CollectorMetrics
 from tether.collector.offsets import OffsetTracker
@@ -37,6 +37,7 @@ from tether.logs import configure_logging
 from tether.ops import OpsServer
 from tether.schemas.indices import DEADLETTER_ALIAS
 from tether.schemas.log_fields import default_mapping
+from tether.schemas.records import Signal
 
 log = logging.getLogger("tether.collector")
 
@@ -57,7 +58,7 @@ class PartitionState:
     """What one co-partition (the same number in both topics) holds in flight."""
 
     buffer: TraceBuffer
-    offsets: dict[Topic, OffsetTracker] = field(
+    offsets: dict[Signal, OffsetTracker] = field(
         default_factory=lambda: {"logs": OffsetTracker(), "spans": OffsetTracker()}
     )
 
@@ -102,7 +103,7 @@ class Collector:
     def ready(self) -> bool:
         return self.started and self.elasticsearch.healthy
 
-    def _topic(self, topic: str) -> Topic:
+    def _topic(self, topic: str) -> Signal:
         return "spans" if topic == self.config.kafka.spans_topic else "logs"
 
     async def start(self) -> None:
@@ -208,7 +209,7 @@ class Collector:
     def _consume(
         self,
         record: Any,
-        topic: Topic,
+        topic: Signal,
         state: PartitionState,
         now: float,
         work: _Delivery,
@@ -370,7 +371,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         )
 
 
-def _undecodable_letter(record: Any, topic: Topic, error: str) -> Output:
+def _undecodable_letter(record: Any, topic: Signal, error: str) -> Output:
     """The dead letter of a Kafka record that is no OTLP request: its bytes in base64, under an id
     of its topic, partition and offset (a replay writes the same letter again)."""
     now_ns = time.time_ns()

@@ -5,7 +5,15 @@ See schemas/README.md for the prose version of this contract.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Mapping
+from typing import Final, Literal
+
+# What a batch, a record, a topic or a partition's offsets carry: the one name for "logs or spans"
+# in every tier.
+Signal = Literal["logs", "spans"]
+SIGNALS: Final[tuple[Signal, ...]] = ("logs", "spans")
+# OTLP's own name of each (its paths /v1/logs and /v1/traces; the agent's OTLP metric labels).
+OTLP_SIGNAL_NAMES: Final[Mapping[Signal, str]] = {"logs": "logs", "spans": "traces"}
 
 LOGS_TOPIC: Final = "tether.logs"
 SPANS_TOPIC: Final = "tether.spans"

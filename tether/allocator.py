@@ -4,8 +4,8 @@ glibc serves large blocks (above a threshold that adapts up to the largest block
 fresh `mmap`s and gives the top of its heap back to the kernel whenever more than twice that
 threshold is free. The agent allocates and frees a few MB per file chunk (the chunk, one request
 per partition, their compressed batches), so each chunk's memory was handed back and faulted in
-again, zero-filled by the kernel: ~250 page faults per MB of logs and 0.3 CPU s per million lines
-in the kernel (BENCHMARKS.md). Keeping freed memory for reuse costs no more resident memory than
+again, zero-filled by the kernel, a measurable share of the agent's CPU (BENCHMARKS.md has the
+figures). Keeping freed memory for reuse costs no more resident memory than
 the process's own peak, which its configuration bounds.
 """
 

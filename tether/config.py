@@ -11,10 +11,10 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 # ${NAME} or ${NAME:-default}; $${...} escapes a literal ${...}.
 _ENV_REFERENCE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -34,6 +34,17 @@ class Section(BaseModel):
     """Base of every config model: unknown keys are errors, not silently ignored typos."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected host:port, for example 127.0.0.1:4317")
+    return value
+
+
+# An address to listen on or connect to; every endpoint of every tier is validated the same way.
+HostPort = Annotated[str, AfterValidator(_host_port)]
 
 
 def substitute_env(text: str, environ: Mapping[str, str], source: str = "config") -> str:

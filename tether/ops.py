@@ -7,8 +7,21 @@ from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import Field
+
+from tether.config import HostPort, Section
 
 log = logging.getLogger("tether.ops")
+
+# Each tier's default, so an agent and a collector can share a host.
+AGENT_OPS_ENDPOINT = "127.0.0.1:9464"
+COLLECTOR_OPS_ENDPOINT = "127.0.0.1:9465"
+
+
+class OpsConfig(Section):
+    """The `ops` section of both tiers."""
+
+    endpoint: HostPort = Field(description="host:port of /metrics, /healthz, /readyz")
 
 
 class OpsServer:

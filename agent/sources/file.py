@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
 
+from tether.agent.batch import Batch
 from tether.agent.checkpoint import Checkpoints
 from tether.agent.chunks import chunk_encoder
 from tether.agent.config import FileSourceConfig
 from tether.agent.delivery import Delivery
 from tether.agent.encode import UntracedSpreader
 from tether.agent.metrics import AgentMetrics
-from tether.agent.spool import Batch
 from tether.schemas.log_fields import LogFieldMapping
 
 log = logging.getLogger("tether.agent.file")

@@ -9,15 +9,15 @@ import hmac
 from dataclasses import dataclass
 from typing import Literal
 
+from tether.agent.batch import Batch
 from tether.agent.config import OtlpReceiverConfig
 from tether.agent.delivery import BackpressureError, Delivery
 from tether.agent.encode import UntracedSpreader
 from tether.agent.metrics import AgentMetrics
 from tether.agent.split import split_logs_bytes, split_traces_bytes
-from tether.agent.spool import Batch
+from tether.schemas.records import OTLP_SIGNAL_NAMES
 
-Signal = Literal["traces", "logs"]
-Protocol = Literal["grpc", "http"]
+Transport = Literal["grpc", "http"]
 
 RETRY_AFTER_SECONDS = 5
 
@@ -50,7 +50,7 @@ class OtlpIngest:
         expected = f"Bearer {self.config.bearer_token}"
         return authorization is not None and hmac.compare_digest(authorization.encode(), expected.encode())
 
-    async def traces(self, body: bytes, protocol: Protocol) -> Accepted:
+    async def traces(self, body: bytes, transport: Transport) -> Accepted:
         """An ExportTraceServiceRequest as protobuf bytes; raises InvalidRequestError if it is not one."""
         try:
             split = split_traces_bytes(body, self.partitions)
@@ -65,13 +65,12 @@ class OtlpIngest:
         )
         return await self._deliver(
             Batch("spans", split.records, split.total - split.rejected),
-            "traces",
-            protocol,
+            transport,
             split.rejected,
             message,
         )
 
-    async def logs(self, body: bytes, protocol: Protocol) -> Accepted:
+    async def logs(self, body: bytes, transport: Transport) -> Accepted:
         """An ExportLogsServiceRequest as protobuf bytes; raises InvalidRequestError if it is not one."""
         try:
             split = split_logs_bytes(body, self.partitions, self._spreader.next_partition(self.partitions))
@@ -79,25 +78,24 @@ class OtlpIngest:
             raise InvalidRequestError(
                 f"the body is not a valid ExportLogsServiceRequest (protobuf): {error}"
             ) from error
-        return await self._deliver(Batch("logs", split.records, split.total), "logs", protocol, 0, "")
+        return await self._deliver(Batch("logs", split.records, split.total), transport, 0, "")
 
-    async def _deliver(
-        self, batch: Batch, signal: Signal, protocol: Protocol, rejected: int, message: str
-    ) -> Accepted:
+    async def _deliver(self, batch: Batch, transport: Transport, rejected: int, message: str) -> Accepted:
+        signal = OTLP_SIGNAL_NAMES[batch.signal]
         if rejected:
-            self.metrics.otlp_rejected.labels(signal, protocol, "invalid_trace_id").inc(rejected)
+            self.metrics.otlp_rejected.labels(signal, transport, "invalid_trace_id").inc(rejected)
         if batch.records:
             try:
                 receipt = await self.delivery.submit(batch, accept_timeout=self.config.accept_timeout_seconds)
                 limit = self.delivery.config.spill_after_seconds + self.config.accept_timeout_seconds
                 await asyncio.wait_for(asyncio.shield(receipt.durable), limit)
             except (BackpressureError, TimeoutError) as error:
-                self.metrics.otlp_rejected.labels(signal, protocol, "backpressure").inc(batch.items)
-                self.metrics.otlp_requests.labels(signal, protocol, "backpressure").inc()
+                self.metrics.otlp_rejected.labels(signal, transport, "backpressure").inc(batch.items)
+                self.metrics.otlp_requests.labels(signal, transport, "backpressure").inc()
                 raise BackpressureError(
                     f"agent is at capacity (Kafka slow or down and the spool full); retry in "
                     f"{RETRY_AFTER_SECONDS}s"
                 ) from error
-        self.metrics.otlp_received.labels(signal, protocol).inc(batch.items)
-        self.metrics.otlp_requests.labels(signal, protocol, "partial" if rejected else "ok").inc()
+        self.metrics.otlp_received.labels(signal, transport).inc(batch.items)
+        self.metrics.otlp_requests.labels(signal, transport, "partial" if rejected else "ok").inc()
         return Accepted(batch.items, rejected, message)

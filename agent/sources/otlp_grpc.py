@@ -16,7 +16,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from tether.agent.delivery import BackpressureError
-from tether.agent.sources.otlp import RETRY_AFTER_SECONDS, Accepted, InvalidRequestError, OtlpIngest, Signal
+from tether.agent.sources.otlp import RETRY_AFTER_SECONDS, Accepted, InvalidRequestError, OtlpIngest
+from tether.schemas.records import OTLP_SIGNAL_NAMES, Signal
 
 log = logging.getLogger("tether.agent.otlp")
 
@@ -29,7 +30,7 @@ class OtlpGrpcHandlers:
         self.ingest = ingest
 
     async def traces(self, body: bytes, context: grpc.aio.ServicerContext) -> ExportTraceServiceResponse:
-        result = await self._export(body, "traces", context)
+        result = await self._export(body, "spans", context)
         response = ExportTraceServiceResponse()
         if result is not None and result.rejected:
             response.partial_success.rejected_spans = result.rejected
@@ -45,15 +46,18 @@ class OtlpGrpcHandlers:
     ) -> Accepted | None:
         metadata = dict(context.invocation_metadata() or ())
         if not self.ingest.authorized(metadata.get("authorization")):
-            self.ingest.metrics.otlp_requests.labels(signal, "grpc", "unauthorized").inc()
+            self.ingest.metrics.otlp_requests.labels(OTLP_SIGNAL_NAMES[signal], "grpc", "unauthorized").inc()
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         try:
-            if signal == "traces":
+            if signal == "spans":
                 return await self.ingest.traces(body, "grpc")
             return await self.ingest.logs(body, "grpc")
         except InvalidRequestError as error:
-            self.ingest.metrics.otlp_requests.labels(signal, "grpc", "bad_request").inc()
-            log.warning("undecodable OTLP/gRPC request", extra={"signal": signal, "error": str(error)})
+            self.ingest.metrics.otlp_requests.labels(OTLP_SIGNAL_NAMES[signal], "grpc", "bad_request").inc()
+            log.warning(
+                "undecodable OTLP/gRPC request",
+                extra={"signal": OTLP_SIGNAL_NAMES[signal], "error": str(error)},
+            )
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except BackpressureError as error:
             await _backpressure(context, error)

@@ -49,7 +49,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from tether.agent.delivery import BackpressureError
-from tether.agent.sources.otlp import RETRY_AFTER_SECONDS, Accepted, InvalidRequestError, OtlpIngest, Signal
+from tether.agent.sources.otlp import RETRY_AFTER_SECONDS, Accepted, InvalidRequestError, OtlpIngest
+from tether.schemas.records import OTLP_SIGNAL_NAMES, Signal
 
 log = logging.getLogger("tether.agent.otlp")
 
@@ -60,7 +61,7 @@ JSON_TYPE = "application/json"
 _FORMATS: dict[str, Format] = {PROTOBUF_TYPE: "protobuf", JSON_TYPE: "json"}
 _CONTENT_TYPES: dict[Format, str] = {"protobuf": PROTOBUF_TYPE, "json": JSON_TYPE}
 
-_ROUTES: dict[str, Signal] = {"/v1/traces": "traces", "/v1/logs": "logs"}
+_ROUTES: dict[str, Signal] = {"/v1/traces": "spans", "/v1/logs": "logs"}
 METRICS_PATH = "/v1/metrics"
 
 # Content-Encoding values understood; "deflate" is the zlib format (RFC 9110 section 8.4.1.2).
@@ -160,7 +161,9 @@ class OtlpHttpServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         signal = _ROUTES.get(request.path)
-        label = signal or ("metrics" if request.path == METRICS_PATH else "other")
+        label = (
+            OTLP_SIGNAL_NAMES[signal] if signal else ("metrics" if request.path == METRICS_PATH else "other")
+        )
         fmt = _FORMATS.get(request.content_type)
         try:
             return await self._export(request, signal, fmt)
@@ -219,7 +222,7 @@ class OtlpHttpServer:
             raise _too_large(f"the body ({request.content_length} bytes)", limit)
         body = await _read_body(request, limit)
 
-        if signal == "traces":
+        if signal == "spans":
             payload = await self._payload(body, wbits, limit, fmt, ExportTraceServiceRequest, _TRACE_PATHS)
             result = await self._ingest(self.ingest.traces(payload, "http"))
             trace_response = ExportTraceServiceResponse()

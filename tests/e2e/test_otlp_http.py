@@ -54,7 +54,7 @@ from tether.agent.config import AgentConfig, KafkaSinkConfig, OtlpReceiverConfig
 from tether.agent.delivery import BackpressureError, Delivery
 from tether.agent.metrics import AgentMetrics
 from tether.agent.sinks.kafka import KafkaSink
-from tether.agent.sources.otlp import RETRY_AFTER_SECONDS, Accepted, OtlpIngest, Protocol
+from tether.agent.sources.otlp import RETRY_AFTER_SECONDS, Accepted, OtlpIngest, Transport
 from tether.agent.sources.otlp_http import OtlpHttpServer, start_http_receiver
 from tether.schemas.records import LOGS_SCHEMA, SCHEMA_HEADER, SPANS_SCHEMA
 from tether.stack import Stack
@@ -813,7 +813,7 @@ async def test_partial_success_json(pipeline: Pipeline) -> None:
 
 
 class _Saturated(OtlpIngest):
-    async def logs(self, request: bytes, protocol: Protocol) -> Accepted:
+    async def logs(self, request: bytes, transport: Transport) -> Accepted:
         raise BackpressureError("agent is at capacity; retry later")
 
 

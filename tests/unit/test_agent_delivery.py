@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
+from tether.agent.batch import Batch
 from tether.agent.config import KafkaSinkConfig, SpoolConfig
 from tether.agent.delivery import BackpressureError, Delivery
 from tether.agent.metrics import AgentMetrics
-from tether.agent.spool import Batch
 
 
 class ScriptedKafka:

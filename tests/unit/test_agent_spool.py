@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from tether.agent.spool import MAGIC, Batch, Spool, SpoolCorruptError, decode_batch, encode_batch
+from tether.agent.batch import Batch
+from tether.agent.spool import MAGIC, Spool, SpoolCorruptError, decode_batch, encode_batch
+from tether.schemas.records import Signal
 
 
-def _batch(n: int, kind: str = "logs") -> Batch:
-    return Batch(kind, {n % 8: f"record-{n}".encode() * 10, (n + 1) % 8: b"x" * n}, items=n + 1)  # type: ignore[arg-type]
+def _batch(n: int, signal: Signal = "logs") -> Batch:
+    return Batch(signal, {n % 8: f"record-{n}".encode() * 10, (n + 1) % 8: b"x" * n}, items=n + 1)
 
 
 def test_encode_decode_round_trip() -> None:
