@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,6 +151,29 @@ def test_validator_message_is_kept() -> None:
     assert len(found) == 1
     assert found[0].startswith("otlp.grpc_endpoint: ")
     assert "expected host:port" in found[0]
+
+
+@pytest.mark.parametrize(
+    ("model", "text", "key"),
+    [
+        (AgentConfig, AGENT_MINIMAL + "ops:\n  endpoint: localhost\n", "ops.endpoint"),
+        (AgentConfig, AGENT_MINIMAL + "otlp:\n  http_endpoint: host:70000\n", "otlp.http_endpoint"),
+        (CollectorConfig, "kafka: {bootstrap_servers: k:1}\nops:\n  endpoint: host\n", "ops.endpoint"),
+        (CollectorConfig, "kafka: {bootstrap_servers: k:1}\njaeger:\n  endpoint: :4317\n", "jaeger.endpoint"),
+    ],
+)
+def test_every_endpoint_of_both_tiers_is_validated_alike(model: type[Any], text: str, key: str) -> None:
+    found = problems(text, model)
+    assert len(found) == 1
+    assert found[0].startswith(f"{key}: ")
+    assert "expected host:port" in found[0]
+
+
+def test_each_tier_has_its_own_ops_port() -> None:
+    agent = parse_config(AGENT_MINIMAL, AgentConfig)
+    collector = parse_config("kafka: {bootstrap_servers: k:1}\n", CollectorConfig)
+    assert (agent.ops.endpoint, collector.ops.endpoint) == ("127.0.0.1:9464", "127.0.0.1:9465")
+    assert type(agent.ops) is type(collector.ops)
 
 
 def test_invalid_yaml() -> None:
