@@ -8,16 +8,16 @@ BIN := $(VENV)/bin
 RUN := .run
 STAMP := $(VENV)/.installed
 
-.PHONY: up down test lint status dashboards
+.PHONY: up down test unit status dashboards
 
 NATIVE := native/fastlog
-$(STAMP): pyproject.toml $(NATIVE)/pyproject.toml $(NATIVE)/Cargo.toml $(NATIVE)/Cargo.lock $(wildcard $(NATIVE)/src/*.rs)
+$(STAMP): pyproject.toml $(NATIVE)/pyproject.toml $(NATIVE)/Cargo.toml $(NATIVE)/Cargo.lock $(shell find $(NATIVE)/src -name '*.rs')
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "tether needs Python >= 3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	@command -v cargo >/dev/null || { echo "cargo not found: the agent's native fast path needs a Rust toolchain (rustup)"; exit 1; }
-	$(BIN)/pip install -q ./$(NATIVE)   # the agent's Rust fast path for file lines (maturin + cargo)
+	$(BIN)/pip install -q ./$(NATIVE)   # the Rust fast paths of both tiers (maturin + cargo)
 	touch $(STAMP)
 
 ## up: install, start Kafka + Elasticsearch + Jaeger, run an agent and a collector with deploy/examples.
@@ -60,6 +60,10 @@ dashboards: $(STAMP)
 
 status: $(STAMP)
 	$(BIN)/tether stack status
+
+## unit: the fast in-process suite, no stack (seconds): run it on every change.
+unit: $(STAMP)
+	$(BIN)/python -m pytest -ra -m "not stack" tests/unit
 
 ## test: lint, type-check, then unit and end-to-end tests (the tests start the real stack themselves).
 test: $(STAMP)
