@@ -14,11 +14,15 @@ from tether.stack import Stack, StackConfig
 def stack() -> Iterator[Stack]:
     """Kafka, Elasticsearch and Jaeger on 127.0.0.1. Reuses a running stack; stops only what it started."""
     stack = Stack(StackConfig())
-    already_up = all(pid is not None for _, pid, _, _ in stack.status())
+    # Only the servers this session starts are stopped after it: another session (or a developer's
+    # `tether stack up`) may be using the others.
+    started = [server for server in stack.servers if not server.process.is_running()]
     stack.up(report=lambda line: print(f"[stack] {line}", flush=True))
     yield stack
-    if not already_up and os.environ.get("TETHER_KEEP_STACK") != "1":
-        stack.down(report=lambda line: print(f"[stack] {line}", flush=True))
+    if os.environ.get("TETHER_KEEP_STACK") != "1":
+        for server in reversed(started):
+            server.process.stop()
+            print(f"[stack] {server.name}: stopped", flush=True)
 
 
 @pytest.fixture(autouse=True)

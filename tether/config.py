@@ -38,8 +38,8 @@ class Section(BaseModel):
 
 def _host_port(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("expected host:port, for example 127.0.0.1:4317")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError("expected host:port (port 0-65535), for example 127.0.0.1:4317")
     return value
 
 
