@@ -126,7 +126,7 @@ class OtlpHttpServer:
         app.router.add_route("*", "/{path:.*}", self._handle)
         # Requests wait in ingest at most this long for their data to become durable; stop()
         # lets requests in flight finish within it before closing their connections.
-        grace = ingest.config.accept_timeout_seconds + ingest.delivery.config.spill_after_seconds + 1
+        grace = ingest.max_wait_seconds + 1
         # auto_decompress=False: we inflate the body ourselves, with a bound (zip bombs).
         self._runner = web.AppRunner(app, access_log=None, auto_decompress=False, shutdown_timeout=grace)
 
