@@ -1,6 +1,6 @@
 """Delivery between sources and the sink: acks, spill, order, retries, backpressure and drops.
 
-The sink is a scripted fake of the `Sink` protocol (tests/unit/fake_sink.py); the real Kafka path
+The sink is a scripted fake of the `Sink` protocol (tests/unit/agent_fakes.py); the real Kafka path
 (outage, restart, drain) is covered in tests/e2e/test_agent_outage.py.
 """
 
@@ -10,12 +10,11 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.unit.fake_sink import FakeSink
+from tests.unit.agent_fakes import FakeSink, wait_until
 from tether.agent.batch import Batch
 from tether.agent.config import SpoolConfig
 from tether.agent.delivery import BackpressureError, Delivery
@@ -40,13 +39,6 @@ def _sequences(sink: FakeSink) -> list[int]:
 
 def _count(metrics: AgentMetrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(f"tether_agent_{name}", labels) or 0.0
-
-
-async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 async def test_acks_flow_back_and_are_counted_by_topic(tmp_path: Path) -> None:
@@ -141,7 +133,7 @@ async def test_a_replaced_producer_is_retried_at_once(
     sink.resets = 3
     delivery, _ = _delivery(tmp_path, sink)
     await delivery.start()
-    await _until(lambda: len(sink.sent) == 2)
+    await wait_until(lambda: len(sink.sent) == 2)
     assert backoffs == [] and sink.attempts == 5
     assert _sequences(sink) == [0, 1]
     await delivery.stop(1)
@@ -163,9 +155,9 @@ async def test_an_unavailable_sink_is_retried_after_a_backoff(
     delivery, _ = _delivery(tmp_path, sink)
     with caplog.at_level(logging.WARNING, logger="tether.agent.delivery"):
         await delivery.start()
-        await _until(lambda: len(backoffs) >= 3)
+        await wait_until(lambda: len(backoffs) >= 3)
         sink.up = True
-        await _until(lambda: len(sink.sent) == 1)
+        await wait_until(lambda: len(sink.sent) == 1)
     assert backoffs[:3] == [0.5, 1.0, 2.0]  # exponential, from 0.25 s
     waits = [r for r in caplog.records if r.getMessage() == "Kafka unavailable; spool waits"]
     assert (

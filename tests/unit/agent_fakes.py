@@ -1,6 +1,6 @@
-"""A scripted stand-in for the agent's Kafka sink, for in-process tests (no broker).
+"""Stand-ins for the agent's in-process tests (no broker): a scripted sink, and waiting for a condition.
 
-Like httpx's MockTransport: it implements the `Sink` protocol and does what the test says. It
+`FakeSink` is like httpx's MockTransport: it implements the `Sink` protocol and does what the test says. It
 acknowledges by default; `hang()` makes sends wait unanswered until `resume()` (a broker that
 stopped responding), `up = False` fails every send with SinkUnavailable after a short wait (a
 broker that is down), and `resets` fails that many next sends with SinkReset (the producer had
@@ -10,7 +10,8 @@ to be replaced).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -64,3 +65,11 @@ class FakeSink:
 
     def spans(self) -> list[ExportTraceServiceRequest]:
         return [ExportTraceServiceRequest.FromString(s.value) for s in self.sent if s.signal == "spans"]
+
+
+async def wait_until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    """Return once `condition()` holds; fail the test if it does not within `within` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"condition not met within {within}s"
+        await asyncio.sleep(0.005)
