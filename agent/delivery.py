@@ -7,6 +7,10 @@ acknowledge within `spill_after_seconds`, or that finds the in-memory window ful
 spool, and from then on every newer batch queues behind it, so the spool drains in order before
 newer data. A full spool blocks `submit` (backpressure) or, with `when_full: drop_oldest`, drops
 the oldest batches and counts their records.
+
+Kafka is reached through the `Sink` protocol (agent/sinks/sink.py). A direct send that fails is
+spooled; the spool's drainer retries a send that raised SinkReset at once, and one that raised
+SinkUnavailable or timed out after a back-off.
 """
 
 from __future__ import annotations
