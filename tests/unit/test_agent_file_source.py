@@ -139,7 +139,7 @@ async def test_copytruncate_reads_the_copy_s_rest_and_the_truncated_file_from_th
         shutil.copyfile(log, log.with_name("app.log.1"))
         os.truncate(log, 0)
         append(log, *lines("new", 3))
-        await wait_until(lambda: len(delivered(sink)) == 18)
+        await wait_until(lambda: len(delivered(sink)) >= 18)
         await asyncio.sleep(0.1)  # nothing more comes
         assert texts(sink) == Counter(lines("old", 15) + lines("new", 3))  # each exactly once
         by_text = {line.text: line for line in delivered(sink)}
@@ -165,7 +165,7 @@ async def test_rename_rotation_reads_the_old_file_to_its_end_and_the_new_from_th
         log.rename(rotated)
         append(log, *lines("new", 5))
         append(rotated, "old 15")  # the application still writes to the old file until it reopens
-        await wait_until(lambda: len(delivered(sink)) == 21)
+        await wait_until(lambda: len(delivered(sink)) >= 21)
         assert texts(sink) == Counter(lines("old", 16) + lines("new", 5))
         new = [line for line in delivered(sink) if line.text.startswith("new")]
         assert new[0].offset == 0 and {line.fingerprint for line in new} != {old_fingerprint}
@@ -184,7 +184,8 @@ async def test_a_file_replaced_by_another_is_read_from_its_start(tmp_path: Path)
         replacement = log.with_name("app.tmp")
         append(replacement, *lines("second", 8))  # longer: its offsets run past the first file's
         replacement.replace(log)
-        await wait_until(lambda: len(delivered(sink)) == 13)
+        await wait_until(lambda: len(delivered(sink)) >= 13)
+        assert texts(sink) == Counter(lines("first", 5) + lines("second", 8))
         second = [line for line in delivered(sink) if line.text.startswith("second")]
         assert [line.text for line in second] == lines("second", 8)
         assert second[0].offset == 0
@@ -206,7 +207,7 @@ async def test_a_restart_resumes_at_the_checkpoints_fingerprint_by_fingerprint(t
     append(replaced, *lines("other", 3))
     restarted = FakeSink()
     async with tailing(tmp_path, restarted):
-        await wait_until(lambda: len(delivered(restarted)) == 5)
+        await wait_until(lambda: len(delivered(restarted)) >= 5)
         await asyncio.sleep(0.1)  # nothing more comes
     assert texts(restarted) == Counter(["kept 4", "kept 5", *lines("other", 3)])
 
