@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -219,3 +222,13 @@ async def test_wait_for_room_holds_a_source_back_instead_of_spilling(tmp_path: P
 async def test_durable_within_is_the_spill_delay(tmp_path: Path) -> None:
     delivery, _ = _delivery(tmp_path, FakeSink(), spill_after_seconds=1.5)
     assert delivery.durable_within_seconds == 1.5
+
+
+def test_delivery_and_the_sources_reach_kafka_only_through_the_sink() -> None:
+    """Nothing on the way to the sink imports the Kafka client: the Sink protocol is the seam."""
+    check = (
+        "import sys, tether.agent.delivery, tether.agent.sources.file, tether.agent.sources.otlp_grpc, "
+        "tether.agent.sources.otlp_http; assert 'aiokafka' not in sys.modules, 'aiokafka imported'"
+    )
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", check], check=True, env=environment, timeout=60)
