@@ -7,6 +7,10 @@ acknowledge within `spill_after_seconds`, or that finds the in-memory window ful
 spool, and from then on every newer batch queues behind it, so the spool drains in order before
 newer data. A full spool blocks `submit` (backpressure) or, with `when_full: drop_oldest`, drops
 the oldest batches and counts their records.
+
+Kafka is reached through the `Sink` protocol (agent/sinks/sink.py). A direct send that fails is
+spooled; the spool's drainer retries a send that raised SinkReset at once, and one that raised
+SinkUnavailable or timed out after a back-off.
 """
 
 from __future__ import annotations
@@ -19,12 +23,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka.errors import KafkaError
-
 from tether.agent.batch import Batch
 from tether.agent.config import SpoolConfig
 from tether.agent.metrics import AgentMetrics
-from tether.agent.sinks.kafka import PRODUCER_STATE_ERRORS, KafkaSink
+from tether.agent.sinks.sink import Sink, SinkError, SinkReset
 from tether.agent.spool import Spool
 
 log = logging.getLogger("tether.agent.delivery")
@@ -61,7 +63,7 @@ class _InFlight:
 
 
 class Delivery:
-    def __init__(self, sink: KafkaSink, config: SpoolConfig, directory: Path, metrics: AgentMetrics) -> None:
+    def __init__(self, sink: Sink, config: SpoolConfig, directory: Path, metrics: AgentMetrics) -> None:
         self.sink = sink
         self.config = config
         self.metrics = metrics
@@ -85,6 +87,11 @@ class Delivery:
             self._drainer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._drainer
+
+    @property
+    def durable_within_seconds(self) -> float:
+        """How long an accepted batch may take to become durable: acknowledged, or else spooled."""
+        return self.config.spill_after_seconds
 
     @property
     def spooling(self) -> bool:
@@ -133,14 +140,14 @@ class Delivery:
         send = asyncio.ensure_future(self._send(item.batch))
         try:
             await asyncio.wait_for(asyncio.shield(send), self.config.spill_after_seconds)
-        except (TimeoutError, KafkaError) as error:
+        except (TimeoutError, SinkError) as error:
             # Not acknowledged in time: keep it on disk. If the send still completes, the
             # spooled copy is a replay that the documents' deterministic ids make invisible.
             send.add_done_callback(_ignore_result)
             self.metrics.kafka_errors.inc()
             log.warning(
                 "Kafka did not acknowledge in time; spooling to disk",
-                extra={"error": repr(error), "batch_bytes": item.batch.size},
+                extra={"error": _describe(error), "batch_bytes": item.batch.size},
             )
             await self._spool(item.batch, item.receipt, accept_timeout=None)
         else:
@@ -153,12 +160,9 @@ class Delivery:
 
     async def _send(self, batch: Batch) -> None:
         started = time.monotonic()
-        if batch.signal == "logs":
-            await self.sink.send_logs(batch.records)
-        else:
-            await self.sink.send_spans(batch.records)
+        await self.sink.send(batch.signal, batch.records)
         self.metrics.send_latency.observe(time.monotonic() - started)
-        topic = self.sink.config.logs_topic if batch.signal == "logs" else self.sink.config.spans_topic
+        topic = self.sink.topic(batch.signal)
         self.metrics.kafka_records.labels(topic).inc(len(batch.records))
         self.metrics.kafka_bytes.labels(topic).inc(batch.size)
 
@@ -211,8 +215,8 @@ class Delivery:
             sequence, batch = head
             try:
                 await asyncio.wait_for(self._send(batch), self.config.spill_after_seconds * 4)
-            except (TimeoutError, KafkaError) as error:
-                if isinstance(error, PRODUCER_STATE_ERRORS):
+            except (TimeoutError, SinkError) as error:
+                if isinstance(error, SinkReset):
                     attempt = 0  # Kafka is back and the sink has a fresh producer: go again now
                     continue
                 attempt += 1
@@ -220,7 +224,7 @@ class Delivery:
                 log.warning(
                     "Kafka unavailable; spool waits",
                     extra={
-                        "error": repr(error),
+                        "error": _describe(error),
                         "retry_in_seconds": round(delay, 2),
                         "spooled_batches": len(self.spool),
                     },
@@ -241,6 +245,13 @@ class Delivery:
     def _update_gauges(self) -> None:
         self.metrics.spool_bytes.set(self.spool.bytes)
         self.metrics.spool_batches.set(len(self.spool))
+
+
+def _describe(error: BaseException) -> str:
+    """For logs: the broker client's own error when the sink wrapped one, as it says what happened."""
+    if isinstance(error, SinkError) and error.__cause__ is not None:
+        return repr(error.__cause__)
+    return repr(error)
 
 
 def _ignore_result(future: asyncio.Future[None]) -> None:

@@ -1,4 +1,8 @@
-"""The Kafka sink: an idempotent aiokafka producer (acks=all) whose send returns only once acked."""
+"""The Kafka sink: an idempotent aiokafka producer (acks=all) whose send returns only once acked.
+
+It implements the `Sink` protocol: aiokafka's errors leave it as SinkUnavailable, or SinkReset
+when the producer had to be replaced, so that delivery needs nothing of aiokafka.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
+    KafkaError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
     UnknownProducerId,
@@ -17,7 +22,8 @@ from aiokafka.errors import (
 
 from tether.agent.config import KafkaSinkConfig
 from tether.agent.sinks import kafka_batch
-from tether.schemas.records import LOGS_SCHEMA, SCHEMA_HEADER, SPANS_SCHEMA
+from tether.agent.sinks.sink import SinkReset, SinkUnavailable
+from tether.schemas.records import LOGS_SCHEMA, SCHEMA_HEADER, SPANS_SCHEMA, Signal
 
 log = logging.getLogger("tether.agent.kafka")
 
@@ -31,6 +37,8 @@ PRODUCER_STATE_ERRORS = (
     ProducerFenced,
 )
 
+_SCHEMAS: dict[Signal, bytes] = {"logs": LOGS_SCHEMA, "spans": SPANS_SCHEMA}
+
 
 class PartitionMismatchError(RuntimeError):
     pass
@@ -40,6 +48,7 @@ class KafkaSink:
     def __init__(self, config: KafkaSinkConfig) -> None:
         self.config = config
         self.partitions = 0
+        self._topics: dict[Signal, str] = {"logs": config.logs_topic, "spans": config.spans_topic}
         self._producer = self._new_producer()
 
     def _new_producer(self) -> AIOKafkaProducer:
@@ -75,25 +84,26 @@ class KafkaSink:
     async def stop(self) -> None:
         await self._producer.stop()  # flushes what is pending
 
-    async def send_logs(self, records: Mapping[int, bytes]) -> None:
-        await self._send_all(self.config.logs_topic, records, LOGS_SCHEMA)
+    def topic(self, signal: Signal) -> str:
+        return self._topics[signal]
 
-    async def send_spans(self, records: Mapping[int, bytes]) -> None:
-        await self._send_all(self.config.spans_topic, records, SPANS_SCHEMA)
-
-    async def _send_all(self, topic: str, records: Mapping[int, bytes], schema: bytes) -> None:
+    async def send(self, signal: Signal, records: Mapping[int, bytes]) -> None:
         """Send one record per partition; return when Kafka has acknowledged every one."""
-        headers = [(SCHEMA_HEADER, schema)]
+        headers = [(SCHEMA_HEADER, _SCHEMAS[signal])]
+        topic = self._topics[signal]
         producer = self._producer
         try:
-            pending = [
-                await producer.send(topic, value, partition=partition, headers=headers)
-                for partition, value in records.items()
-            ]
-            await asyncio.gather(*pending)
-        except PRODUCER_STATE_ERRORS as error:
-            await self._replace_producer(producer, error)
-            raise
+            try:
+                pending = [
+                    await producer.send(topic, value, partition=partition, headers=headers)
+                    for partition, value in records.items()
+                ]
+                await asyncio.gather(*pending)
+            except PRODUCER_STATE_ERRORS as error:
+                await self._replace_producer(producer, error)
+                raise SinkReset("Kafka producer state lost; a new producer is ready") from error
+        except KafkaError as error:  # including a replacement producer that could not start
+            raise SinkUnavailable("Kafka did not acknowledge") from error
 
     async def _replace_producer(self, broken: AIOKafkaProducer, error: Exception) -> None:
         if broken is not self._producer:

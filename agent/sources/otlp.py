@@ -43,6 +43,12 @@ class OtlpIngest:
         self.metrics = metrics
         self._spreader = UntracedSpreader()
 
+    @property
+    def max_wait_seconds(self) -> float:
+        """How long a request may wait for its data to become durable: the time it may wait for
+        room in delivery, plus the time delivery takes to make an accepted batch durable."""
+        return self.config.accept_timeout_seconds + self.delivery.durable_within_seconds
+
     def authorized(self, authorization: str | None) -> bool:
         """True when no token is configured or `authorization` is `Bearer <token>`."""
         if self.config.bearer_token is None:
@@ -87,8 +93,7 @@ class OtlpIngest:
         if batch.records:
             try:
                 receipt = await self.delivery.submit(batch, accept_timeout=self.config.accept_timeout_seconds)
-                limit = self.delivery.config.spill_after_seconds + self.config.accept_timeout_seconds
-                await asyncio.wait_for(asyncio.shield(receipt.durable), limit)
+                await asyncio.wait_for(asyncio.shield(receipt.durable), self.max_wait_seconds)
             except (BackpressureError, TimeoutError) as error:
                 self.metrics.otlp_rejected.labels(signal, transport, "backpressure").inc(batch.items)
                 self.metrics.otlp_requests.labels(signal, transport, "backpressure").inc()

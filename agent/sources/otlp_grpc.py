@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -76,7 +77,18 @@ def _unary(handler: Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Any]])
     )
 
 
-async def start_grpc_receiver(endpoint: str, ingest: OtlpIngest) -> grpc.aio.Server:
+@dataclass(frozen=True, slots=True)
+class OtlpGrpcServer:
+    """A started gRPC server and the port it listens on (the one picked when asked for port 0)."""
+
+    server: grpc.aio.Server
+    port: int
+
+    async def stop(self, grace: float | None) -> None:
+        await self.server.stop(grace)
+
+
+async def start_grpc_receiver(endpoint: str, ingest: OtlpIngest) -> OtlpGrpcServer:
     config = ingest.config
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", config.max_request_bytes)])
     handlers = OtlpGrpcHandlers(ingest)
@@ -97,4 +109,4 @@ async def start_grpc_receiver(endpoint: str, ingest: OtlpIngest) -> grpc.aio.Ser
         raise OSError(f"otlp.grpc_endpoint: cannot listen on {endpoint} (port in use?)")
     await server.start()
     log.info("OTLP/gRPC receiver listening", extra={"endpoint": endpoint, "tls": config.tls is not None})
-    return server
+    return OtlpGrpcServer(server, port)

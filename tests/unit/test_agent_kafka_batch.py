@@ -166,8 +166,8 @@ def test_sink_records_round_trip_through_kafka(stack: Stack, compression: Litera
             batch = sink._producer.create_batch()
             assert isinstance(batch, RecordBatchBuilder)
             assert batch.codec_id == kafka_batch.CODECS[compression]
-            await sink.send_logs(values)
-            await sink.send_logs({0: b"second"})
+            await sink.send("logs", values)
+            await sink.send("logs", {0: b"second"})
         finally:
             await sink.stop()
         consumer = AIOKafkaConsumer(

@@ -1,0 +1,133 @@
+"""OTLP/gRPC status mapping in-process: each outcome's status code, details and counted outcome.
+
+The real receiver, OtlpIngest and Delivery over a fake sink (tests/unit/otlp_receivers.py); the
+agent process in front of Kafka is tested in tests/e2e/test_otlp_grpc.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+
+from tests.unit.otlp_receivers import (
+    MAX_REQUEST_BYTES,
+    Receivers,
+    delivered_log_bodies,
+    delivered_spans,
+    logs_request,
+    partition_of,
+    receivers,
+    span,
+    traces_request,
+)
+from tether.agent.sources.otlp import RETRY_AFTER_SECONDS
+
+TRACES_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+METRICS_EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+
+
+@pytest.fixture
+async def otlp(tmp_path: Path) -> AsyncIterator[Receivers]:
+    async with receivers(tmp_path) as running:
+        yield running
+
+
+def _count(otlp: Receivers, outcome: str, signal: str = "traces") -> float:
+    return otlp.count("otlp_requests", signal=signal, protocol="grpc", outcome=outcome)
+
+
+@pytest.mark.parametrize(
+    "compression", [grpc.Compression.NoCompression, grpc.Compression.Gzip], ids=["identity", "gzip"]
+)
+async def test_traces_are_delivered_and_answered_ok(otlp: Receivers, compression: grpc.Compression) -> None:
+    async with grpc.aio.insecure_channel(otlp.grpc_target, compression=compression) as channel:
+        response = await TraceServiceStub(channel).Export(traces_request(span("a"), span("b")), timeout=10)  # type: ignore[no-untyped-call]
+    assert response == ExportTraceServiceResponse()
+    delivered = delivered_spans(otlp.sink)
+    assert set(delivered) == {"a", "b"}
+    assert all(partition == partition_of(s.trace_id) for partition, s in delivered.values())
+    assert otlp.count("otlp_received", signal="traces", protocol="grpc") == 2
+    assert _count(otlp, "ok") == 1
+
+
+async def test_logs_are_delivered_and_answered_ok(otlp: Receivers) -> None:
+    async with grpc.aio.insecure_channel(otlp.grpc_target) as channel:
+        response = await LogsServiceStub(channel).Export(logs_request("one", "two"), timeout=10)  # type: ignore[no-untyped-call]
+    assert response == ExportLogsServiceResponse()
+    assert sorted(delivered_log_bodies(otlp.sink)) == ["one", "two"]
+    assert _count(otlp, "ok", signal="logs") == 1
+
+
+async def test_spans_without_a_valid_trace_id_are_a_partial_success(otlp: Receivers) -> None:
+    request = traces_request(span("good"), span("zero", trace_id=bytes(16)))
+    async with grpc.aio.insecure_channel(otlp.grpc_target) as channel:
+        response = await TraceServiceStub(channel).Export(request, timeout=10)  # type: ignore[no-untyped-call]
+    assert response.partial_success.rejected_spans == 1
+    assert "trace_id must be 16 bytes" in response.partial_success.error_message
+    assert set(delivered_spans(otlp.sink)) == {"good"}
+    assert _count(otlp, "partial") == 1
+    assert otlp.count("otlp_rejected", signal="traces", protocol="grpc", reason="invalid_trace_id") == 1
+
+
+async def test_a_body_that_is_not_protobuf_is_invalid_argument(otlp: Receivers) -> None:
+    async with grpc.aio.insecure_channel(otlp.grpc_target) as channel:
+        raw = channel.unary_unary(TRACES_EXPORT, request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await raw(b"\xff\xfe this is not protobuf", timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid ExportTraceServiceRequest" in (refused.value.details() or "")
+    assert _count(otlp, "bad_request") == 1
+    assert otlp.sink.attempts == 0
+
+
+async def test_a_missing_or_wrong_bearer_token_is_unauthenticated(tmp_path: Path) -> None:
+    async with receivers(tmp_path, bearer_token="s3cret") as otlp:
+        async with grpc.aio.insecure_channel(otlp.grpc_target) as channel:
+            stub = TraceServiceStub(channel)  # type: ignore[no-untyped-call]
+            for metadata in ((), (("authorization", "Bearer wrong"),), (("authorization", "s3cret"),)):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.Export(traces_request(span("x")), metadata=metadata, timeout=10)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                assert "bearer token" in (refused.value.details() or "")
+            assert _count(otlp, "unauthorized") == 3 and otlp.sink.attempts == 0
+            await stub.Export(
+                traces_request(span("authorized")), metadata=(("authorization", "Bearer s3cret"),), timeout=10
+            )
+        assert set(delivered_spans(otlp.sink)) == {"authorized"}
+
+
+async def test_a_full_spool_is_resource_exhausted_with_retry_after(otlp: Receivers) -> None:
+    await otlp.fill_the_spool()
+    async with grpc.aio.insecure_channel(otlp.grpc_target) as channel:
+        call = LogsServiceStub(channel).Export(logs_request("x"), timeout=10)  # type: ignore[no-untyped-call]
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "capacity" in (refused.value.details() or "")
+        assert ("retry-after", str(RETRY_AFTER_SECONDS)) in tuple(await call.initial_metadata())
+    assert _count(otlp, "backpressure", signal="logs") == 1
+    assert otlp.count("otlp_rejected", signal="logs", protocol="grpc", reason="backpressure") == 1
+
+
+async def test_a_request_over_the_limit_is_resource_exhausted(otlp: Receivers) -> None:
+    async with grpc.aio.insecure_channel(otlp.grpc_target) as channel:
+        raw = channel.unary_unary(TRACES_EXPORT, request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await raw(bytes(MAX_REQUEST_BYTES + 1), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert otlp.sink.attempts == 0
+
+
+async def test_metrics_are_unimplemented(otlp: Receivers) -> None:
+    async with grpc.aio.insecure_channel(otlp.grpc_target) as channel:
+        raw = channel.unary_unary(METRICS_EXPORT, request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await raw(b"", timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
