@@ -12,10 +12,9 @@ use std::collections::HashMap;
 
 use serde::de::Deserializer as _;
 
-use super::{Found, ValVisitor, V};
-
-/// orjson refuses documents nested deeper than this (the top-level object is level 1).
-pub(crate) const ORJSON_MAX_DEPTH: usize = 1024;
+use crate::constants::ORJSON_MAX_DEPTH;
+use crate::hex::HEX;
+use crate::json_value::{Found, ValVisitor, V};
 
 struct Bad;
 type R<T> = Result<T, Bad>;
@@ -90,7 +89,7 @@ fn hex4(b: &[u8], at: usize) -> R<u32> {
     let s = b.get(at..at + 4).ok_or(Bad)?;
     let mut v = 0u32;
     for &c in s {
-        let d = super::HEX[c as usize];
+        let d = HEX[c as usize];
         if d == 0xff {
             return Err(Bad);
         }
@@ -320,7 +319,9 @@ impl<'a> Scanner<'a> {
                     // (the reference) the integer 0, printed "0"
                     V::I(0)
                 } else {
-                    serde_json::Deserializer::from_str(raw).deserialize_any(ValVisitor).map_err(|_| Bad)?
+                    serde_json::Deserializer::from_str(raw)
+                        .deserialize_any(ValVisitor)
+                        .map_err(|_| Bad)?
                 }
             }
             b'n' => {
@@ -387,7 +388,9 @@ impl<'a> Scanner<'a> {
         let escaped = self.string()?;
         let raw = &self.text[quote..self.i];
         if escaped {
-            Ok(Cow::Owned(serde_json::from_str::<String>(raw).map_err(|_| Bad)?))
+            Ok(Cow::Owned(
+                serde_json::from_str::<String>(raw).map_err(|_| Bad)?,
+            ))
         } else {
             Ok(Cow::Borrowed(&raw[1..raw.len() - 1]))
         }
@@ -483,13 +486,22 @@ impl Keys {
             .iter()
             .map(|(k, &slot)| {
                 let (first, last) = key_words(k.as_bytes(), 0, k.len());
-                Entry { len: k.len(), first, last, key: k.as_bytes().into(), slot }
+                Entry {
+                    len: k.len(),
+                    first,
+                    last,
+                    key: k.as_bytes().into(),
+                    slot,
+                }
             })
             .collect();
         let mut best: Option<(usize, u64, Box<[u8; 1 << TABLE_BITS]>)> = None;
         let mut mult = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..64 {
-            mult = mult.wrapping_mul(0x5851_f42d_4c95_7f2d).wrapping_add(0x1405_7b7e_f767_814f) | 1;
+            mult = mult
+                .wrapping_mul(0x5851_f42d_4c95_7f2d)
+                .wrapping_add(0x1405_7b7e_f767_814f)
+                | 1;
             let mut table = Box::new([0u8; 1 << TABLE_BITS]);
             let mut clashes = 0;
             for (i, e) in entries.iter().enumerate() {
@@ -509,7 +521,12 @@ impl Keys {
             }
         }
         let (_, mult, table) = best.unwrap();
-        Keys { map, mult, table, entries }
+        Keys {
+            map,
+            mult,
+            table,
+            entries,
+        }
     }
 
     /// The slot of the key at b[start..start + len] (no escapes in it).
@@ -555,7 +572,12 @@ fn next_slot<'a>(found: &mut Found<'a>) -> *mut (u8, V<'a>) {
 /// contents are meaningless after None) in document order with its slot. `found` is the
 /// caller's: returning it (~330 bytes) was a memcpy per line.
 pub(crate) fn parse_line<'a>(text: &'a str, keys: &Keys, found: &mut Found<'a>) -> Option<u64> {
-    let mut s = Scanner { text, b: text.as_bytes(), i: 0, arrays: [0; ORJSON_MAX_DEPTH / 64 + 1] };
+    let mut s = Scanner {
+        text,
+        b: text.as_bytes(),
+        i: 0,
+        arrays: [0; ORJSON_MAX_DEPTH / 64 + 1],
+    };
     let mut mask = 0u64;
     s.expect(b'{').ok()?;
     s.ws();

@@ -1,0 +1,460 @@
+//! OTLP export request -> per-partition request bytes, at the protobuf wire level.
+//!
+//! Reference: agent/encode.py::split_request on the decoded request. Every item (span / log
+//! record) goes to partition_for_trace(trace_id) under a copy of its resource and scope (and
+//! their schema_url); consecutive items of equal resource / scope stay under one
+//! ResourceX / ScopeX of that partition, exactly like the reference (which compares messages;
+//! here the raw bytes are compared, identical for any canonical encoder).
+//!
+//! Acceptance mirrors upb (python protobuf's decoder), so that nothing the reference would
+//! refuse reaches Kafka (the collector decodes every record): resource, scope and items are
+//! validated against the OTLP schema (otlp_schema::check). Stricter than upb, on purpose: a
+//! wrong wire type for the fields that drive the split (request.resource_x,
+//! ResourceX.resource/scope_x/schema_url, ScopeX.scope/items/schema_url, item.trace_id) is an
+//! error. Unknown fields of the request, ResourceX and ScopeX are dropped (the reference builds
+//! fresh ResourceX/ScopeX messages); resource, scope and item bytes are copied verbatim, so their
+//! unknown fields are kept (the reference keeps them too).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use smallvec::SmallVec;
+
+use crate::otlp_schema::{check, utf8, M};
+use crate::wire::{ld_len, put_ld, put_varint, Rd, WResult};
+
+fn check_utf8(r: &Rd, start: usize, v: &[u8]) -> WResult<()> {
+    if utf8(v) {
+        Ok(())
+    } else {
+        Err(r.err(start, "string field schema_url is not valid UTF-8"))
+    }
+}
+
+/// Which messages make a request of one signal, and the item's trace_id field.
+pub(crate) struct Shape {
+    request: M,
+    resource_x: M,
+    scope_x: M,
+    item: M,
+    trace_id: u32,
+}
+
+pub(crate) const TRACES_SHAPE: Shape = Shape {
+    request: M::TracesRequest,
+    resource_x: M::ResourceSpans,
+    scope_x: M::ScopeSpans,
+    item: M::Span,
+    trace_id: 1,
+};
+pub(crate) const LOGS_SHAPE: Shape = Shape {
+    request: M::LogsRequest,
+    resource_x: M::ResourceLogs,
+    scope_x: M::ScopeLogs,
+    item: M::LogRecord,
+    trace_id: 9,
+};
+
+struct OutScope<'a> {
+    scope: usize,
+    schema_url: &'a [u8],
+    items: Vec<&'a [u8]>,
+    items_len: usize,
+}
+struct OutResource<'a> {
+    resource: usize,
+    schema_url: &'a [u8],
+    scopes: Vec<OutScope<'a>>,
+}
+struct Part<'a> {
+    partition: u64,
+    resources: Vec<OutResource<'a>>,
+    /// the input scope entry the last item came from
+    last_entry: usize,
+}
+
+struct Splitter<'a> {
+    shape: &'static Shape,
+    origin: usize,
+    partitions: u64,
+    untraced: Option<u64>,
+    /// resource and scope payloads (several occurrences of the field are concatenated: merged)
+    blobs: Vec<Cow<'a, [u8]>>,
+    parts: Vec<Part<'a>>,
+    part_of: HashMap<u64, usize, ahash::RandomState>,
+    entries: usize,
+    total: u64,
+    rejected: u64,
+    scratch: Vec<&'a [u8]>,
+}
+
+fn joined<'a>(pieces: &[&'a [u8]]) -> Cow<'a, [u8]> {
+    match pieces {
+        [] => Cow::Borrowed(&[]),
+        [one] => Cow::Borrowed(one),
+        _ => Cow::Owned(pieces.concat()),
+    }
+}
+
+impl<'a> Splitter<'a> {
+    fn same(&self, a: usize, b: usize) -> bool {
+        a == b || self.blobs[a] == self.blobs[b]
+    }
+
+    fn request(&mut self, body: &'a [u8]) -> WResult<()> {
+        let mut r = Rd::new(body, self.origin, self.shape.request);
+        while !r.done() {
+            let start = r.pos();
+            match r.tag()? {
+                (1, 2) => {
+                    let v = r.ld()?;
+                    self.resource_x(v)?;
+                }
+                (1, wt) => return Err(r.wrong_wire(start, 1, wt, 2)),
+                (f, wt) => r.skip(f, wt, 0)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn resource_x(&mut self, b: &'a [u8]) -> WResult<()> {
+        let mut r = Rd::new(b, self.origin, self.shape.resource_x);
+        let mut resource: SmallVec<[&'a [u8]; 1]> = SmallVec::new();
+        let mut scopes: SmallVec<[&'a [u8]; 4]> = SmallVec::new();
+        let mut schema_url: &'a [u8] = b"";
+        while !r.done() {
+            let start = r.pos();
+            match r.tag()? {
+                (1, 2) => {
+                    let v = r.ld()?;
+                    check(v, self.origin, M::Resource, 2, 0)?;
+                    resource.push(v);
+                }
+                (2, 2) => scopes.push(r.ld()?),
+                (3, 2) => {
+                    schema_url = r.ld()?;
+                    check_utf8(&r, start, schema_url)?;
+                }
+                (f @ 1..=3, wt) => return Err(r.wrong_wire(start, f, wt, 2)),
+                (f, wt) => r.skip(f, wt, 1)?,
+            }
+        }
+        self.blobs.push(joined(&resource));
+        let resource = self.blobs.len() - 1;
+        for s in scopes {
+            self.scope_x(s, resource, schema_url)?;
+        }
+        Ok(())
+    }
+
+    fn scope_x(&mut self, b: &'a [u8], resource: usize, resource_url: &'a [u8]) -> WResult<()> {
+        let mut r = Rd::new(b, self.origin, self.shape.scope_x);
+        let mut scope: SmallVec<[&'a [u8]; 1]> = SmallVec::new();
+        let mut items = std::mem::take(&mut self.scratch);
+        items.clear();
+        let mut schema_url: &'a [u8] = b"";
+        while !r.done() {
+            let start = r.pos();
+            match r.tag()? {
+                (1, 2) => {
+                    let v = r.ld()?;
+                    check(v, self.origin, M::Scope, 3, 0)?;
+                    scope.push(v);
+                }
+                (2, 2) => items.push(r.ld()?),
+                (3, 2) => {
+                    schema_url = r.ld()?;
+                    check_utf8(&r, start, schema_url)?;
+                }
+                (f @ 1..=3, wt) => return Err(r.wrong_wire(start, f, wt, 2)),
+                (f, wt) => r.skip(f, wt, 2)?,
+            }
+        }
+        self.blobs.push(joined(&scope));
+        let scope = self.blobs.len() - 1;
+        self.entries += 1;
+        let entry = self.entries;
+        for &item in &items {
+            let trace_id = check(item, self.origin, self.shape.item, 3, self.shape.trace_id)?;
+            self.total += 1;
+            let partition = match trace_id {
+                Some(t) if t.len() == 16 && t.iter().any(|&c| c != 0) => {
+                    u64::from_be_bytes(t[8..16].try_into().unwrap()) % self.partitions
+                }
+                _ => match self.untraced {
+                    Some(u) => u,
+                    None => {
+                        self.rejected += 1;
+                        continue;
+                    }
+                },
+            };
+            let index = match self.part_of.get(&partition) {
+                Some(&i) => i,
+                None => {
+                    self.parts.push(Part {
+                        partition,
+                        resources: Vec::new(),
+                        last_entry: 0,
+                    });
+                    self.part_of.insert(partition, self.parts.len() - 1);
+                    self.parts.len() - 1
+                }
+            };
+            if self.parts[index].last_entry != entry {
+                // the reference: a new ResourceX unless the partition's last one has an equal
+                // resource; then a new ScopeX unless its last one has an equal scope
+                let last_resource = self.parts[index].resources.last().map(|x| x.resource);
+                if !last_resource.is_some_and(|x| self.same(x, resource)) {
+                    self.parts[index].resources.push(OutResource {
+                        resource,
+                        schema_url: resource_url,
+                        scopes: Vec::new(),
+                    });
+                }
+                let last_scope = self.parts[index]
+                    .resources
+                    .last()
+                    .unwrap()
+                    .scopes
+                    .last()
+                    .map(|x| x.scope);
+                if !last_scope.is_some_and(|x| self.same(x, scope)) {
+                    self.parts[index]
+                        .resources
+                        .last_mut()
+                        .unwrap()
+                        .scopes
+                        .push(OutScope {
+                            scope,
+                            schema_url,
+                            items: Vec::new(),
+                            items_len: 0,
+                        });
+                }
+                self.parts[index].last_entry = entry;
+            }
+            let out = self.parts[index]
+                .resources
+                .last_mut()
+                .unwrap()
+                .scopes
+                .last_mut()
+                .unwrap();
+            out.items.push(item);
+            out.items_len += ld_len(item.len());
+        }
+        self.scratch = items;
+        Ok(())
+    }
+
+    fn scope_len(&self, s: &OutScope) -> usize {
+        ld_len(self.blobs[s.scope].len()) + s.items_len + url_len(s.schema_url)
+    }
+    fn resource_len(&self, x: &OutResource) -> usize {
+        ld_len(self.blobs[x.resource].len())
+            + x.scopes
+                .iter()
+                .map(|s| ld_len(self.scope_len(s)))
+                .sum::<usize>()
+            + url_len(x.schema_url)
+    }
+
+    /// The request bytes of one partition, fields in number order (as the reference writes them).
+    fn encode(&self, part: &Part) -> Vec<u8> {
+        let sizes: Vec<usize> = part
+            .resources
+            .iter()
+            .map(|x| self.resource_len(x))
+            .collect();
+        let mut out = Vec::with_capacity(sizes.iter().map(|&n| ld_len(n)).sum());
+        for (x, &size) in part.resources.iter().zip(&sizes) {
+            out.push(0x0a);
+            put_varint(&mut out, size as u64);
+            put_ld(&mut out, 0x0a, &self.blobs[x.resource]);
+            for s in &x.scopes {
+                out.push(0x12);
+                put_varint(&mut out, self.scope_len(s) as u64);
+                put_ld(&mut out, 0x0a, &self.blobs[s.scope]);
+                for item in &s.items {
+                    put_ld(&mut out, 0x12, item);
+                }
+                put_url(&mut out, s.schema_url);
+            }
+            put_url(&mut out, x.schema_url);
+        }
+        debug_assert_eq!(out.len(), out.capacity());
+        out
+    }
+}
+
+fn url_len(url: &[u8]) -> usize {
+    if url.is_empty() {
+        0
+    } else {
+        ld_len(url.len())
+    }
+}
+fn put_url(out: &mut Vec<u8>, url: &[u8]) {
+    if !url.is_empty() {
+        put_ld(out, 0x1a, url);
+    }
+}
+
+pub(crate) struct SplitOut {
+    /// (partition, request bytes), partitions in order of their first item
+    pub(crate) parts: Vec<(u64, Vec<u8>)>,
+    /// items in the request, rejected ones included
+    pub(crate) total: u64,
+    /// items without a valid trace id, when there is no untraced partition
+    pub(crate) rejected: u64,
+}
+
+/// The request `body` split by partition; items without a valid trace id go to `untraced`, or
+/// are rejected (counted) when it is None.
+pub(crate) fn split_body(
+    body: &[u8],
+    shape: &'static Shape,
+    partitions: u64,
+    untraced: Option<u64>,
+) -> WResult<SplitOut> {
+    let mut s = Splitter {
+        shape,
+        origin: body.as_ptr() as usize,
+        partitions,
+        untraced,
+        blobs: Vec::new(),
+        parts: Vec::new(),
+        part_of: HashMap::default(),
+        entries: 0,
+        total: 0,
+        rejected: 0,
+        scratch: Vec::new(),
+    };
+    s.request(body)
+        .map_err(|e| format!("invalid {}: {}", shape.request.short(), e))?;
+    let parts = s.parts.iter().map(|p| (p.partition, s.encode(p))).collect();
+    Ok(SplitOut {
+        parts,
+        total: s.total,
+        rejected: s.rejected,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ld(tag: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_ld(&mut out, tag, payload);
+        out
+    }
+
+    /// A span with `trace_id` (empty: none) and a name.
+    fn span(trace_id: &[u8], name: &str) -> Vec<u8> {
+        let mut s = if trace_id.is_empty() {
+            Vec::new()
+        } else {
+            ld(0x0a, trace_id)
+        };
+        s.extend(ld(0x2a, name.as_bytes()));
+        s
+    }
+
+    /// ResourceSpans{resource: Resource{attributes: [service.name=...]}, scope_spans: [ScopeSpans{spans}]}
+    fn resource_spans(service: &str, spans: &[Vec<u8>]) -> Vec<u8> {
+        let mut any = ld(0x0a, service.as_bytes());
+        any = [ld(0x0a, b"service.name"), ld(0x12, &any)].concat();
+        let resource = ld(0x0a, &any);
+        let mut scope_spans = ld(0x0a, &ld(0x0a, b"lib"));
+        for s in spans {
+            scope_spans.extend(ld(0x12, s));
+        }
+        [ld(0x0a, &resource), ld(0x12, &scope_spans)].concat()
+    }
+
+    fn trace_id(low: u64) -> [u8; 16] {
+        let mut t = [0xabu8; 16];
+        t[8..].copy_from_slice(&low.to_be_bytes());
+        t
+    }
+
+    #[test]
+    fn spans_go_to_the_partition_of_their_trace_under_their_resource_and_scope() {
+        let spans = [
+            span(&trace_id(7), "a"),
+            span(&trace_id(9), "b"),
+            span(&trace_id(4), "c"),
+        ];
+        let body = ld(0x0a, &resource_spans("svc", &spans));
+        let out = split_body(&body, &TRACES_SHAPE, 3, None).unwrap();
+        assert_eq!((out.total, out.rejected), (3, 0));
+        let partitions: Vec<u64> = out.parts.iter().map(|p| p.0).collect();
+        assert_eq!(partitions, [1, 0]); // 7 % 3, 9 % 3 (4 % 3 joins partition 1)
+        assert_eq!(
+            out.parts[0].1,
+            ld(
+                0x0a,
+                &resource_spans("svc", &[spans[0].clone(), spans[2].clone()])
+            )
+        );
+        assert_eq!(
+            out.parts[1].1,
+            ld(0x0a, &resource_spans("svc", &[spans[1].clone()]))
+        );
+    }
+
+    #[test]
+    fn spans_without_a_valid_trace_id_are_rejected() {
+        let spans = [
+            span(&[], "none"),
+            span(&[0; 16], "zero"),
+            span(&[1; 8], "short"),
+            span(&trace_id(2), "ok"),
+        ];
+        let body = ld(0x0a, &resource_spans("svc", &spans));
+        let out = split_body(&body, &TRACES_SHAPE, 4, None).unwrap();
+        assert_eq!((out.total, out.rejected), (4, 3));
+        assert_eq!(out.parts.len(), 1);
+        assert_eq!(out.parts[0].0, 2);
+    }
+
+    #[test]
+    fn log_records_without_a_trace_id_go_to_the_untraced_partition() {
+        let record = ld(0x2a, &ld(0x0a, b"hello")); // LogRecord{body: AnyValue{string_value}}
+        let scope_logs = [ld(0x0a, b""), ld(0x12, &record)].concat();
+        let body = ld(0x0a, &ld(0x12, &scope_logs));
+        let out = split_body(&body, &LOGS_SHAPE, 4, Some(3)).unwrap();
+        assert_eq!((out.total, out.rejected), (1, 0));
+        // the reference writes the (empty) resource and scope messages
+        let expected = ld(0x0a, &[ld(0x0a, b""), ld(0x12, &scope_logs)].concat());
+        assert_eq!(out.parts, vec![(3, expected)]);
+    }
+
+    #[test]
+    fn unknown_request_fields_are_dropped_and_wrong_wire_types_refused() {
+        let body = [
+            ld(0x0a, &resource_spans("svc", &[span(&trace_id(1), "a")])),
+            vec![0x10, 0x05],
+        ]
+        .concat();
+        let out = split_body(&body, &TRACES_SHAPE, 2, None).unwrap();
+        assert_eq!(out.parts[0].1, body[..body.len() - 2]);
+        let e = split_body(&[0x08, 0x01], &TRACES_SHAPE, 2, None)
+            .err()
+            .unwrap();
+        assert!(
+            e.starts_with(
+                "invalid ExportTraceServiceRequest: field 1 (resource_spans) has wire type 0"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_empty_request_has_no_parts() {
+        let out = split_body(b"", &LOGS_SHAPE, 3, Some(0)).unwrap();
+        assert!(out.parts.is_empty() && out.total == 0);
+    }
+}
