@@ -3,11 +3,12 @@
 Two implementations of one contract: `PythonChunkEncoder` is the reference (agent/parse.py +
 agent/encode.py), `NativeChunkEncoder` the Rust fast path (native/fastlog, ~20x faster), which
 must produce the very same bytes (tests/unit/test_chunk_encoders.py). The file source takes the
-native one when it is installed and can honour the configuration.
+native one when tether.native finds it installed.
 
 Line rules, shared: split on \\n; strip a trailing \\r; skip blank lines; a line longer than
-max_line_bytes is cut there and flagged; a last piece without newline is a line of its own,
-flagged truncated when it is at least max_line_bytes long (the head of an over-long line).
+max_line_bytes is cut there and flagged (with long_lines "drop": counted and left out); a last
+piece without newline is a line of its own, flagged truncated when it is at least
+max_line_bytes long (the head of an over-long line).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from tether import native
 from tether.agent.encode import FileLine, encode_file_lines
 from tether.agent.parse import parse_line, parse_timestamp
 from tether.schemas.log_fields import LogFieldMapping
@@ -114,22 +116,20 @@ class NativeChunkEncoder:
     name = "native"
 
     def __init__(
-        self, *, agent_id: str, partitions: int, mapping: LogFieldMapping, max_line_bytes: int
+        self,
+        *,
+        agent_id: str,
+        partitions: int,
+        mapping: LogFieldMapping,
+        max_line_bytes: int,
+        long_lines: Literal["truncate", "drop"] = "truncate",
     ) -> None:
-        import tether_fastlog
-
-        self._encode_chunk: Any = tether_fastlog.encode_chunk
+        self._encode_chunk: Any = native.extension().encode_chunk
         self.agent_id = agent_id
         self.partitions = partitions
         self.max_line_bytes = max_line_bytes
-        self._aliases = [
-            list(mapping.timestamp),
-            list(mapping.level),
-            list(mapping.trace_id),
-            list(mapping.span_id),
-            list(mapping.service),
-        ]
-        self._severity = dict(mapping.severity)
+        self._mapping = native.field_mapping(mapping)
+        self._drop_long_lines = long_lines == "drop"
 
     def encode(
         self,
@@ -144,8 +144,7 @@ class NativeChunkEncoder:
         records, lines, parse_errors, truncated, invalid = self._encode_chunk(
             data,
             base_offset,
-            self._aliases,
-            self._severity,
+            self._mapping,
             self.partitions,
             untraced_partition,
             self.agent_id,
@@ -154,16 +153,9 @@ class NativeChunkEncoder:
             observed_ns,
             self.max_line_bytes,
             parse_timestamp,
+            self._drop_long_lines,
         )
         return EncodedChunk(dict(records), lines, parse_errors, truncated, invalid)
-
-
-def native_available() -> bool:
-    try:
-        import tether_fastlog  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def chunk_encoder(
@@ -174,10 +166,14 @@ def chunk_encoder(
     max_line_bytes: int,
     long_lines: Literal["truncate", "drop"],
 ) -> ChunkEncoder:
-    """The native encoder when installed and able to honour the configuration, else the reference."""
-    if long_lines == "truncate" and native_available():
+    """The native encoder when tether.native finds it installed, else the reference."""
+    if native.choose("file_lines").native:
         return NativeChunkEncoder(
-            agent_id=agent_id, partitions=partitions, mapping=mapping, max_line_bytes=max_line_bytes
+            agent_id=agent_id,
+            partitions=partitions,
+            mapping=mapping,
+            max_line_bytes=max_line_bytes,
+            long_lines=long_lines,
         )
     return PythonChunkEncoder(
         agent_id=agent_id,

@@ -48,3 +48,9 @@ class AgentMetrics:
         self.spool_bytes = Gauge(f"{p}spool_bytes", "Bytes in the on-disk spool", registry=r)
         self.spool_batches = Gauge(f"{p}spool_batches", "Batches in the on-disk spool", registry=r)
         self.dropped = Counter(f"{p}dropped", "Records dropped, by reason", ["reason"], registry=r)
+        self.native_path = Gauge(
+            f"{p}native_path",
+            "1 when the native (Rust) fast path runs this path, 0 when the Python reference does",
+            ["path"],
+            registry=r,
+        )

@@ -29,16 +29,10 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from tether import native
 from tether.agent.encode import LOGS, TRACES, OtlpShape, Request, SplitResult, split_request
 
-_native: Any = None
-try:
-    import tether_fastlog
-
-    if hasattr(tether_fastlog, "split_traces"):  # an older build has only encode_chunk
-        _native = tether_fastlog
-except ImportError:  # pragma: no cover - the extension is optional
-    pass
+_native: Any = native.extension() if native.choose("otlp_split").native else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from tether import native
 from tether.schemas.log_fields import LogFieldMapping
 from tether.schemas.records import (
     ATTR_AGENT_ID,
@@ -233,26 +234,15 @@ def native_log_documents(value: bytes, mapping: LogFieldMapping) -> list[LogDoc]
     """
     if _file_log_documents is None:
         return None
-    rows = _file_log_documents(value, _mapping_names(mapping))
+    rows = _file_log_documents(value, native.field_mapping(mapping))
     if rows is None:
         return None
     return [LogDoc(*row) for row in rows]
 
 
-def _mapping_names(mapping: LogFieldMapping) -> tuple[tuple[str, ...], ...]:
-    m = mapping
-    return (m.message, m.timestamp, m.level, m.trace_id, m.span_id, m.service, m.data)
-
-
-def _native_builder() -> Any:
-    try:
-        import tether_fastlog
-    except ImportError:  # not built: the Python path does everything
-        return None
-    return getattr(tether_fastlog, "file_log_documents", None)  # None from an older build
-
-
-_file_log_documents = _native_builder()
+_file_log_documents: Any = (
+    native.extension().file_log_documents if native.choose("log_documents").native else None
+)
 
 
 def _expand_json_line(line: str, mapping: LogFieldMapping) -> dict[str, Any]:

@@ -77,3 +77,9 @@ class CollectorMetrics:
         self.commit_failures = Counter(
             f"{p}commit_failures", "Offset commits the group refused (it rebalanced without us)", registry=r
         )
+        self.native_path = Gauge(
+            f"{p}native_path",
+            "1 when the native (Rust) fast path runs this path, 0 when the Python reference does",
+            ["path"],
+            registry=r,
+        )
