@@ -14,16 +14,14 @@ use std::collections::HashMap;
 use pyo3::prelude::*;
 use pyo3::types::PyFloat;
 
-use crate::constants::{
-    ATTR_AGENT_ID, ATTR_FILE_FINGERPRINT, ATTR_FILE_PATH, ATTR_INVALID_UTF8, ATTR_PARSE_ERROR,
-    ATTR_RECORD_OFFSET, ATTR_SERVICE_NAME, ATTR_TRUNCATED, FILE_SCOPE,
-};
+use crate::constants::ATTR_SERVICE_NAME;
 use crate::field_mapping::{FieldMapping, Routing, ScanPlan};
 use crate::hex::decode_id;
 use crate::json_scan;
 use crate::json_value::{Found, V};
+use crate::log_record::{kv_string, put_record, Consts, Rec};
 use crate::timestamps::{parse_ts, Ts};
-use crate::wire::{ld_len, put_ld, put_varint, varint_len};
+use crate::wire::{put_ld, put_varint};
 
 // ------------------------------------------------------------------------------------------
 // Field conversion (agent/parse.py)
@@ -75,167 +73,6 @@ fn text_bytes<'t>(t: Text<'t>) -> PyResult<Cow<'t, [u8]>> {
         Text::Owned(s) => Cow::Owned(s.into_bytes()),
         Text::PyFloat(x) => Cow::Owned(py_float_str(x)?.into_bytes()),
     })
-}
-
-// ------------------------------------------------------------------------------------------
-// The records, at the protobuf wire level
-
-/// KeyValue{key, value: AnyValue{string_value}}
-fn kv_string(key: &str, value: &[u8]) -> Vec<u8> {
-    let mut any = Vec::new();
-    put_ld(&mut any, 0x0a, value);
-    let mut kv = Vec::new();
-    put_ld(&mut kv, 0x0a, key.as_bytes());
-    put_ld(&mut kv, 0x12, &any);
-    kv
-}
-fn kv_bool_true(key: &str) -> Vec<u8> {
-    let mut kv = Vec::new();
-    put_ld(&mut kv, 0x0a, key.as_bytes());
-    put_ld(&mut kv, 0x12, &[0x10, 0x01]);
-    kv
-}
-
-/// The encoded pieces every record or request of one chunk shares.
-pub(crate) struct Consts {
-    perr_attr: Vec<u8>, // field 6 (attributes) with its tag and length
-    trunc_attr: Vec<u8>,
-    inv_attr: Vec<u8>,
-    offset_key: Vec<u8>, // KeyValue.key field (tag, len, "log.file.record_offset")
-    agent_kv: Vec<u8>,   // Resource.attributes entry (tag 0x0a, len, KeyValue)
-    scope: Vec<u8>,      // ScopeLogs.scope entry, with the file's path and fingerprint
-}
-
-impl Consts {
-    pub(crate) fn new(agent_id: &str, fingerprint: &str, path: &str) -> Self {
-        let wrap = |tag: u8, p: Vec<u8>| {
-            let mut o = Vec::new();
-            put_ld(&mut o, tag, &p);
-            o
-        };
-        let mut offset_key = Vec::new();
-        put_ld(&mut offset_key, 0x0a, ATTR_RECORD_OFFSET.as_bytes());
-        let mut scope_inner = Vec::new();
-        put_ld(&mut scope_inner, 0x0a, FILE_SCOPE.as_bytes());
-        put_ld(
-            &mut scope_inner,
-            0x1a,
-            &kv_string(ATTR_FILE_PATH, path.as_bytes()),
-        );
-        put_ld(
-            &mut scope_inner,
-            0x1a,
-            &kv_string(ATTR_FILE_FINGERPRINT, fingerprint.as_bytes()),
-        );
-        Consts {
-            perr_attr: wrap(0x32, kv_bool_true(ATTR_PARSE_ERROR)),
-            trunc_attr: wrap(0x32, kv_bool_true(ATTR_TRUNCATED)),
-            inv_attr: wrap(0x32, kv_bool_true(ATTR_INVALID_UTF8)),
-            offset_key,
-            agent_kv: wrap(0x0a, kv_string(ATTR_AGENT_ID, agent_id.as_bytes())),
-            scope: wrap(0x0a, scope_inner),
-        }
-    }
-}
-
-struct Rec<'a> {
-    time: u64,
-    sev: i32,
-    level: &'a [u8],
-    body: &'a [u8],
-    offset: u64,
-    perr: bool,
-    trunc: bool,
-    inv: bool,
-    trace: Option<[u8; 16]>,
-    span: Option<[u8; 8]>,
-    observed: u64,
-}
-
-/// Appends ScopeLogs.log_records entry (tag 0x12, length, LogRecord) for one record.
-fn put_record(out: &mut Vec<u8>, c: &Consts, r: &Rec) {
-    let any_offset = 1 + varint_len(r.offset); // AnyValue{int_value}, set even when 0 (a oneof)
-    let kv_offset = c.offset_key.len() + ld_len(any_offset);
-    let body_any = ld_len(r.body.len());
-    let mut n = 0;
-    if r.time != 0 {
-        n += 9;
-    }
-    if r.sev != 0 {
-        n += 1 + varint_len(r.sev as i64 as u64);
-    }
-    if !r.level.is_empty() {
-        n += ld_len(r.level.len());
-    }
-    n += ld_len(body_any);
-    n += ld_len(kv_offset);
-    if r.perr {
-        n += c.perr_attr.len();
-    }
-    if r.trunc {
-        n += c.trunc_attr.len();
-    }
-    if r.inv {
-        n += c.inv_attr.len();
-    }
-    if r.trace.is_some() {
-        n += 18;
-    }
-    if r.span.is_some() {
-        n += 10;
-    }
-    if r.observed != 0 {
-        n += 9;
-    }
-    out.reserve(n + 6);
-    out.push(0x12);
-    put_varint(out, n as u64);
-    let start = out.len();
-    if r.time != 0 {
-        out.push(0x09);
-        out.extend_from_slice(&r.time.to_le_bytes());
-    }
-    if r.sev != 0 {
-        out.push(0x10);
-        put_varint(out, r.sev as i64 as u64);
-    }
-    if !r.level.is_empty() {
-        put_ld(out, 0x1a, r.level);
-    }
-    out.push(0x2a);
-    put_varint(out, body_any as u64);
-    put_ld(out, 0x0a, r.body);
-    out.push(0x32);
-    put_varint(out, kv_offset as u64);
-    out.extend_from_slice(&c.offset_key);
-    out.push(0x12);
-    put_varint(out, any_offset as u64);
-    out.push(0x18);
-    put_varint(out, r.offset);
-    if r.perr {
-        out.extend_from_slice(&c.perr_attr);
-    }
-    if r.trunc {
-        out.extend_from_slice(&c.trunc_attr);
-    }
-    if r.inv {
-        out.extend_from_slice(&c.inv_attr);
-    }
-    if let Some(t) = &r.trace {
-        out.push(0x4a);
-        out.push(16);
-        out.extend_from_slice(t);
-    }
-    if let Some(s) = &r.span {
-        out.push(0x52);
-        out.push(8);
-        out.extend_from_slice(s);
-    }
-    if r.observed != 0 {
-        out.push(0x59);
-        out.extend_from_slice(&r.observed.to_le_bytes());
-    }
-    debug_assert_eq!(out.len() - start, n);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -478,5 +315,164 @@ pub(crate) fn finish<'g>(group: &'g Group, c: &Consts) -> Finished<'g> {
         partition: group.partition,
         len,
         pieces,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::field_mapping::RoleNames;
+    use crate::otlp_schema::{check, M};
+    use crate::otlp_split::{split_body, LOGS_SHAPE};
+
+    pub(crate) const PARTITIONS: u64 = 4;
+    pub(crate) const UNTRACED: u32 = 3;
+    pub(crate) const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+
+    pub(crate) fn mapping() -> FieldMapping {
+        let v = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        FieldMapping::new(
+            RoleNames {
+                message: v(&["msg"]),
+                timestamp: v(&["ts"]),
+                level: v(&["level"]),
+                trace_id: v(&["trace_id"]),
+                span_id: v(&["span_id"]),
+                service: v(&["service", "service.name"]),
+                data: v(&["data"]),
+            },
+            [("info".to_string(), 9), ("ERROR".to_string(), 17)]
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    /// The chunk's requests by partition (in order of first record), and its counts.
+    pub(crate) fn encode(
+        chunk: &[u8],
+        max_line: usize,
+        drop_long_lines: bool,
+    ) -> (Vec<(u32, Vec<u8>)>, Counts) {
+        let fields = mapping();
+        let plan = ScanPlan::new(&fields).unwrap();
+        let consts = Consts::new("agent-7", "fp", "/var/log/app.log");
+        let params = Params {
+            base: 1000,
+            partitions: PARTITIONS,
+            untraced: UNTRACED,
+            observed: 1_700_000_000_000_000_000,
+            max_line,
+            drop_long_lines,
+            consts: &consts,
+            fields: &fields,
+            plan: &plan,
+            ts_fallback: None,
+        };
+        let (groups, counts) = process(chunk, &params, STAGE_FULL).unwrap();
+        let requests = groups
+            .iter()
+            .map(|g| {
+                let f = finish(g, &consts);
+                let mut buf = vec![0; f.len];
+                f.write_into(&mut buf);
+                (f.partition, buf)
+            })
+            .collect();
+        (requests, counts)
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        memchr::memmem::find(haystack, needle).is_some()
+    }
+
+    const CHUNK: &[u8] =
+        b"{\"level\":\"info\",\"msg\":\"a\"}\r\n\n   \nnot json\n{\"msg\":\"bad \xff\"}\n\
+{\"msg\":\"a line longer than the limit of this test\"}\n{\"level\"";
+
+    #[test]
+    fn lines_are_counted_flagged_and_cut_like_the_reference() {
+        let (_, counts) = encode(CHUNK, 40, false);
+        let expected = Counts {
+            lines: 5,
+            parse_errors: 3,
+            truncated: 1,
+            invalid_utf8: 1,
+        };
+        assert_eq!(counts, expected);
+        // drop: the over-long line is counted, not sent
+        let (_, counts) = encode(CHUNK, 40, true);
+        assert_eq!(
+            counts,
+            Counts {
+                lines: 4,
+                parse_errors: 2,
+                truncated: 1,
+                invalid_utf8: 1
+            }
+        );
+        // a tail at least max_line long is the head of an over-long line
+        let (_, counts) = encode(b"{\"level\":\"info\"}\n01234567890123456789", 20, false);
+        assert_eq!((counts.lines, counts.truncated), (2, 1));
+    }
+
+    #[test]
+    fn records_go_to_the_partition_of_their_trace_or_the_untraced_one() {
+        let chunk =
+            format!("{{\"trace_id\":\"{TRACE}\",\"level\":\"ERROR\"}}\n{{\"level\":\"info\"}}\n");
+        let (requests, _) = encode(chunk.as_bytes(), 1 << 20, false);
+        let traced = (u64::from_str_radix(&TRACE[16..], 16).unwrap() % PARTITIONS) as u32;
+        let partitions: Vec<u32> = requests.iter().map(|r| r.0).collect();
+        assert_eq!(partitions, [traced, UNTRACED]);
+        // severity 17 (field 2, varint) from the mapping's lowercased names; the trace id bytes
+        assert!(contains(&requests[0].1, &[0x10, 17]));
+        assert!(contains(
+            &requests[0].1,
+            &[0x4a, 16, 0x0a, 0xf7, 0x65, 0x19]
+        ));
+        assert!(contains(&requests[1].1, &[0x10, 9]));
+    }
+
+    #[test]
+    fn requests_are_valid_and_split_back_into_themselves() {
+        let (requests, counts) = encode(CHUNK, 40, false);
+        let mut records = 0;
+        for (partition, request) in &requests {
+            check(request, request.as_ptr() as usize, M::LogsRequest, 0, 0).unwrap();
+            let split =
+                split_body(request, &LOGS_SHAPE, PARTITIONS, Some(UNTRACED as u64)).unwrap();
+            assert_eq!(split.parts, vec![(*partition as u64, request.clone())]);
+            records += split.total;
+        }
+        assert_eq!(records, counts.lines);
+        let all: Vec<u8> = requests.iter().flat_map(|r| r.1.iter().copied()).collect();
+        for needle in [
+            &b"tether.file"[..],
+            b"/var/log/app.log",
+            b"tether.agent.id",
+            b"agent-7",
+            b"not json",
+        ] {
+            assert!(
+                contains(&all, needle),
+                "{}",
+                String::from_utf8_lossy(needle)
+            );
+        }
+        assert!(contains(&all, "bad \u{fffd}".as_bytes()));
+    }
+
+    #[test]
+    fn records_of_one_service_share_a_resource() {
+        let chunk = b"{\"service\":\"a\"}\n{\"service\":{\"name\":\"b\"}}\n{\"service\":\"a\"}\n";
+        let (requests, counts) = encode(chunk, 1 << 20, false);
+        assert_eq!(counts.lines, 3);
+        let [(_, request)] = &requests[..] else {
+            panic!("one partition")
+        };
+        // one resource (with its service.name attribute) per service, not per record
+        assert_eq!(
+            request.windows(12).filter(|w| w == b"service.name").count(),
+            2
+        );
     }
 }

@@ -184,3 +184,72 @@ pub(crate) fn expand_json_line(
     }
     Some(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::field_mapping::RoleNames;
+
+    fn mapping() -> FieldMapping {
+        let v = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        FieldMapping::new(
+            RoleNames {
+                message: v(&["msg", "body"]),
+                timestamp: v(&["ts"]),
+                level: v(&["level", "log.level"]),
+                trace_id: v(&["trace_id"]),
+                span_id: v(&["span_id"]),
+                service: v(&["service", "service.name"]),
+                data: v(&["data"]),
+            },
+            Default::default(),
+        )
+    }
+
+    fn expand(line: &str) -> Option<String> {
+        let mut out = Vec::new();
+        expand_json_line(&mut out, line, &mapping())?;
+        Some(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn message_and_the_rest_under_data() {
+        assert_eq!(
+            expand(r#"{"msg":"hi","level":"info","ts":1,"user":"u","data":{"k":1}}"#).as_deref(),
+            Some(r#","message":"hi","data":{"k":1,"user":"u"}"#)
+        );
+        // a non-object data value is kept under its key
+        assert_eq!(
+            expand(r#"{"data":[1],"x":2}"#).as_deref(),
+            Some(r#","data":{"data":[1],"x":2}"#)
+        );
+        assert_eq!(expand(r#"{"level":"info"}"#).as_deref(), Some(""));
+    }
+
+    #[test]
+    fn routing_fields_are_removed_nested_parents_when_left_empty() {
+        assert_eq!(
+            expand(r#"{"service":{"name":"x","v":1},"log":{"level":"e"},"m":0}"#).as_deref(),
+            Some(r#","data":{"service":{"v":1},"m":0}"#)
+        );
+    }
+
+    #[test]
+    fn a_non_string_message_is_its_text_when_that_is_orjsons() {
+        assert_eq!(expand(r#"{"msg":5}"#).as_deref(), Some(r#","message":"5""#));
+        assert_eq!(
+            expand(r#"{"msg":true}"#).as_deref(),
+            Some(r#","message":"true""#)
+        );
+        // floats and -0 print differently in Python: the reference's
+        assert_eq!(expand(r#"{"msg":1.5}"#), None);
+        assert_eq!(expand(r#"{"msg":-0}"#), None);
+        assert_eq!(expand(r#"{"msg":{"a":1}}"#), None);
+    }
+
+    #[test]
+    fn lines_that_are_not_json_objects_are_the_references() {
+        assert_eq!(expand("plain text"), None);
+        assert_eq!(expand("[1,2]"), None);
+    }
+}

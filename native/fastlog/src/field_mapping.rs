@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::json_scan::Keys;
+use crate::alias_keys::Keys;
 use crate::json_value::{slot_value, Found, V};
 
 /// The roles the agent routes by, in `FieldMapping::routing` order.

@@ -10,6 +10,7 @@ use std::fmt;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use smallvec::SmallVec;
 
+use crate::alias_keys::Keys;
 use crate::constants::ORJSON_MAX_DEPTH;
 use crate::hex::HEX;
 use crate::json_scan;
@@ -163,8 +164,8 @@ pub(crate) fn difference(text: &str, keys: &[String]) -> Option<String> {
         .map(|(i, k)| (k.clone(), i as u8))
         .collect();
     let mut found = Found::new();
-    let new = json_scan::parse_line(text, &json_scan::Keys::new(keys.clone()), &mut found)
-        .map(|mask| (found, mask));
+    let new =
+        json_scan::parse_line(text, &Keys::new(keys.clone()), &mut found).map(|mask| (found, mask));
     let old = parse_line_serde(text, &keys);
     let agree = match (&new, &old) {
         (None, None) => true,
@@ -401,7 +402,7 @@ mod tests {
         }
         // and the test can fail: a key the scanner keeps but the reference would not
         let mut found = Found::new();
-        let only = json_scan::Keys::new([("a".to_string(), 0u8)].into_iter().collect());
+        let only = Keys::new([("a".to_string(), 0u8)].into_iter().collect());
         assert_eq!(
             json_scan::parse_line("{\"a\":1}", &only, &mut found),
             Some(1)

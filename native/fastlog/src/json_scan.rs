@@ -8,10 +8,10 @@
 //! are not plain integers, on exactly their bytes, so those `V` are the ones it always built.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use serde::de::Deserializer as _;
 
+use crate::alias_keys::Keys;
 use crate::constants::ORJSON_MAX_DEPTH;
 use crate::hex::HEX;
 use crate::json_value::{Found, ValVisitor, V};
@@ -423,143 +423,10 @@ fn escape(b: &[u8], i: usize) -> R<usize> {
     }
 }
 
-/// The alias keys, looked up without hashing the whole key: most top-level keys of a line are
-/// not alias keys, and ahash + memcmp per key was ~15 % of the parse. A key's length, first
-/// and last eight bytes pick one candidate in a table (a multiplier that separates the alias keys
-/// is searched once); the candidate is then compared.
-pub(crate) struct Keys {
-    map: HashMap<String, u8, ahash::RandomState>,
-    mult: u64,
-    /// 0: no alias key hashes here; AMBIGUOUS: ask `map`; else 1 + index into `entries`
-    table: Box<[u8; 1 << TABLE_BITS]>,
-    entries: Vec<Entry>,
-}
-
-struct Entry {
-    len: usize,
-    first: u64,
-    last: u64,
-    key: Box<[u8]>,
-    slot: u8,
-}
-
-const TABLE_BITS: u32 = 10;
-const AMBIGUOUS: u8 = 0xff;
-
-/// The key's first eight bytes (zero-padded) and last eight (0 when shorter than eight). `b`
-/// holds the key at `start`; inside a line there is nearly always room for an 8-byte load.
-#[inline(always)]
-fn key_words(b: &[u8], start: usize, len: usize) -> (u64, u64) {
-    let first = if start + 8 <= b.len() {
-        let w = u64::from_le_bytes(b[start..start + 8].try_into().unwrap());
-        if len >= 8 {
-            w
-        } else {
-            w & ((1u64 << (8 * len)) - 1)
-        }
-    } else {
-        let mut w = 0u64;
-        for (k, &c) in b[start..start + len.min(8)].iter().enumerate() {
-            w |= (c as u64) << (8 * k);
-        }
-        w
-    };
-    let last = if len >= 8 {
-        u64::from_le_bytes(b[start + len - 8..start + len].try_into().unwrap())
-    } else {
-        0
-    };
-    (first, last)
-}
-
-/// `first` goes through the multiplier before it meets `last`: a fixed mix (first ^ rotated
-/// last) cancelled out for "service.name" / "service_name" whatever the multiplier.
-#[inline(always)]
-fn key_hash(mult: u64, len: usize, first: u64, last: u64) -> usize {
-    let x = first.wrapping_mul(mult) ^ last ^ len as u64;
-    (x.wrapping_mul(mult) >> (64 - TABLE_BITS)) as usize
-}
-
-impl Keys {
-    pub(crate) fn new(map: HashMap<String, u8, ahash::RandomState>) -> Keys {
-        let entries: Vec<Entry> = map
-            .iter()
-            .map(|(k, &slot)| {
-                let (first, last) = key_words(k.as_bytes(), 0, k.len());
-                Entry {
-                    len: k.len(),
-                    first,
-                    last,
-                    key: k.as_bytes().into(),
-                    slot,
-                }
-            })
-            .collect();
-        let mut best: Option<(usize, u64, Box<[u8; 1 << TABLE_BITS]>)> = None;
-        let mut mult = 0x9e37_79b9_7f4a_7c15u64;
-        for _ in 0..64 {
-            mult = mult
-                .wrapping_mul(0x5851_f42d_4c95_7f2d)
-                .wrapping_add(0x1405_7b7e_f767_814f)
-                | 1;
-            let mut table = Box::new([0u8; 1 << TABLE_BITS]);
-            let mut clashes = 0;
-            for (i, e) in entries.iter().enumerate() {
-                let h = key_hash(mult, e.len, e.first, e.last);
-                if table[h] == 0 {
-                    table[h] = i as u8 + 1;
-                } else {
-                    table[h] = AMBIGUOUS;
-                    clashes += 1;
-                }
-            }
-            if best.as_ref().is_none_or(|(c, _, _)| clashes < *c) {
-                best = Some((clashes, mult, table));
-            }
-            if clashes == 0 {
-                break;
-            }
-        }
-        let (_, mult, table) = best.unwrap();
-        Keys {
-            map,
-            mult,
-            table,
-            entries,
-        }
-    }
-
-    /// The slot of the key at b[start..start + len] (no escapes in it).
-    #[inline(always)]
-    fn get_raw(&self, b: &[u8], start: usize, len: usize) -> Option<u8> {
-        let (first, last) = key_words(b, start, len);
-        match self.table[key_hash(self.mult, len, first, last)] {
-            0 => None,
-            AMBIGUOUS => {
-                let key = std::str::from_utf8(&b[start..start + len]).ok()?;
-                self.map.get(key).copied()
-            }
-            i => {
-                let e = &self.entries[i as usize - 1];
-                // up to 16 bytes the two words are the whole key
-                let same = e.len == len
-                    && e.first == first
-                    && e.last == last
-                    && (len <= 16 || *e.key == b[start..start + len]);
-                same.then_some(e.slot)
-            }
-        }
-    }
-
-    fn get(&self, key: &str) -> Option<u8> {
-        self.map.get(key).copied()
-    }
-}
-
 /// Where the next element goes, with room reserved. SmallVec::push decides where (inline or
 /// heap, growing) after the element is built, so the element is built on the stack and copied
-/// with 16-byte loads over the narrower stores that built it: store-forwarding stalls, ~15 %
-/// of parse_line's time. With the place known first the fields are stored right there.
+/// with 16-byte loads over the narrower stores that built it: store-forwarding stalls, a large
+/// share of parse_line's time. With the place known first the fields are stored right there.
 #[inline(always)]
 fn next_slot<'a>(found: &mut Found<'a>) -> *mut (u8, V<'a>) {
     found.reserve(1);
@@ -630,4 +497,74 @@ pub(crate) fn parse_line<'a>(text: &'a str, keys: &Keys, found: &mut Found<'a>) 
         return None;
     }
     Some(mask)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEYS: [&str; 3] = ["level", "trace_id", "service"];
+
+    /// (mask, kept values) of a line, or None when it is refused.
+    fn scan(line: &str) -> Option<(u64, String)> {
+        let keys = Keys::new(
+            KEYS.iter()
+                .enumerate()
+                .map(|(i, k)| (k.to_string(), i as u8))
+                .collect(),
+        );
+        let mut found = Found::new();
+        let mask = parse_line(line, &keys, &mut found)?;
+        Some((mask, format!("{:?}", found.as_slice())))
+    }
+
+    #[test]
+    fn keeps_the_values_of_alias_keys_only() {
+        let (mask, found) =
+            scan(r#"{"msg":"x","level":"info","n":[1,{"a":2}],"service":{"name":"s"}}"#).unwrap();
+        assert_eq!(mask, 0b101);
+        assert_eq!(found, r#"[(0, S("info")), (2, Obj([("name", S("s"))]))]"#);
+    }
+
+    #[test]
+    fn numbers_keep_their_kinds_and_escaped_keys_are_decoded() {
+        let (mask, found) =
+            scan(r#"{"lev\u0065l":-0,"trace_id":1.5,"service":18446744073709551615}"#).unwrap();
+        assert_eq!(mask, 0b111);
+        // -0 is the integer 0, as orjson reads it
+        assert_eq!(
+            found,
+            "[(0, I(0)), (1, F(1.5)), (2, U(18446744073709551615))]"
+        );
+    }
+
+    #[test]
+    fn refuses_what_orjson_refuses_even_in_skipped_values() {
+        for line in [
+            r#"{"level":"info",}"#,
+            r#"{"x":1e400}"#,
+            r#"{"x":"\ud800"}"#,
+            r#"{"x":01}"#,
+            "{\"x\":\"\u{1}\"}",
+            r#"{"x":1} x"#,
+            r#"["not", "an object"]"#,
+            "",
+        ] {
+            assert_eq!(scan(line), None, "{line}");
+        }
+        assert!(scan(" {\"x\" : [ ] } \r\t").is_some());
+    }
+
+    #[test]
+    fn nesting_stops_at_orjsons_limit() {
+        let nested = |levels: usize| {
+            format!(
+                "{{\"x\":{}1{}}}",
+                "[".repeat(levels - 1),
+                "]".repeat(levels - 1)
+            )
+        };
+        assert!(scan(&nested(ORJSON_MAX_DEPTH)).is_some());
+        assert_eq!(scan(&nested(ORJSON_MAX_DEPTH + 1)), None);
+    }
 }

@@ -313,3 +313,70 @@ pub(crate) fn parse_object(line: &str) -> Option<Vec<(Key<'_>, J<'_>)>> {
         _ => None, // not JSON, or not an object: the reference's
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(line: &str) -> Option<String> {
+        let mut out = Vec::new();
+        J::Obj(parse_object(line)?).write(&mut out);
+        Some(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn scalars_keep_their_text_and_whitespace_goes() {
+        assert_eq!(
+            written(r#" { "a" : 1.50e3 , "b\u0041" : [ true , null , "x\n" ] } "#).as_deref(),
+            Some(r#"{"a":1.50e3,"b\u0041":[true,null,"x\n"]}"#)
+        );
+    }
+
+    #[test]
+    fn repeated_keys_keep_their_first_position_and_last_value() {
+        assert_eq!(
+            written(r#"{"a":1,"b":2,"a":3}"#).as_deref(),
+            Some(r#"{"a":3,"b":2}"#)
+        );
+        // an escaped spelling is the same key
+        assert_eq!(
+            written(r#"{"a":1,"\u0061":2}"#).as_deref(),
+            Some(r#"{"a":2}"#)
+        );
+        // past INDEX_FROM keys, through the index
+        let many: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        let line = format!("{{{},\"k3\":\"again\"}}", many.join(","));
+        let out = written(&line).unwrap();
+        assert!(out.contains(r#","k3":"again","k4":4,"#) && out.matches("\"k3\":").count() == 1);
+    }
+
+    #[test]
+    fn refuses_what_copying_the_text_would_get_wrong() {
+        for line in [
+            r#"{"big":18446744073709551616}"#, // orjson makes it a float
+            r#"{"inf":1e400}"#,
+            r#"{"s":"\ud800"}"#,
+            r#"{"a":1,}"#,
+            r#"[1]"#,
+            r#"{"a":1}x"#,
+        ] {
+            assert!(written(line).is_none(), "{line}");
+        }
+        assert!(written(r#"{"small":-9223372036854775808,"u":18446744073709551615}"#).is_some());
+    }
+
+    #[test]
+    fn get_and_is_container() {
+        let record = J::Obj(parse_object(r#"{"a":{"b":[1]},"c":"d"}"#).unwrap());
+        let a = record.get("a").unwrap();
+        assert!(a.is_container() && a.get("b").unwrap().is_container());
+        assert!(!record.get("c").unwrap().is_container() && record.get("z").is_none());
+    }
+
+    #[test]
+    fn nesting_stops_at_the_document_limit() {
+        let nested = |levels: usize| format!("{}1{}", "{\"a\":".repeat(levels), "}".repeat(levels));
+        assert!(written(&nested(DOCUMENT_JSON_MAX_DEPTH)).is_some());
+        assert!(written(&nested(DOCUMENT_JSON_MAX_DEPTH + 1)).is_none());
+    }
+}

@@ -16,6 +16,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyString};
 
+mod alias_keys;
 mod chunk;
 mod collector_docs;
 mod constants;
@@ -31,6 +32,7 @@ mod json_scan;
 mod json_tree;
 mod json_value;
 mod json_write;
+mod log_record;
 mod otlp_schema;
 mod otlp_split;
 mod timestamps;
@@ -182,7 +184,7 @@ fn encode_chunk_until<'py>(
         return Err(PyValueError::new_err("partitions must be > 0"));
     }
     let mapping = mapping.get();
-    let consts = chunk::Consts::new(agent_id, fingerprint, path);
+    let consts = log_record::Consts::new(agent_id, fingerprint, path);
     let data: &[u8] = chunk.as_bytes();
     let params = chunk::Params {
         base: base_offset,
