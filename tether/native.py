@@ -9,15 +9,19 @@ the very same bytes and runs whenever the `tether_fastlog` extension is installe
   (collector/documents.py; records it does not handle, OTLP logs among them, take the Python
   path one by one).
 
-No configuration turns a native path off: ``long_lines: drop`` has a native path too. The
-services log `agent_paths()` / `collector_paths()` at start and export them as metrics, so that
-a missing or outdated extension (the Python paths are many times slower) shows.
+No configuration turns a native path off: ``long_lines: drop`` has a native path too. At start
+the services `announce` `agent_paths()` / `collector_paths()` (the log and the
+tether_{agent,collector}_native_path gauge), so that a missing or outdated extension (the Python
+paths are many times slower) shows.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Final, Literal
+
+from prometheus_client import Gauge
 
 from tether.schemas.log_fields import ROLES, LogFieldMapping
 
@@ -71,6 +75,18 @@ def agent_paths() -> list[PathChoice]:
 
 def collector_paths() -> list[PathChoice]:
     return [choose(path) for path in COLLECTOR_PATHS]
+
+
+def announce(choices: list[PathChoice], gauge: Gauge, log: logging.Logger) -> None:
+    """At a service's start: each path's choice on its gauge (1 native, 0 Python) and in the log,
+    a warning when a path runs the Python reference."""
+    for choice in choices:
+        gauge.labels(choice.path).set(1 if choice.native else 0)
+    text = "; ".join(choice.describe() for choice in choices)
+    if all(choice.native for choice in choices):
+        log.info("native paths: %s", text)
+    else:
+        log.warning("native paths: %s (the Python paths are many times slower)", text)
 
 
 def extension() -> Any:

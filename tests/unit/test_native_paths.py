@@ -3,6 +3,7 @@ Rust paths share with Python (tether_fastlog.constants()) are Python's."""
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import orjson
@@ -78,12 +79,14 @@ def test_the_native_mapping_is_converted_once_per_mapping() -> None:
     assert native.field_mapping(other) is not converted
 
 
-def test_the_mapping_refuses_more_alias_keys_than_the_scanner_holds() -> None:
+def test_only_the_agent_refuses_more_alias_keys_than_its_scanner_holds() -> None:
     names = [f"k{i}" for i in range(65)]
+    mapping = tether_fastlog.FieldMapping(
+        message=["msg"], timestamp=names, level=[], trace_id=[], span_id=[], service=[], data=[], severity={}
+    )
     with pytest.raises(ValueError, match="at most 64 distinct alias keys"):
-        tether_fastlog.FieldMapping(
-            message=[], timestamp=names, level=[], trace_id=[], span_id=[], service=[], data=[], severity={}
-        )
+        tether_fastlog.encode_chunk(b'{"k1":1}\n', 0, mapping, 1, 0, "a", "f", "/p", 1)
+    assert tether_fastlog.file_log_documents(b"", mapping) == []
 
 
 def test_both_tiers_export_the_native_path_gauge() -> None:
@@ -92,6 +95,22 @@ def test_both_tiers_export_the_native_path_gauge() -> None:
     collector.native_path.labels("log_documents").set(0)
     assert agent.registry.get_sample_value("tether_agent_native_path", {"path": "file_lines"}) == 1
     assert collector.registry.get_sample_value("tether_collector_native_path", {"path": "log_documents"}) == 0
+
+
+def test_announce_sets_the_gauge_and_warns_of_python_paths(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = AgentMetrics()
+    log = logging.getLogger("tether.test")
+    with caplog.at_level(logging.INFO, logger="tether.test"):
+        native.announce(native.agent_paths(), metrics.native_path, log)
+    assert caplog.records[-1].levelno == logging.INFO
+    assert caplog.records[-1].getMessage() == "native paths: file_lines: native; otlp_split: native"
+    monkeypatch.setattr(native, "_module", None)
+    with caplog.at_level(logging.INFO, logger="tether.test"):
+        native.announce(native.agent_paths(), metrics.native_path, log)
+    assert caplog.records[-1].levelno == logging.WARNING
+    assert metrics.registry.get_sample_value("tether_agent_native_path", {"path": "otlp_split"}) == 0
 
 
 def test_shared_constants_are_pythons() -> None:

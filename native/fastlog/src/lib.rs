@@ -47,7 +47,9 @@ use otlp_split::{split_body, Shape, LOGS_SHAPE, TRACES_SHAPE};
 #[pyclass(frozen, module = "tether_fastlog")]
 struct FieldMapping {
     fields: field_mapping::FieldMapping,
-    plan: ScanPlan,
+    /// the agent's compiled form; its error (too many alias keys) is raised by encode_chunk only,
+    /// the collector's path has no such limit
+    plan: Result<ScanPlan, String>,
 }
 
 #[pymethods]
@@ -64,7 +66,7 @@ impl FieldMapping {
         service: Vec<String>,
         data: Vec<String>,
         severity: HashMap<String, i32>,
-    ) -> PyResult<Self> {
+    ) -> Self {
         let names = RoleNames {
             message,
             timestamp,
@@ -75,8 +77,8 @@ impl FieldMapping {
             data,
         };
         let fields = field_mapping::FieldMapping::new(names, severity);
-        let plan = ScanPlan::new(&fields).map_err(PyValueError::new_err)?;
-        Ok(FieldMapping { fields, plan })
+        let plan = ScanPlan::new(&fields);
+        FieldMapping { fields, plan }
     }
 }
 
@@ -184,6 +186,10 @@ fn encode_chunk_until<'py>(
         return Err(PyValueError::new_err("partitions must be > 0"));
     }
     let mapping = mapping.get();
+    let plan = mapping
+        .plan
+        .as_ref()
+        .map_err(|e| PyValueError::new_err(e.clone()))?;
     let consts = log_record::Consts::new(agent_id, fingerprint, path);
     let data: &[u8] = chunk.as_bytes();
     let params = chunk::Params {
@@ -195,7 +201,7 @@ fn encode_chunk_until<'py>(
         drop_long_lines,
         consts: &consts,
         fields: &mapping.fields,
-        plan: &mapping.plan,
+        plan,
         ts_fallback: ts_fallback.as_ref(),
     };
     let (groups, counts) = py.detach(|| chunk::process(data, &params, stage))?;
