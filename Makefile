@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RUN := .run
 STAMP := $(VENV)/.installed
 
-.PHONY: up down test unit status dashboards
+.PHONY: up down test unit native-check status dashboards
 
 NATIVE := native/fastlog
 $(STAMP): pyproject.toml $(NATIVE)/pyproject.toml $(NATIVE)/Cargo.toml $(NATIVE)/Cargo.lock $(shell find $(NATIVE)/src -name '*.rs')
@@ -65,8 +65,16 @@ status: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -ra -m "not stack" tests/unit
 
-## test: lint, type-check, then unit and end-to-end tests (the tests start the real stack themselves).
-test: $(STAMP)
+## native-check: the Rust crate's format, lints (with and without its test-only features) and its own
+## unit tests, including the differential tests against the reference JSON parser.
+native-check:
+	cd $(NATIVE) && cargo fmt --check \
+	  && cargo clippy --all-targets -- -D warnings \
+	  && cargo clippy --all-targets --features reference,bench -- -D warnings \
+	  && cargo test --features reference
+
+## test: lint, type-check, the crate's checks, then unit and end-to-end tests (they start the real stack).
+test: $(STAMP) native-check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

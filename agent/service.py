@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka.errors import KafkaError
 
+from tether import native
 from tether.agent.checkpoint import Checkpoints
 from tether.agent.config import AgentConfig
 from tether.agent.delivery import Delivery
@@ -37,6 +38,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     keep_freed_memory()
     stop = stop or _stop_on_signals()
     metrics = AgentMetrics()
+    native.announce(native.agent_paths(), metrics.native_path, log)
     sink = KafkaSink(config.kafka)
     delivery: Delivery | None = None
     ops = OpsServer(
