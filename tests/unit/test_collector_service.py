@@ -85,6 +85,22 @@ async def test_commits_go_up_to_the_first_record_not_acked_by_elasticsearch_and_
     assert sample(c, "tether_collector_documents_out_total", index=TRACES_ALIAS) == 2
 
 
+async def test_a_spans_record_is_committed_once_jaeger_has_it_too() -> None:
+    consumer, es, jaeger = FakeConsumer(), FakeElasticsearch(hold=True), FakeJaeger(hold=True)
+    c = collector(consumer, es, jaeger, config(wait_seconds=0.05))
+    await next_poll(c, consumer, span_record(0, os.urandom(16), os.urandom(8)))
+    assert (len(jaeger.calls), es.calls) == (1, [])  # exported at once; its span is held by trace
+    await asyncio.sleep(0.06)
+    await next_poll(c, consumer)  # the trace's window is over: its documents are delivered apart
+    es.calls[0].answer()
+    await next_poll(c, consumer)
+    assert consumer.committed == {(SPANS, 0): 0}  # Elasticsearch has it all, Jaeger not yet
+
+    jaeger.calls[0].answer()
+    await next_poll(c, consumer)
+    assert consumer.committed == {(SPANS, 0): 1}
+
+
 async def test_refused_documents_are_committed_once_their_dead_letters_are_indexed() -> None:
     consumer, es = FakeConsumer(), FakeElasticsearch(hold=True)
     c = collector(consumer, es, None)  # Jaeger disabled: Elasticsearch alone acknowledges spans
@@ -122,7 +138,7 @@ async def test_undecodable_records_are_dead_lettered_and_committed(caplog: pytes
     assert letters[f"{SPANS}:1:7"].source["deadletter"]["original"] == base64.b64encode(garbage).decode()
     assert sample(c, "tether_collector_deadlettered_total", index="undecodable-logs") == 1
     assert sample(c, "tether_collector_deadlettered_total", index="undecodable-spans") == 1
-    assert [r for call in jaeger.calls for r in call.payload] == []  # nor to Jaeger
+    assert jaeger.calls == []  # nor to Jaeger
     assert consumer.committed == {(LOGS, 1): 0, (SPANS, 1): 7}  # not before the letters are indexed
 
     call.answer()
