@@ -19,14 +19,9 @@ from google.protobuf.message import DecodeError
 
 from tether.collector.config import CollectorConfig
 from tether.collector.correlate import Budget, Stats, TraceBuffer
-from tether.collector.decode import (
-    DOCUMENT_MEMORY_BYTES,
-    KafkaRecord,
-    decode_logs,
-    decode_spans,
-    undecodable_letter,
-)
+from tether.collector.decode import DOCUMENT_MEMORY_BYTES, decode_logs, decode_spans, undecodable_letter
 from tether.collector.deliver import Delivery
+from tether.collector.kafka import KafkaRecord
 from tether.collector.metrics import CollectorMetrics
 from tether.collector.offsets import OffsetTracker, RecordAck
 from tether.schemas.log_fields import default_mapping

@@ -26,8 +26,9 @@ from typing_extensions import TypeVar
 from tether.collector.documents import LogDoc, SpanDoc, iso_timestamp
 from tether.schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
 
-# What a document acknowledges once indexed: the collector's RecordAck of the Kafka record it came
-# from. The buffer only carries it from input to output, so callers that need none pass anything.
+# What stands for a document's Kafka record, to acknowledge once the document is indexed: the
+# collector's RecordAck. The buffer only carries it from input to output and never looks inside,
+# so callers that acknowledge nothing (tests, benchmarks) may pass anything, such as the offset.
 Ack = TypeVar("Ack", default=object)
 
 
@@ -183,8 +184,8 @@ class Stats:
 class TraceBuffer(Generic[Ack]):
     """The traces of one partition (the same number in both topics).
 
-    Each span or log comes with the acknowledgement of its Kafka record (`offset`, the name kept
-    from when it was the record's offset), handed back on the Output built from it.
+    Each span or log is added with what stands for its Kafka record (`offset`: the collector
+    passes the record's RecordAck), handed back as the `ack` of every Output built from it.
     """
 
     def __init__(

@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 import time
 from collections import Counter
-from typing import Protocol
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tether.collector.correlate import Output
 from tether.collector.documents import LogDoc, SpanDoc, log_documents, native_log_documents, span_documents
+from tether.collector.kafka import KafkaRecord
 from tether.collector.offsets import RecordAck
 from tether.collector.sinks.elasticsearch import deadletter_source
 from tether.schemas.indices import DEADLETTER_ALIAS
@@ -21,19 +21,6 @@ from tether.schemas.records import Signal
 # What a held document costs in memory beyond its share of the Kafka record: a decoded document
 # is a tree of Python dicts and strings, a little more than this for spans and log lines alike.
 DOCUMENT_MEMORY_BYTES = 2048
-
-
-class KafkaRecord(Protocol):
-    """What the collector reads of a consumed record (aiokafka's ConsumerRecord has it)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def value(self) -> bytes: ...
 
 
 def decode_spans(value: bytes) -> tuple[ExportTraceServiceRequest, list[SpanDoc]]:

@@ -10,11 +10,23 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.structs import OffsetAndMetadata
 
 from tether.collector.config import KafkaSourceConfig
-from tether.collector.decode import KafkaRecord
 
 
 class PartitionCountMismatchError(RuntimeError):
     pass
+
+
+class KafkaRecord(Protocol):
+    """What the collector reads of a consumed record (aiokafka's ConsumerRecord has it)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def value(self) -> bytes: ...
 
 
 class GroupConsumer(Protocol):
