@@ -25,7 +25,7 @@ from tests.e2e.collector_harness import TraceSpec
 from tether.agent.encode import FileLine, encode_file_lines
 from tether.agent.parse import parse_line
 from tether.collector.documents import log_documents, native_log_documents
-from tether.collector.service import _tune_garbage_collector
+from tether.collector.gc_tuning import tune_garbage_collector
 from tether.schemas.log_fields import default_mapping
 
 
@@ -60,7 +60,7 @@ def main() -> None:
     def reference_build() -> None:
         log_documents(ExportLogsServiceRequest.FromString(value), mapping)
 
-    _tune_garbage_collector()  # as the collector runs
+    tune_garbage_collector()  # as the collector runs
     print(f"one record: {len(value):,} bytes, {docs} log lines, {len(value) // docs} bytes per line")
     for name, fn in [
         ("reference: decode + build", reference_build),

@@ -19,22 +19,28 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic
+
+from typing_extensions import TypeVar
 
 from tether.collector.documents import LogDoc, SpanDoc, iso_timestamp
 from tether.schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
-from tether.schemas.records import Signal
+
+# What stands for a document's Kafka record, to acknowledge once the document is indexed: the
+# collector's RecordAck. The buffer only carries it from input to output and never looks inside,
+# so callers that acknowledge nothing (tests, benchmarks) may pass anything, such as the offset.
+Ack = TypeVar("Ack", default=object)
 
 
 @dataclass(slots=True)  # not frozen: a frozen init costs measurably more, once per document
-class Output:
-    """One document to index; `ack` names the Kafka record it completes, if any."""
+class Output(Generic[Ack]):
+    """One document to index; `ack` is the acknowledgement of the Kafka record it completes, if any."""
 
     alias: str
     doc_id: str
     timestamp_ns: int
     source: dict[str, Any]
-    ack: tuple[int, Signal, int] | None  # (partition, signal, offset)
+    ack: Ack | None
     head: bytes | None = None  # LogDoc.head: the document's fields `source` does not hold
     # An external version (trace summaries): Elasticsearch keeps the highest one written.
     version: int | None = None
@@ -135,17 +141,17 @@ class TraceSummary:
             "service": {"name": root.service if root else ""},
         }
 
-    def output(self) -> Output:
+    def output(self) -> Output[Any]:  # completes no record: its ack fits every buffer's outputs
         if not self.index_ns:  # a logs-only first version fixes the day of its earliest log
             self.index_ns = self.timestamp_ns or 1
         return Output(TRACES_ALIAS, self.trace_id, self.index_ns, self.document(), None, version=self.version)
 
 
 @dataclass
-class _Pending:
+class _Pending(Generic[Ack]):
     summary: TraceSummary
-    spans: list[tuple[SpanDoc, int]] = field(default_factory=list)
-    logs: list[tuple[LogDoc, int]] = field(default_factory=list)
+    spans: list[tuple[SpanDoc, Ack]] = field(default_factory=list)
+    logs: list[tuple[LogDoc, Ack]] = field(default_factory=list)
     deadline: float = 0.0
     size: int = 0
 
@@ -175,8 +181,12 @@ class Stats:
     evicted: int = 0
 
 
-class TraceBuffer:
-    """The traces of one partition (the same number in both topics)."""
+class TraceBuffer(Generic[Ack]):
+    """The traces of one partition (the same number in both topics).
+
+    Each span or log is added with what stands for its Kafka record (`offset`: the collector
+    passes the record's RecordAck), handed back as the `ack` of every Output built from it.
+    """
 
     def __init__(
         self, wait_seconds: float, budget: Budget, max_recent_traces: int, stats: Stats, *, partition: int
@@ -186,7 +196,7 @@ class TraceBuffer:
         self.budget = budget
         self.max_recent_traces = max_recent_traces
         self.stats = stats
-        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._pending: OrderedDict[str, _Pending[Ack]] = OrderedDict()
         self._recent: OrderedDict[str, TraceSummary] = OrderedDict()
         self._stale: dict[str, TraceSummary] = {}  # recent summaries changed by late items, to rewrite
 
@@ -194,29 +204,24 @@ class TraceBuffer:
     def pending_traces(self) -> int:
         return len(self._pending)
 
-    def add_span(self, doc: SpanDoc, offset: int, size: int, now: float) -> list[Output]:
+    def add_span(self, doc: SpanDoc, offset: Ack, size: int, now: float) -> list[Output[Ack]]:
         recent = self._recent.get(doc.trace_id)
         if recent is not None:  # late: index now, write the summary again
             self.stats.late_spans += 1
             recent.add_span(doc)
             self._recent.move_to_end(doc.trace_id)
             self._stale[doc.trace_id] = recent
-            return [
-                Output(
-                    SPANS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, (self.partition, "spans", offset)
-                )
-            ]
+            return [Output(SPANS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, offset)]
         pending = self._hold(doc.trace_id, size, now)
         pending.summary.add_span(doc)
         pending.spans.append((doc, offset))
         return self._evict()
 
-    def add_log(self, doc: LogDoc, offset: int, size: int, now: float) -> list[Output]:
+    def add_log(self, doc: LogDoc, offset: Ack, size: int, now: float) -> list[Output[Ack]]:
         if not doc.trace_id:
             self.stats.logs_untraced += 1
             doc.source["tether"]["correlation"] = "untraced"
-            ack: tuple[int, Signal, int] = (self.partition, "logs", offset)
-            return [Output(LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, ack, doc.head)]
+            return [Output(LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, offset, doc.head)]
         recent = self._recent.get(doc.trace_id)
         if recent is not None:  # late: enrich from what the trace had, write the summary again
             self.stats.late_logs += 1
@@ -229,7 +234,7 @@ class TraceBuffer:
         pending.logs.append((doc, offset))
         return self._evict()
 
-    def due(self, now: float, everything: bool = False) -> list[Output]:
+    def due(self, now: float, everything: bool = False) -> list[Output[Ack]]:
         """Emit the traces whose window is over (all of them with `everything`), and the summaries
         late items changed since the last call."""
         out = [summary.output() for summary in self._stale.values()]
@@ -241,7 +246,7 @@ class TraceBuffer:
             out += self._emit(trace_id)
         return out
 
-    def _hold(self, trace_id: str, size: int, now: float) -> _Pending:
+    def _hold(self, trace_id: str, size: int, now: float) -> _Pending[Ack]:
         pending = self._pending.get(trace_id)
         if pending is None:
             pending = self._pending[trace_id] = _Pending(
@@ -252,22 +257,19 @@ class TraceBuffer:
         self.budget.bytes += size
         return pending
 
-    def _evict(self) -> list[Output]:
-        out: list[Output] = []
+    def _evict(self) -> list[Output[Ack]]:
+        out: list[Output[Ack]] = []
         while self.budget.exceeded and len(self._pending) > 1:
             self.stats.evicted += 1
             out += self._emit(next(iter(self._pending)))
         return out
 
-    def _emit(self, trace_id: str) -> list[Output]:
+    def _emit(self, trace_id: str) -> list[Output[Ack]]:
         pending = self._pending.pop(trace_id)
         self.budget.traces -= 1
         self.budget.bytes -= pending.size
         summary = pending.summary
-        out = [
-            Output(SPANS_ALIAS, d.doc_id, d.timestamp_ns, d.source, (self.partition, "spans", o))
-            for d, o in pending.spans
-        ]
+        out = [Output(SPANS_ALIAS, d.doc_id, d.timestamp_ns, d.source, a) for d, a in pending.spans]
         out += [self._enriched(doc, offset, summary) for doc, offset in pending.logs]
         out.append(summary.output())
         self._recent[trace_id] = summary
@@ -275,7 +277,7 @@ class TraceBuffer:
             self._recent.popitem(last=False)
         return out
 
-    def _enriched(self, doc: LogDoc, offset: int, summary: TraceSummary) -> Output:
+    def _enriched(self, doc: LogDoc, offset: Ack, summary: TraceSummary) -> Output[Ack]:
         source = doc.source
         info = summary.spans.get(doc.span_id) if doc.span_id else None
         if info is not None:
@@ -297,5 +299,4 @@ class TraceBuffer:
         else:
             source["tether"]["correlation"] = "none"
             self.stats.logs_uncorrelated += 1
-        ack: tuple[int, Signal, int] = (self.partition, "logs", offset)
-        return Output(LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, source, ack, doc.head)
+        return Output(LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, source, offset, doc.head)

@@ -86,7 +86,7 @@ def log(trace_id: bytes = b"", span_id: bytes = b"", *, service: str = "", rid: 
     return doc
 
 
-def buffer(max_traces: int = 100, max_bytes: int = 10**9, recent: int = 100) -> TraceBuffer:
+def buffer(max_traces: int = 100, max_bytes: int = 10**9, recent: int = 100) -> TraceBuffer[int]:
     return TraceBuffer(
         wait_seconds=WAIT,
         budget=Budget(max_traces, max_bytes),
@@ -96,8 +96,8 @@ def buffer(max_traces: int = 100, max_bytes: int = 10**9, recent: int = 100) -> 
     )
 
 
-def by_alias(outputs: list[Output]) -> dict[str, list[Output]]:
-    grouped: dict[str, list[Output]] = {}
+def by_alias(outputs: list[Output[int]]) -> dict[str, list[Output[int]]]:
+    grouped: dict[str, list[Output[int]]] = {}
     for output in outputs:
         grouped.setdefault(output.alias, []).append(output)
     return grouped
@@ -106,7 +106,7 @@ def by_alias(outputs: list[Output]) -> dict[str, list[Output]]:
 def test_untraced_log_is_emitted_at_once() -> None:
     b = buffer()
     [output] = b.add_log(log(), offset=17, size=10, now=NOW)
-    assert output.alias == LOGS_ALIAS and output.ack == (0, "logs", 17)
+    assert output.alias == LOGS_ALIAS and output.ack == 17  # the record's acknowledgement, as given
     assert output.source["tether"]["correlation"] == "untraced"
     assert b.pending_traces == 0 and b.stats.logs_untraced == 1
 
@@ -134,10 +134,10 @@ def test_a_trace_is_held_for_its_window_then_emitted_whole() -> None:
     )
     assert b.due(NOW + WAIT - 0.01) == []  # the window counts from the trace's first item
     emitted = by_alias(b.due(NOW + WAIT))
-    assert [o.ack for o in emitted[SPANS_ALIAS]] == [(0, "spans", 8), (0, "spans", 9)]
+    assert [o.ack for o in emitted[SPANS_ALIAS]] == [8, 9]
     [log_output] = emitted[LOGS_ALIAS]
     source = log_output.source
-    assert log_output.ack == (0, "logs", 3)
+    assert log_output.ack == 3
     assert source["span"] == {
         "id": CHILD.hex(),
         "name": "charge",
@@ -165,10 +165,10 @@ def test_correlation_results_without_the_span() -> None:
     b.add_log(log(TRACE_A, OTHER, rid="a:f:1"), offset=1, size=1, now=NOW)  # its span never came
     b.add_log(log(TRACE_B, OTHER, service="billing", rid="a:f:2"), offset=2, size=1, now=NOW)  # nothing came
     logs_out = {o.ack: o.source for o in b.due(NOW + WAIT) if o.alias == LOGS_ALIAS}
-    assert logs_out[(0, "logs", 1)]["tether"]["correlation"] == "trace"
-    assert logs_out[(0, "logs", 1)]["service"]["name"] == "frontend"  # from the trace's root
-    assert logs_out[(0, "logs", 2)]["tether"]["correlation"] == "none"
-    assert logs_out[(0, "logs", 2)]["service"]["name"] == "billing"  # its own is kept
+    assert logs_out[1]["tether"]["correlation"] == "trace"
+    assert logs_out[1]["service"]["name"] == "frontend"  # from the trace's root
+    assert logs_out[2]["tether"]["correlation"] == "none"
+    assert logs_out[2]["service"]["name"] == "billing"  # its own is kept
     assert (b.stats.logs_trace_only, b.stats.logs_uncorrelated) == (1, 1)
 
 
@@ -181,7 +181,7 @@ def test_late_span_and_late_log_update_the_summary_under_the_same_id() -> None:
     late = b.add_span(
         spans(TRACE_A, ROOT, name="GET /checkout", service="edge")[0], offset=1, size=1, now=NOW + 60
     )
-    assert [o.ack for o in late] == [(0, "spans", 1)]  # indexed at once, not held again
+    assert [o.ack for o in late] == [1]  # indexed at once, not held again
     [summary] = by_alias(b.due(NOW + 60))[TRACES_ALIAS]  # the summary is rewritten at the next due()
     assert summary.doc_id == first.doc_id and summary.timestamp_ns == first.timestamp_ns
     assert summary.source["trace"]["root"] == {"service": "edge", "operation": "GET /checkout"}

@@ -102,3 +102,38 @@ def test_matches_a_reference_model(seed: int) -> None:
         if last_watermark is not None:
             assert watermark is not None and watermark >= last_watermark  # never moves back
         last_watermark = watermark
+
+
+def test_a_record_ack_completes_its_offset_with_its_last_part() -> None:
+    tracker = OffsetTracker()
+    first, second = tracker.track(7, 2), tracker.track(8, 1)
+    second.done()
+    assert tracker.watermark() == 7  # the earlier record still has a part out
+    first.done()
+    assert (tracker.watermark(), first.pending) == (7, 1)
+    first.done()
+    assert (tracker.watermark(), tracker.pending) == (9, 0)
+
+
+def test_a_record_ack_without_parts_is_done_at_once() -> None:
+    tracker = OffsetTracker()
+    tracker.track(3, 1)
+    tracker.track(4, 0)
+    assert (tracker.watermark(), tracker.pending) == (3, 1)
+
+
+def test_a_record_ack_acknowledged_once_too_often_raises() -> None:
+    tracker = OffsetTracker()
+    ack = tracker.track(0, 1)
+    ack.done()
+    with pytest.raises(RuntimeError, match="offset 0"):
+        ack.done()
+
+
+def test_a_record_ack_finishes_on_the_tracker_that_made_it() -> None:
+    revoked, reassigned = OffsetTracker(), OffsetTracker()
+    late = revoked.track(5, 1)
+    reassigned.track(5, 1)  # the same record, read again after a rebalance
+    late.done()
+    assert revoked.watermark() == 6
+    assert reassigned.watermark() == 5

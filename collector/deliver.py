@@ -1,0 +1,119 @@
+"""Delivering documents to Elasticsearch and spans to Jaeger, then acknowledging their records.
+
+A delivery indexes its documents and exports its span records at once; when both are acknowledged
+(refused documents once their dead letters are indexed), every part it carried is done on its
+record's RecordAck. At most `max_concurrent` deliveries are in flight: starting one more waits,
+which holds back polling (backpressure) while keeping memory bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tether.collector.correlate import Output
+from tether.collector.metrics import CollectorMetrics
+from tether.collector.offsets import RecordAck
+from tether.collector.sinks.elasticsearch import Indexable, Rejection
+
+log = logging.getLogger("tether.collector")
+
+
+class DocumentSink(Protocol):
+    """Where documents are indexed (ElasticsearchSink): `index` retries until each document is
+    indexed or refused for good, and returns the refused ones for `deadletter`."""
+
+    healthy: bool
+
+    async def install_templates(self) -> None: ...
+    async def index(self, requests: Sequence[Indexable]) -> list[Rejection]: ...
+    async def deadletter(self, rejections: list[Rejection]) -> None: ...
+    async def close(self) -> None: ...
+
+
+class SpanSink(Protocol):
+    """Where span records are exported as they came (JaegerSink): returns once they are accepted."""
+
+    async def export(self, requests: list[ExportTraceServiceRequest]) -> None: ...
+    async def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Delivery:
+    """Documents (at most `bulk_max_docs`) and the span records exported with them, each record
+    with its acknowledgement (one part of it: the record's spans for Jaeger)."""
+
+    outputs: list[Output[RecordAck]] = field(default_factory=list)
+    span_records: list[tuple[ExportTraceServiceRequest, RecordAck]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.outputs or self.span_records)
+
+
+class Deliveries:
+    def __init__(
+        self,
+        elasticsearch: DocumentSink,
+        jaeger: SpanSink | None,
+        metrics: CollectorMetrics,
+        *,
+        max_concurrent: int,
+        delivered: Callable[[], None],
+    ) -> None:
+        self.elasticsearch = elasticsearch
+        self.jaeger = jaeger
+        self.metrics = metrics
+        self._delivered = delivered  # after each delivery, whatever it was
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def start(self, delivery: Delivery) -> None:
+        """Start one delivery; wait while `max_concurrent` are in flight (backpressure on polling)."""
+        await self._slots.acquire()
+        self.metrics.inflight_documents.inc(len(delivery.outputs))
+        task = asyncio.create_task(self.deliver(delivery))
+        self._in_flight.add(task)
+        task.add_done_callback(self._finished)
+
+    async def settle(self) -> None:
+        """Wait for every delivery in flight (their acknowledgements move the watermarks)."""
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery failed", exc_info=task.exception())
+
+    async def deliver(self, delivery: Delivery) -> None:
+        """Index and export now, then acknowledge every part the delivery carried."""
+        outputs, span_records = delivery.outputs, delivery.span_records
+        if outputs or span_records:
+            jaeger = (
+                self.jaeger.export([request for request, _ in span_records])
+                if self.jaeger is not None
+                else asyncio.sleep(0)
+            )
+            rejections, _ = await asyncio.gather(self.elasticsearch.index(outputs), jaeger)
+            await self.elasticsearch.deadletter(rejections)  # kept, counted: the batch is not blocked
+            for alias, count in Counter(output.alias for output in outputs).items():
+                self.metrics.documents_out.labels(alias).inc(count)
+        for output in outputs:
+            ack = output.ack
+            if ack is not None:  # trace summaries complete no record
+                ack.done()
+        for _, ack in span_records:
+            ack.done()
+        self.metrics.inflight_documents.dec(len(outputs))
+        self._delivered()
