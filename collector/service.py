@@ -14,6 +14,7 @@ import signal
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
+from tether import native
 from tether.collector.commit import COMMIT_INTERVAL_SECONDS, Committer
 from tether.collector.config import CollectorConfig
 from tether.collector.consume import RecordConsumer
@@ -144,6 +145,7 @@ async def run_collector(config: CollectorConfig, stop: asyncio.Event | None = No
             loop.add_signal_handler(sig, stop.set)
     tune_garbage_collector()
     collector = build_collector(config)
+    native.announce(native.collector_paths(), collector.metrics.native_path, log)
     ops = OpsServer(config.ops.endpoint, collector.metrics.registry, ready=collector.ready)
     await ops.start()
     try:
