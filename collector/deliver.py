@@ -80,7 +80,6 @@ class Deliveries:
     async def start(self, delivery: Delivery) -> None:
         """Start one delivery; wait while `max_concurrent` are in flight (backpressure on polling)."""
         await self._slots.acquire()
-        self.metrics.inflight_documents.inc(len(delivery.outputs))
         task = asyncio.create_task(self.deliver(delivery))
         self._in_flight.add(task)
         task.add_done_callback(self._finished)
@@ -99,6 +98,8 @@ class Deliveries:
     async def deliver(self, delivery: Delivery) -> None:
         """Index and export now, then acknowledge every part the delivery carried."""
         outputs, span_records = delivery.outputs, delivery.span_records
+        # Raised here, not in start(): a flush on stop or revoke delivers without a slot.
+        self.metrics.inflight_documents.inc(len(outputs))
         if outputs or span_records:
             jaeger = (
                 self.jaeger.export([request for request, _ in span_records])

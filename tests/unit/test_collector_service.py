@@ -236,6 +236,7 @@ async def test_stop_flushes_what_is_held_commits_and_closes() -> None:
     assert sorted(o.alias for o in es.received) == [LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS]
     assert consumer.committed == {(LOGS, 0): 5, (SPANS, 0): 7}
     assert consumer.stopped and es.closed and jaeger.closed
+    assert sample(c, "tether_collector_inflight_documents") == 0  # the flush went through the gauge too
 
 
 async def test_start_subscribes_to_copartitioned_topics_only() -> None:
