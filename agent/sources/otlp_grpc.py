@@ -3,6 +3,12 @@
 Requests arrive as bytes and go to the native splitter as they are; a body that is not a valid
 request gets INVALID_ARGUMENT with the reason (not retried by exporters) and is counted. MetricsService is
 not registered: gRPC answers its calls with UNIMPLEMENTED.
+
+A request over otlp.max_request_bytes (its size once decompressed) gets RESOURCE_EXHAUSTED naming the
+limit and is counted as "too_large". grpcio's own receive limit is set above ours (see
+_grpc_receive_limit) so that such requests reach the handler, where they are refused and counted;
+grpcio still refuses, uncounted and with its own message, those over its limit, which bounds the
+memory one request can take.
 """
 
 from __future__ import annotations
@@ -49,6 +55,17 @@ class OtlpGrpcHandlers:
         if not self.ingest.authorized(metadata.get("authorization")):
             self.ingest.metrics.otlp_requests.labels(OTLP_SIGNAL_NAMES[signal], "grpc", "unauthorized").inc()
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        limit = self.ingest.config.max_request_bytes
+        if len(body) > limit:
+            self.ingest.metrics.otlp_requests.labels(OTLP_SIGNAL_NAMES[signal], "grpc", "too_large").inc()
+            message = (
+                f"the request ({len(body)} bytes) is larger than the limit of {limit} bytes "
+                "(otlp.max_request_bytes); send smaller batches"
+            )
+            log.warning(
+                "OTLP/gRPC request too large", extra={"signal": OTLP_SIGNAL_NAMES[signal], "error": message}
+            )
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
         try:
             if signal == "spans":
                 return await self.ingest.traces(body, "grpc")
@@ -71,6 +88,13 @@ async def _backpressure(context: grpc.aio.ServicerContext, error: BackpressureEr
     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
 
 
+def _grpc_receive_limit(max_request_bytes: int) -> int:
+    """grpcio's max receive message length: twice ours, so that requests up to twice the limit
+    reach the handler to be refused and counted, while grpcio itself still refuses bigger ones
+    before buffering them whole (it buffers a message entirely before the handler runs)."""
+    return 2 * max_request_bytes
+
+
 def _unary(handler: Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Any]]) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(
         handler, request_deserializer=None, response_serializer=lambda response: response.SerializeToString()
@@ -90,7 +114,9 @@ class OtlpGrpcServer:
 
 async def start_grpc_receiver(endpoint: str, ingest: OtlpIngest) -> OtlpGrpcServer:
     config = ingest.config
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", config.max_request_bytes)])
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", _grpc_receive_limit(config.max_request_bytes))]
+    )
     handlers = OtlpGrpcHandlers(ingest)
     server.add_generic_rpc_handlers(
         (

@@ -116,12 +116,32 @@ async def test_a_full_spool_is_resource_exhausted_with_retry_after(otlp: Receive
     assert otlp.count("otlp_rejected", signal="logs", protocol="grpc", reason="backpressure") == 1
 
 
-async def test_a_request_over_the_limit_is_resource_exhausted(otlp: Receivers) -> None:
-    async with grpc.aio.insecure_channel(otlp.grpc_target) as channel:
+@pytest.mark.parametrize(
+    "compression", [grpc.Compression.NoCompression, grpc.Compression.Gzip], ids=["identity", "gzip"]
+)
+async def test_a_request_over_the_limit_is_resource_exhausted_and_counted(
+    otlp: Receivers, compression: grpc.Compression
+) -> None:
+    # Zeros: gzip makes them small on the wire; the limit is on the decompressed size.
+    async with grpc.aio.insecure_channel(otlp.grpc_target, compression=compression) as channel:
         raw = channel.unary_unary(TRACES_EXPORT, request_serializer=None, response_deserializer=None)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await raw(bytes(MAX_REQUEST_BYTES + 1), timeout=10)
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    details = refused.value.details() or ""
+    assert f"limit of {MAX_REQUEST_BYTES} bytes" in details and "otlp.max_request_bytes" in details
+    assert _count(otlp, "too_large") == 1
+    assert otlp.sink.attempts == 0
+
+
+async def test_grpcio_still_refuses_requests_far_over_the_limit(otlp: Receivers) -> None:
+    # grpcio's own limit (twice ours) bounds the memory a request takes; these are not counted.
+    async with grpc.aio.insecure_channel(otlp.grpc_target) as channel:
+        raw = channel.unary_unary(TRACES_EXPORT, request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await raw(bytes(2 * MAX_REQUEST_BYTES + 1), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _count(otlp, "too_large") == 0
     assert otlp.sink.attempts == 0
 
 
