@@ -17,6 +17,10 @@ Failures carry a google.rpc.Status in the request's encoding (JSON when that is 
     415  Content-Type or Content-Encoding not supported                   not retryable
     503  at capacity (Kafka slow or down and the spool full); Retry-After  retryable
     500  a bug or an unexpected failure (logged with its stack trace)
+
+aiohttp answers 400 itself, before any handler, to what its parser refuses (a malformed request
+line, bad headers, a request line or header over its size limits); _ParserErrorCounter counts those
+with signal "other" (the path is not known) and outcome "bad_request".
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from collections.abc import Awaitable
 
 import orjson
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -36,6 +41,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from tether.agent.delivery import BackpressureError
+from tether.agent.metrics import AgentMetrics
 from tether.agent.sources.otlp import RETRY_AFTER_SECONDS, Accepted, InvalidRequestError, OtlpIngest
 from tether.agent.sources.otlp_http_body import (
     CONTENT_TYPES,
@@ -55,6 +61,31 @@ log = logging.getLogger("tether.agent.otlp")
 
 _ROUTES: dict[str, Signal] = {"/v1/traces": "spans", "/v1/logs": "logs"}
 METRICS_PATH = "/v1/metrics"
+# Set on every request _handle sees; a response to a request without it came from aiohttp itself.
+_HANDLED = web.RequestKey("tether_otlp_handled", bool)
+
+
+def _parser_error_counter(metrics: AgentMetrics) -> type[AbstractAccessLogger]:
+    """An aiohttp access logger class that counts the responses aiohttp made without our handler.
+
+    aiohttp has no hook for the requests its parser refuses: it answers them through
+    RequestHandler.handle_error, which an application cannot replace without subclassing aiohttp's
+    Server, but it passes every response, those included, to the access logger.
+    """
+
+    class _ParserErrorCounter(AbstractAccessLogger):
+        def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+            if request.get(_HANDLED):
+                return
+            outcome = "bad_request" if response.status < 500 else "error"
+            metrics.otlp_requests.labels("other", "http", outcome).inc()
+            # Debug: aiohttp logs these itself (aiohttp.server), and a port scanner makes many.
+            log.debug(
+                "OTLP/HTTP request refused by the HTTP parser",
+                extra={"status": response.status, "outcome": outcome, "peer": request.remote},
+            )
+
+    return _ParserErrorCounter
 
 
 class OtlpHttpServer:
@@ -72,7 +103,14 @@ class OtlpHttpServer:
         # lets requests in flight finish within it before closing their connections.
         grace = ingest.max_wait_seconds + 1
         # auto_decompress=False: we inflate the body ourselves, with a bound (zip bombs).
-        self._runner = web.AppRunner(app, access_log=None, auto_decompress=False, shutdown_timeout=grace)
+        # The access logger only counts what aiohttp answered itself (see _parser_error_counter).
+        self._runner = web.AppRunner(
+            app,
+            access_log=log,
+            access_log_class=_parser_error_counter(ingest.metrics),
+            auto_decompress=False,
+            shutdown_timeout=grace,
+        )
 
     async def start(self) -> None:
         tls = self.ingest.config.tls
@@ -104,6 +142,7 @@ class OtlpHttpServer:
         await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        request[_HANDLED] = True
         signal = _ROUTES.get(request.path)
         label = (
             OTLP_SIGNAL_NAMES[signal] if signal else ("metrics" if request.path == METRICS_PATH else "other")

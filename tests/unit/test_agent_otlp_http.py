@@ -6,6 +6,7 @@ same receiver in front of Kafka, with the SDK's exporters and TLS, is in tests/e
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import time
@@ -23,6 +24,7 @@ from google.rpc import code_pb2, status_pb2  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from tests.unit.agent_fakes import wait_until
 from tests.unit.otlp_receivers import (
     MAX_REQUEST_BYTES,
     SPILL_AFTER_SECONDS,
@@ -379,3 +381,49 @@ async def test_an_unexpected_failure_is_500_and_the_receiver_keeps_serving(
     monkeypatch.undo()
     answer = await post(otlp.url, "/v1/logs", logs_request("y").SerializeToString())
     assert answer.status == 200
+
+
+def _requests_counted(otlp: Receivers) -> float:
+    return sum(
+        sample.value
+        for metric in otlp.metrics.registry.collect()
+        if metric.name == "tether_agent_otlp_requests"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
+
+
+PARSER_ERRORS = {
+    "garbage request line": b"GARBAGE\r\n\r\n",
+    "header without a colon": b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+    "over-long header": b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n",
+    "over-long request line": b"POST /v1/traces?" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("raw", PARSER_ERRORS.values(), ids=PARSER_ERRORS.keys())
+async def test_requests_the_http_parser_refuses_are_400_and_counted(otlp: Receivers, raw: bytes) -> None:
+    # aiohttp answers these itself, before any handler.
+    reader, writer = await asyncio.open_connection("127.0.0.1", otlp.http.port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        await asyncio.wait_for(reader.read(), 10)  # aiohttp closes the connection after it
+    finally:
+        writer.close()
+    assert status_line.split(b" ")[1] == b"400", status_line
+    # The response is counted once it is written, just after the client may have read it.
+    await wait_until(lambda: _requests_counted(otlp) > 0)
+    assert otlp.count("otlp_requests", signal="other", protocol="http", outcome="bad_request") == 1
+    assert _requests_counted(otlp) == 1
+    assert otlp.sink.attempts == 0
+
+
+async def test_requests_our_handler_answers_are_not_counted_twice(otlp: Receivers) -> None:
+    assert (await post(otlp.url, "/v1/logs", logs_request("x").SerializeToString())).status == 200
+    assert (await post(otlp.url, "/v1/traces", b"\xff not protobuf")).status == 400
+    assert (await post(otlp.url, "/nowhere", b"")).status == 404
+    await asyncio.sleep(0.1)  # the access logger runs after the response is written
+    assert _requests_counted(otlp) == 3
+    assert otlp.count("otlp_requests", signal="other", protocol="http", outcome="bad_request") == 0
