@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -29,6 +29,7 @@ from tether.schemas.records import (
     ATTR_SERVICE_NAME,
     ATTR_TRUNCATED,
     FILE_SCOPE,
+    is_valid_span_id,
     is_valid_trace_id,
     partition_for_trace,
 )
@@ -124,19 +125,23 @@ def encode_file_lines(
 class SplitResult:
     records: dict[int, bytes]
     rejected: int
+    # of `rejected`, the items with a valid trace id but without the span id their shape requires
+    rejected_span_id: int = field(default=0, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class OtlpShape:
-    """Field names of an OTLP export request: request.<resources>[].<scopes>[].<items>[]."""
+    """Field names of an OTLP export request: request.<resources>[].<scopes>[].<items>[], and
+    whether an item must have a valid span id (spans) or not (log records)."""
 
     resources: str
     scopes: str
     items: str
+    span_id_required: bool
 
 
-TRACES = OtlpShape("resource_spans", "scope_spans", "spans")
-LOGS = OtlpShape("resource_logs", "scope_logs", "log_records")
+TRACES = OtlpShape("resource_spans", "scope_spans", "spans", span_id_required=True)
+LOGS = OtlpShape("resource_logs", "scope_logs", "log_records", span_id_required=False)
 
 Request = TypeVar("Request", ExportTraceServiceRequest, ExportLogsServiceRequest)
 
@@ -147,16 +152,24 @@ def split_request(
     """Per-partition request bytes, each item under a copy of its resource and scope.
 
     Items without a valid trace id go to `untraced_partition`, or are rejected when it is None
-    (a span must have a trace id; a log record need not).
+    (a span must have a trace id; a log record need not). Items of a shape that requires a span
+    id are rejected without a valid one (a span's document id is its trace id + span id).
     """
     grouped: dict[int, Request] = {}
-    rejected = 0
+    rejected = rejected_span_id = 0
     for resource_entry in getattr(request, shape.resources):
         for scope_entry in getattr(resource_entry, shape.scopes):
             items = getattr(scope_entry, shape.items)
             by_partition: dict[int, list[int]] = defaultdict(list)
             for index, item in enumerate(items):
-                if is_valid_trace_id(item.trace_id):
+                if (
+                    shape.span_id_required
+                    and not is_valid_span_id(item.span_id)
+                    and is_valid_trace_id(item.trace_id)
+                ):
+                    rejected += 1
+                    rejected_span_id += 1
+                elif is_valid_trace_id(item.trace_id):
                     by_partition[partition_for_trace(item.trace_id, partitions)].append(index)
                 elif untraced_partition is not None:
                     by_partition[untraced_partition].append(index)
@@ -171,4 +184,6 @@ def split_request(
                 if not scopes or scopes[-1].scope != scope_entry.scope:
                     scopes.add(scope=scope_entry.scope, schema_url=scope_entry.schema_url)
                 getattr(scopes[-1], shape.items).extend(items[i] for i in indices)
-    return SplitResult({p: r.SerializeToString() for p, r in grouped.items()}, rejected)
+    return SplitResult(
+        {p: r.SerializeToString() for p, r in grouped.items()}, rejected, rejected_span_id=rejected_span_id
+    )

@@ -8,7 +8,10 @@ reference, agent.encode.split_request. Both accept and refuse the same bodies:
   nesting deeper than 100 included), so nothing the collector cannot decode reaches Kafka;
 - stricter than the decoder: a wrong wire type for a field the split reads (request.resource_x,
   ResourceX.resource / scope_x / schema_url, ScopeX.scope / items / schema_url, the item's
-  trace_id) raises ValueError instead of becoming an unknown field;
+  trace_id, a span's span_id) raises ValueError instead of becoming an unknown field;
+- spans without a valid trace id, or with one but without a valid span id (8 bytes, not all
+  zero), are rejected and counted (`rejected`; the latter also in `rejected_span_id`); a log
+  record's span_id is optional;
 - unknown fields of the request, ResourceX and ScopeX are dropped; those inside resources,
   scopes and items are kept.
 
@@ -47,12 +50,12 @@ def native_available() -> bool:
 
 
 def split_traces_bytes(body: bytes, partitions: int) -> CountedSplit:
-    """Spans without a valid trace id are rejected (counted)."""
+    """Spans without a valid trace id or span id are rejected (counted)."""
     _check_partitions(partitions, 0)
     if _native is None:
         return reference_split_traces_bytes(body, partitions)
-    records, total, rejected = _native.split_traces(body, partitions)
-    return CountedSplit(records, rejected, total)
+    records, total, rejected, rejected_span_id = _native.split_traces(body, partitions)
+    return CountedSplit(records, rejected, total, rejected_span_id=rejected_span_id)
 
 
 def split_logs_bytes(body: bytes, partitions: int, untraced_partition: int) -> CountedSplit:
@@ -66,12 +69,12 @@ def split_logs_bytes(body: bytes, partitions: int, untraced_partition: int) -> C
 
 def reference_split_traces_bytes(body: bytes, partitions: int) -> CountedSplit:
     _check_partitions(partitions, 0)
-    return _reference(ExportTraceServiceRequest(), body, TRACES, partitions, None, trace_field=1)
+    return _reference(ExportTraceServiceRequest(), body, TRACES, partitions, None, id_fields={1, 2})
 
 
 def reference_split_logs_bytes(body: bytes, partitions: int, untraced_partition: int) -> CountedSplit:
     _check_partitions(partitions, untraced_partition)
-    return _reference(ExportLogsServiceRequest(), body, LOGS, partitions, untraced_partition, trace_field=9)
+    return _reference(ExportLogsServiceRequest(), body, LOGS, partitions, untraced_partition, id_fields={9})
 
 
 def _check_partitions(partitions: int, untraced_partition: int) -> None:
@@ -87,7 +90,7 @@ def _reference(
     shape: OtlpShape,
     partitions: int,
     untraced_partition: int | None,
-    trace_field: int,
+    id_fields: set[int],
 ) -> CountedSplit:
     kind = type(request).__name__
     try:
@@ -103,9 +106,9 @@ def _reference(
             items = getattr(scope_entry, shape.items)
             total += len(items)
             for item in items:
-                _wire_types(item, kind, "trace_id", {trace_field})
+                _wire_types(item, kind, "item", id_fields)
     split = split_request(request, shape, partitions, untraced_partition)
-    return CountedSplit(split.records, split.rejected, total)
+    return CountedSplit(split.records, split.rejected, total, rejected_span_id=split.rejected_span_id)
 
 
 def _wire_types(message: ProtoMessage, kind: str, where: str, numbers: set[int]) -> None:

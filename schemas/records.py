@@ -40,6 +40,7 @@ ATTR_SERVICE_NAME: Final = "service.name"
 ATTR_AGENT_ID: Final = "tether.agent.id"
 
 TRACE_ID_BYTES: Final = 16
+SPAN_ID_BYTES: Final = 8
 
 
 def partition_for_trace(trace_id: bytes, partitions: int) -> int:
@@ -54,6 +55,11 @@ def partition_for_trace(trace_id: bytes, partitions: int) -> int:
 
 def is_valid_trace_id(trace_id: bytes) -> bool:
     return len(trace_id) == TRACE_ID_BYTES and trace_id != bytes(TRACE_ID_BYTES)
+
+
+def is_valid_span_id(span_id: bytes) -> bool:
+    """What OTLP requires of a span's span_id (a log record's is optional)."""
+    return len(span_id) == SPAN_ID_BYTES and span_id != bytes(SPAN_ID_BYTES)
 
 
 def record_id(agent_id: str, file_fingerprint: str, offset: int) -> str:

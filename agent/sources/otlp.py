@@ -64,16 +64,13 @@ class OtlpIngest:
             raise InvalidRequestError(
                 f"the body is not a valid ExportTraceServiceRequest (protobuf): {error}"
             ) from error
-        message = (
-            f"{split.rejected} span(s) rejected: trace_id must be 16 bytes and not all zero"
-            if split.rejected
-            else ""
-        )
+        invalid_trace_id = split.rejected - split.rejected_span_id
+        rejected = {"invalid_trace_id": invalid_trace_id, "invalid_span_id": split.rejected_span_id}
         return await self._deliver(
             Batch("spans", split.records, split.total - split.rejected),
             transport,
-            split.rejected,
-            message,
+            {reason: count for reason, count in rejected.items() if count},
+            _rejected_spans_message(invalid_trace_id, split.rejected_span_id),
         )
 
     async def logs(self, body: bytes, transport: Transport) -> Accepted:
@@ -84,12 +81,16 @@ class OtlpIngest:
             raise InvalidRequestError(
                 f"the body is not a valid ExportLogsServiceRequest (protobuf): {error}"
             ) from error
-        return await self._deliver(Batch("logs", split.records, split.total), transport, 0, "")
+        return await self._deliver(Batch("logs", split.records, split.total), transport, {}, "")
 
-    async def _deliver(self, batch: Batch, transport: Transport, rejected: int, message: str) -> Accepted:
+    async def _deliver(
+        self, batch: Batch, transport: Transport, rejections: dict[str, int], message: str
+    ) -> Accepted:
+        """`rejections`: items rejected by reason (the metric's label), none counted zero."""
         signal = OTLP_SIGNAL_NAMES[batch.signal]
-        if rejected:
-            self.metrics.otlp_rejected.labels(signal, transport, "invalid_trace_id").inc(rejected)
+        rejected = sum(rejections.values())
+        for reason, count in rejections.items():
+            self.metrics.otlp_rejected.labels(signal, transport, reason).inc(count)
         if batch.records:
             try:
                 receipt = await self.delivery.submit(batch, accept_timeout=self.config.accept_timeout_seconds)
@@ -104,3 +105,19 @@ class OtlpIngest:
         self.metrics.otlp_received.labels(signal, transport).inc(batch.items)
         self.metrics.otlp_requests.labels(signal, transport, "partial" if rejected else "ok").inc()
         return Accepted(batch.items, rejected, message)
+
+
+def _rejected_spans_message(invalid_trace_id: int, invalid_span_id: int) -> str:
+    """The partial success's error_message: what was wrong, with how many spans when both were."""
+    reasons = []
+    if invalid_trace_id:
+        reasons.append(("trace_id must be 16 bytes and not all zero", invalid_trace_id))
+    if invalid_span_id:
+        reasons.append(("span_id must be 8 bytes and not all zero", invalid_span_id))
+    if not reasons:
+        return ""
+    if len(reasons) == 1:
+        return f"{invalid_trace_id + invalid_span_id} span(s) rejected: {reasons[0][0]}"
+    return f"{invalid_trace_id + invalid_span_id} span(s) rejected: " + "; ".join(
+        f"{rule} ({count} span(s))" for rule, count in reasons
+    )

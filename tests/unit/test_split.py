@@ -40,9 +40,10 @@ from tether.agent.split import (
     split_logs_bytes,
     split_traces_bytes,
 )
-from tether.schemas.records import is_valid_trace_id, partition_for_trace
+from tether.schemas.records import is_valid_span_id, is_valid_trace_id, partition_for_trace
 
 Splitter = Callable[[bytes], CountedSplit]
+SPAN_ID = bytes.fromhex("00f067aa0ba902b7")
 
 # ---------------------------------------------------------------------------------- builders
 
@@ -110,11 +111,26 @@ def _trace_id(rng: random.Random, traces: list[bytes]) -> bytes:
     )
 
 
+def _span_id(rng: random.Random) -> bytes:
+    if rng.random() < 0.8:
+        return rng.randbytes(8)
+    return rng.choice(
+        [
+            b"",
+            bytes(8),  # all zero: invalid
+            rng.randbytes(7),  # short
+            rng.randbytes(9),  # long
+            rng.randbytes(16),
+            bytes(7) + b"\x01",  # valid
+        ]
+    )
+
+
 def _span(rng: random.Random, traces: list[bytes]) -> Span:
     start = 1_763_700_000_000_000_000 + rng.randrange(10**12)
     return Span(
         trace_id=_trace_id(rng, traces),
-        span_id=rng.randbytes(8),
+        span_id=_span_id(rng),
         parent_span_id=rng.choice([b"", rng.randbytes(8)]),
         trace_state=rng.choice(["", "vendor=1"]),
         name=rng.choice(["GET /api/v1/orders", "db.query", ""]),
@@ -150,7 +166,7 @@ def _log(rng: random.Random, traces: list[bytes]) -> LogRecord:
         attributes=_attributes(rng),
         flags=rng.choice([0, 1]),
         trace_id=_trace_id(rng, traces) if traced else b"",
-        span_id=rng.randbytes(8) if traced else b"",
+        span_id=_span_id(rng) if traced else b"",  # optional: never checked
         event_name=rng.choice(["", "browser.click"]),
     )
 
@@ -199,8 +215,8 @@ def logs_request(rng: random.Random, max_items: int = 25) -> ExportLogsServiceRe
 
 
 def _native_traces(body: bytes, partitions: int) -> CountedSplit:
-    records, total, rejected = tether_fastlog.split_traces(body, partitions)
-    return CountedSplit(dict(records), rejected, total)
+    records, total, rejected, rejected_span_id = tether_fastlog.split_traces(body, partitions)
+    return CountedSplit(dict(records), rejected, total, rejected_span_id=rejected_span_id)
 
 
 def _native_logs(body: bytes, partitions: int, untraced: int) -> CountedSplit:
@@ -237,7 +253,11 @@ def _assert_same(
 ) -> None:
     """exact=False lets the grouping differ where equal resources / scopes have different bytes
     (agent/split.py: the native path compares bytes, the reference messages)."""
-    assert (native.total, native.rejected) == (reference.total, reference.rejected)
+    assert (native.total, native.rejected, native.rejected_span_id) == (
+        reference.total,
+        reference.rejected,
+        reference.rejected_span_id,
+    )
     assert native.records.keys() == reference.records.keys()
     placed = 0
     for partition, value in native.records.items():
@@ -249,6 +269,8 @@ def _assert_same(
             assert value == reference.records[partition], f"partition {partition}: bytes differ"
         # independently of the reference: each item sits where partition_for_trace says
         for item in _items(parsed):
+            if message is ExportTraceServiceRequest:
+                assert is_valid_span_id(item.span_id)
             if is_valid_trace_id(item.trace_id):
                 assert partition_for_trace(item.trace_id, partitions) == partition
             else:
@@ -282,7 +304,13 @@ def test_traces_match_reference(seed: int) -> None:
     partitions = rng.choice([1, 2, 3, 7, 16])
     result = check_traces(body, partitions)
     assert result.total == len(_items(request))
-    assert result.rejected == sum(not is_valid_trace_id(s.trace_id) for s in _items(request))
+    spans = _items(request)
+    assert result.rejected == sum(
+        not (is_valid_trace_id(s.trace_id) and is_valid_span_id(s.span_id)) for s in spans
+    )
+    assert result.rejected_span_id == sum(
+        is_valid_trace_id(s.trace_id) and not is_valid_span_id(s.span_id) for s in spans
+    )
 
 
 @pytest.mark.parametrize("seed", range(60))
@@ -331,7 +359,9 @@ def test_partition_is_low_64_bits_big_endian() -> None:
     for trace_id, partitions, expected in cases:
         body = ExportTraceServiceRequest(
             resource_spans=[
-                ResourceSpans(scope_spans=[ScopeSpans(spans=[Span(trace_id=trace_id, name="s")])])
+                ResourceSpans(
+                    scope_spans=[ScopeSpans(spans=[Span(span_id=SPAN_ID, trace_id=trace_id, name="s")])]
+                )
             ]
         ).SerializeToString()
         result = check_traces(body, partitions)
@@ -355,9 +385,12 @@ def test_grouping_of_consecutive_equal_resources_and_scopes() -> None:
             ResourceSpans(
                 resource=a,
                 schema_url="first",
-                scope_spans=[ScopeSpans(scope=s, spans=[Span(trace_id=t0, name="1")])],
+                scope_spans=[ScopeSpans(scope=s, spans=[Span(span_id=SPAN_ID, trace_id=t0, name="1")])],
             ),
-            ResourceSpans(resource=b, scope_spans=[ScopeSpans(scope=s, spans=[Span(trace_id=t1, name="2")])]),
+            ResourceSpans(
+                resource=b,
+                scope_spans=[ScopeSpans(scope=s, spans=[Span(span_id=SPAN_ID, trace_id=t1, name="2")])],
+            ),
             ResourceSpans(
                 resource=a,
                 schema_url="second",
@@ -365,9 +398,14 @@ def test_grouping_of_consecutive_equal_resources_and_scopes() -> None:
                     ScopeSpans(
                         scope=s,
                         schema_url="x",
-                        spans=[Span(trace_id=t0, name="3"), Span(trace_id=t1, name="4")],
+                        spans=[
+                            Span(span_id=SPAN_ID, trace_id=t0, name="3"),
+                            Span(span_id=SPAN_ID, trace_id=t1, name="4"),
+                        ],
                     ),
-                    ScopeSpans(scope=InstrumentationScope(), spans=[Span(trace_id=t0, name="5")]),
+                    ScopeSpans(
+                        scope=InstrumentationScope(), spans=[Span(span_id=SPAN_ID, trace_id=t0, name="5")]
+                    ),
                 ],
             ),
         ]
@@ -393,10 +431,34 @@ def test_empty_requests() -> None:
     assert split_logs_bytes(b"", 4, 1) == CountedSplit({}, 0, 0)
 
 
+def test_spans_without_a_valid_span_id_are_rejected() -> None:
+    """8 bytes, not all zero (OTLP); counted apart when the trace id is valid; a log record's
+    span_id stays optional."""
+    trace_id = b"\x01" * 15 + b"\x02"
+    span_ids = {"empty": b"", "short": b"\x01" * 7, "long": b"\x01" * 9, "zero": bytes(8), "ok": SPAN_ID}
+    spans = [Span(trace_id=trace_id, span_id=v, name=k) for k, v in span_ids.items()]
+    spans.append(Span(name="no ids"))  # counted as an invalid trace id
+    body = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])]
+    ).SerializeToString()
+    result = check_traces(body, 3)
+    assert (result.total, result.rejected, result.rejected_span_id) == (6, 5, 4)
+    (value,) = result.records.values()
+    assert [s.name for s in _items(ExportTraceServiceRequest.FromString(value))] == ["ok"]
+    records = [LogRecord(trace_id=trace_id, span_id=v) for v in span_ids.values()]
+    body = ExportLogsServiceRequest(
+        resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(log_records=records)])]
+    ).SerializeToString()
+    result = check_logs(body, 3, 0)
+    assert (result.total, result.rejected, result.rejected_span_id) == (5, 0, 0)
+
+
 def test_only_rejected_spans() -> None:
     body = ExportTraceServiceRequest(
         resource_spans=[
-            ResourceSpans(scope_spans=[ScopeSpans(spans=[Span(name="a"), Span(trace_id=bytes(16))])])
+            ResourceSpans(
+                scope_spans=[ScopeSpans(spans=[Span(name="a"), Span(span_id=SPAN_ID, trace_id=bytes(16))])]
+            )
         ]
     ).SerializeToString()
     assert check_traces(body, 3) == CountedSplit({}, 2, 2)
@@ -413,7 +475,9 @@ def test_unknown_fields() -> None:
         + bytes(8)
         + b"\xfb\x07\x08\x01\xfc\x07"
     )
-    span = Span(trace_id=b"\x01" * 16, name="s").SerializeToString() + unknown + b"\x28\x05"  # name as varint
+    span = (
+        Span(span_id=SPAN_ID, trace_id=b"\x01" * 16, name="s").SerializeToString() + unknown + b"\x28\x05"
+    )  # name as varint
     resource = Resource().SerializeToString() + unknown
     scope = InstrumentationScope(name="n").SerializeToString() + unknown
     scope_spans = _ld(0x0A, scope) + _ld(0x12, span) + unknown
@@ -436,7 +500,8 @@ def test_repeated_singular_fields_merge() -> None:
     r1 = Resource(attributes=[KeyValue(key="a", value=AnyValue(int_value=1))]).SerializeToString()
     r2 = Resource(dropped_attributes_count=2).SerializeToString()
     first, last = b"\x01" * 16, bytes(8) + b"\x00" * 7 + b"\x04"
-    span = _ld(0x0A, first) + _ld(0x2A, b"name") + _ld(0x0A, last)
+    # span_id all zero then valid: the last one wins too
+    span = _ld(0x0A, first) + _ld(0x12, bytes(8)) + _ld(0x2A, b"name") + _ld(0x0A, last) + _ld(0x12, SPAN_ID)
     scope_spans = (
         _ld(0x12, span)
         + _ld(0x0A, b"\x0a\x01x")
@@ -458,7 +523,7 @@ def test_equal_resources_with_different_bytes_are_not_merged() -> None:
     as messages; the native path only when their bytes are equal. Same items, same places."""
     resource = Resource(attributes=[KeyValue(key="service.name", value=AnyValue(string_value="a"))])
     explicit_zero = resource.SerializeToString() + b"\x10\x00"  # dropped_attributes_count=0, spelled out
-    span = Span(trace_id=b"\x01" * 16, name="s").SerializeToString()
+    span = Span(span_id=SPAN_ID, trace_id=b"\x01" * 16, name="s").SerializeToString()
     entry = _ld(0x12, _ld(0x12, span))
     body = _ld(0x0A, _ld(0x0A, resource.SerializeToString()) + entry) + _ld(
         0x0A, _ld(0x0A, explicit_zero) + entry
@@ -473,7 +538,7 @@ def test_equal_resources_with_different_bytes_are_not_merged() -> None:
 def test_unknown_groups_as_the_decoder_reads_them() -> None:
     """Inside an unknown group upb lets field number 0 through; both paths accept it."""
     span = (
-        Span(trace_id=b"\x01" * 16, name="s").SerializeToString()
+        Span(span_id=SPAN_ID, trace_id=b"\x01" * 16, name="s").SerializeToString()
         + b"\x2b\x00\x01\x03\x04\x05"
         + bytes(4)
         + b"\x2c"
@@ -508,7 +573,7 @@ def _nest(levels: int) -> bytes:
     return _ld(0x0A, _ld(0x12, _ld(0x12, span)))
 
 
-_SPAN = Span(trace_id=b"\x01" * 16, name="ok").SerializeToString()
+_SPAN = Span(span_id=SPAN_ID, trace_id=b"\x01" * 16, name="ok").SerializeToString()
 _SCOPE_SPANS = _ld(0x12, _SPAN)
 _RESOURCE_SPANS = _ld(0x12, _SCOPE_SPANS)
 
@@ -535,6 +600,8 @@ MALFORMED_TRACES = {
     "scope schema_url as group": _ld(0x0A, _ld(0x12, b"\x1b\x1c")),
     "trace_id as varint": _ld(0x0A, _ld(0x12, _ld(0x12, b"\x08\x01"))),
     "trace_id as fixed64": _ld(0x0A, _ld(0x12, _ld(0x12, b"\x09" + bytes(8)))),
+    "span_id as varint": _ld(0x0A, _ld(0x12, _ld(0x12, _ld(0x0A, b"\x01" * 16) + b"\x10\x01"))),
+    "span_id as fixed64": _ld(0x0A, _ld(0x12, _ld(0x12, _ld(0x0A, b"\x01" * 16) + b"\x11" + bytes(8)))),
     "truncated span": _ld(0x0A, _ld(0x12, _ld(0x12, _SPAN[:-2]))),
     "span name invalid utf-8": _ld(0x0A, _ld(0x12, _ld(0x12, _ld(0x0A, b"\x01" * 16) + _ld(0x2A, b"\xff")))),
     "attribute key surrogate": _ld(0x0A, _ld(0x12, _ld(0x12, _ld(0x4A, _ld(0x0A, b"\xed\xa0\x80"))))),

@@ -437,7 +437,7 @@ pub(crate) mod tests {
         let (requests, counts) = encode(CHUNK, 40, false);
         let mut records = 0;
         for (partition, request) in &requests {
-            check(request, request.as_ptr() as usize, M::LogsRequest, 0, 0).unwrap();
+            check(request, request.as_ptr() as usize, M::LogsRequest, 0, []).unwrap();
             let split =
                 split_body(request, &LOGS_SHAPE, PARTITIONS, Some(UNTRACED as u64)).unwrap();
             assert_eq!(split.parts, vec![(*partition as u64, request.clone())]);

@@ -222,7 +222,7 @@ fn resource_logs<'a>(b: &'a [u8], mapping: &FieldMapping, out: &mut Out<'a>) -> 
     }
     let mut attrs: Vec<(&'a str, Scalar<'a>)> = Vec::new();
     if let Some(resource) = resource {
-        check(resource, resource.as_ptr() as usize, M::Resource, 2, 0).ok()?;
+        check(resource, resource.as_ptr() as usize, M::Resource, 2, []).ok()?;
         let mut r = reader(resource, M::Resource);
         while !r.done() {
             match next_tag(&mut r, M::Resource)? {
@@ -276,7 +276,7 @@ fn scope_logs<'a>(
     }
     // OTLP logs (any other scope) are the reference's
     let scope = scope?;
-    check(scope, scope.as_ptr() as usize, M::Scope, 3, 0).ok()?;
+    check(scope, scope.as_ptr() as usize, M::Scope, 3, []).ok()?;
     let mut r = reader(scope, M::Scope);
     let mut name = "";
     let mut attrs: Vec<(&'a str, Scalar<'a>)> = Vec::new();
@@ -322,7 +322,7 @@ fn log_record<'a>(
     mapping: &FieldMapping,
     out: &mut Out<'a>,
 ) -> Option<()> {
-    check(b, b.as_ptr() as usize, M::LogRecord, 3, 0).ok()?;
+    check(b, b.as_ptr() as usize, M::LogRecord, 3, []).ok()?;
     let mut r = reader(b, M::LogRecord);
     let (mut time, mut observed, mut severity_number) = (0u64, 0u64, 0i32);
     let (mut severity_text, mut trace_id, mut span_id): (&[u8], &[u8], &[u8]) = (b"", b"", b"");

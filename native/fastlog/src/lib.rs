@@ -229,7 +229,7 @@ fn split_to_py<'py>(
     shape: &'static Shape,
     partitions: u64,
     untraced: Option<u64>,
-) -> PyResult<(Bound<'py, PyDict>, u64, u64)> {
+) -> PyResult<(Bound<'py, PyDict>, u64, u64, u64)> {
     if partitions == 0 {
         return Err(PyValueError::new_err("partitions must be > 0"));
     }
@@ -241,11 +241,12 @@ fn split_to_py<'py>(
     for (partition, bytes) in &split.parts {
         out.set_item(partition, PyBytes::new(py, bytes))?;
     }
-    Ok((out, split.total, split.rejected))
+    Ok((out, split.total, split.rejected, split.rejected_span_id))
 }
 
-/// ExportTraceServiceRequest bytes -> ({partition: request bytes}, spans, rejected spans).
-/// Spans without a valid trace id (16 bytes, not all zero) are rejected. Raises ValueError on
+/// ExportTraceServiceRequest bytes -> ({partition: request bytes}, spans, rejected spans, of
+/// those the ones rejected for their span id). Spans without a valid trace id (16 bytes, not all
+/// zero) or else without a valid span id (8 bytes, not all zero) are rejected. Raises ValueError on
 /// bytes python protobuf would not decode, or with a wrong wire type for a field the split
 /// reads. The GIL is released while splitting.
 #[pyfunction]
@@ -253,7 +254,7 @@ fn split_traces<'py>(
     py: Python<'py>,
     body: &Bound<'py, PyBytes>,
     partitions: u64,
-) -> PyResult<(Bound<'py, PyDict>, u64, u64)> {
+) -> PyResult<(Bound<'py, PyDict>, u64, u64, u64)> {
     split_to_py(py, body, &TRACES_SHAPE, partitions, None)
 }
 
@@ -266,7 +267,8 @@ fn split_logs<'py>(
     partitions: u64,
     untraced_partition: u64,
 ) -> PyResult<(Bound<'py, PyDict>, u64)> {
-    let (out, total, _) = split_to_py(py, body, &LOGS_SHAPE, partitions, Some(untraced_partition))?;
+    let (out, total, _, _) =
+        split_to_py(py, body, &LOGS_SHAPE, partitions, Some(untraced_partition))?;
     Ok((out, total))
 }
 
@@ -398,6 +400,8 @@ fn tether_fastlog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     #[cfg(feature = "bench")]
     m.add_function(wrap_pyfunction!(encode_chunk_stage, m)?)?;
     m.add_function(wrap_pyfunction!(split_traces, m)?)?;
+    // split_traces checks span ids (and returns 4 values); older builds lack this name
+    m.add("SPLIT_TRACES_CHECKS_SPAN_IDS", true)?;
     m.add_function(wrap_pyfunction!(split_logs, m)?)?;
     m.add_function(wrap_pyfunction!(split_schema, m)?)?;
     m.add_function(wrap_pyfunction!(file_log_documents, m)?)?;

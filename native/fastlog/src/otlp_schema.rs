@@ -261,16 +261,17 @@ const LOOKUP: [[Option<Ty>; MAX_FIELD + 1]; ALL_MESSAGES.len()] = {
 };
 
 /// Validates one message (at nesting `depth`) like upb would decode it; returns the last
-/// occurrence of bytes field `capture` (0: none), which must be length-delimited.
-pub(crate) fn check(
+/// occurrence of each bytes field of `capture` (field numbers, 0 for none), which must be
+/// length-delimited.
+pub(crate) fn check<const N: usize>(
     b: &[u8],
     origin: usize,
     m: M,
     depth: u32,
-    capture: u32,
-) -> WResult<Option<&[u8]>> {
+    capture: [u32; N],
+) -> WResult<[Option<&[u8]>; N]> {
     let mut r = Rd::new(b, origin, m);
-    let mut captured = None;
+    let mut captured = [None; N];
     while !r.done() {
         let start = r.pos();
         let (f, wt) = r.tag()?;
@@ -281,8 +282,10 @@ pub(crate) fn check(
                 Ty::I32 => r.fixed(4)?,
                 Ty::Bytes => {
                     let v = r.ld()?;
-                    if f == capture {
-                        captured = Some(v);
+                    for (c, out) in capture.iter().zip(captured.iter_mut()) {
+                        if f == *c {
+                            *out = Some(v);
+                        }
                     }
                 }
                 Ty::Str => {
@@ -299,10 +302,10 @@ pub(crate) fn check(
                     if depth + 1 > MAX_DEPTH {
                         return Err(r.err(start, "nesting deeper than 100"));
                     }
-                    check(v, origin, sub, depth + 1, 0)?;
+                    check(v, origin, sub, depth + 1, [])?;
                 }
             },
-            Some(ty) if f == capture => return Err(r.wrong_wire(start, f, wt, ty.wire())),
+            Some(ty) if capture.contains(&f) => return Err(r.wrong_wire(start, f, wt, ty.wire())),
             _ => r.skip(f, wt, depth)?,
         }
     }
@@ -343,12 +346,17 @@ mod tests {
         let mut span = Vec::new();
         put_ld(&mut span, 0x0a, &[1; 16]);
         put_ld(&mut span, 0x2a, b"name");
+        put_ld(&mut span, 0x12, &[3; 8]);
         put_ld(&mut span, 0x0a, &[2; 16]);
-        let got = check(&span, span.as_ptr() as usize, M::Span, 3, 1).unwrap();
-        assert_eq!(got, Some(&[2u8; 16][..]));
+        let got = check(&span, span.as_ptr() as usize, M::Span, 3, [1]).unwrap();
+        assert_eq!(got, [Some(&[2u8; 16][..])]);
+        let got = check(&span, span.as_ptr() as usize, M::Span, 3, [1, 2]).unwrap();
+        assert_eq!(got, [Some(&[2u8; 16][..]), Some(&[3u8; 8][..])]);
+        let got = check(&span, span.as_ptr() as usize, M::Span, 3, [2, 6]).unwrap();
+        assert_eq!(got, [Some(&[3u8; 8][..]), None]);
         assert_eq!(
-            check(&span, span.as_ptr() as usize, M::Span, 3, 0).unwrap(),
-            None
+            check(&span, span.as_ptr() as usize, M::Span, 3, []).unwrap(),
+            []
         );
     }
 
@@ -356,9 +364,9 @@ mod tests {
     fn check_refuses_invalid_utf8_in_string_fields_only() {
         let mut span = Vec::new();
         put_ld(&mut span, 0x0a, &[0xff; 16]); // trace_id: bytes, anything goes
-        assert!(check(&span, span.as_ptr() as usize, M::Span, 3, 0).is_ok());
+        assert!(check(&span, span.as_ptr() as usize, M::Span, 3, []).is_ok());
         put_ld(&mut span, 0x2a, &[0xff]); // name: a string
-        let e = check(&span, span.as_ptr() as usize, M::Span, 3, 0).unwrap_err();
+        let e = check(&span, span.as_ptr() as usize, M::Span, 3, []).unwrap_err();
         assert_eq!(
             e,
             "string field name is not valid UTF-8 at byte 18 (in Span)"
@@ -387,9 +395,9 @@ mod tests {
             v
         };
         let ok = nested(MAX_DEPTH - 1);
-        assert!(check(&ok, ok.as_ptr() as usize, M::AnyValue, 1, 0).is_ok());
+        assert!(check(&ok, ok.as_ptr() as usize, M::AnyValue, 1, []).is_ok());
         let deep = nested(MAX_DEPTH);
-        let e = check(&deep, deep.as_ptr() as usize, M::AnyValue, 1, 0).unwrap_err();
+        let e = check(&deep, deep.as_ptr() as usize, M::AnyValue, 1, []).unwrap_err();
         assert!(e.starts_with("nesting deeper than 100"), "{e}");
     }
 
@@ -397,6 +405,6 @@ mod tests {
     fn a_known_field_with_another_wire_type_is_an_unknown_field() {
         // Span.name (5) as a varint: skipped like upb, not an error
         let span = [0x28, 0x01];
-        assert!(check(&span, span.as_ptr() as usize, M::Span, 3, 0).is_ok());
+        assert!(check(&span, span.as_ptr() as usize, M::Span, 3, []).is_ok());
     }
 }

@@ -10,8 +10,8 @@
 //! refuse reaches Kafka (the collector decodes every record): resource, scope and items are
 //! validated against the OTLP schema (otlp_schema::check). Stricter than upb, on purpose: a
 //! wrong wire type for the fields that drive the split (request.resource_x,
-//! ResourceX.resource/scope_x/schema_url, ScopeX.scope/items/schema_url, item.trace_id) is an
-//! error. Unknown fields of the request, ResourceX and ScopeX are dropped (the reference builds
+//! ResourceX.resource/scope_x/schema_url, ScopeX.scope/items/schema_url, item.trace_id,
+//! Span.span_id) is an error. Unknown fields of the request, ResourceX and ScopeX are dropped (the reference builds
 //! fresh ResourceX/ScopeX messages); resource, scope and item bytes are copied verbatim, so their
 //! unknown fields are kept (the reference keeps them too).
 
@@ -31,13 +31,15 @@ fn check_utf8(r: &Rd, start: usize, v: &[u8]) -> WResult<()> {
     }
 }
 
-/// Which messages make a request of one signal, and the item's trace_id field.
+/// Which messages make a request of one signal, the item's trace_id field and, when the item
+/// must have a valid span id (8 bytes, not all zero), its span_id field (0: optional).
 pub(crate) struct Shape {
     request: M,
     resource_x: M,
     scope_x: M,
     item: M,
     trace_id: u32,
+    span_id: u32,
 }
 
 pub(crate) const TRACES_SHAPE: Shape = Shape {
@@ -46,6 +48,7 @@ pub(crate) const TRACES_SHAPE: Shape = Shape {
     scope_x: M::ScopeSpans,
     item: M::Span,
     trace_id: 1,
+    span_id: 2,
 };
 pub(crate) const LOGS_SHAPE: Shape = Shape {
     request: M::LogsRequest,
@@ -53,6 +56,7 @@ pub(crate) const LOGS_SHAPE: Shape = Shape {
     scope_x: M::ScopeLogs,
     item: M::LogRecord,
     trace_id: 9,
+    span_id: 0,
 };
 
 struct OutScope<'a> {
@@ -85,6 +89,7 @@ struct Splitter<'a> {
     entries: usize,
     total: u64,
     rejected: u64,
+    rejected_span_id: u64,
     scratch: Vec<&'a [u8]>,
 }
 
@@ -127,7 +132,7 @@ impl<'a> Splitter<'a> {
             match r.tag()? {
                 (1, 2) => {
                     let v = r.ld()?;
-                    check(v, self.origin, M::Resource, 2, 0)?;
+                    check(v, self.origin, M::Resource, 2, [])?;
                     resource.push(v);
                 }
                 (2, 2) => scopes.push(r.ld()?),
@@ -158,7 +163,7 @@ impl<'a> Splitter<'a> {
             match r.tag()? {
                 (1, 2) => {
                     let v = r.ld()?;
-                    check(v, self.origin, M::Scope, 3, 0)?;
+                    check(v, self.origin, M::Scope, 3, [])?;
                     scope.push(v);
                 }
                 (2, 2) => items.push(r.ld()?),
@@ -175,13 +180,30 @@ impl<'a> Splitter<'a> {
         self.entries += 1;
         let entry = self.entries;
         for &item in &items {
-            let trace_id = check(item, self.origin, self.shape.item, 3, self.shape.trace_id)?;
-            self.total += 1;
-            let partition = match trace_id {
-                Some(t) if t.len() == 16 && t.iter().any(|&c| c != 0) => {
-                    u64::from_be_bytes(t[8..16].try_into().unwrap()) % self.partitions
+            let trace_id = if self.shape.span_id == 0 {
+                let [trace_id] =
+                    check(item, self.origin, self.shape.item, 3, [self.shape.trace_id])?;
+                trace_id
+            } else {
+                let [trace_id, span_id] = check(
+                    item,
+                    self.origin,
+                    self.shape.item,
+                    3,
+                    [self.shape.trace_id, self.shape.span_id],
+                )?;
+                if valid_id::<8>(span_id).is_none() && valid_id::<16>(trace_id).is_some() {
+                    self.total += 1;
+                    self.rejected += 1;
+                    self.rejected_span_id += 1;
+                    continue;
                 }
-                _ => match self.untraced {
+                trace_id
+            };
+            self.total += 1;
+            let partition = match valid_id::<16>(trace_id) {
+                Some(t) => u64::from_be_bytes(t[8..16].try_into().unwrap()) % self.partitions,
+                None => match self.untraced {
                     Some(u) => u,
                     None => {
                         self.rejected += 1;
@@ -288,6 +310,13 @@ impl<'a> Splitter<'a> {
     }
 }
 
+/// `id` when it is `N` bytes and not all zero (a valid OTLP trace id or span id).
+#[inline(always)]
+fn valid_id<const N: usize>(id: Option<&[u8]>) -> Option<&[u8; N]> {
+    let id: &[u8; N] = id?.try_into().ok()?;
+    id.iter().any(|&c| c != 0).then_some(id)
+}
+
 fn url_len(url: &[u8]) -> usize {
     if url.is_empty() {
         0
@@ -306,12 +335,15 @@ pub(crate) struct SplitOut {
     pub(crate) parts: Vec<(u64, Vec<u8>)>,
     /// items in the request, rejected ones included
     pub(crate) total: u64,
-    /// items without a valid trace id, when there is no untraced partition
+    /// items rejected: without a valid trace id when there is no untraced partition, or
+    /// without a valid span id when the shape requires one
     pub(crate) rejected: u64,
+    /// of `rejected`, the items with a valid trace id but no valid span id
+    pub(crate) rejected_span_id: u64,
 }
 
 /// The request `body` split by partition; items without a valid trace id go to `untraced`, or
-/// are rejected (counted) when it is None.
+/// are rejected (counted) when it is None; spans without a valid span id are rejected.
 pub(crate) fn split_body(
     body: &[u8],
     shape: &'static Shape,
@@ -329,6 +361,7 @@ pub(crate) fn split_body(
         entries: 0,
         total: 0,
         rejected: 0,
+        rejected_span_id: 0,
         scratch: Vec::new(),
     };
     s.request(body)
@@ -338,6 +371,7 @@ pub(crate) fn split_body(
         parts,
         total: s.total,
         rejected: s.rejected,
+        rejected_span_id: s.rejected_span_id,
     })
 }
 
@@ -351,15 +385,21 @@ mod tests {
         out
     }
 
-    /// A span with `trace_id` (empty: none) and a name.
-    fn span(trace_id: &[u8], name: &str) -> Vec<u8> {
-        let mut s = if trace_id.is_empty() {
-            Vec::new()
-        } else {
-            ld(0x0a, trace_id)
-        };
+    /// A span with `trace_id` and `span_id` (empty: none) and a name.
+    fn span_ids(trace_id: &[u8], span_id: &[u8], name: &str) -> Vec<u8> {
+        let mut s = Vec::new();
+        for (tag, id) in [(0x0a, trace_id), (0x12, span_id)] {
+            if !id.is_empty() {
+                s.extend(ld(tag, id));
+            }
+        }
         s.extend(ld(0x2a, name.as_bytes()));
         s
+    }
+
+    /// A span with `trace_id` (empty: none), a valid span id and a name.
+    fn span(trace_id: &[u8], name: &str) -> Vec<u8> {
+        span_ids(trace_id, &[0, 0, 0, 0, 0, 0, 0, 1], name)
     }
 
     /// ResourceSpans{resource: Resource{attributes: [service.name=...]}, scope_spans: [ScopeSpans{spans}]}
@@ -418,6 +458,52 @@ mod tests {
         assert_eq!((out.total, out.rejected), (4, 3));
         assert_eq!(out.parts.len(), 1);
         assert_eq!(out.parts[0].0, 2);
+    }
+
+    #[test]
+    fn spans_without_a_valid_span_id_are_rejected_and_counted_apart() {
+        let spans = [
+            span_ids(&trace_id(1), &[], "none"),
+            span_ids(&trace_id(1), &[0; 8], "zero"),
+            span_ids(&trace_id(1), &[1; 7], "short"),
+            span_ids(&trace_id(1), &[1; 9], "long"),
+            span_ids(&[], &[], "no ids"), // an invalid trace id first: counted as such
+            span_ids(&trace_id(2), &[0, 0, 0, 0, 0, 0, 0, 1], "ok"),
+            span_ids(&trace_id(3), &[0xff; 8], "ok too"),
+        ];
+        let body = ld(0x0a, &resource_spans("svc", &spans));
+        let out = split_body(&body, &TRACES_SHAPE, 4, None).unwrap();
+        assert_eq!((out.total, out.rejected, out.rejected_span_id), (7, 5, 4));
+        assert_eq!(
+            out.parts,
+            vec![
+                (2, ld(0x0a, &resource_spans("svc", &[spans[5].clone()]))),
+                (3, ld(0x0a, &resource_spans("svc", &[spans[6].clone()]))),
+            ]
+        );
+        // a span_id with another wire type is refused, like trace_id
+        let bad = [ld(0x0a, &trace_id(1)), vec![0x10, 0x01]].concat();
+        let body = ld(0x0a, &resource_spans("svc", &[bad]));
+        let e = split_body(&body, &TRACES_SHAPE, 4, None).err().unwrap();
+        assert!(e.contains("field 2 (span_id) has wire type 0"), "{e}");
+    }
+
+    #[test]
+    fn log_records_keep_an_optional_span_id() {
+        // LogRecord{trace_id, span_id (10): empty / zero / short}: none is rejected
+        let records: Vec<Vec<u8>> = [&[][..], &[0; 8], &[1; 3]]
+            .iter()
+            .map(|span_id| [ld(0x4a, &trace_id(5)), ld(0x52, span_id)].concat())
+            .collect();
+        let mut scope_logs = ld(0x0a, b"");
+        for r in &records {
+            scope_logs.extend(ld(0x12, r));
+        }
+        let body = ld(0x0a, &ld(0x12, &scope_logs));
+        let out = split_body(&body, &LOGS_SHAPE, 4, Some(3)).unwrap();
+        assert_eq!((out.total, out.rejected, out.rejected_span_id), (3, 0, 0));
+        assert_eq!(out.parts.len(), 1);
+        assert_eq!(out.parts[0].0, 1);
     }
 
     #[test]
