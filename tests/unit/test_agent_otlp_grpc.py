@@ -6,7 +6,6 @@ agent process in front of Kafka is tested in tests/e2e/test_otlp_grpc.py.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -31,12 +30,6 @@ from tether.agent.sources.otlp import RETRY_AFTER_SECONDS
 
 TRACES_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 METRICS_EXPORT = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
-
-
-@pytest.fixture
-async def otlp(tmp_path: Path) -> AsyncIterator[Receivers]:
-    async with receivers(tmp_path) as running:
-        yield running
 
 
 def _count(otlp: Receivers, outcome: str, signal: str = "traces") -> float:

@@ -71,12 +71,6 @@ async def post(
         return Answer(response.status, dict(response.headers), await response.read())
 
 
-@pytest.fixture
-async def otlp(tmp_path: Path) -> AsyncIterator[Receivers]:
-    async with receivers(tmp_path) as running:
-        yield running
-
-
 # -- accepted ----------------------------------------------------------------------------------
 
 

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import grpc
-import pytest
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
@@ -26,17 +23,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
-from tests.unit.otlp_receivers import Receivers, delivered_spans, receivers, span, traces_request
+from tests.unit.otlp_receivers import Receivers, delivered_spans, span, traces_request
 
 BAD_SPAN_IDS = {"empty": b"", "short": b"\x01" * 7, "zero": bytes(8)}
 SPAN_ID_RULE = "span_id must be 8 bytes and not all zero"
 TRACE_ID_RULE = "trace_id must be 16 bytes and not all zero"
-
-
-@pytest.fixture
-async def otlp(tmp_path: Path) -> AsyncIterator[Receivers]:
-    async with receivers(tmp_path) as running:
-        yield running
 
 
 def _mixed() -> Any:
