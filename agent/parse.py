@@ -14,6 +14,7 @@ from tether.schemas.log_fields import LogFieldMapping
 MAX_UNIX_NANO = 2**64 - 1  # time_unix_nano is a fixed64
 _FRACTION = re.compile(r"^(.*?T\d{2}:\d{2}:\d{2})[.,](\d+)(.*)$")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
+_JSON_SPACE = " \t\r\n"  # what JSON allows before a value
 
 
 @dataclass(slots=True)
@@ -44,20 +45,49 @@ def parse_line(raw: bytes, mapping: LogFieldMapping, truncated: bool = False) ->
     except orjson.JSONDecodeError:
         record = None
     if not isinstance(record, dict):
-        return ParsedLine(text, 0, "", 0, b"", b"", "", True, invalid_utf8, truncated)
-    level = _string(mapping.lookup(record, mapping.level, scalar=True)[1])
+        # Plain text (a container's stdout, a stack trace) is a message, not an error: only a line
+        # that starts as a JSON object and is none failed to parse.
+        parse_error = text.lstrip(_JSON_SPACE).startswith("{")
+        return ParsedLine(text, 0, "", 0, b"", b"", "", parse_error, invalid_utf8, truncated)
+    level_key, level_value = mapping.lookup(record, mapping.level, scalar=True)
+    level = _string(level_value)
+    if level_key is None and mapping.has_any(record, mapping.implied_level.when_any_of):
+        severity = mapping.implied_level.severity_number
+    elif isinstance(level_value, int) and not isinstance(level_value, bool):
+        severity = mapping.numeric_levels.get(level_value, 0)
+    else:
+        severity = mapping.severity_number(level) if level else 0
+    trace_id, parent_span_id = trace_context(mapping.lookup(record, mapping.trace_id, scalar=True)[1])
+    span_id = _hex_id(mapping.lookup(record, mapping.span_id, scalar=True)[1], 8)
     return ParsedLine(
         text=text,
         time_unix_nano=parse_timestamp(mapping.lookup(record, mapping.timestamp, scalar=True)[1]),
         level=level,
-        severity_number=mapping.severity_number(level) if level else 0,
-        trace_id=_hex_id(mapping.lookup(record, mapping.trace_id, scalar=True)[1], 16),
-        span_id=_hex_id(mapping.lookup(record, mapping.span_id, scalar=True)[1], 8),
+        severity_number=severity,
+        trace_id=trace_id,
+        span_id=span_id if span_id or not trace_id else parent_span_id,
         service=_string(mapping.lookup(record, mapping.service, scalar=True)[1]),
         parse_error=False,
         invalid_utf8=invalid_utf8,
         truncated=truncated,
     )
+
+
+def trace_context(value: Any) -> tuple[bytes, bytes]:
+    """The trace id of a trace id field's value, and the span id when the value names one too.
+
+    Taken: 32 hex digits in either case; a W3C traceparent (`00-<trace id>-<span id>-<flags>`,
+    which names the span too); Google Cloud's `projects/<project>/traces/<trace id>`.
+    """
+    if not isinstance(value, str):
+        return b"", b""
+    if len(value) == 55 and value[2] == value[35] == value[52] == "-" and _is_hex(value[:2] + value[53:]):
+        trace_id = _hex_id(value[3:35], 16)
+        return trace_id, _hex_id(value[36:52], 8) if trace_id else b""
+    marker = value.rfind("/traces/")
+    if marker >= 0 and value.startswith("projects/"):
+        value = value[marker + len("/traces/") :]
+    return _hex_id(value, 16), b""
 
 
 def parse_timestamp(value: Any) -> int:
@@ -114,6 +144,10 @@ def _hex_id(value: Any, size: int) -> bytes:
     except ValueError:
         return b""
     return b"" if parsed == bytes(size) else parsed
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 def _string(value: Any) -> str:

@@ -64,7 +64,7 @@ class SpanInfo:
             span["status"],
             span["duration"]["us"],
             doc.source.get("parent", {}).get("id", ""),
-            doc.source["service"]["name"],
+            doc.source.get("service", {}).get("name", ""),
         )
 
 
@@ -122,11 +122,12 @@ class TraceSummary:
 
     def document(self) -> dict[str, Any]:
         root = self.root()
-        return {
+        document: dict[str, Any] = {
             "@timestamp": iso_timestamp(self.timestamp_ns),
             "trace": {
                 "id": self.trace_id,
-                "root": {"service": root.service if root else "", "operation": root.name if root else ""},
+                # only what is known: no span yet, no root service or operation
+                "root": {"service": root.service, "operation": root.name} if root else {},
                 "start": iso_timestamp(self.start_ns),
                 "end": iso_timestamp(self.end_ns),
                 "duration": {"us": max(self.end_ns - self.start_ns, 0) // 1000},
@@ -138,8 +139,12 @@ class TraceSummary:
                 "status": "ERROR" if self.error_count else "OK",
                 "complete": bool(self.roots),
             },
-            "service": {"name": root.service if root else ""},
         }
+        if root is not None and not root.service:
+            del document["trace"]["root"]["service"]
+        if root is not None and root.service:
+            document["service"] = {"name": root.service}
+        return document
 
     def output(self) -> Output[Any]:  # completes no record: its ack fits every buffer's outputs
         if not self.index_ns:  # a logs-only first version fixes the day of its earliest log
@@ -286,14 +291,14 @@ class TraceBuffer(Generic[Ack]):
             )
             if info.parent_id:
                 source["parent"] = {"id": info.parent_id}
-            if not source["service"]["name"]:
-                source["service"]["name"] = info.service
+            if info.service and "service" not in source:
+                source["service"] = {"name": info.service}
             source["tether"]["correlation"] = "span"
             self.stats.logs_correlated += 1
         elif summary.spans:
             root = summary.root()
-            if not source["service"]["name"] and root is not None:
-                source["service"]["name"] = root.service
+            if root is not None and root.service and "service" not in source:
+                source["service"] = {"name": root.service}
             source["tether"]["correlation"] = "trace"
             self.stats.logs_trace_only += 1
         else:

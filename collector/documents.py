@@ -16,7 +16,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tether import native
-from tether.schemas.log_fields import LogFieldMapping
+from tether.collector.message_templates import render_template
+from tether.schemas.log_fields import LogFieldMapping, severity_name
 from tether.schemas.records import (
     ATTR_AGENT_ID,
     ATTR_FILE_FINGERPRINT,
@@ -121,11 +122,12 @@ def span_documents(request: ExportTraceServiceRequest) -> list[SpanDoc]:
                         "duration": {"us": duration_ns // 1000},
                     },
                     "event": {"duration": duration_ns, "outcome": _outcome(status)},
-                    "service": {"name": service},
                     "scope": scope,
                     "attributes": attributes(span.attributes),
                     "resource": {"attributes": resource},
                 }
+                if service:
+                    source["service"] = {"name": service}
                 if span.parent_span_id:
                     source["parent"] = {"id": span.parent_span_id.hex()}
                 if span.events:
@@ -178,12 +180,11 @@ def log_documents(
                 file_path = attrs.pop(ATTR_FILE_PATH, scope.get(ATTR_FILE_PATH))
                 trace_id, span_id = record.trace_id.hex(), record.span_id.hex()
                 timestamp_ns = record.time_unix_nano or record.observed_time_unix_nano
-                level = record.severity_text.lower()
+                level = document_level(record.severity_number, record.severity_text)
                 source: dict[str, Any] = {
                     "@timestamp": iso_timestamp(timestamp_ns),
-                    "log": {"level": level},
+                    "log": {"level": level} if level else {},
                     "event": {"severity": record.severity_number},
-                    "service": {"name": service},
                     "resource": {"attributes": resource},
                     "tether": {
                         "record_id": doc_record_id,
@@ -193,7 +194,9 @@ def log_documents(
                         "invalid_utf8": bool(attrs.pop(ATTR_INVALID_UTF8, False)),
                     },
                 }
-                if from_file and not parse_error:
+                if service:
+                    source["service"] = {"name": service}
+                if from_file and not parse_error and not _is_plain_text(record.body):
                     try:
                         if not record.body.HasField("string_value"):
                             raise UnusableLineError("not_a_string")
@@ -207,6 +210,8 @@ def log_documents(
                     source["message"] = _body_text(record.body)
                 if file_path is not None:
                     source["log"]["file"] = {"path": file_path}
+                if not source["log"]:
+                    del source["log"]
                 if attrs:
                     source["attributes"] = attrs
                 if trace_id:
@@ -216,6 +221,21 @@ def log_documents(
                 doc_id = doc_record_id or _content_id(record.SerializeToString(), service)
                 docs.append(LogDoc(doc_id, timestamp_ns, trace_id, span_id, source, level))
     return docs
+
+
+def document_level(severity_number: int, severity_text: str) -> str:
+    """log.level: the short name of the severity's range (trace, debug, info, warn, error, fatal),
+    so `log.level:error` finds "ERROR", "Error", "err", 50 and Serilog's "Error" alike; the text as
+    written, lowercased, when the severity is unspecified; "" when neither is there."""
+    return severity_name(severity_number) or severity_text.lower()
+
+
+def _is_plain_text(body: AnyValue) -> bool:
+    """A line that does not start as a JSON object is plain text: its message, no parse error."""
+    return body.HasField("string_value") and not body.string_value.lstrip(_JSON_SPACE).startswith("{")
+
+
+_JSON_SPACE = " \t\r\n"
 
 
 def _body_text(body: AnyValue) -> str:
@@ -259,10 +279,14 @@ def _expand_json_line(line: str, mapping: LogFieldMapping) -> dict[str, Any]:
         raise UnusableLineError("too_deep")
     out: dict[str, Any] = {}
     used: list[str] = []
-    key, message = mapping.lookup(record, mapping.message)
+    key, message = mapping.lookup_message(record, mapping.message)
     if key is not None:
         used.append(key)
         out["message"] = message if isinstance(message, str) else orjson.dumps(message).decode()
+    else:
+        template = mapping.lookup(record, mapping.message_template, scalar=True)[1]
+        if isinstance(template, str):
+            out["message"] = render_template(template, record)
     for role in (mapping.timestamp, mapping.level, mapping.trace_id, mapping.span_id, mapping.service):
         found, _ = mapping.lookup(record, role, scalar=True)
         if found is not None:

@@ -107,7 +107,11 @@ def field_mapping(mapping: LogFieldMapping) -> Any:
     if kept is not None and kept[0] is mapping:
         return kept[1]
     native = extension().FieldMapping(
-        **{role: list(getattr(mapping, role)) for role in ROLES}, severity=dict(mapping.severity)
+        **{role: list(getattr(mapping, role)) for role in ROLES},
+        severity=dict(mapping.severity),
+        numeric_levels=dict(mapping.numeric_levels),
+        implied_level_when=list(mapping.implied_level.when_any_of),
+        implied_level_severity=mapping.implied_level.severity_number,
     )
     _mappings[id(mapping)] = (mapping, native)
     return native

@@ -195,7 +195,7 @@ def test_real_lines_end_to_end() -> None:
     mapping = default_mapping()
     raw = [
         orjson.dumps({"@timestamp": "2024-01-02T03:04:05Z", "level": "info", "trace_id": trace(2).hex()}),
-        b"garbage",
+        b"{garbage",
     ]
     lines = [FileLine(parse_line(r, mapping), i) for i, r in enumerate(raw)]
     out = encode(lines, partitions=4, untraced=0)
@@ -204,7 +204,7 @@ def test_real_lines_end_to_end() -> None:
     assert traced.body.string_value == raw[0].decode()
     assert traced.time_unix_nano == 1_704_164_645_000_000_000
     [untraced] = records(out[0])
-    assert untraced.body.string_value == "garbage"
+    assert untraced.body.string_value == "{garbage"
     assert attrs(untraced.attributes)[ATTR_PARSE_ERROR] is True
 
 

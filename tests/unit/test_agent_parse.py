@@ -159,27 +159,36 @@ def test_missing_fields_are_empty() -> None:
 
 
 def test_unknown_level_keeps_its_text() -> None:
-    parsed = parse({"level": "VERBOSE"})
-    assert (parsed.level, parsed.severity_number) == ("VERBOSE", 0)
+    parsed = parse({"level": "CHATTY"})
+    assert (parsed.level, parsed.severity_number) == ("CHATTY", 0)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json}", b'{"unterminated": ', b' \t{"a": 1', b'{"a": 1} trailing'],
+)
+def test_lines_that_start_as_an_object_and_are_none_are_parse_errors(raw: bytes) -> None:
+    parsed = parse_line(raw, default_mapping())
+    assert parsed == ParsedLine(raw.decode(), 0, "", 0, b"", b"", "", True)
 
 
 @pytest.mark.parametrize(
     "raw",
     [
         b"plain text, not json",
-        b"{not json}",
-        b'{"unterminated": ',
         b"",
         b"[1, 2, 3]",
         b'"a json string"',
         b"42",
         b"null",
         b"true",
+        b"\tat com.example.Main.run(Main.java:12)",
+        b"Traceback (most recent call last):",
     ],
 )
-def test_non_object_lines_are_parse_errors(raw: bytes) -> None:
+def test_plain_text_lines_are_messages_not_parse_errors(raw: bytes) -> None:
     parsed = parse_line(raw, default_mapping())
-    assert parsed == ParsedLine(raw.decode(), 0, "", 0, b"", b"", "", True)
+    assert parsed == ParsedLine(raw.decode(), 0, "", 0, b"", b"", "", False)
 
 
 def test_trailing_newline_is_still_json() -> None:

@@ -147,7 +147,7 @@ def test_root_span_has_no_parent_and_negative_duration_is_zero() -> None:
 
 def test_span_without_service_name() -> None:
     [doc] = span_documents(spans_request(Span(trace_id=TRACE, span_id=SPAN), service=None))
-    assert doc.source["service"] == {"name": ""}
+    assert "service" not in doc.source  # absent, not ""
 
 
 def test_span_events() -> None:
@@ -314,7 +314,7 @@ def test_parse_error_record_keeps_the_raw_line() -> None:
     assert doc.source["message"] == "not json {"
     assert doc.source["tether"]["parse_error"] is True
     assert "data" not in doc.source
-    assert doc.source["service"] == {"name": ""}
+    assert "service" not in doc.source  # absent, not ""
     assert "attributes" not in doc.source  # the tether attributes are typed fields, not attributes
 
 
@@ -577,7 +577,7 @@ def test_file_record_ids_and_paths(
         assert len(doc.doc_id) == 32 and doc.source["tether"]["record_id"] == ""  # a content hash
     else:
         assert doc.doc_id == doc.source["tether"]["record_id"] == doc_id
-    assert doc.source["log"].get("file") == (None if path is None else {"path": path})
+    assert doc.source.get("log", {}).get("file") == (None if path is None else {"path": path})
     assert doc.source.get("attributes") == attributes
 
 
@@ -589,17 +589,14 @@ DEEP = '{"message":"deep","d":' + "[" * 300 + "]" * 300 + "}"  # orjson.dumps st
 @pytest.mark.parametrize(
     ("body", "reason", "message"),
     [
-        (s(""), "not_json", ""),
         (s("{"), "not_json", "{"),
-        (s("[1,2]"), "not_an_object", "[1,2]"),
-        (s('"x"'), "not_an_object", '"x"'),
-        (s("42"), "not_an_object", "42"),
+        (s(' {"a": 1} and more'), "not_json", ' {"a": 1} and more'),
         (s(DEEP), "too_deep", DEEP),
         (AnyValue(int_value=7), "not_a_string", "7"),
         (AnyValue(kvlist_value=KeyValueList(values=[kv("a", s("b"))])), "not_a_string", '{"a":"b"}'),
         (AnyValue(), "not_a_string", "null"),
     ],
-    ids=["empty", "invalid", "array", "string", "number", "too-deep", "int-body", "kvlist-body", "no-body"],
+    ids=["invalid", "trailing-text", "too-deep", "int-body", "kvlist-body", "no-body"],
 )
 def test_a_file_line_that_is_no_json_object_is_indexed_as_a_message(
     body: AnyValue, reason: str, message: str
@@ -619,6 +616,20 @@ def test_a_file_line_that_is_no_json_object_is_indexed_as_a_message(
     # the sink can encode it (a line nested too deep failed the whole delivery)
     [(_, body_bytes)] = _bulk_bodies([IndexRequest("tether-logs", "x", T0, bad_doc.source)], 10, 1 << 20)
     assert orjson.loads(body_bytes.split(b"\n")[1])["message"] == message
+
+
+@pytest.mark.parametrize(
+    "text", ["", "[1,2]", '"x"', "42", "plain text", "\tat com.example.Main.run(Main.java:12)"]
+)
+def test_a_file_line_that_does_not_start_as_an_object_is_plain_text(text: str) -> None:
+    record = file_record("", trace_id=TRACE)
+    record.body.CopyFrom(s(text))
+    unparsed: Counter[str] = Counter()
+    [doc] = log_documents(logs_request(record), default_mapping(), unparsed)
+    assert doc.source["message"] == text
+    assert doc.source["tether"]["parse_error"] is False
+    assert "parse_error_reason" not in doc.source["tether"] and "data" not in doc.source
+    assert not unparsed
 
 
 def test_a_line_exactly_as_deep_as_the_limit_is_expanded() -> None:

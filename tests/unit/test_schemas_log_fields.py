@@ -102,7 +102,26 @@ def test_lookup_present_falsy_values_are_found() -> None:
         ("panic", 21),
         ("bogus", 0),
         ("", 0),
-        ("30", 0),
+        # numeric levels of pino and bunyan, as text
+        ("30", 9),
+        ("50", 17),
+        ("060", 21),
+        ("35", 0),
+        # abbreviations and other libraries' names
+        ("WRN", 13),
+        ("Verbose", 1),
+        ("ERR", 17),
+        ("E", 17),
+        ("SEVERE", 17),
+        ("FINE", 5),
+        ("dpanic", 21),
+        # Go slog's steps between named levels, bounded to 1-24
+        ("INFO+2", 11),
+        ("DEBUG-4", 1),
+        ("ERROR+8", 24),
+        ("WARN+100", 0),
+        ("bogus+1", 0),
+        ("+1", 0),
     ],
 )
 def test_severity_number(level: str, number: int) -> None:

@@ -16,7 +16,7 @@ use pyo3::types::PyFloat;
 
 use crate::constants::ATTR_SERVICE_NAME;
 use crate::field_mapping::{FieldMapping, Routing, ScanPlan};
-use crate::hex::decode_id;
+use crate::hex::{decode_id, trace_context};
 use crate::json_scan;
 use crate::json_value::{Found, V};
 use crate::log_record::{kv_string, put_record, Consts, Rec};
@@ -197,6 +197,14 @@ pub(crate) fn process(chunk: &[u8], p: &Params, stage: u8) -> PyResult<(Vec<Grou
         let partition: u32;
         let service: &[u8];
         match parsed {
+            // plain text is a message; only a line that starts as a JSON object failed to parse
+            None if !text
+                .trim_start_matches([' ', '\t', '\r', '\n'])
+                .starts_with('{') =>
+            {
+                partition = p.untraced;
+                service = b"";
+            }
             None => {
                 counts.parse_errors += 1;
                 rec.perr = true;
@@ -218,21 +226,39 @@ pub(crate) fn process(chunk: &[u8], p: &Params, stage: u8) -> PyResult<(Vec<Grou
                 if ts != 0 {
                     rec.time = ts;
                 }
-                level_buf = text_bytes(to_text(m.lookup(Routing::Level, found, mask)))?;
+                let level = m.lookup(Routing::Level, found, mask);
+                level_buf = text_bytes(to_text(level))?;
                 rec.level = &level_buf;
-                if !rec.level.is_empty() {
-                    rec.sev = match sev_cache.get(rec.level) {
+                rec.sev = match level {
+                    None if m.implies_level(found, mask) => p.fields.implied_severity,
+                    Some(V::I(n)) => p.fields.numeric_levels.get(n).copied().unwrap_or(0),
+                    Some(V::U(n)) => i64::try_from(*n)
+                        .ok()
+                        .and_then(|n| p.fields.numeric_levels.get(&n).copied())
+                        .unwrap_or(0),
+                    _ if rec.level.is_empty() => 0,
+                    _ => match sev_cache.get(rec.level) {
                         Some(&s) => s,
                         None => {
-                            let lower = String::from_utf8_lossy(rec.level).to_lowercase();
-                            let s = p.fields.severity.get(&lower).copied().unwrap_or(0);
+                            let s = p
+                                .fields
+                                .severity_number(&String::from_utf8_lossy(rec.level));
                             sev_cache.insert(rec.level.to_vec(), s);
                             s
                         }
-                    };
-                }
-                rec.trace = id_of::<16>(m.lookup(Routing::TraceId, found, mask));
-                rec.span = id_of::<8>(m.lookup(Routing::SpanId, found, mask));
+                    },
+                };
+                let (trace, parent_span) = match m.lookup(Routing::TraceId, found, mask) {
+                    Some(V::S(s)) => trace_context(s),
+                    _ => (None, None),
+                };
+                let span = id_of::<8>(m.lookup(Routing::SpanId, found, mask));
+                rec.span = if span.is_some() || trace.is_none() {
+                    span
+                } else {
+                    parent_span
+                };
+                rec.trace = trace;
                 service_buf = text_bytes(to_text(m.lookup(Routing::Service, found, mask)))?;
                 service = &service_buf;
                 partition = match &rec.trace {
@@ -340,6 +366,7 @@ pub(crate) mod tests {
                 span_id: v(&["span_id"]),
                 service: v(&["service", "service.name"]),
                 data: v(&["data"]),
+                ..Default::default()
             },
             [("info".to_string(), 9), ("ERROR".to_string(), 17)]
                 .into_iter()
@@ -394,7 +421,7 @@ pub(crate) mod tests {
         let (_, counts) = encode(CHUNK, 40, false);
         let expected = Counts {
             lines: 5,
-            parse_errors: 3,
+            parse_errors: 2, // "not json" is plain text
             truncated: 1,
             invalid_utf8: 1,
         };
@@ -405,7 +432,7 @@ pub(crate) mod tests {
             counts,
             Counts {
                 lines: 4,
-                parse_errors: 2,
+                parse_errors: 1,
                 truncated: 1,
                 invalid_utf8: 1
             }

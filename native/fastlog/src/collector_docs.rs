@@ -345,13 +345,15 @@ fn log_record<'a>(
     let Scalar::Str(body) = any_value(body?)? else {
         return None;
     };
-    // Non-ASCII levels: Python's str.lower() is the reference.
-    if !severity_text.is_ascii() {
-        return None;
-    }
-    let level = std::str::from_utf8(severity_text)
-        .ok()?
-        .to_ascii_lowercase();
+    // documents.document_level: the severity's short name, else the text lowercased (non-ASCII
+    // text: Python's str.lower() is the reference)
+    let level = match severity_name(severity_number) {
+        "" if !severity_text.is_ascii() => return None,
+        "" => std::str::from_utf8(severity_text)
+            .ok()?
+            .to_ascii_lowercase(),
+        name => name.to_owned(),
+    };
 
     // dict.pop in the reference: each is removed from the attributes whatever its value
     let uid = take(&mut attrs, ATTR_RECORD_ID);
@@ -395,24 +397,38 @@ fn log_record<'a>(
     let start = h.len();
     h.extend_from_slice(b"{\"@timestamp\":\"");
     iso_timestamp(h, timestamp_ns);
-    h.extend_from_slice(b"\",\"log\":{\"level\":");
-    json_str(h, &level);
-    match file_path {
-        None | Some(Scalar::Null) => {}
-        Some(path) => {
-            h.extend_from_slice(b",\"file\":{\"path\":");
+    h.push(b'"');
+    // "log": only what the line has of level and file path
+    let path = file_path.filter(|p| !matches!(p, Scalar::Null));
+    if !level.is_empty() || path.is_some() {
+        h.extend_from_slice(b",\"log\":{");
+        if !level.is_empty() {
+            h.extend_from_slice(b"\"level\":");
+            json_str(h, &level);
+        }
+        if let Some(path) = path {
+            if !level.is_empty() {
+                h.push(b',');
+            }
+            h.extend_from_slice(b"\"file\":{\"path\":");
             path.write_json(h);
             h.push(b'}');
         }
+        h.push(b'}');
     }
-    h.extend_from_slice(b"},\"event\":{\"severity\":");
+    h.extend_from_slice(b",\"event\":{\"severity\":");
     if severity_number < 0 {
         h.push(b'-');
     }
     digits(h, u64::from(severity_number.unsigned_abs()), 1);
     h.extend_from_slice(b"},\"resource\":");
     h.extend_from_slice(&out.resources[resource].json);
-    if parse_error {
+    // plain text (not starting as a JSON object) is a message, not a parse error
+    if parse_error
+        || !body
+            .trim_start_matches([' ', '\t', '\r', '\n'])
+            .starts_with('{')
+    {
         h.extend_from_slice(b",\"message\":");
         json_str(h, body);
     } else {
@@ -442,6 +458,16 @@ fn log_record<'a>(
         head,
     });
     Some(())
+}
+
+/// schemas/log_fields.py severity_name: OpenTelemetry's short name of a SeverityNumber's range.
+fn severity_name(number: i32) -> &'static str {
+    const NAMES: [&str; 6] = ["trace", "debug", "info", "warn", "error", "fatal"];
+    if (1..=24).contains(&number) {
+        NAMES[((number - 1) / 4) as usize]
+    } else {
+        ""
+    }
 }
 
 fn scalar_object(out: &mut Vec<u8>, attrs: &[(&str, Scalar)]) {
@@ -488,7 +514,7 @@ mod tests {
         let line = format!(
             "{{\"trace_id\":\"{TRACE}\",\"level\":\"ERROR\",\"msg\":\"hi\",\"user\":\"u\"}}"
         );
-        let docs = documents(format!("{line}\nnot json\n").as_bytes());
+        let docs = documents(format!("{line}\n{{not json\n").as_bytes());
         assert_eq!(docs.len(), 2);
         let (id, level, head, parse_error) = &docs[0];
         assert_eq!(
@@ -517,7 +543,7 @@ mod tests {
             (id.clone(), *parse_error),
             (format!("agent-7:fp:{offset}"), true)
         );
-        assert!(head.contains(",\"message\":\"not json\""), "{head}");
+        assert!(head.contains(",\"message\":\"{not json\""), "{head}");
         assert!(
             head.contains("\"file\":{\"path\":\"/var/log/app.log\"}"),
             "{head}"

@@ -76,7 +76,13 @@ pub(crate) fn expand_json_line(
     let record = J::Obj(parse_object(line)?);
     let mut used: Vec<&str> = Vec::with_capacity(6);
     let mut message: Option<&str> = None;
-    if let Some((key, value)) = lookup(&record, &mapping.message, false) {
+    // LogFieldMapping.lookup_message: the first name holding a scalar, else the first at all
+    let found = lookup(&record, &mapping.message, true)
+        .or_else(|| lookup(&record, &mapping.message, false));
+    if found.is_none() && lookup(&record, &mapping.message_template, true).is_some() {
+        return None; // a message template: rendered by the reference
+    }
+    if let Some((key, value)) = found {
         used.push(key);
         message = Some(match value {
             J::Atom(raw) if raw.starts_with('"') => *raw,
@@ -201,6 +207,7 @@ mod tests {
                 span_id: v(&["span_id"]),
                 service: v(&["service", "service.name"]),
                 data: v(&["data"]),
+                ..Default::default()
             },
             Default::default(),
         )

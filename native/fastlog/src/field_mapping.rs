@@ -38,16 +38,25 @@ impl Name {
 /// The whole mapping, each role's names in lookup order.
 pub(crate) struct FieldMapping {
     pub(crate) message: Vec<Name>,
+    /// a message template rendered from the line (left to the reference)
+    pub(crate) message_template: Vec<Name>,
     /// timestamp, level, trace_id, span_id, service (index by `Routing`)
     pub(crate) routing: [Vec<Name>; 5],
     pub(crate) data: Vec<Name>,
     /// level name, lowercased -> OpenTelemetry SeverityNumber
     pub(crate) severity: HashMap<String, i32, ahash::RandomState>,
+    /// numeric level (pino's 30) -> SeverityNumber
+    pub(crate) numeric_levels: HashMap<i64, i32, ahash::RandomState>,
+    /// a line without a level but with one of these names has `implied_severity`
+    pub(crate) implied_when: Vec<Name>,
+    pub(crate) implied_severity: i32,
 }
 
 /// The roles of a mapping as lists of names.
+#[derive(Default)]
 pub(crate) struct RoleNames {
     pub(crate) message: Vec<String>,
+    pub(crate) message_template: Vec<String>,
     pub(crate) timestamp: Vec<String>,
     pub(crate) level: Vec<String>,
     pub(crate) trace_id: Vec<String>,
@@ -61,6 +70,7 @@ impl FieldMapping {
         let names_of = |list: Vec<String>| list.into_iter().map(Name::new).collect::<Vec<_>>();
         FieldMapping {
             message: names_of(names.message),
+            message_template: names_of(names.message_template),
             routing: [
                 names_of(names.timestamp),
                 names_of(names.level),
@@ -73,6 +83,58 @@ impl FieldMapping {
                 .into_iter()
                 .map(|(k, v)| (k.to_lowercase(), v))
                 .collect(),
+            numeric_levels: HashMap::default(),
+            implied_when: Vec::new(),
+            implied_severity: 0,
+        }
+    }
+
+    /// With numeric levels, and the severity of a line that has none but one of `implied_when`.
+    pub(crate) fn with_levels(
+        mut self,
+        numeric_levels: HashMap<i64, i32>,
+        implied_when: Vec<String>,
+        implied_severity: i32,
+    ) -> FieldMapping {
+        self.numeric_levels = numeric_levels.into_iter().collect();
+        self.implied_when = implied_when.into_iter().map(Name::new).collect();
+        self.implied_severity = implied_severity;
+        self
+    }
+
+    /// LogFieldMapping.severity_number: a level name (any case, with Go slog's +N/-N steps) or
+    /// digits of a numeric level -> SeverityNumber; 0 when unknown.
+    pub(crate) fn severity_number(&self, level: &str) -> i32 {
+        let name = level.to_lowercase();
+        if let Some(&n) = self.severity.get(&name) {
+            return n;
+        }
+        if !name.is_empty() && name.bytes().all(|c| c.is_ascii_digit()) {
+            // int(name): digits beyond i64 are no numeric level of the table either
+            return name
+                .parse::<i64>()
+                .ok()
+                .and_then(|n| self.numeric_levels.get(&n).copied())
+                .unwrap_or(0);
+        }
+        let Some(sign) = name.rfind(['+', '-']) else {
+            return 0;
+        };
+        let steps = &name[sign + 1..];
+        if !(1..=2).contains(&steps.len()) || !steps.bytes().all(|c| c.is_ascii_digit()) {
+            return 0;
+        }
+        match self.severity.get(&name[..sign]) {
+            Some(&base) => {
+                let steps: i32 = steps.parse().unwrap_or(0);
+                let n = if name.as_bytes()[sign] == b'+' {
+                    base + steps
+                } else {
+                    base - steps
+                };
+                n.clamp(1, 24)
+            }
+            None => 0,
         }
     }
 }
@@ -88,10 +150,13 @@ struct Alias {
 pub(crate) struct ScanPlan {
     pub(crate) keys: Keys,
     roles: [Vec<Alias>; 5],
+    /// FieldMapping::implied_when, whose presence (any value) implies a level
+    implied_when: Vec<Alias>,
 }
 
-/// A mask of u64 bits holds the slots.
-pub(crate) const MAX_ALIAS_KEYS: usize = 64;
+/// The slots a line has, one bit each.
+pub(crate) type Mask = u128;
+pub(crate) const MAX_ALIAS_KEYS: usize = Mask::BITS as usize;
 
 impl ScanPlan {
     pub(crate) fn new(mapping: &FieldMapping) -> Result<ScanPlan, String> {
@@ -107,21 +172,37 @@ impl ScanPlan {
             keys.insert(k.to_owned(), n as u8);
             Ok(n as u8)
         };
+        let mut alias = |name: &Name| -> Result<Alias, String> {
+            let flat = slot_of(&name.full)?;
+            let nested = match name.parts.split_first() {
+                Some((root, rest)) => Some((slot_of(root)?, rest.to_vec())),
+                None => None,
+            };
+            Ok(Alias { flat, nested })
+        };
         let mut roles: [Vec<Alias>; 5] = Default::default();
         for (role, names) in roles.iter_mut().zip(&mapping.routing) {
             for name in names {
-                let flat = slot_of(&name.full)?;
-                let nested = match name.parts.split_first() {
-                    Some((root, rest)) => Some((slot_of(root)?, rest.to_vec())),
-                    None => None,
-                };
-                role.push(Alias { flat, nested });
+                role.push(alias(name)?);
             }
         }
+        let implied_when = mapping
+            .implied_when
+            .iter()
+            .map(&mut alias)
+            .collect::<Result<_, _>>()?;
         Ok(ScanPlan {
             keys: Keys::new(keys),
             roles,
+            implied_when,
         })
+    }
+
+    /// Whether the line has one of the names that imply a level (LogFieldMapping.has_any).
+    pub(crate) fn implies_level(&self, found: &Found, mask: Mask) -> bool {
+        self.implied_when
+            .iter()
+            .any(|alias| Self::resolve(alias, found, mask, false).is_some())
     }
 
     /// LogFieldMapping.lookup(record, names, scalar=True)[1], on what parse_line kept.
@@ -129,40 +210,34 @@ impl ScanPlan {
         &self,
         role: Routing,
         found: &'f Found<'a>,
-        mask: u64,
+        mask: Mask,
     ) -> Option<&'f V<'a>> {
-        for alias in &self.roles[role as usize] {
-            if mask & (1u64 << alias.flat) != 0 {
-                let v = slot_value(found, alias.flat).unwrap();
-                if v.is_container() {
-                    continue; // a flat key holding an object/array: next name (no nested try)
-                }
-                return Some(v);
-            }
-            if let Some((root, rest)) = &alias.nested {
-                if mask & (1u64 << root) == 0 {
-                    continue;
-                }
-                let mut node = slot_value(found, *root).unwrap();
-                let mut ok = true;
-                for part in rest {
-                    match node.get(part) {
-                        Some(n) => node = n,
-                        None => {
-                            ok = false;
-                            break;
-                        }
-                    }
-                }
-                if ok {
-                    if node.is_container() {
-                        continue;
-                    }
-                    return Some(node);
-                }
-            }
+        self.roles[role as usize]
+            .iter()
+            .find_map(|alias| Self::resolve(alias, found, mask, true))
+    }
+
+    /// One name's value: the flat key, else the nested path; with `scalar`, a container does
+    /// not count (a flat key holding one goes to the next name, with no nested try).
+    fn resolve<'f, 'a>(
+        alias: &Alias,
+        found: &'f Found<'a>,
+        mask: Mask,
+        scalar: bool,
+    ) -> Option<&'f V<'a>> {
+        if mask & ((1 as Mask) << alias.flat) != 0 {
+            let v = slot_value(found, alias.flat).unwrap();
+            return (!scalar || !v.is_container()).then_some(v);
         }
-        None
+        let (root, rest) = alias.nested.as_ref()?;
+        if mask & ((1 as Mask) << root) == 0 {
+            return None;
+        }
+        let mut node = slot_value(found, *root).unwrap();
+        for part in rest {
+            node = node.get(part)?;
+        }
+        (!scalar || !node.is_container()).then_some(node)
     }
 }
 
@@ -182,6 +257,7 @@ mod tests {
                 span_id: v(&["span_id"]),
                 service: v(&["service", "service.name"]),
                 data: v(&["data"]),
+                ..Default::default()
             },
             [("INFO".to_string(), 9)].into_iter().collect(),
         )
@@ -246,10 +322,10 @@ mod tests {
     #[test]
     fn more_alias_keys_than_mask_bits_is_an_error() {
         let mut m = mapping();
-        m.routing[0] = (0..65).map(|i| Name::new(format!("k{i}"))).collect();
+        m.routing[0] = (0..129).map(|i| Name::new(format!("k{i}"))).collect();
         assert_eq!(
             ScanPlan::new(&m).err().as_deref(),
-            Some("at most 64 distinct alias keys")
+            Some("at most 128 distinct alias keys")
         );
     }
 }

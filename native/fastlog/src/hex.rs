@@ -57,6 +57,30 @@ pub(crate) fn hex_string(b: &[u8]) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// agent/parse.py trace_context: the trace id of a trace id field's string, and the span id when
+/// it names one too: 32 hex digits (either case); a W3C traceparent
+/// (`00-<trace id>-<span id>-<flags>`); Google Cloud's `projects/<project>/traces/<trace id>`.
+pub(crate) fn trace_context(s: &str) -> (Option<[u8; 16]>, Option<[u8; 8]>) {
+    let b = s.as_bytes();
+    let hex = |part: &[u8]| part.iter().all(|&c| HEX[c as usize] != 0xff);
+    if b.len() == 55
+        && b[2] == b'-'
+        && b[35] == b'-'
+        && b[52] == b'-'
+        && hex(&b[..2])
+        && hex(&b[53..])
+    {
+        let trace = decode_id::<16>(&b[3..35]);
+        let span = trace.and_then(|_| decode_id::<8>(&b[36..52]));
+        return (trace, span);
+    }
+    let id = match s.rfind("/traces/") {
+        Some(at) if s.starts_with("projects/") => &b[at + "/traces/".len()..],
+        _ => b,
+    };
+    (decode_id::<16>(id), None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

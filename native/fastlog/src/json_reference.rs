@@ -21,19 +21,19 @@ struct TopVisitor<'k> {
     keys: &'k HashMap<String, u8, ahash::RandomState>,
 }
 impl<'de, 'k> Visitor<'de> for TopVisitor<'k> {
-    type Value = (Found<'de>, u64);
+    type Value = (Found<'de>, crate::field_mapping::Mask);
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut found: Found<'de> = SmallVec::new();
-        let mut mask = 0u64;
+        let mut mask = 0 as crate::field_mapping::Mask;
         while let Some(k) = map.next_key_seed(KeySeed)? {
             match self.keys.get(k.as_ref()) {
                 Some(&slot) => {
                     let v = map.next_value_seed(ValSeed)?;
                     found.push((slot, v));
-                    mask |= 1u64 << slot;
+                    mask |= 1 << slot;
                 }
                 None => {
                     map.next_value::<Skip>()?;
@@ -47,7 +47,7 @@ impl<'de, 'k> Visitor<'de> for TopVisitor<'k> {
 fn parse_line_serde<'a>(
     text: &'a str,
     keys: &HashMap<String, u8, ahash::RandomState>,
-) -> Option<(Found<'a>, u64)> {
+) -> Option<(Found<'a>, crate::field_mapping::Mask)> {
     let mut de = serde_json::Deserializer::from_str(text);
     let r = de
         .deserialize_map(TopVisitor { keys })
@@ -217,16 +217,31 @@ mod tests {
     fn kept_keys() -> Vec<String> {
         let yaml = include_str!("../../../schemas/log_fields.yaml");
         let mut names: Vec<String> = Vec::new();
-        for role in ["timestamp", "level", "trace_id", "span_id", "service"] {
-            let line = yaml
+        // the roles' lists, inline (`role: [a, b]`) or one `- name` per line; the level-implying
+        // keys (implied_level.when_any_of) too
+        for role in [
+            "timestamp",
+            "level",
+            "trace_id",
+            "span_id",
+            "service",
+            "  when_any_of",
+        ] {
+            let mut lines = yaml
                 .lines()
-                .find(|l| l.starts_with(&format!("{role}: [")))
-                .expect(role);
-            let list = line.split_once('[').unwrap().1.split_once(']').unwrap().0;
-            names.extend(
-                list.split(',')
-                    .map(|n| n.trim().trim_matches('"').to_string()),
-            );
+                .skip_while(|l| !l.starts_with(&format!("{role}:")));
+            let line = lines.next().expect(role);
+            let unquote = |n: &str| n.trim().trim_matches('"').to_string();
+            match line.split_once('[') {
+                Some((_, list)) => {
+                    names.extend(list.split_once(']').unwrap().0.split(',').map(unquote))
+                }
+                None => names.extend(
+                    lines
+                        .map_while(|l| l.trim_start().strip_prefix("- "))
+                        .map(|item| unquote(item.split_once(" #").map_or(item, |p| p.0))),
+                ),
+            }
         }
         let roots: Vec<String> = names
             .iter()
@@ -253,7 +268,7 @@ mod tests {
     #[test]
     fn the_default_mapping_keeps_these_keys() {
         let keys = kept_keys();
-        assert_eq!(keys.len(), 29);
+        assert_eq!(keys.len(), 58);
         assert_eq!(&keys[..3], ["@timestamp", "timestamp", "ts"]);
         assert!(keys.contains(&"log".to_string()) && keys.contains(&"span".to_string()));
     }

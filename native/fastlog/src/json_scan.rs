@@ -13,6 +13,7 @@ use serde::de::Deserializer as _;
 
 use crate::alias_keys::Keys;
 use crate::constants::ORJSON_MAX_DEPTH;
+use crate::field_mapping::Mask;
 use crate::hex::HEX;
 use crate::json_value::{Found, ValVisitor, V};
 
@@ -438,14 +439,14 @@ fn next_slot<'a>(found: &mut Found<'a>) -> *mut (u8, V<'a>) {
 /// seen, with each top-level key found in `keys` pushed to `found` (empty on entry; its
 /// contents are meaningless after None) in document order with its slot. `found` is the
 /// caller's: returning it (~330 bytes) was a memcpy per line.
-pub(crate) fn parse_line<'a>(text: &'a str, keys: &Keys, found: &mut Found<'a>) -> Option<u64> {
+pub(crate) fn parse_line<'a>(text: &'a str, keys: &Keys, found: &mut Found<'a>) -> Option<Mask> {
     let mut s = Scanner {
         text,
         b: text.as_bytes(),
         i: 0,
         arrays: [0; ORJSON_MAX_DEPTH / 64 + 1],
     };
-    let mut mask = 0u64;
+    let mut mask: Mask = 0;
     s.expect(b'{').ok()?;
     s.ws();
     if s.peek() == b'}' {
@@ -477,7 +478,7 @@ pub(crate) fn parse_line<'a>(text: &'a str, keys: &Keys, found: &mut Found<'a>) 
                     } else {
                         s.push_value(found, slot).ok()?;
                     }
-                    mask |= 1u64 << slot;
+                    mask |= 1 << slot;
                 }
                 None => s.skip_value(1).ok()?,
             }
@@ -506,7 +507,7 @@ mod tests {
     const KEYS: [&str; 3] = ["level", "trace_id", "service"];
 
     /// (mask, kept values) of a line, or None when it is refused.
-    fn scan(line: &str) -> Option<(u64, String)> {
+    fn scan(line: &str) -> Option<(Mask, String)> {
         let keys = Keys::new(
             KEYS.iter()
                 .enumerate()

@@ -55,7 +55,9 @@ struct FieldMapping {
 #[pymethods]
 impl FieldMapping {
     #[new]
-    #[pyo3(signature = (*, message, timestamp, level, trace_id, span_id, service, data, severity))]
+    #[pyo3(signature = (*, message, timestamp, level, trace_id, span_id, service, data, severity,
+                        message_template=Vec::new(), numeric_levels=HashMap::new(),
+                        implied_level_when=Vec::new(), implied_level_severity=0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         message: Vec<String>,
@@ -66,9 +68,14 @@ impl FieldMapping {
         service: Vec<String>,
         data: Vec<String>,
         severity: HashMap<String, i32>,
+        message_template: Vec<String>,
+        numeric_levels: HashMap<i64, i32>,
+        implied_level_when: Vec<String>,
+        implied_level_severity: i32,
     ) -> Self {
         let names = RoleNames {
             message,
+            message_template,
             timestamp,
             level,
             trace_id,
@@ -76,7 +83,11 @@ impl FieldMapping {
             service,
             data,
         };
-        let fields = field_mapping::FieldMapping::new(names, severity);
+        let fields = field_mapping::FieldMapping::new(names, severity).with_levels(
+            numeric_levels,
+            implied_level_when,
+            implied_level_severity,
+        );
         let plan = ScanPlan::new(&fields);
         FieldMapping { fields, plan }
     }
@@ -348,9 +359,11 @@ fn file_log_documents<'py>(
             .or_insert_with(|| PyString::new(py, &rec.level))
             .clone();
         let source = PyDict::new(py);
-        let service_dict = PyDict::new(py);
-        service_dict.set_item(intern!(py, "name"), service)?;
-        source.set_item(intern!(py, "service"), service_dict)?;
+        if !service.is_empty()? {
+            let service_dict = PyDict::new(py);
+            service_dict.set_item(intern!(py, "name"), service)?;
+            source.set_item(intern!(py, "service"), service_dict)?;
+        }
         let tether = PyDict::new(py);
         tether.set_item(intern!(py, "record_id"), &doc_id)?;
         tether.set_item(intern!(py, "agent_id"), agent_id)?;
