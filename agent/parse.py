@@ -66,7 +66,7 @@ def parse_line(raw: bytes, mapping: LogFieldMapping, truncated: bool = False) ->
         severity_number=severity,
         trace_id=trace_id,
         span_id=span_id if span_id or not trace_id else parent_span_id,
-        service=_string(mapping.lookup(record, mapping.service, scalar=True)[1]),
+        service=_string(mapping.lookup_service(record)[1]),
         parse_error=False,
         invalid_utf8=invalid_utf8,
         truncated=truncated,

@@ -31,6 +31,14 @@ class ImpliedLevel:
 
 
 @dataclass(frozen=True)
+class ConditionalName:
+    """A name that counts for a role only on lines that have one of `when_all_of`."""
+
+    name: str
+    when_all_of: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class LogFieldMapping:
     timestamp: tuple[str, ...]
     level: tuple[str, ...]
@@ -43,6 +51,7 @@ class LogFieldMapping:
     message_template: tuple[str, ...] = ()
     numeric_levels: dict[int, int] = field(default_factory=dict)
     implied_level: ImpliedLevel = ImpliedLevel()
+    service_when: tuple[ConditionalName, ...] = ()
 
     def severity_number(self, level: str) -> int:
         """OpenTelemetry SeverityNumber of a level name (any case, with an optional +N/-N of Go's
@@ -89,9 +98,12 @@ class LogFieldMapping:
             if parts and parts[0] in record:
                 node: Any = record
                 for part in parts:
-                    if not isinstance(node, dict) or part not in node:
+                    if isinstance(node, dict) and part in node:
+                        node = node[part]
+                    elif isinstance(node, list) and part.isascii() and part.isdigit() and int(part) < len(node):
+                        node = node[int(part)]
+                    else:
                         break
-                    node = node[part]
                 else:
                     if scalar and isinstance(node, dict | list):
                         continue
@@ -106,7 +118,19 @@ class LogFieldMapping:
         return found if found[0] is not None else cls.lookup(record, names)
 
     def has_any(self, record: dict[str, Any], names: tuple[str, ...]) -> bool:
-        return self.lookup(record, names)[0] is not None
+        return any(self.lookup(record, (name,))[0] is not None for name in names)
+
+    def lookup_service(self, record: dict[str, Any]) -> tuple[str | None, Any]:
+        """The service's name and value: the role's names, then the conditional ones."""
+        found = self.lookup(record, self.service, scalar=True)
+        if found[0] is not None:
+            return found
+        for conditional in self.service_when:
+            if all(self.has_any(record, (when,)) for when in conditional.when_all_of):
+                found = self.lookup(record, (conditional.name,), scalar=True)
+                if found[0] is not None:
+                    return found
+        return None, None
 
 
 @cache
@@ -125,5 +149,9 @@ def default_mapping() -> LogFieldMapping:
         numeric_levels={int(k): int(v) for k, v in (raw.get("numeric_levels") or {}).items()},
         implied_level=ImpliedLevel(
             tuple(implied.get("when_any_of") or ()), int(implied.get("severity_number") or 0)
+        ),
+        service_when=tuple(
+            ConditionalName(str(entry["name"]), tuple(entry["when_all_of"]))
+            for entry in raw.get("service_when") or ()
         ),
     )

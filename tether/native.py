@@ -112,6 +112,7 @@ def field_mapping(mapping: LogFieldMapping) -> Any:
         numeric_levels=dict(mapping.numeric_levels),
         implied_level_when=list(mapping.implied_level.when_any_of),
         implied_level_severity=mapping.implied_level.severity_number,
+        service_when=[(c.name, list(c.when_all_of)) for c in mapping.service_when],
     )
     _mappings[id(mapping)] = (mapping, native)
     return native

@@ -259,7 +259,7 @@ pub(crate) fn process(chunk: &[u8], p: &Params, stage: u8) -> PyResult<(Vec<Grou
                     parent_span
                 };
                 rec.trace = trace;
-                service_buf = text_bytes(to_text(m.lookup(Routing::Service, found, mask)))?;
+                service_buf = text_bytes(to_text(m.lookup_service(found, mask)))?;
                 service = &service_buf;
                 partition = match &rec.trace {
                     Some(t) => {

@@ -50,6 +50,8 @@ pub(crate) struct FieldMapping {
     /// a line without a level but with one of these names has `implied_severity`
     pub(crate) implied_when: Vec<Name>,
     pub(crate) implied_severity: i32,
+    /// (name, names that must all be present for it to count as the service)
+    pub(crate) service_when: Vec<(Name, Vec<Name>)>,
 }
 
 /// The roles of a mapping as lists of names.
@@ -86,7 +88,20 @@ impl FieldMapping {
             numeric_levels: HashMap::default(),
             implied_when: Vec::new(),
             implied_severity: 0,
+            service_when: Vec::new(),
         }
+    }
+
+    /// With names that count as the service only on lines that have all of their conditions.
+    pub(crate) fn with_service_when(
+        mut self,
+        service_when: Vec<(String, Vec<String>)>,
+    ) -> FieldMapping {
+        self.service_when = service_when
+            .into_iter()
+            .map(|(name, when)| (Name::new(name), when.into_iter().map(Name::new).collect()))
+            .collect();
+        self
     }
 
     /// With numeric levels, and the severity of a line that has none but one of `implied_when`.
@@ -152,6 +167,8 @@ pub(crate) struct ScanPlan {
     roles: [Vec<Alias>; 5],
     /// FieldMapping::implied_when, whose presence (any value) implies a level
     implied_when: Vec<Alias>,
+    /// FieldMapping::service_when
+    service_when: Vec<(Alias, Vec<Alias>)>,
 }
 
 /// The slots a line has, one bit each.
@@ -191,10 +208,16 @@ impl ScanPlan {
             .iter()
             .map(&mut alias)
             .collect::<Result<_, _>>()?;
+        let mut service_when = Vec::new();
+        for (name, when) in &mapping.service_when {
+            let conditions = when.iter().map(&mut alias).collect::<Result<_, _>>()?;
+            service_when.push((alias(name)?, conditions));
+        }
         Ok(ScanPlan {
             keys: Keys::new(keys),
             roles,
             implied_when,
+            service_when,
         })
     }
 
@@ -215,6 +238,22 @@ impl ScanPlan {
         self.roles[role as usize]
             .iter()
             .find_map(|alias| Self::resolve(alias, found, mask, true))
+    }
+
+    /// LogFieldMapping.lookup_service: the service role's names, then the conditional ones.
+    pub(crate) fn lookup_service<'f, 'a>(
+        &self,
+        found: &'f Found<'a>,
+        mask: Mask,
+    ) -> Option<&'f V<'a>> {
+        self.lookup(Routing::Service, found, mask).or_else(|| {
+            self.service_when.iter().find_map(|(name, when)| {
+                when.iter()
+                    .all(|w| Self::resolve(w, found, mask, false).is_some())
+                    .then(|| Self::resolve(name, found, mask, true))
+                    .flatten()
+            })
+        })
     }
 
     /// One name's value: the flat key, else the nested path; with `scalar`, a container does

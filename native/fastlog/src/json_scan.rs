@@ -338,8 +338,29 @@ impl<'a> Scanner<'a> {
                 V::Bool(false)
             }
             b'[' => {
-                self.skip_value(depth)?;
-                V::Arr
+                self.i += 1;
+                if depth + 1 > ORJSON_MAX_DEPTH {
+                    return Err(Bad);
+                }
+                let mut items = Vec::new();
+                self.ws();
+                if self.peek() == b']' {
+                    self.i += 1;
+                } else {
+                    loop {
+                        items.push(self.value(depth + 1)?);
+                        self.ws();
+                        match self.peek() {
+                            b',' => self.i += 1,
+                            b']' => {
+                                self.i += 1;
+                                break;
+                            }
+                            _ => return Err(Bad),
+                        }
+                    }
+                }
+                V::Arr(items)
             }
             b'{' => {
                 self.i += 1;

@@ -30,6 +30,7 @@ impl<'a> J<'a> {
     pub(crate) fn get(&self, name: &str) -> Option<&J<'a>> {
         match self {
             J::Obj(items) => items.iter().find(|(k, _)| k.name == name).map(|(_, v)| v),
+            J::Arr(items) => crate::json_value::array_index(name).and_then(|i| items.get(i)),
             _ => None,
         }
     }

@@ -5,10 +5,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use smallvec::SmallVec;
 
-/// A kept JSON value; arrays are kept only as "an array" (a scalar role never takes one).
+/// A kept JSON value.
 #[derive(Debug)]
 pub(crate) enum V<'a> {
     Null,
@@ -18,20 +18,30 @@ pub(crate) enum V<'a> {
     F(f64),
     S(Cow<'a, str>),
     Obj(Vec<(Cow<'a, str>, V<'a>)>),
-    Arr,
+    Arr(Vec<V<'a>>),
 }
 
 impl<'a> V<'a> {
     pub(crate) fn is_container(&self) -> bool {
-        matches!(self, V::Obj(_) | V::Arr)
+        matches!(self, V::Obj(_) | V::Arr(_))
     }
-    /// Last occurrence wins, like a Python dict built from JSON.
+    /// A key of an object (the last occurrence wins, like a Python dict built from JSON), or an
+    /// element of an array by its index in ASCII digits (LogFieldMapping.lookup).
     pub(crate) fn get(&self, key: &str) -> Option<&V<'a>> {
         match self {
             V::Obj(items) => items.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
+            V::Arr(items) => array_index(key).and_then(|i| items.get(i)),
             _ => None,
         }
     }
+}
+
+/// An array index written as ASCII digits ("0", "12"; "00" is 0 as Python's int() reads it).
+pub(crate) fn array_index(key: &str) -> Option<usize> {
+    if key.is_empty() || !key.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    key.parse().ok()
 }
 
 pub(crate) struct KeySeed;
@@ -99,8 +109,11 @@ impl<'de> Visitor<'de> for ValVisitor {
         Ok(V::S(Cow::Owned(v)))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<V<'de>, A::Error> {
-        while seq.next_element::<Skip>()?.is_some() {}
-        Ok(V::Arr)
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element_seed(ValSeed)? {
+            items.push(v);
+        }
+        Ok(V::Arr(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<V<'de>, A::Error> {
         let mut items = Vec::new();
@@ -114,13 +127,17 @@ impl<'de> Visitor<'de> for ValVisitor {
 
 /// A value the agent does not keep, validated as the reference (orjson) would: unlike serde's
 /// IgnoredAny, numbers are parsed, so one that is infinite as a double (1e400) is an error.
+#[cfg(test)]
 pub(crate) struct Skip;
-impl<'de> Deserialize<'de> for Skip {
+#[cfg(test)]
+impl<'de> serde::Deserialize<'de> for Skip {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(SkipVisitor)
     }
 }
+#[cfg(test)]
 struct SkipVisitor;
+#[cfg(test)]
 impl<'de> Visitor<'de> for SkipVisitor {
     type Value = Skip;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -192,10 +209,15 @@ mod tests {
     }
 
     #[test]
-    fn objects_keep_the_last_of_repeated_keys_and_arrays_only_their_kind() {
+    fn objects_keep_the_last_of_repeated_keys_and_arrays_their_elements() {
         let v = value(r#"{"a": 1, "b": [1, {"x": 2}], "a": {"c": "d"}}"#).unwrap();
         assert!(matches!(v.get("a").and_then(|a| a.get("c")), Some(V::S(s)) if s == "d"));
-        assert!(matches!(v.get("b"), Some(V::Arr)));
+        assert!(matches!(v.get("b"), Some(V::Arr(items)) if items.len() == 2));
+        assert!(matches!(
+            v.get("b").and_then(|b| b.get("1")).and_then(|x| x.get("x")),
+            Some(V::U(2))
+        ));
+        assert!(v.get("b").unwrap().get("2").is_none() && v.get("b").unwrap().get("x").is_none());
         assert!(v.get("a").unwrap().is_container() && v.get("z").is_none());
         // a skipped array element is still validated like orjson: an infinite number fails
         assert!(value("[1e400]").is_err());

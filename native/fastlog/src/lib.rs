@@ -57,7 +57,8 @@ impl FieldMapping {
     #[new]
     #[pyo3(signature = (*, message, timestamp, level, trace_id, span_id, service, data, severity,
                         message_template=Vec::new(), numeric_levels=HashMap::new(),
-                        implied_level_when=Vec::new(), implied_level_severity=0))]
+                        implied_level_when=Vec::new(), implied_level_severity=0,
+                        service_when=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         message: Vec<String>,
@@ -72,6 +73,7 @@ impl FieldMapping {
         numeric_levels: HashMap<i64, i32>,
         implied_level_when: Vec<String>,
         implied_level_severity: i32,
+        service_when: Vec<(String, Vec<String>)>,
     ) -> Self {
         let names = RoleNames {
             message,
@@ -83,11 +85,9 @@ impl FieldMapping {
             service,
             data,
         };
-        let fields = field_mapping::FieldMapping::new(names, severity).with_levels(
-            numeric_levels,
-            implied_level_when,
-            implied_level_severity,
-        );
+        let fields = field_mapping::FieldMapping::new(names, severity)
+            .with_levels(numeric_levels, implied_level_when, implied_level_severity)
+            .with_service_when(service_when);
         let plan = ScanPlan::new(&fields);
         FieldMapping { fields, plan }
     }
