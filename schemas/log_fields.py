@@ -100,7 +100,9 @@ class LogFieldMapping:
                 for part in parts:
                     if isinstance(node, dict) and part in node:
                         node = node[part]
-                    elif isinstance(node, list) and part.isascii() and part.isdigit() and int(part) < len(node):
+                    elif (
+                        isinstance(node, list) and part.isascii() and part.isdigit() and int(part) < len(node)
+                    ):
                         node = node[int(part)]
                     else:
                         break
@@ -131,6 +133,10 @@ class LogFieldMapping:
                 if found[0] is not None:
                     return found
         return None, None
+
+
+def _is_index(part: str) -> bool:
+    return part.isascii() and part.isdigit()
 
 
 @cache

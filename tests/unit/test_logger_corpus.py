@@ -24,7 +24,9 @@ OBSERVED_NS = 1_900_000_000_000_000_000  # the arrival time, later than every co
 
 
 def libraries() -> list[str]:
-    return sorted(p.name.removesuffix(".jsonl") for p in CORPUS.glob("*.jsonl") if not p.name.endswith(EXPECTED))
+    return sorted(
+        p.name.removesuffix(".jsonl") for p in CORPUS.glob("*.jsonl") if not p.name.endswith(EXPECTED)
+    )
 
 
 def expected_of(library: str) -> list[dict[str, Any]]:
@@ -44,7 +46,12 @@ def encoders() -> list[ChunkEncoder]:
 def encoded(encoder: ChunkEncoder, library: str) -> bytes:
     data = (CORPUS / f"{library}.jsonl").read_bytes()
     chunk = encoder.encode(
-        data, 0, fingerprint="fp", path=f"/var/log/{library}.log", untraced_partition=0, observed_ns=OBSERVED_NS
+        data,
+        0,
+        fingerprint="fp",
+        path=f"/var/log/{library}.log",
+        untraced_partition=0,
+        observed_ns=OBSERVED_NS,
     )
     assert chunk.parse_errors == 0
     [value] = chunk.records.values()  # one partition

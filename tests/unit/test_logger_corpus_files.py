@@ -39,9 +39,15 @@ def read_lines(path: Path) -> list[str]:
 
 
 def resolve(document: Any, path: str) -> Any:
-    """The value at a dotted path; a dotted key may also be one literal key (ECS's "log.level")."""
+    """The value at a dotted path; a dotted key may also be one literal key (ECS's "log.level"), and
+    a part of digits indexes an array (MEL's "Scopes.0.TraceId")."""
     if path in ("", None):
         return document
+    if isinstance(document, list):
+        head, _, rest = path.partition(".")
+        if head.isdigit() and int(head) < len(document):
+            return resolve(document[int(head)], rest)
+        return _MISSING
     if not isinstance(document, dict):
         return _MISSING
     parts = path.split(".")
