@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tether.config import HostPort, Section
+from tether.log_fields_config import LogFieldsConfig
 from tether.ops import AGENT_OPS_ENDPOINT, OpsConfig
 from tether.schemas.records import LOGS_TOPIC, SPANS_TOPIC
 
@@ -115,6 +116,7 @@ class AgentConfig(Section):
     files: FileSourceConfig | None = None
     otlp: OtlpReceiverConfig | None = Field(default_factory=OtlpReceiverConfig)
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
+    log_fields: LogFieldsConfig = Field(default_factory=LogFieldsConfig)
     ops: OpsConfig = Field(default_factory=lambda: OpsConfig(endpoint=AGENT_OPS_ENDPOINT))
 
     @property

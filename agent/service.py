@@ -28,7 +28,6 @@ from tether.agent.sources.otlp_http import start_http_receiver
 from tether.allocator import keep_freed_memory
 from tether.logs import configure_logging
 from tether.ops import OpsServer
-from tether.schemas.log_fields import default_mapping
 
 log = logging.getLogger("tether.agent")
 
@@ -77,7 +76,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
                 checkpoints=Checkpoints(config.data_dir / "checkpoints.json"),
                 delivery=delivery,
                 partitions=sink.partitions,
-                mapping=default_mapping(),
+                mapping=config.log_fields.mapping(),
                 metrics=metrics,
             )
             source_task = asyncio.create_task(source.run(stop), name="file-source")

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from tether.config import HostPort, Section
+from tether.log_fields_config import LogFieldsConfig
 from tether.ops import COLLECTOR_OPS_ENDPOINT, OpsConfig
 from tether.schemas.records import LOGS_TOPIC, SPANS_TOPIC
 
@@ -67,4 +68,5 @@ class CollectorConfig(Section):
     correlation: CorrelationConfig = Field(default_factory=CorrelationConfig)
     elasticsearch: ElasticsearchSinkConfig = Field(default_factory=ElasticsearchSinkConfig)
     jaeger: JaegerSinkConfig = Field(default_factory=JaegerSinkConfig)
+    log_fields: LogFieldsConfig = Field(default_factory=LogFieldsConfig)
     ops: OpsConfig = Field(default_factory=lambda: OpsConfig(endpoint=COLLECTOR_OPS_ENDPOINT))

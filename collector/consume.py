@@ -24,7 +24,6 @@ from tether.collector.deliver import Delivery
 from tether.collector.kafka import KafkaRecord
 from tether.collector.metrics import CollectorMetrics
 from tether.collector.offsets import OffsetTracker, RecordAck
-from tether.schemas.log_fields import default_mapping
 from tether.schemas.records import Signal
 
 log = logging.getLogger("tether.collector")
@@ -56,7 +55,7 @@ class RecordConsumer:
         self.stats = Stats()
         self._synced = Stats()
         self.budget = Budget(config.correlation.max_pending_traces, config.correlation.max_pending_bytes)
-        self.mapping = default_mapping()
+        self.mapping = config.log_fields.mapping()
         self.partitions: dict[int, PartitionState] = {}
         self._unparsed: Counter[str] = Counter()  # filled by log_documents, emptied per record
 
