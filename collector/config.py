@@ -42,6 +42,14 @@ class CorrelationConfig(Section):
     )
 
 
+class TimestampsConfig(Section):
+    """Documents stamped outside this window around their arrival are indexed by the arrival time
+    (the original kept in tether.original_timestamp): each bogus day would be an index of its own."""
+
+    max_age_days: float = Field(default=30.0, gt=0, description="oldest timestamp kept, before arrival")
+    max_ahead_hours: float = Field(default=24.0, gt=0, description="latest timestamp kept, after arrival")
+
+
 class ElasticsearchSinkConfig(Section):
     url: str = "http://127.0.0.1:9200"
     replicas: int = Field(default=1, ge=0)
@@ -69,4 +77,5 @@ class CollectorConfig(Section):
     elasticsearch: ElasticsearchSinkConfig = Field(default_factory=ElasticsearchSinkConfig)
     jaeger: JaegerSinkConfig = Field(default_factory=JaegerSinkConfig)
     log_fields: LogFieldsConfig = Field(default_factory=LogFieldsConfig)
+    timestamps: TimestampsConfig = Field(default_factory=TimestampsConfig)
     ops: OpsConfig = Field(default_factory=lambda: OpsConfig(endpoint=COLLECTOR_OPS_ENDPOINT))

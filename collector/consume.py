@@ -21,9 +21,11 @@ from tether.collector.config import CollectorConfig
 from tether.collector.correlate import Budget, Stats, TraceBuffer
 from tether.collector.decode import DOCUMENT_MEMORY_BYTES, decode_logs, decode_spans, undecodable_letter
 from tether.collector.deliver import Delivery
+from tether.collector.documents import LogDoc, SpanDoc
 from tether.collector.kafka import KafkaRecord
 from tether.collector.metrics import CollectorMetrics
 from tether.collector.offsets import OffsetTracker, RecordAck
+from tether.collector.timestamps import TimestampWindow
 from tether.schemas.records import Signal
 
 log = logging.getLogger("tether.collector")
@@ -56,6 +58,7 @@ class RecordConsumer:
         self._synced = Stats()
         self.budget = Budget(config.correlation.max_pending_traces, config.correlation.max_pending_bytes)
         self.mapping = config.log_fields.mapping()
+        self.window = TimestampWindow.of(config.timestamps.max_age_days, config.timestamps.max_ahead_hours)
         self.partitions: dict[int, PartitionState] = {}
         self._unparsed: Counter[str] = Counter()  # filled by log_documents, emptied per record
 
@@ -136,6 +139,10 @@ class RecordConsumer:
             # Kept, not skipped: its offset is committed once the dead letter is indexed.
             work.outputs.append(undecodable_letter(record, signal, str(error), tracker.track(offset, 1)))
             return
+        docs: Sequence[SpanDoc | LogDoc] = span_docs if signal == "spans" else log_docs
+        moved = self.window.bound(docs, record.timestamp * 1_000_000)
+        if moved:
+            self.metrics.timestamps_out_of_range.labels(signal).inc(moved)
         out = work.outputs
         if signal == "spans":
             # Parts: each span document, and the record as a whole when Jaeger receives it.

@@ -27,6 +27,10 @@ class KafkaRecord(Protocol):
     def offset(self) -> int: ...
     @property
     def value(self) -> bytes: ...
+    @property
+    def timestamp(self) -> int:
+        """Milliseconds since the epoch: when the record was produced (or appended)."""
+        ...
 
 
 class GroupConsumer(Protocol):

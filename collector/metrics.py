@@ -49,6 +49,12 @@ class CollectorMetrics:
             ["reason"],
             registry=r,
         )
+        self.timestamps_out_of_range = Counter(
+            f"{p}timestamps_out_of_range",
+            "Documents stamped outside the timestamp window, indexed by their arrival time",
+            ["signal"],
+            registry=r,
+        )
         self.deadlettered = Counter(
             f"{p}deadlettered",
             "Documents Elasticsearch refused for good, sent to the dead-letter index",

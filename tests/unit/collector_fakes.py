@@ -48,6 +48,7 @@ class Record:
     partition: int
     offset: int
     value: bytes
+    timestamp: int = 0  # ms; none: the timestamp window is not applied
 
 
 def kv(key: str, value: str) -> KeyValue:
