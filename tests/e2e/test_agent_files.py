@@ -136,18 +136,19 @@ async def test_bad_file_input_is_kept_flagged_and_counted(stack: Stack, tmp_path
     path = agent.log_dir / "bad.log"
     with path.open("wb") as handle:
         handle.write(b'{"level":"info","message":"first good line"}\n')
-        handle.write(b"this is not json at all\n")
+        handle.write(b"this is not json at all\n")  # plain text: a message, no parse error
+        handle.write(b"{this starts as an object and is none\n")
         handle.write(b'{"message":"broken utf8 \xff\xfe here","level":"warn"}\n')
         handle.write(b"\x00\x01\x02\x89PNG binary junk \xc3\x28\n")
         handle.write(b'{"message":"' + b"y" * 5000 + b'"}\n')  # over max_line_bytes
         handle.write(b'{"message":"last good line"}\n')
         handle.write(b'{"message":"no newline yet"}')  # shipped after the partial-line timeout
-    await wait_until(lambda: agent.metrics().get("tether_agent_file_lines_total", 0) >= 7, 30, "7 lines")
+    await wait_until(lambda: agent.metrics().get("tether_agent_file_lines_total", 0) >= 8, 30, "8 lines")
     records = log_records(await consume_all(stack.kafka.bootstrap, agent.logs_topic, idle_seconds=1.5))
     metrics = agent.metrics()
     assert agent.stop() == 0, agent.tail()
 
-    assert len(records) == 7, [r["body"][:60] for r in records]
+    assert len(records) == 8, [r["body"][:60] for r in records]
     # ids are rebuilt from each record's offset: every one where its line starts
     content = path.read_bytes()
     starts = [0, *(i + 1 for i, byte in enumerate(content) if byte == ord("\n"))]
@@ -159,9 +160,10 @@ async def test_bad_file_input_is_kept_flagged_and_counted(stack: Stack, tmp_path
         return {key for key, value in record["attributes"].items() if value.bool_value}
 
     assert flags("first good line") == set()
-    assert flags("this is not json at all") == {"tether.parse_error"}
+    assert flags("this is not json at all") == set()
+    assert flags("{this starts as an object") == {"tether.parse_error"}
     assert flags("broken utf8 \ufffd\ufffd here") == {"tether.invalid_utf8"}  # still parsed as JSON
-    assert flags("PNG binary junk") == {"tether.parse_error", "tether.invalid_utf8"}
+    assert flags("PNG binary junk") == {"tether.invalid_utf8"}  # plain text too
     (long_line,) = [r for r in records if r["body"].startswith('{"message":"yyy')]
     assert len(long_line["body"].encode()) == 1024 and flags("yyyy") == {
         "tether.truncated",
@@ -169,5 +171,5 @@ async def test_bad_file_input_is_kept_flagged_and_counted(stack: Stack, tmp_path
     }
     assert flags("last good line") == set()
     assert flags("no newline yet") == set()
-    assert metrics["tether_agent_parse_errors_total"] == 3  # not JSON, binary junk, the cut long line
+    assert metrics["tether_agent_parse_errors_total"] == 2  # the broken object, the cut long line
     assert metrics["tether_agent_truncated_lines_total"] == 1

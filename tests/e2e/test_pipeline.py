@@ -226,8 +226,8 @@ ops: {{endpoint: "127.0.0.1:{collector_ops}"}}
     assert with_data and all(d["data"]["user"] == "u-42" for d in with_data)
     untraced = by_message[f"{run} untraced"]
     assert untraced["tether"]["correlation"] == "untraced" and "trace" not in untraced
-    raw = by_message[f"{run} this line is not JSON"]
-    assert raw["tether"]["parse_error"] is True
+    raw = by_message[f"{run} this line is not JSON"]  # plain text: its own message
+    assert raw["tether"]["parse_error"] is False and "data" not in raw and "level" not in raw["log"]
     # Ids as ever, agent:fingerprint:offset, the collector making them of the records' offsets.
     content = log_path.read_bytes()
     starts = {0, *(i + 1 for i, byte in enumerate(content) if byte == ord("\n"))}

@@ -7,30 +7,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
+from tests.logger_corpus import expected_of, libraries, lines_of
 from tether.agent.chunks import ChunkEncoder, NativeChunkEncoder, PythonChunkEncoder
 from tether.collector.documents import LogDoc, log_documents, native_log_documents
 from tether.schemas.log_fields import default_mapping, severity_name
 from tether.schemas.records import ATTR_PARSE_ERROR, ATTR_RECORD_OFFSET, ATTR_SERVICE_NAME
 
-CORPUS = Path(__file__).resolve().parents[1] / "data" / "loggers"
-EXPECTED = ".expected.jsonl"
 OBSERVED_NS = 1_900_000_000_000_000_000  # the arrival time, later than every corpus line
-
-
-def libraries() -> list[str]:
-    return sorted(
-        p.name.removesuffix(".jsonl") for p in CORPUS.glob("*.jsonl") if not p.name.endswith(EXPECTED)
-    )
-
-
-def expected_of(library: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (CORPUS / f"{library}{EXPECTED}").read_text().splitlines()]
 
 
 def encoders() -> list[ChunkEncoder]:
@@ -44,7 +32,7 @@ def encoders() -> list[ChunkEncoder]:
 
 
 def encoded(encoder: ChunkEncoder, library: str) -> bytes:
-    data = (CORPUS / f"{library}.jsonl").read_bytes()
+    data = lines_of(library)
     chunk = encoder.encode(
         data,
         0,
