@@ -105,7 +105,8 @@ def span_documents(request: ExportTraceServiceRequest) -> list[SpanDoc]:
         resource = attributes(resource_spans.resource.attributes)
         service = str(resource.get("service.name", ""))
         for scope_spans in resource_spans.scope_spans:
-            scope = {"name": scope_spans.scope.name, "version": scope_spans.scope.version}
+            named = (("name", scope_spans.scope.name), ("version", scope_spans.scope.version))
+            scope = {key: value for key, value in named if value}
             for span in scope_spans.spans:
                 trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
                 duration_ns = max(span.end_time_unix_nano - span.start_time_unix_nano, 0)
@@ -118,7 +119,6 @@ def span_documents(request: ExportTraceServiceRequest) -> list[SpanDoc]:
                         "name": span.name,
                         "kind": SPAN_KINDS.get(span.kind, "unspecified"),
                         "status": status,
-                        "status_message": span.status.message,
                         "duration": {"us": duration_ns // 1000},
                     },
                     "event": {"duration": duration_ns, "outcome": _outcome(status)},
@@ -128,6 +128,10 @@ def span_documents(request: ExportTraceServiceRequest) -> list[SpanDoc]:
                 }
                 if service:
                     source["service"] = {"name": service}
+                if span.status.message:
+                    source["span"]["status_message"] = span.status.message
+                if not scope:
+                    del source["scope"]
                 if span.parent_span_id:
                     source["parent"] = {"id": span.parent_span_id.hex()}
                 if span.events:
@@ -196,6 +200,8 @@ def log_documents(
                 }
                 if service:
                     source["service"] = {"name": service}
+                for empty in [key for key in ("record_id", "agent_id") if not source["tether"][key]]:
+                    del source["tether"][empty]  # OTLP logs have neither
                 if from_file and not parse_error and not _is_plain_text(record.body):
                     try:
                         if not record.body.HasField("string_value"):

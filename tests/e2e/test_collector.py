@@ -277,9 +277,10 @@ async def test_a_document_that_cannot_be_indexed_goes_to_the_dead_letter_index(
 async def test_file_lines_that_are_no_json_object_are_indexed_as_messages(
     stack: Stack, tmp_path: Path
 ) -> None:
-    """Records of the file scope not flagged as parse errors whose line is empty, not an object,
-    nested deeper than the encoder allows, or not a string raised out of the collector (or failed
-    its delivery and stalled the partition's commits). Each is now a plain message, counted."""
+    """Records of the file scope not flagged as parse errors whose line starts as an object and is
+    none, nests deeper than the encoder allows, or is not a string raised out of the collector (or
+    failed its delivery and stalled the partition's commits). Each is now a plain message, counted.
+    Lines that do not start as an object (empty, an array, text) are plain messages, no error."""
     logs_topic, spans_topic, run = new_topics("poison")
     await create_topics(stack, logs_topic, spans_topic)
     collector = CollectorProcess(stack, tmp_path, logs_topic, spans_topic, group=run, wait_seconds=1)
@@ -289,6 +290,7 @@ async def test_file_lines_that_are_no_json_object_are_indexed_as_messages(
     bodies = {
         "empty": AnyValue(string_value=""),
         "array": AnyValue(string_value="[1,2]"),
+        "broken": AnyValue(string_value='{"message": "cut'),
         "deep": AnyValue(string_value=deep),
         "int": AnyValue(int_value=7),
     }
@@ -318,7 +320,7 @@ async def test_file_lines_that_are_no_json_object_are_indexed_as_messages(
             [orjson.dumps({"level": "info", "message": f"{run} after {k}"}) for k in range(3)]
         )
     good = await wait_for_count(stack, "tether-logs", {"match_phrase": {"message": run}}, 6)
-    unparsed = await wait_for_count(stack, "tether-logs", {"prefix": {"tether.record_id": f"{run}-bad:"}}, 4)
+    unparsed = await wait_for_count(stack, "tether-logs", {"prefix": {"tether.record_id": f"{run}-bad:"}}, 5)
     await asyncio.sleep(2)  # commits follow the acknowledgements
     metrics = collector.metrics()
     assert collector.process is not None and collector.process.poll() is None, collector.tail()
@@ -328,15 +330,16 @@ async def test_file_lines_that_are_no_json_object_are_indexed_as_messages(
     )
     by_id = {hit["_id"]: hit["_source"] for hit in unparsed}  # one id per record, however often sent
     assert {
-        i: (s["message"], s["tether"]["parse_error"], s["tether"]["parse_error_reason"])
+        i: (s["message"], s["tether"]["parse_error"], s["tether"].get("parse_error_reason"))
         for i, s in by_id.items()
     } == {
-        f"{run}-bad:empty": ("", True, "not_json"),
-        f"{run}-bad:array": ("[1,2]", True, "not_an_object"),
+        f"{run}-bad:empty": ("", False, None),
+        f"{run}-bad:array": ("[1,2]", False, None),
+        f"{run}-bad:broken": ('{"message": "cut', True, "not_json"),
         f"{run}-bad:deep": (deep, True, "too_deep"),
         f"{run}-bad:int": ("7", True, "not_a_string"),
     }
-    for reason in ("not_json", "not_an_object", "too_deep", "not_a_string"):
+    for reason in ("not_json", "too_deep", "not_a_string"):
         assert metrics[f'tether_collector_unparsed_lines_total{{reason="{reason}"}}'] == PARTITIONS
     assert not [k for k in metrics if k.startswith("tether_collector_deadlettered_total")]
     # nothing held back: every partition's commit passed the bad records

@@ -366,7 +366,9 @@ fn file_log_documents<'py>(
         }
         let tether = PyDict::new(py);
         tether.set_item(intern!(py, "record_id"), &doc_id)?;
-        tether.set_item(intern!(py, "agent_id"), agent_id)?;
+        if !agent_id.is_empty()? {
+            tether.set_item(intern!(py, "agent_id"), agent_id)?;
+        }
         tether.set_item(intern!(py, "parse_error"), PyBool::new(py, rec.parse_error))?;
         tether.set_item(intern!(py, "truncated"), PyBool::new(py, rec.truncated))?;
         tether.set_item(
