@@ -43,8 +43,14 @@ class KafkaSinkConfig(Section):
 
 
 class FileSourceConfig(Section):
-    include: list[str] = Field(min_length=1, description="glob patterns of JSON log files to tail")
-    exclude: list[str] = Field(default_factory=list)
+    include: list[str] = Field(
+        min_length=1,
+        description="glob patterns of JSON log files to tail; relative ones are relative to the working "
+        "directory, and the paths in records and checkpoints are absolute",
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="glob patterns, matched against the path as found and absolute"
+    )
     start_at: Literal["beginning", "end"] = Field(
         default="beginning", description="where to start in files found at start-up with no checkpoint"
     )

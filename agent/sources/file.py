@@ -36,6 +36,9 @@ given to a new file.
   line (renamed while the agent was down). The file keeps the old fingerprint, so the lines sent
   again after the upgrade keep their ids; entries no file takes are dropped.
 
+Paths (in records and checkpoints) are absolute: a relative include glob is relative to the
+working directory.
+
 Acknowledgement. Chunks are submitted to delivery without waiting; each carries an ack future.
 A file's checkpoint advances over the longest prefix of chunks Kafka acknowledged, and is
 persisted every `checkpoint_interval_seconds` and at shutdown.
@@ -160,9 +163,15 @@ class FileSource:
     # -- discovery and identity ---------------------------------------------------------------
 
     def _discover(self) -> list[Path]:
-        found = {Path(p) for pattern in self.config.include for p in glob.glob(pattern, recursive=True)}
-        excluded = self.config.exclude
-        return sorted(p for p in found if not any(fnmatch(str(p), x) for x in excluded))
+        """The files the include globs match and the exclude globs do not, by absolute path."""
+        found: set[Path] = set()
+        for pattern in self.config.include:
+            for match in glob.glob(pattern, recursive=True):
+                absolute = os.path.abspath(match)  # not resolve(): a symlink's path is the file's name
+                # An exclude glob may be written like the include (relative) or absolute.
+                if not any(fnmatch(match, x) or fnmatch(absolute, x) for x in self.config.exclude):
+                    found.add(Path(absolute))
+        return sorted(found)
 
     def _scan(self, first_scan: bool) -> None:
         now = time.monotonic()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.unit.agent_fakes import FakeSink, wait_until
 from tether.agent.checkpoint import Checkpoints
@@ -458,3 +459,26 @@ async def test_a_file_of_one_unterminated_line_ships_it_after_the_timeout_under_
         await wait_until(lambda: len(delivered(restarted)) >= 1)
         await asyncio.sleep(0.4)  # past the partial-line timeout: still nothing again
     assert [(line.text, line.fingerprint) for line in delivered(restarted)] == [("next 2", alone.fingerprint)]
+
+
+def is_absolute_path_of(recorded: str, file: Path) -> bool:
+    return Path(recorded).is_absolute() and os.path.samefile(recorded, file)
+
+
+async def test_paths_are_absolute_when_the_include_glob_is_relative(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    sink = FakeSink()
+    log, skipped = tmp_path / "logs" / "app.log", tmp_path / "logs" / "skip.log"
+    async with tailing(tmp_path, sink, patterns=["logs/*.log"], exclude=["logs/skip.log"]) as tail:
+        append(log, *lines("line", 3))
+        append(skipped, *lines("skipped", 3))
+        await wait_until(lambda: tail.acked(log) == log.stat().st_size)
+        await wait_until(lambda: list(tail.saved().values()) == [log.stat().st_size])
+        entries = tail.entries()
+    assert texts(sink) == Counter(lines("line", 3))
+    (path,) = {line.path for line in delivered(sink)}
+    (saved_path,) = [entry["path"] for entry in entries.values()]
+    for recorded in (path, saved_path):
+        assert is_absolute_path_of(recorded, log), recorded
