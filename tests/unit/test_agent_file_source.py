@@ -482,3 +482,26 @@ async def test_paths_are_absolute_when_the_include_glob_is_relative(
     (saved_path,) = [entry["path"] for entry in entries.values()]
     for recorded in (path, saved_path):
         assert is_absolute_path_of(recorded, log), recorded
+
+
+async def test_an_old_checkpoint_of_a_relative_path_is_taken_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Agents before wrote the path as the glob found it: relative when the glob was (as in
+    deploy/examples/agent.yaml)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "app.log"
+    append(log, BANNER)
+    acknowledged = log.stat().st_size
+    append(log, *lines("line", 2))
+    old = first_line_fingerprint(log)
+    (tmp_path / "checkpoints.json").write_bytes(
+        orjson.dumps({old: {"offset": acknowledged, "path": "logs/app.log"}})
+    )
+    sink = FakeSink()
+    async with tailing(tmp_path, sink, patterns=["logs/*.log"]) as tail:
+        await wait_until(lambda: len(delivered(sink)) >= 2)
+        await wait_until(lambda: tail.saved() == {old: log.stat().st_size})
+        await asyncio.sleep(0.1)
+    assert [(line.text, line.fingerprint) for line in delivered(sink)] == [("line 0", old), ("line 1", old)]
