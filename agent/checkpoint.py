@@ -81,6 +81,9 @@ class Checkpoints:
     def get(self, key: FileKey) -> FileCheckpoint | None:
         return self._files.get(key)
 
+    def files(self) -> list[FileCheckpoint]:
+        return list(self._files.values())
+
     def advance(self, key: FileKey, checkpoint: FileCheckpoint) -> None:
         """Record and persist at once."""
         self.update(key, checkpoint)

@@ -18,16 +18,18 @@ given to a new file.
 - A file that shrinks was truncated: it is read again from 0 under a new fingerprint, even when it
   begins with the same line again (the old lines keep their ids, the new ones get their own).
 - copytruncate: the copy is a new inode with the old content. A new file that begins with all of
-  the recorded beginning of a file we read (or of one truncated within the last minute: the copy
-  may turn up after the truncation was seen) is that file's copy when that beginning holds at
-  least two lines or all `fingerprint_bytes`: it takes the original's fingerprint and starts at
-  its acknowledged offset, so the lines both hold get the same record ids (invisible downstream),
-  and the lines only the copy holds (written after our last read, before the truncation) go out.
-  Nothing is lost, nothing duplicated. A first line alone proves nothing: a file that shares only
-  that with another is read whole under its own fingerprint. The price of that rule: the copy of
-  a file that had a single line when we last looked goes out whole again under new ids (a
-  duplicate, never a loss), and two distinct files whose first `fingerprint_bytes` agree byte for
-  byte, timestamps included, are taken for copies.
+  the recorded beginning of a file we know is that file's copy when that beginning holds at least
+  two lines or all `fingerprint_bytes`. Known are the files we tail, the contents that left their
+  inode within the last minute (truncated: the copy may turn up after the truncation was seen),
+  and at start-up every checkpoint (copytruncate while the agent was down). The copy takes the
+  original's fingerprint and starts at its acknowledged offset, so the lines both hold get the
+  same record ids (invisible downstream), and the lines only the copy holds (written after our
+  last read, before the truncation) go out: nothing is lost, nothing duplicated. A first line
+  alone proves nothing: a file that shares only that with another is read whole under its own
+  fingerprint. The price of that rule: the copy of a file that had a single line when we last
+  looked goes out whole again under new ids (a duplicate, never a loss), and a distinct file that
+  begins byte for byte (timestamps included) like all we recorded of another (two lines at least)
+  is taken for its copy.
 - An empty file is opened once it has a byte. A file of a single unterminated line is opened at
   once: its line goes out after `partial_line_timeout_seconds`, under the fingerprint the lines
   that follow keep.
@@ -70,7 +72,7 @@ from tether.schemas.log_fields import LogFieldMapping
 log = logging.getLogger("tether.agent.file")
 
 _CHUNKS_PER_TURN = 16  # fairness between files
-_TRUNCATED_KEPT_SECONDS = 60.0  # how long a truncated file's former content is looked for in new files
+_FORMER_KEPT_SECONDS = 60.0  # how long a truncated file's former content is looked for in new files
 
 
 @dataclass(eq=False)
@@ -89,13 +91,17 @@ class TrackedFile:
 
 
 @dataclass(frozen=True, slots=True)
-class TruncatedContent:
-    """What a file held before it was truncated: its copy (copytruncate) may turn up later."""
+class Beginning:
+    """A file's content known by its first bytes: a new file that begins with them is its copy."""
 
     fingerprint: str
-    head: bytes
+    head: str  # head_digest of the first head_bytes bytes
+    head_bytes: int
     acked_offset: int
-    until: float  # monotonic time after which new files are no longer compared with it
+
+    @classmethod
+    def of(cls, checkpoint: FileCheckpoint) -> Beginning:
+        return cls(checkpoint.fingerprint, checkpoint.head, checkpoint.head_bytes, checkpoint.offset)
 
 
 class FileSource:
@@ -118,7 +124,9 @@ class FileSource:
         self.mapping = mapping
         self.metrics = metrics
         self.files: dict[FileKey, TrackedFile] = {}
-        self._truncated: list[TruncatedContent] = []
+        # Contents gone from their inode (truncated, or changed while we were away), each until a
+        # monotonic time: their copy (copytruncate) may turn up after that was seen.
+        self._former: list[tuple[float, Beginning]] = []
         self._spreader = UntracedSpreader()
         self.encoder = chunk_encoder(
             agent_id=agent_id,
@@ -175,7 +183,7 @@ class FileSource:
 
     def _scan(self, first_scan: bool) -> None:
         now = time.monotonic()
-        self._truncated = [t for t in self._truncated if t.until > now]
+        self._former = [(until, former) for until, former in self._former if until > now]
         seen: set[FileKey] = set()
         opened = False
         for path in self._discover():
@@ -230,16 +238,20 @@ class FileSource:
     ) -> tuple[str, int]:
         """The fingerprint a newly opened file's lines go out under, and where to start reading."""
         saved = self.checkpoints.get(inode)
-        if saved is not None and head_digest(head[: saved.head_bytes]) == saved.head:
-            if saved.offset <= size:
+        if saved is not None:
+            if head_digest(head[: saved.head_bytes]) == saved.head and saved.offset <= size:
                 return saved.fingerprint, saved.offset
-            return self._new_fingerprint(inode, head), 0  # truncated meanwhile
+            # Truncated, rewritten or replaced while we were away: read as new, but its former
+            # content may sit in a copy.
+            self._remember_former(Beginning.of(saved))
+            if saved.offset > size and head_digest(head[: saved.head_bytes]) == saved.head:
+                return self._new_fingerprint(inode, head), 0  # truncated: all of it is new
         legacy = self._claim_legacy(path, head) if first_scan else None
         if legacy is not None:
             if legacy.offset <= size:
                 return legacy.first_line, legacy.offset
             return self._new_fingerprint(inode, head), 0  # truncated meanwhile
-        original = self._original_of(head)
+        original = self._original_of(head, first_scan)
         if original is not None:
             fingerprint, offset = original
             log.info("file is a copy of one tailed; carrying on", extra={"log.file.path": str(path)})
@@ -255,18 +267,28 @@ class FileSource:
         seed = b"%d:%d:%d:" % (inode[0], inode[1], time.time_ns())
         return hashlib.blake2b(seed + first_line, digest_size=8).hexdigest()
 
-    def _original_of(self, head: bytes) -> tuple[str, int] | None:
-        """If a file beginning with `head` is a copy of one tailed (or truncated lately): the
-        original's fingerprint and acknowledged offset."""
-        known = [(t.fingerprint, t.head, t.acked_offset) for t in self.files.values()]
-        known += [(t.fingerprint, t.head, t.acked_offset) for t in self._truncated]
-        matches = [
-            (fp, h, offset) for fp, h, offset in known if self._proves_identity(h) and head.startswith(h)
-        ]
+    def _original_of(self, head: bytes, first_scan: bool) -> tuple[str, int] | None:
+        """If a file beginning with `head` is a copy of a file we know (tailed, gone from its inode
+        lately, or, at start-up, checkpointed): the original's fingerprint and acknowledged offset."""
+        matches: list[tuple[int, str, int]] = []  # (bytes that agree, fingerprint, offset)
+        for tracked in self.files.values():
+            if self._proves_identity(tracked.head) and head.startswith(tracked.head):
+                matches.append((len(tracked.head), tracked.fingerprint, tracked.acked_offset))
+        known = [former for _, former in self._former]
+        if first_scan:  # what changed while we were away
+            known += [Beginning.of(checkpoint) for checkpoint in self.checkpoints.files()]
+        for beginning in known:
+            prefix = head[: beginning.head_bytes]
+            agree = len(prefix) == beginning.head_bytes and head_digest(prefix) == beginning.head
+            if agree and self._proves_identity(prefix):
+                matches.append((beginning.head_bytes, beginning.fingerprint, beginning.acked_offset))
         if not matches:
             return None
-        fingerprint = max(matches, key=lambda match: len(match[1]))[0]  # the longest beginning proves most
-        return fingerprint, min(offset for fp, _, offset in matches if fp == fingerprint)
+        fingerprint = max(matches)[1]  # the longest beginning proves most
+        return fingerprint, min(offset for _, fp, offset in matches if fp == fingerprint)
+
+    def _remember_former(self, beginning: Beginning) -> None:
+        self._former.append((time.monotonic() + _FORMER_KEPT_SECONDS, beginning))
 
     def _proves_identity(self, head: bytes) -> bool:
         """Whether a file beginning with `head` is the same content: more than its first line."""
@@ -361,10 +383,7 @@ class FileSource:
             "file truncated; reading it again from the start",
             extra={"log.file.path": str(tracked.path), "offset": tracked.read_offset, "size": size},
         )
-        until = time.monotonic() + _TRUNCATED_KEPT_SECONDS
-        self._truncated.append(
-            TruncatedContent(tracked.fingerprint, tracked.head, tracked.acked_offset, until)
-        )
+        self._remember_former(Beginning.of(self._checkpoint_of(tracked)))
         tracked.head = os.pread(tracked.fd, self.config.fingerprint_bytes, 0)
         tracked.fingerprint = self._new_fingerprint(tracked.inode, tracked.head)
         tracked.read_offset = tracked.acked_offset = 0

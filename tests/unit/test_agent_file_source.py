@@ -505,3 +505,26 @@ async def test_an_old_checkpoint_of_a_relative_path_is_taken_over(
         await wait_until(lambda: tail.saved() == {old: log.stat().st_size})
         await asyncio.sleep(0.1)
     assert [(line.text, line.fingerprint) for line in delivered(sink)] == [("line 0", old), ("line 1", old)]
+
+
+@pytest.mark.parametrize("copy_name", ["app.log.1", "app-1.log"])  # found after / before the original
+async def test_a_copytruncate_while_the_agent_was_down_carries_on_in_the_copy(
+    tmp_path: Path, copy_name: str
+) -> None:
+    sink = FakeSink()
+    log = tmp_path / "logs" / "app.log"
+    async with tailing(tmp_path, sink, include="app*") as tail:
+        append(log, *lines("old", 10))
+        await wait_until(lambda: list(tail.saved().values()) == [log.stat().st_size])
+    old_fingerprint = delivered(sink)[0].fingerprint
+    append(log, *lines("old", 5, start=10))
+    shutil.copyfile(log, log.with_name(copy_name))
+    os.truncate(log, 0)
+    append(log, *lines("new", 3))
+    restarted = FakeSink()
+    async with tailing(tmp_path, restarted, include="app*"):
+        await wait_until(lambda: len(delivered(restarted)) >= 8)
+        await asyncio.sleep(0.1)
+    assert texts(restarted) == Counter(lines("old", 5, start=10) + lines("new", 3))
+    assert fingerprints_of(restarted, "old") == {old_fingerprint}
+    assert fingerprints_of(restarted, "new") != {old_fingerprint}
