@@ -81,8 +81,8 @@ class Checkpoints:
     def get(self, key: FileKey) -> FileCheckpoint | None:
         return self._files.get(key)
 
-    def files(self) -> list[FileCheckpoint]:
-        return list(self._files.values())
+    def files(self) -> dict[FileKey, FileCheckpoint]:
+        return dict(self._files)
 
     def advance(self, key: FileKey, checkpoint: FileCheckpoint) -> None:
         """Record and persist at once."""

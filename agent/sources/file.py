@@ -276,12 +276,17 @@ class FileSource:
                 matches.append((len(tracked.head), tracked.fingerprint, tracked.acked_offset))
         known = [former for _, former in self._former]
         if first_scan:  # what changed while we were away
-            known += [Beginning.of(checkpoint) for checkpoint in self.checkpoints.files()]
+            saved = self.checkpoints.files().items()
+            known += [Beginning.of(checkpoint) for key, checkpoint in saved if key not in self.files]
+        digests: dict[int, str | None] = {}  # of head's first n bytes; most beginnings have one n
         for beginning in known:
-            prefix = head[: beginning.head_bytes]
-            agree = len(prefix) == beginning.head_bytes and head_digest(prefix) == beginning.head
-            if agree and self._proves_identity(prefix):
-                matches.append((beginning.head_bytes, beginning.fingerprint, beginning.acked_offset))
+            n = beginning.head_bytes
+            if n not in digests:
+                prefix = head[:n]
+                proves = len(prefix) == n and self._proves_identity(prefix)
+                digests[n] = head_digest(prefix) if proves else None
+            if digests[n] == beginning.head:
+                matches.append((n, beginning.fingerprint, beginning.acked_offset))
         if not matches:
             return None
         fingerprint = max(matches)[1]  # the longest beginning proves most

@@ -1,10 +1,11 @@
 """The file source in-process: real files, the real FileSource and Delivery, a fake sink.
 
-Rotation (copytruncate, rename and create, replacement), restarts from checkpoints, and the rule
-that a checkpoint only covers lines the sink acknowledged. The test and the source share one
-event loop, so file operations done without an `await` between them happen, as far as the
-source can tell, at once (as a rotation between two of its polls would). The real Kafka path is
-covered in tests/e2e/test_agent_files.py.
+Rotation (copytruncate, rename and create, replacement), restarts from checkpoints, the rule
+that a checkpoint only covers lines the sink acknowledged, and file identity (files that begin
+alike, inode reuse, checkpoints of the first-line format, a lone unterminated line, relative
+globs). The test and the source share one event loop, so file operations done without an
+`await` between them happen, as far as the source can tell, at once (as a rotation between two
+of its polls would). The real Kafka path is covered in tests/e2e/test_agent_files.py.
 """
 
 from __future__ import annotations
