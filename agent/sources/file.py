@@ -21,7 +21,8 @@ given to a new file.
   the recorded beginning of a file we know is that file's copy when that beginning holds at least
   two lines or all `fingerprint_bytes`. Known are the files we tail, the contents that left their
   inode within the last minute (truncated: the copy may turn up after the truncation was seen),
-  and at start-up every checkpoint (copytruncate while the agent was down). The copy takes the
+  and at start-up every checkpoint (copytruncate while the agent was down; a file whose device a
+  reboot renumbered is found again the same way, as a copy of itself). The copy takes the
   original's fingerprint and starts at its acknowledged offset, so the lines both hold get the
   same record ids (invisible downstream), and the lines only the copy holds (written after our
   last read, before the truncation) go out: nothing is lost, nothing duplicated. A first line
@@ -254,7 +255,7 @@ class FileSource:
         original = self._original_of(head, first_scan)
         if original is not None:
             fingerprint, offset = original
-            log.info("file is a copy of one tailed; carrying on", extra={"log.file.path": str(path)})
+            log.info("file is a copy of a known one; carrying on", extra={"log.file.path": str(path)})
             return fingerprint, min(offset, size)
         if first_scan and self.config.start_at == "end":
             return self._new_fingerprint(inode, head), size

@@ -529,3 +529,25 @@ async def test_a_copytruncate_while_the_agent_was_down_carries_on_in_the_copy(
     assert texts(restarted) == Counter(lines("old", 5, start=10) + lines("new", 3))
     assert fingerprints_of(restarted, "old") == {old_fingerprint}
     assert fingerprints_of(restarted, "new") != {old_fingerprint}
+
+
+async def test_files_whose_device_was_renumbered_while_the_agent_was_down_carry_on(tmp_path: Path) -> None:
+    """A reboot may give a disk another device number: the checkpoints no longer find their files
+    by device and inode, but their recorded beginnings still do."""
+    sink = FakeSink()
+    log = tmp_path / "logs" / "app.log"
+    async with tailing(tmp_path, sink) as tail:
+        append(log, BANNER, *lines("line", 3))
+        await wait_until(lambda: list(tail.saved().values()) == [log.stat().st_size])
+    (fingerprint,) = {line.fingerprint for line in delivered(sink)}
+    entries = orjson.loads((tmp_path / "checkpoints.json").read_bytes())
+    renumbered = {
+        f"{int(key.split(':')[0]) + 1}:{key.split(':')[1]}": entry for key, entry in entries.items()
+    }
+    (tmp_path / "checkpoints.json").write_bytes(orjson.dumps(renumbered))
+    append(log, "line 3")
+    restarted = FakeSink()
+    async with tailing(tmp_path, restarted):
+        await wait_until(lambda: len(delivered(restarted)) >= 1)
+        await asyncio.sleep(0.1)
+    assert [(line.text, line.fingerprint) for line in delivered(restarted)] == [("line 3", fingerprint)]
