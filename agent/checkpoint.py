@@ -1,12 +1,56 @@
-"""File checkpoints: fingerprint -> byte offset of the first line Kafka has not acknowledged."""
+"""File checkpoints: for each file, the fingerprint its lines go out under and the byte offset of
+the first line Kafka has not acknowledged.
+
+On disk (`checkpoints.json`), one entry per file, keyed by `"<device>:<inode>"`:
+`{"fingerprint", "offset", "path", "head", "head_bytes"}`, where `head` is a digest of the file's
+first `head_bytes` bytes, by which a restarted agent tells the file from another that took its inode
+after it was deleted (agent/sources/file.py has the identity rules).
+
+Agents before the inode was part of a file's identity keyed entries by the fingerprint of the file's
+first line, `{"offset", "path"}`, that fingerprint being also the one its lines went out under. Such
+entries still load, as `LegacyCheckpoint`s, for the file source to match once at start-up; they are
+written back until it takes them or drops them.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from tether.agent.durable import write_atomically
+
+FileKey = tuple[int, int]  # (st_dev, st_ino): which file, while it exists
+
+
+def head_digest(head: bytes) -> str:
+    """The digest of a file's first bytes kept in its checkpoint (128 bits: not a record id part)."""
+    return hashlib.blake2b(head, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class FileCheckpoint:
+    fingerprint: str  # the middle part of its lines' record ids
+    offset: int  # every byte before it is acknowledged by Kafka
+    path: str
+    head: str  # head_digest of the file's first head_bytes bytes
+    head_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyCheckpoint:
+    """An entry written by an agent that identified files by their first line only."""
+
+    first_line: str  # the fingerprint of the first line: the key, and the fingerprint of its lines
+    offset: int
+    path: str
+
+
+def _key(key: FileKey) -> str:
+    return f"{key[0]}:{key[1]}"
 
 
 class Checkpoints:
@@ -14,29 +58,58 @@ class Checkpoints:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._offsets: dict[str, dict[str, int | str]] = {}
+        self._files: dict[FileKey, FileCheckpoint] = {}
+        self.legacy: dict[str, LegacyCheckpoint] = {}
         self._dirty = False
         if path.exists():
-            self._offsets = orjson.loads(path.read_bytes())
+            self._load(orjson.loads(path.read_bytes()))
 
-    def offset(self, fingerprint: str) -> int | None:
-        entry = self._offsets.get(fingerprint)
-        return int(entry["offset"]) if entry else None
+    def _load(self, entries: dict[str, dict[str, Any]]) -> None:
+        for key, entry in entries.items():
+            if "fingerprint" not in entry:
+                self.legacy[key] = LegacyCheckpoint(key, int(entry["offset"]), str(entry["path"]))
+                continue
+            device, inode = (int(part) for part in key.split(":"))
+            self._files[(device, inode)] = FileCheckpoint(
+                fingerprint=str(entry["fingerprint"]),
+                offset=int(entry["offset"]),
+                path=str(entry["path"]),
+                head=str(entry["head"]),
+                head_bytes=int(entry["head_bytes"]),
+            )
 
-    def advance(self, fingerprint: str, path: str, offset: int) -> None:
+    def get(self, key: FileKey) -> FileCheckpoint | None:
+        return self._files.get(key)
+
+    def files(self) -> dict[FileKey, FileCheckpoint]:
+        return dict(self._files)
+
+    def advance(self, key: FileKey, checkpoint: FileCheckpoint) -> None:
         """Record and persist at once."""
-        self.update(fingerprint, path, offset)
+        self.update(key, checkpoint)
         self.flush()
 
-    def update(self, fingerprint: str, path: str, offset: int) -> None:
+    def update(self, key: FileKey, checkpoint: FileCheckpoint) -> None:
         """Record in memory; `flush` persists."""
-        entry: dict[str, int | str] = {"offset": offset, "path": path}
-        if self._offsets.get(fingerprint) != entry:
-            self._offsets[fingerprint] = entry
+        if self._files.get(key) != checkpoint:
+            self._files[key] = checkpoint
             self._dirty = True
 
-    def forget(self, fingerprint: str) -> None:
-        if self._offsets.pop(fingerprint, None) is not None:
+    def forget(self, key: FileKey) -> None:
+        if self._files.pop(key, None) is not None:
+            self._dirty = True
+
+    def take_legacy(self, first_line: str) -> LegacyCheckpoint | None:
+        """Remove and return the old-format entry of this first-line fingerprint, if any."""
+        entry = self.legacy.pop(first_line, None)
+        if entry is not None:
+            self._dirty = True
+        return entry
+
+    def drop_legacy(self) -> None:
+        """Forget the old-format entries no file took."""
+        if self.legacy:
+            self.legacy.clear()
             self._dirty = True
 
     def flush(self) -> None:
@@ -45,5 +118,17 @@ class Checkpoints:
             self._dirty = False
 
     def _persist(self) -> None:
+        entries: dict[str, dict[str, int | str]] = {
+            first_line: {"offset": entry.offset, "path": entry.path}
+            for first_line, entry in self.legacy.items()
+        }
+        for key, checkpoint in self._files.items():
+            entries[_key(key)] = {
+                "fingerprint": checkpoint.fingerprint,
+                "offset": checkpoint.offset,
+                "path": checkpoint.path,
+                "head": checkpoint.head,
+                "head_bytes": checkpoint.head_bytes,
+            }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(self.path, orjson.dumps(self._offsets))
+        write_atomically(self.path, orjson.dumps(entries))

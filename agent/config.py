@@ -43,8 +43,14 @@ class KafkaSinkConfig(Section):
 
 
 class FileSourceConfig(Section):
-    include: list[str] = Field(min_length=1, description="glob patterns of JSON log files to tail")
-    exclude: list[str] = Field(default_factory=list)
+    include: list[str] = Field(
+        min_length=1,
+        description="glob patterns of JSON log files to tail; relative ones are relative to the working "
+        "directory, and the paths in records and checkpoints are absolute",
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="glob patterns, matched against the path as found and absolute"
+    )
     start_at: Literal["beginning", "end"] = Field(
         default="beginning", description="where to start in files found at start-up with no checkpoint"
     )
@@ -60,7 +66,12 @@ class FileSourceConfig(Section):
     partial_line_timeout_seconds: float = Field(
         default=5.0, gt=0, description="a last line without newline is shipped after this long unchanged"
     )
-    fingerprint_bytes: int = Field(default=1024, ge=16)
+    fingerprint_bytes: int = Field(
+        default=1024,
+        ge=16,
+        description="how much of a file's beginning is recorded, with its device and inode, to know it "
+        "after a restart and to know a copy of it (agent/sources/file.py)",
+    )
     checkpoint_interval_seconds: float = Field(default=1.0, gt=0)
 
     @model_validator(mode="after")
