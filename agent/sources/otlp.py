@@ -81,7 +81,14 @@ class OtlpIngest:
             raise InvalidRequestError(
                 f"the body is not a valid ExportLogsServiceRequest (protobuf): {error}"
             ) from error
-        return await self._deliver(Batch("logs", split.records, split.total), transport, {}, "")
+        warning = _cleared_ids_message(split.cleared_trace_id, split.cleared_span_id)
+        accepted = await self._deliver(Batch("logs", split.records, split.total), transport, {}, warning)
+        # Kept without their malformed ids (a record attribute flags them): counted once accepted,
+        # not rejected.
+        for field, count in (("trace_id", split.cleared_trace_id), ("span_id", split.cleared_span_id)):
+            if count:
+                self.metrics.otlp_invalid_ids.labels("logs", transport, field).inc(count)
+        return accepted
 
     async def _deliver(
         self, batch: Batch, transport: Transport, rejections: dict[str, int], message: str
@@ -105,6 +112,22 @@ class OtlpIngest:
         self.metrics.otlp_received.labels(signal, transport).inc(batch.items)
         self.metrics.otlp_requests.labels(signal, transport, "partial" if rejected else "ok").inc()
         return Accepted(batch.items, rejected, message)
+
+
+def _cleared_ids_message(cleared_trace_id: int, cleared_span_id: int) -> str:
+    """The partial success's error_message when no log record was rejected but some lost a
+    malformed id: OTLP lets a server warn that way (rejected_log_records 0)."""
+    parts = []
+    if cleared_trace_id:
+        parts.append(
+            f"{cleared_trace_id} log record(s) kept without their trace_id and span_id: "
+            "trace_id must be empty or 16 bytes and not all zero"
+        )
+    if cleared_span_id:
+        parts.append(
+            f"{cleared_span_id} log record(s) kept without their span_id: span_id must be empty or 8 bytes"
+        )
+    return "; ".join(parts)
 
 
 def _rejected_spans_message(invalid_trace_id: int, invalid_span_id: int) -> str:

@@ -45,8 +45,12 @@ class OtlpGrpcHandlers:
         return response
 
     async def logs(self, body: bytes, context: grpc.aio.ServicerContext) -> ExportLogsServiceResponse:
-        await self._export(body, "logs", context)
-        return ExportLogsServiceResponse()
+        result = await self._export(body, "logs", context)
+        response = ExportLogsServiceResponse()
+        if result is not None and (result.rejected or result.message):  # a message alone: a warning
+            response.partial_success.rejected_log_records = result.rejected
+            response.partial_success.error_message = result.message
+        return response
 
     async def _export(
         self, body: bytes, signal: Signal, context: grpc.aio.ServicerContext

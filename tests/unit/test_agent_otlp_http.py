@@ -174,8 +174,14 @@ def _json(document: object) -> bytes:
     return json.dumps(document).encode()
 
 
-_BAD_HEX_SPAN = {"traceId": "zz" * 16, "spanId": "ab" * 8, "name": "bad"}
-_BASE64_LOG = {"traceId": "AAECAwQFBgcICQoLDA0ODw==", "body": {"stringValue": "b64"}}
+# A span's own bad traceId / spanId makes a partial success (test_agent_otlp_invalid_ids.py);
+# bad ids elsewhere still refuse the request.
+_BAD_HEX_SPAN = {"traceId": "ab" * 16, "spanId": "ab" * 8, "parentSpanId": "zz" * 8, "name": "bad"}
+_BASE64_LINK_SPAN = {
+    "traceId": "ab" * 16,
+    "spanId": "ab" * 8,
+    "links": [{"traceId": "AAECAwQFBgcICQoLDA0ODw==", "spanId": "ab" * 8}],
+}
 _GZIP = (("Content-Encoding", "gzip"),)
 _INVALID, _TOO_LARGE = code_pb2.INVALID_ARGUMENT, code_pb2.RESOURCE_EXHAUSTED
 
@@ -207,24 +213,24 @@ REFUSED = {
         "bad_request",
         "not a valid OTLP/JSON",
     ),
-    "invalid hex trace id": Refused(
+    "invalid hex parent span id": Refused(
         "/v1/traces",
         _json({"resourceSpans": [{"scopeSpans": [{"spans": [_BAD_HEX_SPAN, _BAD_HEX_SPAN]}]}]}),
         JSON,
         400,
         _INVALID,
         "bad_request",
-        "invalid traceId 'zzzz",
+        "invalid parentSpanId 'zzzz",
         rejected_items=2,
     ),
-    "base64 trace id": Refused(
-        "/v1/logs",
-        _json({"resourceLogs": [{"scopeLogs": [{"logRecords": [_BASE64_LOG]}]}]}),
+    "base64 link trace id": Refused(
+        "/v1/traces",
+        _json({"resourceSpans": [{"scopeSpans": [{"spans": [_BASE64_LINK_SPAN]}]}]}),
         JSON,
         400,
         _INVALID,
         "bad_request",
-        "must be 32 hex digits",
+        "links[].traceId",
         rejected_items=1,
     ),
     "bad gzip": Refused(

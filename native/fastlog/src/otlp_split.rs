@@ -14,12 +14,19 @@
 //! Span.span_id) is an error. Unknown fields of the request, ResourceX and ScopeX are dropped (the reference builds
 //! fresh ResourceX/ScopeX messages); resource, scope and item bytes are copied verbatim, so their
 //! unknown fields are kept (the reference keeps them too).
+//!
+//! One exception to the verbatim copy: a log record with a malformed trace id (neither empty
+//! nor 16 bytes and not all zero) or span id (neither empty nor 8 bytes) is written without it
+//! (a bad trace id takes the span id with it), flagged with a bool attribute, so that every
+//! record is valid OTLP (`without_ids`; the reference clears the fields and appends the
+//! attribute, and for a canonically encoded record the bytes are the same).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
 use smallvec::SmallVec;
 
+use crate::constants::{ATTR_INVALID_SPAN_ID, ATTR_INVALID_TRACE_ID};
 use crate::otlp_schema::{check, utf8, M};
 use crate::wire::{ld_len, put_ld, put_varint, Rd, WResult};
 
@@ -31,8 +38,9 @@ fn check_utf8(r: &Rd, start: usize, v: &[u8]) -> WResult<()> {
     }
 }
 
-/// Which messages make a request of one signal, the item's trace_id field and, when the item
-/// must have a valid span id (8 bytes, not all zero), its span_id field (0: optional).
+/// Which messages make a request of one signal, the item's trace_id and span_id fields, and
+/// whether the item must have a valid span id (8 bytes, not all zero: rejected without one) or
+/// its ids are optional (malformed ones are cleared).
 pub(crate) struct Shape {
     request: M,
     resource_x: M,
@@ -40,6 +48,7 @@ pub(crate) struct Shape {
     item: M,
     trace_id: u32,
     span_id: u32,
+    span_id_required: bool,
 }
 
 pub(crate) const TRACES_SHAPE: Shape = Shape {
@@ -49,6 +58,7 @@ pub(crate) const TRACES_SHAPE: Shape = Shape {
     item: M::Span,
     trace_id: 1,
     span_id: 2,
+    span_id_required: true,
 };
 pub(crate) const LOGS_SHAPE: Shape = Shape {
     request: M::LogsRequest,
@@ -56,13 +66,14 @@ pub(crate) const LOGS_SHAPE: Shape = Shape {
     scope_x: M::ScopeLogs,
     item: M::LogRecord,
     trace_id: 9,
-    span_id: 0,
+    span_id: 10,
+    span_id_required: false,
 };
 
 struct OutScope<'a> {
     scope: usize,
     schema_url: &'a [u8],
-    items: Vec<&'a [u8]>,
+    items: Vec<Cow<'a, [u8]>>,
     items_len: usize,
 }
 struct OutResource<'a> {
@@ -90,6 +101,8 @@ struct Splitter<'a> {
     total: u64,
     rejected: u64,
     rejected_span_id: u64,
+    cleared_trace_id: u64,
+    cleared_span_id: u64,
     scratch: Vec<&'a [u8]>,
 }
 
@@ -180,28 +193,22 @@ impl<'a> Splitter<'a> {
         self.entries += 1;
         let entry = self.entries;
         for &item in &items {
-            let trace_id = if self.shape.span_id == 0 {
-                let [trace_id] =
-                    check(item, self.origin, self.shape.item, 3, [self.shape.trace_id])?;
-                trace_id
-            } else {
-                let [trace_id, span_id] = check(
-                    item,
-                    self.origin,
-                    self.shape.item,
-                    3,
-                    [self.shape.trace_id, self.shape.span_id],
-                )?;
-                if valid_id::<8>(span_id).is_none() && valid_id::<16>(trace_id).is_some() {
-                    self.total += 1;
-                    self.rejected += 1;
-                    self.rejected_span_id += 1;
-                    continue;
-                }
-                trace_id
-            };
+            let shape = self.shape;
+            let [trace_id, span_id] = check(
+                item,
+                self.origin,
+                shape.item,
+                3,
+                [shape.trace_id, shape.span_id],
+            )?;
             self.total += 1;
-            let partition = match valid_id::<16>(trace_id) {
+            let trace = valid_id::<16>(trace_id);
+            if shape.span_id_required && trace.is_some() && valid_id::<8>(span_id).is_none() {
+                self.rejected += 1;
+                self.rejected_span_id += 1;
+                continue;
+            }
+            let partition = match trace {
                 Some(t) => u64::from_be_bytes(t[8..16].try_into().unwrap()) % self.partitions,
                 None => match self.untraced {
                     Some(u) => u,
@@ -210,6 +217,19 @@ impl<'a> Splitter<'a> {
                         continue;
                     }
                 },
+            };
+            let item: Cow<'a, [u8]> = if shape.span_id_required {
+                Cow::Borrowed(item)
+            } else if trace.is_none() && trace_id.is_some_and(|t| !t.is_empty()) {
+                self.cleared_trace_id += 1;
+                let drop = [shape.trace_id, shape.span_id];
+                Cow::Owned(without_ids(item, shape.item, &drop, ATTR_INVALID_TRACE_ID)?)
+            } else if span_id.is_some_and(|s| !s.is_empty() && s.len() != 8) {
+                self.cleared_span_id += 1;
+                let drop = [shape.span_id];
+                Cow::Owned(without_ids(item, shape.item, &drop, ATTR_INVALID_SPAN_ID)?)
+            } else {
+                Cow::Borrowed(item)
             };
             let index = match self.part_of.get(&partition) {
                 Some(&i) => i,
@@ -263,8 +283,8 @@ impl<'a> Splitter<'a> {
                 .scopes
                 .last_mut()
                 .unwrap();
-            out.items.push(item);
             out.items_len += ld_len(item.len());
+            out.items.push(item);
         }
         self.scratch = items;
         Ok(())
@@ -310,6 +330,52 @@ impl<'a> Splitter<'a> {
     }
 }
 
+/// Field number of a log record's attributes (KeyValue, repeated).
+const LOG_RECORD_ATTRIBUTES: u32 = 6;
+
+/// `item` (a message of type `m`, checked) without the fields `drop` and with a bool attribute
+/// `flag` = true appended, as the reference writes it after clearing the fields and appending
+/// the attribute: the attribute after the last one the item has, else before the first field
+/// that follows attributes in number order (known fields are written in that order, unknown
+/// ones, known numbers of another wire type included, last). Other bytes are copied as they are.
+fn without_ids(item: &[u8], m: M, drop: &[u32], flag: &str) -> WResult<Vec<u8>> {
+    let mut r = Rd::whole(item, m);
+    let mut fields: SmallVec<[(u32, bool, usize, usize); 16]> = SmallVec::new();
+    while !r.done() {
+        let start = r.pos();
+        let (f, wt) = r.tag()?;
+        r.skip(f, wt, 3)?;
+        let known = m.ty(f).is_some_and(|ty| ty.wire() == wt);
+        fields.push((f, known, start, r.pos()));
+    }
+    let last_attribute = fields
+        .iter()
+        .rposition(|&(f, known, ..)| known && f == LOG_RECORD_ATTRIBUTES);
+    let insert_before = match last_attribute {
+        Some(i) => i + 1,
+        None => fields
+            .iter()
+            .position(|&(f, known, ..)| !known || f > LOG_RECORD_ATTRIBUTES)
+            .unwrap_or(fields.len()),
+    };
+    let mut value = Vec::with_capacity(flag.len() + 8);
+    put_ld(&mut value, 0x0a, flag.as_bytes()); // KeyValue.key
+    put_ld(&mut value, 0x12, &[0x10, 0x01]); // KeyValue.value: AnyValue{bool_value: true}
+    let mut out = Vec::with_capacity(item.len() + ld_len(value.len()));
+    for (i, &(f, known, start, end)) in fields.iter().enumerate() {
+        if i == insert_before {
+            put_ld(&mut out, 0x32, &value);
+        }
+        if !(known && drop.contains(&f)) {
+            out.extend_from_slice(&item[start..end]);
+        }
+    }
+    if insert_before == fields.len() {
+        put_ld(&mut out, 0x32, &value);
+    }
+    Ok(out)
+}
+
 /// `id` when it is `N` bytes and not all zero (a valid OTLP trace id or span id).
 #[inline(always)]
 fn valid_id<const N: usize>(id: Option<&[u8]>) -> Option<&[u8; N]> {
@@ -340,6 +406,9 @@ pub(crate) struct SplitOut {
     pub(crate) rejected: u64,
     /// of `rejected`, the items with a valid trace id but no valid span id
     pub(crate) rejected_span_id: u64,
+    /// log records written without their malformed trace id (and span id) / span id
+    pub(crate) cleared_trace_id: u64,
+    pub(crate) cleared_span_id: u64,
 }
 
 /// The request `body` split by partition; items without a valid trace id go to `untraced`, or
@@ -362,6 +431,8 @@ pub(crate) fn split_body(
         total: 0,
         rejected: 0,
         rejected_span_id: 0,
+        cleared_trace_id: 0,
+        cleared_span_id: 0,
         scratch: Vec::new(),
     };
     s.request(body)
@@ -372,6 +443,8 @@ pub(crate) fn split_body(
         total: s.total,
         rejected: s.rejected,
         rejected_span_id: s.rejected_span_id,
+        cleared_trace_id: s.cleared_trace_id,
+        cleared_span_id: s.cleared_span_id,
     })
 }
 
@@ -504,6 +577,72 @@ mod tests {
         assert_eq!((out.total, out.rejected, out.rejected_span_id), (3, 0, 0));
         assert_eq!(out.parts.len(), 1);
         assert_eq!(out.parts[0].0, 1);
+    }
+
+    #[test]
+    fn log_records_lose_malformed_ids_and_are_flagged() {
+        let flag = |name: &str| {
+            let value = [ld(0x0a, name.as_bytes()), ld(0x12, &[0x10, 0x01])].concat();
+            ld(0x32, &value)
+        };
+        let attribute = ld(0x32, &ld(0x0a, b"k"));
+        let body_field = ld(0x2a, &ld(0x0a, b"x"));
+        let flags = [0x45, 1, 0, 0, 0]; // flags (8), fixed32
+                                        // LogRecord{body, [attributes], flags, trace_id, span_id, observed_time (11)}
+        let record = |attrs: &[u8], trace: &[u8], span: &[u8]| {
+            [
+                body_field.clone(),
+                attrs.to_vec(),
+                flags.to_vec(),
+                ld(0x4a, trace),
+                ld(0x52, span),
+                vec![0x59, 5, 0, 0, 0, 0, 0, 0, 0],
+            ]
+            .concat()
+        };
+        let observed = [0x59, 5, 0, 0, 0, 0, 0, 0, 0];
+        let cases: [(Vec<u8>, Vec<u8>); 3] = [
+            // a 15-byte trace id: both ids go, the flag after the attributes
+            (
+                record(&attribute, &[1; 15], &[1; 8]),
+                [
+                    body_field.clone(),
+                    attribute.clone(),
+                    flag("tether.invalid_trace_id"),
+                    flags.to_vec(),
+                    observed.to_vec(),
+                ]
+                .concat(),
+            ),
+            // a 7-byte span id, no attributes: the flag before flags (8)
+            (
+                record(&[], &trace_id(5), &[1; 7]),
+                [
+                    body_field.clone(),
+                    flag("tether.invalid_span_id"),
+                    flags.to_vec(),
+                    ld(0x4a, &trace_id(5)),
+                    observed.to_vec(),
+                ]
+                .concat(),
+            ),
+            // an all-zero 8-byte span id is valid OTLP: the record is copied as it is
+            (
+                record(&[], &trace_id(5), &[0; 8]),
+                record(&[], &trace_id(5), &[0; 8]),
+            ),
+        ];
+        for (i, (input, expected)) in cases.iter().enumerate() {
+            let scope_logs = [ld(0x0a, b""), ld(0x12, input)].concat();
+            let body = ld(0x0a, &ld(0x12, &scope_logs));
+            let out = split_body(&body, &LOGS_SHAPE, 4, Some(3)).unwrap();
+            let cleared = (out.cleared_trace_id, out.cleared_span_id);
+            assert_eq!(cleared, [(1, 0), (0, 1), (0, 0)][i], "case {i}");
+            let partition = if i == 0 { 3 } else { 1 };
+            let scope_logs = [ld(0x0a, b""), ld(0x12, expected)].concat();
+            let expected_body = ld(0x0a, &[ld(0x0a, b""), ld(0x12, &scope_logs)].concat());
+            assert_eq!(out.parts, vec![(partition, expected_body)], "case {i}");
+        }
     }
 
     #[test]
