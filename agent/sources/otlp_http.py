@@ -6,8 +6,9 @@ hex), optionally `Content-Encoding: gzip` or `deflate`. A request is answered on
 durable (acknowledged by Kafka or in the spool), with the Export*ServiceResponse in the request's
 encoding, carrying partial_success when some items were rejected (or, as a warning with none
 rejected, when log records lost malformed ids). A span's or log record's bad traceId / spanId in
-OTLP/JSON is judged like the same content in protobuf (otlp_http_body.py), not refused whole. Unknown JSON fields and enum
-names are ignored, as proto3 JSON parsers do for forward compatibility.
+OTLP/JSON is judged like the same content in protobuf (otlp_http_body.py), not refused whole.
+Unknown JSON fields and enum names are ignored, as proto3 JSON parsers do for forward
+compatibility.
 
 Failures carry a google.rpc.Status in the request's encoding (JSON when that is unknown):
 
