@@ -35,6 +35,7 @@ from tether.schemas.records import (
     is_valid_span_id,
     is_valid_trace_id,
     is_wellformed_span_id,
+    is_wellformed_trace_id,
     partition_for_trace,
 )
 
@@ -131,6 +132,8 @@ class SplitResult:
     rejected: int
     # of `rejected`, the items with a valid trace id but without the span id their shape requires
     rejected_span_id: int = field(default=0, kw_only=True)
+    # of `rejected`, spans with valid ids but a malformed parent_span_id or link id
+    rejected_related_id: int = field(default=0, kw_only=True)
     # log records kept without their malformed trace id (and span id) / span id, flagged
     cleared_trace_id: int = field(default=0, kw_only=True)
     cleared_span_id: int = field(default=0, kw_only=True)
@@ -162,7 +165,8 @@ def split_request(
 
     Items without a valid trace id go to `untraced_partition`, or are rejected when it is None
     (a span must have a trace id; a log record need not). Items of a shape that requires a span
-    id are rejected without a valid one (a span's document id is its trace id + span id).
+    id are rejected without a valid one (a span's document id is its trace id + span id), and
+    with a parent_span_id or a link id that no OTLP decoder accepts (_related_ids_wellformed).
 
     Items of a shape with optional ids (log records) that carry a malformed one keep going
     without it, so that every record is valid OTLP (the OpenTelemetry Collector refuses a whole
@@ -171,7 +175,7 @@ def split_request(
     flagged with a bool attribute (ATTR_INVALID_TRACE_ID / ATTR_INVALID_SPAN_ID).
     """
     grouped: dict[int, Request] = {}
-    rejected = rejected_span_id = cleared_trace_id = cleared_span_id = 0
+    rejected = rejected_span_id = rejected_related_id = cleared_trace_id = cleared_span_id = 0
     for resource_entry in getattr(request, shape.resources):
         for scope_entry in getattr(resource_entry, shape.scopes):
             by_partition: dict[int, list[Span | LogRecord]] = defaultdict(list)
@@ -180,6 +184,10 @@ def split_request(
                 if shape.span_id_required and trace_valid and not is_valid_span_id(item.span_id):
                     rejected += 1
                     rejected_span_id += 1
+                    continue
+                if trace_valid and isinstance(item, Span) and not _related_ids_wellformed(item):
+                    rejected += 1
+                    rejected_related_id += 1
                     continue
                 if not trace_valid and untraced_partition is None:
                     rejected += 1
@@ -208,8 +216,17 @@ def split_request(
         {p: r.SerializeToString() for p, r in grouped.items()},
         rejected,
         rejected_span_id=rejected_span_id,
+        rejected_related_id=rejected_related_id,
         cleared_trace_id=cleared_trace_id,
         cleared_span_id=cleared_span_id,
+    )
+
+
+def _related_ids_wellformed(span: Span) -> bool:
+    """The span's parent_span_id and its links' ids are empty or of their size: the OpenTelemetry
+    Collector's decoder refuses a whole request holding another length."""
+    return is_wellformed_span_id(span.parent_span_id) and all(
+        is_wellformed_trace_id(link.trace_id) and is_wellformed_span_id(link.span_id) for link in span.links
     )
 
 

@@ -10,8 +10,10 @@ reference, agent.encode.split_request. Both accept and refuse the same bodies:
   ResourceX.resource / scope_x / schema_url, ScopeX.scope / items / schema_url, the item's
   trace_id and span_id) raises ValueError instead of becoming an unknown field;
 - spans without a valid trace id, or with one but without a valid span id (8 bytes, not all
-  zero), are rejected and counted (`rejected`; the latter also in `rejected_span_id`); a log
-  record's span_id is optional;
+  zero), are rejected and counted (`rejected`; the latter also in `rejected_span_id`), and so
+  are spans with a parent_span_id or a link's span_id neither empty nor 8 bytes, or a link's
+  trace_id neither empty nor 16 bytes (also in `rejected_related_id`); a log record's span_id is
+  optional;
 - log records with a malformed trace id (neither empty nor valid) lose it and their span id,
   those with a span id neither empty nor 8 bytes lose that, and are flagged (an attribute) and
   counted (`cleared_trace_id`, `cleared_span_id`): every record written is valid OTLP;
@@ -57,8 +59,10 @@ def split_traces_bytes(body: bytes, partitions: int) -> CountedSplit:
     _check_partitions(partitions, 0)
     if _native is None:
         return reference_split_traces_bytes(body, partitions)
-    records, total, rejected, rejected_span_id = _native.split_traces(body, partitions)
-    return CountedSplit(records, rejected, total, rejected_span_id=rejected_span_id)
+    records, total, rejected, rejected_span_id, rejected_related_id = _native.split_traces(body, partitions)
+    return CountedSplit(
+        records, rejected, total, rejected_span_id=rejected_span_id, rejected_related_id=rejected_related_id
+    )
 
 
 def split_logs_bytes(body: bytes, partitions: int, untraced_partition: int) -> CountedSplit:
@@ -121,6 +125,7 @@ def _reference(
         split.rejected,
         total,
         rejected_span_id=split.rejected_span_id,
+        rejected_related_id=split.rejected_related_id,
         cleared_trace_id=split.cleared_trace_id,
         cleared_span_id=split.cleared_span_id,
     )

@@ -66,6 +66,11 @@ def is_valid_span_id(span_id: bytes) -> bool:
     return len(span_id) == SPAN_ID_BYTES and span_id != bytes(SPAN_ID_BYTES)
 
 
+def is_wellformed_trace_id(trace_id: bytes) -> bool:
+    """What OTLP decoders accept in a trace_id field: empty or 16 bytes."""
+    return len(trace_id) in (0, TRACE_ID_BYTES)
+
+
 def is_wellformed_span_id(span_id: bytes) -> bool:
     """What OTLP decoders accept in a span_id field: empty or 8 bytes (the OpenTelemetry
     Collector refuses a whole request holding another length)."""

@@ -118,6 +118,45 @@ async def test_json_and_protobuf_answer_alike_for_the_same_spans(otlp: Receivers
     assert json_sent == [(s.partition, s.value) for s in otlp.sink.sent[len(json_sent) :]]
 
 
+RELATED = "parent_span_id and a link's span_id must be empty or 8 bytes"
+BAD_RELATED: dict[str, dict[str, Any]] = {
+    "short parent span id": {"parentSpanId": "ab" * 7},
+    "parent span id not hex": {"parentSpanId": "not hex"},
+    "long link trace id": {"links": [{"traceId": "ab" * 17, "spanId": SPAN_ID.hex()}]},
+    "base64 link trace id": {"links": [{"traceId": "AQIDBAUGBwgJCgsMDQ4PEA==", "spanId": SPAN_ID.hex()}]},
+    "short link span id": {"links": [{"traceId": TRACE_ID.hex(), "spanId": "ab"}]},
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_RELATED))
+async def test_a_json_span_with_a_bad_parent_or_link_id_is_a_partial_success(
+    otlp: Receivers, name: str
+) -> None:
+    spans = [
+        {"traceId": TRACE_ID.hex(), "spanId": SPAN_ID.hex(), "name": "good"},
+        {"traceId": TRACE_ID.hex(), "spanId": "02" * 8, "name": "bad", **BAD_RELATED[name]},
+    ]
+    status, body = await _post(otlp, "/v1/traces", _json_spans(spans), JSON)
+    assert status == 200, body
+    partial = json_format.Parse(body, ExportTraceServiceResponse()).partial_success
+    assert partial.rejected_spans == 1 and RELATED in partial.error_message
+    assert set(delivered_spans(otlp.sink)) == {"good"}
+    labels = {"signal": "traces", "protocol": "http"}
+    assert otlp.count("otlp_rejected", reason="invalid_parent_or_link_id", **labels) == 1
+
+
+async def test_a_protobuf_span_with_a_bad_parent_id_is_a_partial_success(otlp: Receivers) -> None:
+    bad = span("bad")
+    bad.parent_span_id = b"\x01" * 7
+    status, body = await _post(
+        otlp, "/v1/traces", traces_request(span("good"), bad).SerializeToString(), PROTOBUF
+    )
+    assert status == 200, body
+    partial = ExportTraceServiceResponse.FromString(body).partial_success
+    assert partial.rejected_spans == 1 and RELATED in partial.error_message
+    assert set(delivered_spans(otlp.sink)) == {"good"}
+
+
 @pytest.mark.parametrize(
     "body",
     [b'{"resourceSpans": [', b'{"resourceSpans": {"x": 1}}', _json_spans([{"traceId": 12, "name": "x"}])],

@@ -141,7 +141,8 @@ def _span(rng: random.Random, traces: list[bytes]) -> Span:
     return Span(
         trace_id=_trace_id(rng, traces),
         span_id=_span_id(rng),
-        parent_span_id=rng.choice([b"", rng.randbytes(8)]),
+        # malformed now and then: the span is rejected (no OTLP decoder would take it)
+        parent_span_id=rng.randbytes(7) if rng.random() < 0.05 else rng.choice([b"", rng.randbytes(8)]),
         trace_state=rng.choice(["", "vendor=1"]),
         name=rng.choice(["GET /api/v1/orders", "db.query", ""]),
         kind=rng.choice([Span.SPAN_KIND_SERVER, Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_UNSPECIFIED]),
@@ -155,7 +156,10 @@ def _span(rng: random.Random, traces: list[bytes]) -> Span:
         ],
         links=[
             Span.Link(
-                trace_id=rng.choice(traces), span_id=rng.randbytes(8), attributes=_attributes(rng), flags=1
+                trace_id=rng.randbytes(15) if rng.random() < 0.05 else rng.choice([*traces, b""]),
+                span_id=rng.randbytes(9) if rng.random() < 0.05 else rng.choice([rng.randbytes(8), b""]),
+                attributes=_attributes(rng),
+                flags=1,
             )
             for _ in range(rng.randrange(2))
         ],
@@ -225,8 +229,16 @@ def logs_request(rng: random.Random, max_items: int = 25) -> ExportLogsServiceRe
 
 
 def _native_traces(body: bytes, partitions: int) -> CountedSplit:
-    records, total, rejected, rejected_span_id = tether_fastlog.split_traces(body, partitions)
-    return CountedSplit(dict(records), rejected, total, rejected_span_id=rejected_span_id)
+    records, total, rejected, rejected_span_id, rejected_related_id = tether_fastlog.split_traces(
+        body, partitions
+    )
+    return CountedSplit(
+        dict(records),
+        rejected,
+        total,
+        rejected_span_id=rejected_span_id,
+        rejected_related_id=rejected_related_id,
+    )
 
 
 def _native_logs(body: bytes, partitions: int, untraced: int) -> CountedSplit:
@@ -269,12 +281,14 @@ def _assert_same(
         native.total,
         native.rejected,
         native.rejected_span_id,
+        native.rejected_related_id,
         native.cleared_trace_id,
         native.cleared_span_id,
     ) == (
         reference.total,
         reference.rejected,
         reference.rejected_span_id,
+        reference.rejected_related_id,
         reference.cleared_trace_id,
         reference.cleared_span_id,
     )
@@ -305,6 +319,10 @@ def assert_valid_otlp_ids(item: Span | LogRecord) -> None:
     whole request otherwise): empty, or 16 bytes for a trace id, 8 for a span id."""
     assert len(item.trace_id) in (0, 16), item.trace_id.hex()
     assert len(item.span_id) in (0, 8), item.span_id.hex()
+    if isinstance(item, Span):
+        assert len(item.parent_span_id) in (0, 8), item.parent_span_id.hex()
+        for link in item.links:
+            assert len(link.trace_id) in (0, 16) and len(link.span_id) in (0, 8)
 
 
 def _flags(record: LogRecord) -> list[str]:
@@ -337,11 +355,21 @@ def test_traces_match_reference(seed: int) -> None:
     result = check_traces(body, partitions)
     assert result.total == len(_items(request))
     spans = _items(request)
+    related_ok = [
+        len(s.parent_span_id) in (0, 8)
+        and all(len(x.trace_id) in (0, 16) and len(x.span_id) in (0, 8) for x in s.links)
+        for s in spans
+    ]
     assert result.rejected == sum(
-        not (is_valid_trace_id(s.trace_id) and is_valid_span_id(s.span_id)) for s in spans
+        not (is_valid_trace_id(s.trace_id) and is_valid_span_id(s.span_id) and ok)
+        for s, ok in zip(spans, related_ok, strict=True)
     )
     assert result.rejected_span_id == sum(
         is_valid_trace_id(s.trace_id) and not is_valid_span_id(s.span_id) for s in spans
+    )
+    assert result.rejected_related_id == sum(
+        is_valid_trace_id(s.trace_id) and is_valid_span_id(s.span_id) and not ok
+        for s, ok in zip(spans, related_ok, strict=True)
     )
 
 
@@ -880,3 +908,37 @@ def test_a_log_span_id_of_another_wire_type_is_refused() -> None:
         _native_logs(body, 4, 0)
     with pytest.raises(ValueError, match="ExportLogsServiceRequest"):
         reference_split_logs_bytes(body, 4, 0)
+
+
+def test_spans_with_a_malformed_parent_or_link_id_are_rejected() -> None:
+    """A parent_span_id or a link's span_id neither empty nor 8 bytes, or a link's trace_id
+    neither empty nor 16 bytes: no OTLP decoder takes the span, so it is rejected."""
+    trace_id = b"\x01" * 15 + b"\x02"
+    link = Span.Link(trace_id=b"\x03" * 16, span_id=SPAN_ID)
+    spans = {
+        "7-byte parent": Span(parent_span_id=b"\x01" * 7),
+        "16-byte parent": Span(parent_span_id=b"\x01" * 16),
+        "15-byte link trace": Span(links=[link, Span.Link(trace_id=b"\x01" * 15, span_id=SPAN_ID)]),
+        "9-byte link span": Span(links=[Span.Link(trace_id=b"\x01" * 16, span_id=b"\x01" * 9)]),
+        "ok: root": Span(),
+        "ok: zero parent": Span(parent_span_id=bytes(8)),
+        "ok: links": Span(parent_span_id=SPAN_ID, links=[link, Span.Link()]),
+    }
+    for name, span in spans.items():
+        span.trace_id, span.span_id, span.name = trace_id, SPAN_ID, name
+    body = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans.values())])]
+    ).SerializeToString()
+    result = check_traces(body, 3)
+    assert (result.total, result.rejected, result.rejected_span_id, result.rejected_related_id) == (
+        7,
+        4,
+        0,
+        4,
+    )
+    (value,) = result.records.values()
+    assert [s.name for s in _items(ExportTraceServiceRequest.FromString(value))] == [
+        "ok: root",
+        "ok: zero parent",
+        "ok: links",
+    ]

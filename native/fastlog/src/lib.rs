@@ -245,8 +245,10 @@ fn split_to_py<'py>(
 }
 
 /// ExportTraceServiceRequest bytes -> ({partition: request bytes}, spans, rejected spans, of
-/// those the ones rejected for their span id). Spans without a valid trace id (16 bytes, not all
-/// zero) or else without a valid span id (8 bytes, not all zero) are rejected. Raises ValueError on
+/// those the ones rejected for their span id, and those rejected for their parent or a link id).
+/// Spans without a valid trace id (16 bytes, not all zero), or else without a valid span id
+/// (8 bytes, not all zero), or else with a parent_span_id or link id of another length than
+/// OTLP's, are rejected. Raises ValueError on
 /// bytes python protobuf would not decode, or with a wrong wire type for a field the split
 /// reads. The GIL is released while splitting.
 #[pyfunction]
@@ -254,9 +256,15 @@ fn split_traces<'py>(
     py: Python<'py>,
     body: &Bound<'py, PyBytes>,
     partitions: u64,
-) -> PyResult<(Bound<'py, PyDict>, u64, u64, u64)> {
+) -> PyResult<(Bound<'py, PyDict>, u64, u64, u64, u64)> {
     let (out, split) = split_to_py(py, body, &TRACES_SHAPE, partitions, None)?;
-    Ok((out, split.total, split.rejected, split.rejected_span_id))
+    Ok((
+        out,
+        split.total,
+        split.rejected,
+        split.rejected_span_id,
+        split.rejected_related_id,
+    ))
 }
 
 /// ExportLogsServiceRequest bytes -> ({partition: request bytes}, log records, records whose
@@ -409,8 +417,9 @@ fn tether_fastlog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // split_traces checks span ids (and returns 4 values); older builds lack this name
     m.add("SPLIT_TRACES_CHECKS_SPAN_IDS", true)?;
     m.add_function(wrap_pyfunction!(split_logs, m)?)?;
-    // split_logs clears malformed ids (and returns 4 values); older builds lack this name
-    m.add("SPLIT_LOGS_CLEARS_INVALID_IDS", true)?;
+    // every id written is valid OTLP: split_logs clears malformed ids (and returns 4 values),
+    // split_traces rejects malformed parent / link ids (and returns 5); older builds lack this
+    m.add("SPLIT_WRITES_VALID_IDS", true)?;
     m.add_function(wrap_pyfunction!(split_schema, m)?)?;
     m.add_function(wrap_pyfunction!(file_log_documents, m)?)?;
     m.add_function(wrap_pyfunction!(shared_constants, m)?)?;

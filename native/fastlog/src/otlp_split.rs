@@ -19,7 +19,9 @@
 //! nor 16 bytes and not all zero) or span id (neither empty nor 8 bytes) is written without it
 //! (a bad trace id takes the span id with it), flagged with a bool attribute, so that every
 //! record is valid OTLP (`without_ids`; the reference clears the fields and appends the
-//! attribute, and for a canonically encoded record the bytes are the same).
+//! attribute, and for a canonically encoded record the bytes are the same). For the same reason
+//! a span with a parent_span_id or a link id of another length than OTLP's is rejected
+//! (`related_ids_wellformed`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -101,6 +103,7 @@ struct Splitter<'a> {
     total: u64,
     rejected: u64,
     rejected_span_id: u64,
+    rejected_related_id: u64,
     cleared_trace_id: u64,
     cleared_span_id: u64,
     scratch: Vec<&'a [u8]>,
@@ -206,6 +209,11 @@ impl<'a> Splitter<'a> {
             if shape.span_id_required && trace.is_some() && valid_id::<8>(span_id).is_none() {
                 self.rejected += 1;
                 self.rejected_span_id += 1;
+                continue;
+            }
+            if shape.span_id_required && trace.is_some() && !related_ids_wellformed(item)? {
+                self.rejected += 1;
+                self.rejected_related_id += 1;
                 continue;
             }
             let partition = match trace {
@@ -330,6 +338,35 @@ impl<'a> Splitter<'a> {
     }
 }
 
+/// Whether a span's parent_span_id (4) and its links' (13) trace_id (1) and span_id (2) are
+/// empty or of their size, as the reference reads them: the last occurrence of each, fields of
+/// another wire type being unknown fields. The span was checked.
+fn related_ids_wellformed(span: &[u8]) -> WResult<bool> {
+    let mut r = Rd::whole(span, M::Span);
+    let mut parent_ok = true;
+    while !r.done() {
+        match r.tag()? {
+            (4, 2) => parent_ok = matches!(r.ld()?.len(), 0 | 8),
+            (13, 2) => {
+                let mut link = Rd::whole(r.ld()?, M::Link);
+                let (mut trace_ok, mut span_ok) = (true, true);
+                while !link.done() {
+                    match link.tag()? {
+                        (1, 2) => trace_ok = matches!(link.ld()?.len(), 0 | 16),
+                        (2, 2) => span_ok = matches!(link.ld()?.len(), 0 | 8),
+                        (f, wt) => link.skip(f, wt, 4)?,
+                    }
+                }
+                if !(trace_ok && span_ok) {
+                    return Ok(false);
+                }
+            }
+            (f, wt) => r.skip(f, wt, 3)?,
+        }
+    }
+    Ok(parent_ok)
+}
+
 /// Field number of a log record's attributes (KeyValue, repeated).
 const LOG_RECORD_ATTRIBUTES: u32 = 6;
 
@@ -406,6 +443,8 @@ pub(crate) struct SplitOut {
     pub(crate) rejected: u64,
     /// of `rejected`, the items with a valid trace id but no valid span id
     pub(crate) rejected_span_id: u64,
+    /// of `rejected`, spans with valid ids but a malformed parent_span_id or link id
+    pub(crate) rejected_related_id: u64,
     /// log records written without their malformed trace id (and span id) / span id
     pub(crate) cleared_trace_id: u64,
     pub(crate) cleared_span_id: u64,
@@ -431,6 +470,7 @@ pub(crate) fn split_body(
         total: 0,
         rejected: 0,
         rejected_span_id: 0,
+        rejected_related_id: 0,
         cleared_trace_id: 0,
         cleared_span_id: 0,
         scratch: Vec::new(),
@@ -443,6 +483,7 @@ pub(crate) fn split_body(
         total: s.total,
         rejected: s.rejected,
         rejected_span_id: s.rejected_span_id,
+        rejected_related_id: s.rejected_related_id,
         cleared_trace_id: s.cleared_trace_id,
         cleared_span_id: s.cleared_span_id,
     })
@@ -559,6 +600,35 @@ mod tests {
         let body = ld(0x0a, &resource_spans("svc", &[bad]));
         let e = split_body(&body, &TRACES_SHAPE, 4, None).err().unwrap();
         assert!(e.contains("field 2 (span_id) has wire type 0"), "{e}");
+    }
+
+    #[test]
+    fn spans_with_a_malformed_parent_or_link_id_are_rejected() {
+        let ok = span(&trace_id(1), "ok");
+        let link = |t: &[u8], s: &[u8]| ld(0x6a, &[ld(0x0a, t), ld(0x12, s)].concat());
+        let spans = [
+            [ok.clone(), ld(0x22, &[1; 7])].concat(), // parent_span_id (4)
+            [
+                ok.clone(),
+                link(&trace_id(2), &[1; 8]),
+                link(&[1; 15], &[1; 8]),
+            ]
+            .concat(),
+            [ok.clone(), link(&trace_id(2), &[1; 9])].concat(),
+            [ok.clone(), ld(0x22, &[1; 7]), ld(0x22, &[1; 8])].concat(), // the last one counts
+            [ok.clone(), link(&[], &[]), ld(0x22, &[0; 8])].concat(),
+        ];
+        let body = ld(0x0a, &resource_spans("svc", &spans));
+        let out = split_body(&body, &TRACES_SHAPE, 4, None).unwrap();
+        assert_eq!(
+            (out.total, out.rejected, out.rejected_related_id),
+            (5, 3, 3)
+        );
+        let kept = [spans[3].clone(), spans[4].clone()];
+        assert_eq!(
+            out.parts,
+            vec![(1, ld(0x0a, &resource_spans("svc", &kept)))]
+        );
     }
 
     #[test]
