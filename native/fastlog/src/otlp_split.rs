@@ -72,10 +72,21 @@ pub(crate) const LOGS_SHAPE: Shape = Shape {
     span_id_required: false,
 };
 
+/// Where an item's bytes are: in the request body as sent, or, rewritten, in
+/// `Splitter::rewritten` (a plain pair rather than a Cow: no drop glue, no branch per item).
+#[derive(Clone, Copy)]
+struct ItemAt {
+    start: usize,
+    len: usize,
+}
+
+/// The top bit of ItemAt::start: the bytes are in `rewritten`.
+const REWRITTEN: usize = 1 << (usize::BITS - 1);
+
 struct OutScope<'a> {
     scope: usize,
     schema_url: &'a [u8],
-    items: Vec<Cow<'a, [u8]>>,
+    items: Vec<ItemAt>,
     items_len: usize,
 }
 struct OutResource<'a> {
@@ -97,6 +108,9 @@ struct Splitter<'a> {
     untraced: Option<u64>,
     /// resource and scope payloads (several occurrences of the field are concatenated: merged)
     blobs: Vec<Cow<'a, [u8]>>,
+    /// the request body, and the log records written without malformed ids, back to back
+    body: &'a [u8],
+    rewritten: Vec<u8>,
     parts: Vec<Part<'a>>,
     part_of: HashMap<u64, usize, ahash::RandomState>,
     entries: usize,
@@ -226,18 +240,17 @@ impl<'a> Splitter<'a> {
                     }
                 },
             };
-            let item: Cow<'a, [u8]> = if shape.span_id_required {
-                Cow::Borrowed(item)
+            let item = if shape.span_id_required {
+                self.in_body(item)
             } else if trace.is_none() && trace_id.is_some_and(|t| !t.is_empty()) {
                 self.cleared_trace_id += 1;
                 let drop = [shape.trace_id, shape.span_id];
-                Cow::Owned(without_ids(item, shape.item, &drop, ATTR_INVALID_TRACE_ID)?)
+                self.rewrite(item, &drop, ATTR_INVALID_TRACE_ID)?
             } else if span_id.is_some_and(|s| !s.is_empty() && s.len() != 8) {
                 self.cleared_span_id += 1;
-                let drop = [shape.span_id];
-                Cow::Owned(without_ids(item, shape.item, &drop, ATTR_INVALID_SPAN_ID)?)
+                self.rewrite(item, &[shape.span_id], ATTR_INVALID_SPAN_ID)?
             } else {
-                Cow::Borrowed(item)
+                self.in_body(item)
             };
             let index = match self.part_of.get(&partition) {
                 Some(&i) => i,
@@ -291,11 +304,37 @@ impl<'a> Splitter<'a> {
                 .scopes
                 .last_mut()
                 .unwrap();
-            out.items_len += ld_len(item.len());
+            out.items_len += ld_len(item.len);
             out.items.push(item);
         }
         self.scratch = items;
         Ok(())
+    }
+
+    fn in_body(&self, item: &'a [u8]) -> ItemAt {
+        let start = item.as_ptr() as usize - self.body.as_ptr() as usize;
+        ItemAt {
+            start,
+            len: item.len(),
+        }
+    }
+
+    fn rewrite(&mut self, item: &[u8], drop: &[u32], flag: &str) -> WResult<ItemAt> {
+        let start = self.rewritten.len();
+        without_ids(item, self.shape.item, drop, flag, &mut self.rewritten)?;
+        Ok(ItemAt {
+            start: start | REWRITTEN,
+            len: self.rewritten.len() - start,
+        })
+    }
+
+    fn bytes(&self, item: ItemAt) -> &[u8] {
+        if item.start & REWRITTEN == 0 {
+            &self.body[item.start..item.start + item.len]
+        } else {
+            let start = item.start & !REWRITTEN;
+            &self.rewritten[start..start + item.len]
+        }
     }
 
     fn scope_len(&self, s: &OutScope) -> usize {
@@ -326,8 +365,8 @@ impl<'a> Splitter<'a> {
                 out.push(0x12);
                 put_varint(&mut out, self.scope_len(s) as u64);
                 put_ld(&mut out, 0x0a, &self.blobs[s.scope]);
-                for item in &s.items {
-                    put_ld(&mut out, 0x12, item);
+                for &item in &s.items {
+                    put_ld(&mut out, 0x12, self.bytes(item));
                 }
                 put_url(&mut out, s.schema_url);
             }
@@ -370,12 +409,12 @@ fn related_ids_wellformed(span: &[u8]) -> WResult<bool> {
 /// Field number of a log record's attributes (KeyValue, repeated).
 const LOG_RECORD_ATTRIBUTES: u32 = 6;
 
-/// `item` (a message of type `m`, checked) without the fields `drop` and with a bool attribute
+/// Appends to `out` `item` (a message of type `m`, checked) without the fields `drop` and with a bool attribute
 /// `flag` = true appended, as the reference writes it after clearing the fields and appending
 /// the attribute: the attribute after the last one the item has, else before the first field
 /// that follows attributes in number order (known fields are written in that order, unknown
 /// ones, known numbers of another wire type included, last). Other bytes are copied as they are.
-fn without_ids(item: &[u8], m: M, drop: &[u32], flag: &str) -> WResult<Vec<u8>> {
+fn without_ids(item: &[u8], m: M, drop: &[u32], flag: &str, out: &mut Vec<u8>) -> WResult<()> {
     let mut r = Rd::whole(item, m);
     let mut fields: SmallVec<[(u32, bool, usize, usize); 16]> = SmallVec::new();
     while !r.done() {
@@ -398,19 +437,19 @@ fn without_ids(item: &[u8], m: M, drop: &[u32], flag: &str) -> WResult<Vec<u8>> 
     let mut value = Vec::with_capacity(flag.len() + 8);
     put_ld(&mut value, 0x0a, flag.as_bytes()); // KeyValue.key
     put_ld(&mut value, 0x12, &[0x10, 0x01]); // KeyValue.value: AnyValue{bool_value: true}
-    let mut out = Vec::with_capacity(item.len() + ld_len(value.len()));
+    out.reserve(item.len() + ld_len(value.len()));
     for (i, &(f, known, start, end)) in fields.iter().enumerate() {
         if i == insert_before {
-            put_ld(&mut out, 0x32, &value);
+            put_ld(out, 0x32, &value);
         }
         if !(known && drop.contains(&f)) {
             out.extend_from_slice(&item[start..end]);
         }
     }
     if insert_before == fields.len() {
-        put_ld(&mut out, 0x32, &value);
+        put_ld(out, 0x32, &value);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `id` when it is `N` bytes and not all zero (a valid OTLP trace id or span id).
@@ -464,6 +503,8 @@ pub(crate) fn split_body(
         partitions,
         untraced,
         blobs: Vec::new(),
+        body,
+        rewritten: Vec::new(),
         parts: Vec::new(),
         part_of: HashMap::default(),
         entries: 0,
