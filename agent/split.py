@@ -8,7 +8,8 @@ reference, agent.encode.split_request. Both accept and refuse the same bodies:
   nesting deeper than 100 included), so nothing the collector cannot decode reaches Kafka;
 - stricter than the decoder: a wrong wire type for a field the split reads (request.resource_x,
   ResourceX.resource / scope_x / schema_url, ScopeX.scope / items / schema_url, the item's
-  trace_id and span_id) raises ValueError instead of becoming an unknown field;
+  trace_id and span_id, a span's parent_span_id and links) raises ValueError instead of becoming
+  an unknown field;
 - spans without a valid trace id, or with one but without a valid span id (8 bytes, not all
   zero), are rejected and counted (`rejected`; the latter also in `rejected_span_id`), and so
   are spans with a parent_span_id or a link's span_id neither empty nor 8 bytes, or a link's
@@ -79,7 +80,7 @@ def split_logs_bytes(body: bytes, partitions: int, untraced_partition: int) -> C
 
 def reference_split_traces_bytes(body: bytes, partitions: int) -> CountedSplit:
     _check_partitions(partitions, 0)
-    return _reference(ExportTraceServiceRequest(), body, TRACES, partitions, None, id_fields={1, 2})
+    return _reference(ExportTraceServiceRequest(), body, TRACES, partitions, None, id_fields={1, 2, 4, 13})
 
 
 def reference_split_logs_bytes(body: bytes, partitions: int, untraced_partition: int) -> CountedSplit:

@@ -673,6 +673,8 @@ MALFORMED_TRACES = {
     "trace_id as fixed64": _ld(0x0A, _ld(0x12, _ld(0x12, b"\x09" + bytes(8)))),
     "span_id as varint": _ld(0x0A, _ld(0x12, _ld(0x12, _ld(0x0A, b"\x01" * 16) + b"\x10\x01"))),
     "span_id as fixed64": _ld(0x0A, _ld(0x12, _ld(0x12, _ld(0x0A, b"\x01" * 16) + b"\x11" + bytes(8)))),
+    "parent_span_id as varint": _ld(0x0A, _ld(0x12, _ld(0x12, _SPAN + b"\x20\x01"))),
+    "links as fixed32": _ld(0x0A, _ld(0x12, _ld(0x12, _SPAN + b"\x6d" + bytes(4)))),
     "truncated span": _ld(0x0A, _ld(0x12, _ld(0x12, _SPAN[:-2]))),
     "span name invalid utf-8": _ld(0x0A, _ld(0x12, _ld(0x12, _ld(0x0A, b"\x01" * 16) + _ld(0x2A, b"\xff")))),
     "attribute key surrogate": _ld(0x0A, _ld(0x12, _ld(0x12, _ld(0x4A, _ld(0x0A, b"\xed\xa0\x80"))))),

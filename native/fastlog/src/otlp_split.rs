@@ -42,7 +42,8 @@ fn check_utf8(r: &Rd, start: usize, v: &[u8]) -> WResult<()> {
 
 /// Which messages make a request of one signal, the item's trace_id and span_id fields, and
 /// whether the item must have a valid span id (8 bytes, not all zero: rejected without one) or
-/// its ids are optional (malformed ones are cleared).
+/// its ids are optional (malformed ones are cleared); for spans, the parent_span_id and links
+/// fields (0 for none).
 pub(crate) struct Shape {
     request: M,
     resource_x: M,
@@ -51,6 +52,8 @@ pub(crate) struct Shape {
     trace_id: u32,
     span_id: u32,
     span_id_required: bool,
+    parent_span_id: u32,
+    links: u32,
 }
 
 pub(crate) const TRACES_SHAPE: Shape = Shape {
@@ -61,6 +64,8 @@ pub(crate) const TRACES_SHAPE: Shape = Shape {
     trace_id: 1,
     span_id: 2,
     span_id_required: true,
+    parent_span_id: 4,
+    links: 13,
 };
 pub(crate) const LOGS_SHAPE: Shape = Shape {
     request: M::LogsRequest,
@@ -70,6 +75,8 @@ pub(crate) const LOGS_SHAPE: Shape = Shape {
     trace_id: 9,
     span_id: 10,
     span_id_required: false,
+    parent_span_id: 0,
+    links: 0,
 };
 
 /// Where an item's bytes are: in the request body as sent, or, rewritten, in
@@ -211,12 +218,17 @@ impl<'a> Splitter<'a> {
         let entry = self.entries;
         for &item in &items {
             let shape = self.shape;
-            let [trace_id, span_id] = check(
+            let [trace_id, span_id, parent_span_id, last_link] = check(
                 item,
                 self.origin,
                 shape.item,
                 3,
-                [shape.trace_id, shape.span_id],
+                [
+                    shape.trace_id,
+                    shape.span_id,
+                    shape.parent_span_id,
+                    shape.links,
+                ],
             )?;
             self.total += 1;
             let trace = valid_id::<16>(trace_id);
@@ -225,7 +237,11 @@ impl<'a> Splitter<'a> {
                 self.rejected_span_id += 1;
                 continue;
             }
-            if shape.span_id_required && trace.is_some() && !related_ids_wellformed(item)? {
+            if shape.span_id_required
+                && trace.is_some()
+                && !(parent_span_id.is_none_or(|p| matches!(p.len(), 0 | 8))
+                    && (last_link.is_none() || links_wellformed(item)?))
+            {
                 self.rejected += 1;
                 self.rejected_related_id += 1;
                 continue;
@@ -377,15 +393,13 @@ impl<'a> Splitter<'a> {
     }
 }
 
-/// Whether a span's parent_span_id (4) and its links' (13) trace_id (1) and span_id (2) are
-/// empty or of their size, as the reference reads them: the last occurrence of each, fields of
-/// another wire type being unknown fields. The span was checked.
-fn related_ids_wellformed(span: &[u8]) -> WResult<bool> {
+/// Whether the trace_id (1) and span_id (2) of a span's links (13) are empty or of their size,
+/// as the reference reads them: the last occurrence of each, fields of another wire type being
+/// unknown fields. The span was checked; it is walked only when it has links.
+fn links_wellformed(span: &[u8]) -> WResult<bool> {
     let mut r = Rd::whole(span, M::Span);
-    let mut parent_ok = true;
     while !r.done() {
         match r.tag()? {
-            (4, 2) => parent_ok = matches!(r.ld()?.len(), 0 | 8),
             (13, 2) => {
                 let mut link = Rd::whole(r.ld()?, M::Link);
                 let (mut trace_ok, mut span_ok) = (true, true);
@@ -403,7 +417,7 @@ fn related_ids_wellformed(span: &[u8]) -> WResult<bool> {
             (f, wt) => r.skip(f, wt, 3)?,
         }
     }
-    Ok(parent_ok)
+    Ok(true)
 }
 
 /// Field number of a log record's attributes (KeyValue, repeated).
