@@ -21,6 +21,10 @@ reference, agent.encode.split_request. Both accept and refuse the same bodies:
 - unknown fields of the request, ResourceX and ScopeX are dropped; those inside resources,
   scopes and items are kept.
 
+A known gap of the native path: it copies items as sent, so an item that repeats an id field
+(no encoder does) keeps the earlier occurrences, which the reference drops on re-encoding; an
+earlier one of a malformed length makes the record one the OpenTelemetry Collector refuses.
+
 One difference: the native path groups consecutive items under one ResourceX / ScopeX when
 their resource / scope *bytes* are equal, the reference when the *messages* are equal. They
 agree for any canonical encoder; otherwise the native output may repeat a resource, with the
