@@ -17,12 +17,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tether.agent.parse import ParsedLine
 from tether.schemas.records import (
     ATTR_AGENT_ID,
     ATTR_FILE_FINGERPRINT,
     ATTR_FILE_PATH,
+    ATTR_INVALID_SPAN_ID,
+    ATTR_INVALID_TRACE_ID,
     ATTR_INVALID_UTF8,
     ATTR_PARSE_ERROR,
     ATTR_RECORD_OFFSET,
@@ -31,6 +34,8 @@ from tether.schemas.records import (
     FILE_SCOPE,
     is_valid_span_id,
     is_valid_trace_id,
+    is_wellformed_span_id,
+    is_wellformed_trace_id,
     partition_for_trace,
 )
 
@@ -127,12 +132,18 @@ class SplitResult:
     rejected: int
     # of `rejected`, the items with a valid trace id but without the span id their shape requires
     rejected_span_id: int = field(default=0, kw_only=True)
+    # of `rejected`, spans with valid ids but a malformed parent_span_id or link id
+    rejected_related_id: int = field(default=0, kw_only=True)
+    # log records kept without their malformed trace id (and span id) / span id, flagged
+    cleared_trace_id: int = field(default=0, kw_only=True)
+    cleared_span_id: int = field(default=0, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class OtlpShape:
     """Field names of an OTLP export request: request.<resources>[].<scopes>[].<items>[], and
-    whether an item must have a valid span id (spans) or not (log records)."""
+    whether an item must have a valid span id (spans: rejected without one) or not (log records:
+    their malformed ids are cleared instead)."""
 
     resources: str
     scopes: str
@@ -144,6 +155,7 @@ TRACES = OtlpShape("resource_spans", "scope_spans", "spans", span_id_required=Tr
 LOGS = OtlpShape("resource_logs", "scope_logs", "log_records", span_id_required=False)
 
 Request = TypeVar("Request", ExportTraceServiceRequest, ExportLogsServiceRequest)
+Item = TypeVar("Item", Span, LogRecord)
 
 
 def split_request(
@@ -153,29 +165,45 @@ def split_request(
 
     Items without a valid trace id go to `untraced_partition`, or are rejected when it is None
     (a span must have a trace id; a log record need not). Items of a shape that requires a span
-    id are rejected without a valid one (a span's document id is its trace id + span id).
+    id are rejected without a valid one (a span's document id is its trace id + span id), and
+    with a parent_span_id or a link id that no OTLP decoder accepts (_related_ids_wellformed).
+
+    Items of a shape with optional ids (log records) that carry a malformed one keep going
+    without it, so that every record is valid OTLP (the OpenTelemetry Collector refuses a whole
+    request with one bad id): a trace id that is neither empty nor valid is cleared with the span
+    id (the record is then untraced), a span id neither empty nor 8 bytes is cleared; each is
+    flagged with a bool attribute (ATTR_INVALID_TRACE_ID / ATTR_INVALID_SPAN_ID).
     """
     grouped: dict[int, Request] = {}
-    rejected = rejected_span_id = 0
+    rejected = rejected_span_id = rejected_related_id = cleared_trace_id = cleared_span_id = 0
     for resource_entry in getattr(request, shape.resources):
         for scope_entry in getattr(resource_entry, shape.scopes):
-            items = getattr(scope_entry, shape.items)
-            by_partition: dict[int, list[int]] = defaultdict(list)
-            for index, item in enumerate(items):
-                if (
-                    shape.span_id_required
-                    and not is_valid_span_id(item.span_id)
-                    and is_valid_trace_id(item.trace_id)
-                ):
+            by_partition: dict[int, list[Span | LogRecord]] = defaultdict(list)
+            for item in getattr(scope_entry, shape.items):
+                trace_valid = is_valid_trace_id(item.trace_id)
+                if shape.span_id_required and trace_valid and not is_valid_span_id(item.span_id):
                     rejected += 1
                     rejected_span_id += 1
-                elif is_valid_trace_id(item.trace_id):
-                    by_partition[partition_for_trace(item.trace_id, partitions)].append(index)
-                elif untraced_partition is not None:
-                    by_partition[untraced_partition].append(index)
-                else:
+                    continue
+                if trace_valid and isinstance(item, Span) and not _related_ids_wellformed(item):
                     rejected += 1
-            for partition, indices in by_partition.items():
+                    rejected_related_id += 1
+                    continue
+                if not trace_valid and untraced_partition is None:
+                    rejected += 1
+                    continue
+                if not shape.span_id_required and item.trace_id and not trace_valid:
+                    item = _without_ids(item, ATTR_INVALID_TRACE_ID, "trace_id", "span_id")
+                    cleared_trace_id += 1
+                elif not shape.span_id_required and not is_wellformed_span_id(item.span_id):
+                    item = _without_ids(item, ATTR_INVALID_SPAN_ID, "span_id")
+                    cleared_span_id += 1
+                partition = (
+                    partition_for_trace(item.trace_id, partitions) if trace_valid else untraced_partition
+                )
+                assert partition is not None  # rejected above
+                by_partition[partition].append(item)
+            for partition, kept in by_partition.items():
                 target = grouped.setdefault(partition, type(request)())
                 resources = getattr(target, shape.resources)
                 if not resources or resources[-1].resource != resource_entry.resource:
@@ -183,7 +211,30 @@ def split_request(
                 scopes = getattr(resources[-1], shape.scopes)
                 if not scopes or scopes[-1].scope != scope_entry.scope:
                     scopes.add(scope=scope_entry.scope, schema_url=scope_entry.schema_url)
-                getattr(scopes[-1], shape.items).extend(items[i] for i in indices)
+                getattr(scopes[-1], shape.items).extend(kept)
     return SplitResult(
-        {p: r.SerializeToString() for p, r in grouped.items()}, rejected, rejected_span_id=rejected_span_id
+        {p: r.SerializeToString() for p, r in grouped.items()},
+        rejected,
+        rejected_span_id=rejected_span_id,
+        rejected_related_id=rejected_related_id,
+        cleared_trace_id=cleared_trace_id,
+        cleared_span_id=cleared_span_id,
     )
+
+
+def _related_ids_wellformed(span: Span) -> bool:
+    """The span's parent_span_id and its links' ids are empty or of their size: the OpenTelemetry
+    Collector's decoder refuses a whole request holding another length."""
+    return is_wellformed_span_id(span.parent_span_id) and all(
+        is_wellformed_trace_id(link.trace_id) and is_wellformed_span_id(link.span_id) for link in span.links
+    )
+
+
+def _without_ids(item: Item, flag: str, *id_fields: str) -> Item:
+    """A copy of `item` without `id_fields`, flagged `flag` = true (the request is left as it is)."""
+    copy = type(item)()
+    copy.CopyFrom(item)
+    for name in id_fields:
+        copy.ClearField(name)  # type: ignore[arg-type]
+    copy.attributes.append(KeyValue(key=flag, value=AnyValue(bool_value=True)))
+    return copy

@@ -28,6 +28,12 @@ class AgentMetrics:
         self.otlp_rejected = Counter(
             f"{p}otlp_rejected", "Spans or log records rejected", ["signal", "protocol", "reason"], registry=r
         )
+        self.otlp_invalid_ids = Counter(
+            f"{p}otlp_invalid_ids",
+            "Log records received over OTLP with a malformed id, kept without it (flagged)",
+            ["signal", "protocol", "field"],
+            registry=r,
+        )
         self.otlp_requests = Counter(
             f"{p}otlp_requests", "OTLP requests by outcome", ["signal", "protocol", "outcome"], registry=r
         )

@@ -8,12 +8,22 @@ reference, agent.encode.split_request. Both accept and refuse the same bodies:
   nesting deeper than 100 included), so nothing the collector cannot decode reaches Kafka;
 - stricter than the decoder: a wrong wire type for a field the split reads (request.resource_x,
   ResourceX.resource / scope_x / schema_url, ScopeX.scope / items / schema_url, the item's
-  trace_id, a span's span_id) raises ValueError instead of becoming an unknown field;
+  trace_id and span_id, a span's parent_span_id and links) raises ValueError instead of becoming
+  an unknown field;
 - spans without a valid trace id, or with one but without a valid span id (8 bytes, not all
-  zero), are rejected and counted (`rejected`; the latter also in `rejected_span_id`); a log
-  record's span_id is optional;
+  zero), are rejected and counted (`rejected`; the latter also in `rejected_span_id`), and so
+  are spans with a parent_span_id or a link's span_id neither empty nor 8 bytes, or a link's
+  trace_id neither empty nor 16 bytes (also in `rejected_related_id`); a log record's span_id is
+  optional;
+- log records with a malformed trace id (neither empty nor valid) lose it and their span id,
+  those with a span id neither empty nor 8 bytes lose that, and are flagged (an attribute) and
+  counted (`cleared_trace_id`, `cleared_span_id`): every record written is valid OTLP;
 - unknown fields of the request, ResourceX and ScopeX are dropped; those inside resources,
   scopes and items are kept.
+
+A known gap of the native path: it copies items as sent, so an item that repeats an id field
+(no encoder does) keeps the earlier occurrences, which the reference drops on re-encoding; an
+earlier one of a malformed length makes the record one the OpenTelemetry Collector refuses.
 
 One difference: the native path groups consecutive items under one ResourceX / ScopeX when
 their resource / scope *bytes* are equal, the reference when the *messages* are equal. They
@@ -54,27 +64,34 @@ def split_traces_bytes(body: bytes, partitions: int) -> CountedSplit:
     _check_partitions(partitions, 0)
     if _native is None:
         return reference_split_traces_bytes(body, partitions)
-    records, total, rejected, rejected_span_id = _native.split_traces(body, partitions)
-    return CountedSplit(records, rejected, total, rejected_span_id=rejected_span_id)
+    records, total, rejected, rejected_span_id, rejected_related_id = _native.split_traces(body, partitions)
+    return CountedSplit(
+        records, rejected, total, rejected_span_id=rejected_span_id, rejected_related_id=rejected_related_id
+    )
 
 
 def split_logs_bytes(body: bytes, partitions: int, untraced_partition: int) -> CountedSplit:
-    """Log records without a valid trace id go to `untraced_partition`."""
+    """Log records without a valid trace id go to `untraced_partition`; malformed ids are
+    cleared (counted)."""
     _check_partitions(partitions, untraced_partition)
     if _native is None:
         return reference_split_logs_bytes(body, partitions, untraced_partition)
-    records, total = _native.split_logs(body, partitions, untraced_partition)
-    return CountedSplit(records, 0, total)
+    records, total, cleared_trace_id, cleared_span_id = _native.split_logs(
+        body, partitions, untraced_partition
+    )
+    return CountedSplit(records, 0, total, cleared_trace_id=cleared_trace_id, cleared_span_id=cleared_span_id)
 
 
 def reference_split_traces_bytes(body: bytes, partitions: int) -> CountedSplit:
     _check_partitions(partitions, 0)
-    return _reference(ExportTraceServiceRequest(), body, TRACES, partitions, None, id_fields={1, 2})
+    return _reference(ExportTraceServiceRequest(), body, TRACES, partitions, None, id_fields={1, 2, 4, 13})
 
 
 def reference_split_logs_bytes(body: bytes, partitions: int, untraced_partition: int) -> CountedSplit:
     _check_partitions(partitions, untraced_partition)
-    return _reference(ExportLogsServiceRequest(), body, LOGS, partitions, untraced_partition, id_fields={9})
+    return _reference(
+        ExportLogsServiceRequest(), body, LOGS, partitions, untraced_partition, id_fields={9, 10}
+    )
 
 
 def _check_partitions(partitions: int, untraced_partition: int) -> None:
@@ -108,7 +125,15 @@ def _reference(
             for item in items:
                 _wire_types(item, kind, "item", id_fields)
     split = split_request(request, shape, partitions, untraced_partition)
-    return CountedSplit(split.records, split.rejected, total, rejected_span_id=split.rejected_span_id)
+    return CountedSplit(
+        split.records,
+        split.rejected,
+        total,
+        rejected_span_id=split.rejected_span_id,
+        rejected_related_id=split.rejected_related_id,
+        cleared_trace_id=split.cleared_trace_id,
+        cleared_span_id=split.cleared_span_id,
+    )
 
 
 def _wire_types(message: ProtoMessage, kind: str, where: str, numbers: set[int]) -> None:

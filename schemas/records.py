@@ -35,6 +35,10 @@ ATTR_RECORD_ID: Final = "log.record.uid"  # deterministic: agent id, file finger
 ATTR_PARSE_ERROR: Final = "tether.parse_error"  # the line was not a JSON object
 ATTR_TRUNCATED: Final = "tether.truncated"  # the line was longer than max_line_bytes and cut there
 ATTR_INVALID_UTF8: Final = "tether.invalid_utf8"  # invalid bytes were replaced by U+FFFD
+# Set on OTLP log records whose malformed ids the agent cleared (bool true): a trace id that is
+# not empty and not valid (its span id is cleared with it), or a span id neither empty nor 8 bytes.
+ATTR_INVALID_TRACE_ID: Final = "tether.invalid_trace_id"
+ATTR_INVALID_SPAN_ID: Final = "tether.invalid_span_id"
 # Resource attributes set by the agent.
 ATTR_SERVICE_NAME: Final = "service.name"
 ATTR_AGENT_ID: Final = "tether.agent.id"
@@ -60,6 +64,17 @@ def is_valid_trace_id(trace_id: bytes) -> bool:
 def is_valid_span_id(span_id: bytes) -> bool:
     """What OTLP requires of a span's span_id (a log record's is optional)."""
     return len(span_id) == SPAN_ID_BYTES and span_id != bytes(SPAN_ID_BYTES)
+
+
+def is_wellformed_trace_id(trace_id: bytes) -> bool:
+    """What OTLP decoders accept in a trace_id field: empty or 16 bytes."""
+    return len(trace_id) in (0, TRACE_ID_BYTES)
+
+
+def is_wellformed_span_id(span_id: bytes) -> bool:
+    """What OTLP decoders accept in a span_id field: empty or 8 bytes (the OpenTelemetry
+    Collector refuses a whole request holding another length)."""
+    return len(span_id) in (0, SPAN_ID_BYTES)
 
 
 def record_id(agent_id: str, file_fingerprint: str, offset: int) -> str:

@@ -32,7 +32,14 @@ COLLECTOR_PATHS: Final[tuple[Path, ...]] = ("log_documents",)
 # What each path needs from the extension (an older build lacks the newer names).
 _NEEDS: Final[dict[Path, tuple[str, ...]]] = {
     "file_lines": ("encode_chunk", "FieldMapping"),
-    "otlp_split": ("split_traces", "split_logs", "SPLIT_TRACES_CHECKS_SPAN_IDS"),
+    # split_logs returning the cleared ids' counts (4 values) and split_traces the spans rejected
+    # for a parent or link id (5) came with SPLIT_WRITES_VALID_IDS
+    "otlp_split": (
+        "split_traces",
+        "split_logs",
+        "SPLIT_TRACES_CHECKS_SPAN_IDS",
+        "SPLIT_WRITES_VALID_IDS",
+    ),
     "log_documents": ("file_log_documents", "FieldMapping"),
 }
 

@@ -64,13 +64,17 @@ class OtlpIngest:
             raise InvalidRequestError(
                 f"the body is not a valid ExportTraceServiceRequest (protobuf): {error}"
             ) from error
-        invalid_trace_id = split.rejected - split.rejected_span_id
-        rejected = {"invalid_trace_id": invalid_trace_id, "invalid_span_id": split.rejected_span_id}
+        invalid_trace_id = split.rejected - split.rejected_span_id - split.rejected_related_id
+        rejected = {
+            "invalid_trace_id": invalid_trace_id,
+            "invalid_span_id": split.rejected_span_id,
+            "invalid_parent_or_link_id": split.rejected_related_id,
+        }
         return await self._deliver(
             Batch("spans", split.records, split.total - split.rejected),
             transport,
             {reason: count for reason, count in rejected.items() if count},
-            _rejected_spans_message(invalid_trace_id, split.rejected_span_id),
+            _rejected_spans_message(invalid_trace_id, split.rejected_span_id, split.rejected_related_id),
         )
 
     async def logs(self, body: bytes, transport: Transport) -> Accepted:
@@ -81,7 +85,14 @@ class OtlpIngest:
             raise InvalidRequestError(
                 f"the body is not a valid ExportLogsServiceRequest (protobuf): {error}"
             ) from error
-        return await self._deliver(Batch("logs", split.records, split.total), transport, {}, "")
+        warning = _cleared_ids_message(split.cleared_trace_id, split.cleared_span_id)
+        accepted = await self._deliver(Batch("logs", split.records, split.total), transport, {}, warning)
+        # Kept without their malformed ids (a record attribute flags them): counted once accepted,
+        # not rejected.
+        for field, count in (("trace_id", split.cleared_trace_id), ("span_id", split.cleared_span_id)):
+            if count:
+                self.metrics.otlp_invalid_ids.labels("logs", transport, field).inc(count)
+        return accepted
 
     async def _deliver(
         self, batch: Batch, transport: Transport, rejections: dict[str, int], message: str
@@ -107,17 +118,40 @@ class OtlpIngest:
         return Accepted(batch.items, rejected, message)
 
 
-def _rejected_spans_message(invalid_trace_id: int, invalid_span_id: int) -> str:
-    """The partial success's error_message: what was wrong, with how many spans when both were."""
+def _cleared_ids_message(cleared_trace_id: int, cleared_span_id: int) -> str:
+    """The partial success's error_message when no log record was rejected but some lost a
+    malformed id: OTLP lets a server warn that way (rejected_log_records 0)."""
+    parts = []
+    if cleared_trace_id:
+        parts.append(
+            f"{cleared_trace_id} log record(s) kept without their trace_id and span_id: "
+            "trace_id must be empty or 16 bytes and not all zero"
+        )
+    if cleared_span_id:
+        parts.append(
+            f"{cleared_span_id} log record(s) kept without their span_id: span_id must be empty or 8 bytes"
+        )
+    return "; ".join(parts)
+
+
+def _rejected_spans_message(invalid_trace_id: int, invalid_span_id: int, invalid_related_id: int = 0) -> str:
+    """The partial success's error_message: what was wrong, with how many spans when several were."""
     reasons = []
     if invalid_trace_id:
         reasons.append(("trace_id must be 16 bytes and not all zero", invalid_trace_id))
     if invalid_span_id:
         reasons.append(("span_id must be 8 bytes and not all zero", invalid_span_id))
+    if invalid_related_id:
+        reasons.append(
+            (
+                "parent_span_id and a link's span_id must be empty or 8 bytes, a link's trace_id "
+                "empty or 16 bytes",
+                invalid_related_id,
+            )
+        )
+    total = invalid_trace_id + invalid_span_id + invalid_related_id
     if not reasons:
         return ""
     if len(reasons) == 1:
-        return f"{invalid_trace_id + invalid_span_id} span(s) rejected: {reasons[0][0]}"
-    return f"{invalid_trace_id + invalid_span_id} span(s) rejected: " + "; ".join(
-        f"{rule} ({count} span(s))" for rule, count in reasons
-    )
+        return f"{total} span(s) rejected: {reasons[0][0]}"
+    return f"{total} span(s) rejected: " + "; ".join(f"{rule} ({count} span(s))" for rule, count in reasons)

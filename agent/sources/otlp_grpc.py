@@ -6,15 +6,18 @@ not registered: gRPC answers its calls with UNIMPLEMENTED.
 
 A request over otlp.max_request_bytes (its size once decompressed) gets RESOURCE_EXHAUSTED naming the
 limit and is counted as "too_large". grpcio's own receive limit is set above ours (see
-_grpc_receive_limit) so that such requests reach the handler, where they are refused and counted;
-grpcio still refuses, uncounted and with its own message, those over its limit, which bounds the
-memory one request can take.
+_grpc_receive_limit) so that such requests reach the handler, where they are refused with that
+message; grpcio still refuses those over its limit itself (RESOURCE_EXHAUSTED, its own message),
+which bounds the memory one request can take. Those are counted as "too_large" too: the methods
+are registered as stream-unary (the same on the wire as unary), so the handler runs before the
+request message is read and sees that none arrived, where a unary handler would never run
+(_read_request).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,25 +39,34 @@ class OtlpGrpcHandlers:
     def __init__(self, ingest: OtlpIngest) -> None:
         self.ingest = ingest
 
-    async def traces(self, body: bytes, context: grpc.aio.ServicerContext) -> ExportTraceServiceResponse:
-        result = await self._export(body, "spans", context)
+    async def traces(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> ExportTraceServiceResponse:
+        result = await self._export(requests, "spans", context)
         response = ExportTraceServiceResponse()
         if result is not None and result.rejected:
             response.partial_success.rejected_spans = result.rejected
             response.partial_success.error_message = result.message
         return response
 
-    async def logs(self, body: bytes, context: grpc.aio.ServicerContext) -> ExportLogsServiceResponse:
-        await self._export(body, "logs", context)
-        return ExportLogsServiceResponse()
+    async def logs(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> ExportLogsServiceResponse:
+        result = await self._export(requests, "logs", context)
+        response = ExportLogsServiceResponse()
+        if result is not None and (result.rejected or result.message):  # a message alone: a warning
+            response.partial_success.rejected_log_records = result.rejected
+            response.partial_success.error_message = result.message
+        return response
 
     async def _export(
-        self, body: bytes, signal: Signal, context: grpc.aio.ServicerContext
+        self, requests: AsyncIterator[bytes], signal: Signal, context: grpc.aio.ServicerContext
     ) -> Accepted | None:
         metadata = dict(context.invocation_metadata() or ())
         if not self.ingest.authorized(metadata.get("authorization")):
             self.ingest.metrics.otlp_requests.labels(OTLP_SIGNAL_NAMES[signal], "grpc", "unauthorized").inc()
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        body = await self._read_request(requests, signal, context)
         limit = self.ingest.config.max_request_bytes
         if len(body) > limit:
             self.ingest.metrics.otlp_requests.labels(OTLP_SIGNAL_NAMES[signal], "grpc", "too_large").inc()
@@ -81,6 +93,39 @@ class OtlpGrpcHandlers:
             await _backpressure(context, error)
         return None
 
+    async def _read_request(
+        self, requests: AsyncIterator[bytes], signal: Signal, context: grpc.aio.ServicerContext
+    ) -> bytes:
+        """The one request message of the call.
+
+        grpcio refuses a message over its receive limit itself, answering the client
+        RESOURCE_EXHAUSTED, and the stream then ends without a message: counted as too_large.
+        A unary client always sends one message; a call that ends without one is counted so too
+        (the handler cannot tell the two apart), and a second message is a bad request.
+        """
+        label = OTLP_SIGNAL_NAMES[signal]
+        messages: list[bytes] = []  # each at most grpcio's limit; a second is not waited for
+        async for message in requests:
+            messages.append(message)
+            if len(messages) > 1:
+                break
+        if len(messages) == 1:
+            return messages[0]
+        if not messages:
+            self.ingest.metrics.otlp_requests.labels(label, "grpc", "too_large").inc()
+            log.warning(
+                "OTLP/gRPC request refused by grpcio (larger than its receive limit)",
+                extra={"signal": label, "limit": _grpc_receive_limit(self.ingest.config.max_request_bytes)},
+            )
+            # grpcio has already answered RESOURCE_EXHAUSTED; this only ends a call without one.
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "no request message arrived (larger than the receive limit?)",
+            )
+        self.ingest.metrics.otlp_requests.labels(label, "grpc", "bad_request").inc()
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Export takes exactly one request message")
+        raise AssertionError("abort raises")
+
 
 async def _backpressure(context: grpc.aio.ServicerContext, error: BackpressureError) -> None:
     # OTLP: RESOURCE_EXHAUSTED is retryable; exporters back off and retry.
@@ -95,8 +140,12 @@ def _grpc_receive_limit(max_request_bytes: int) -> int:
     return 2 * max_request_bytes
 
 
-def _unary(handler: Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Any]]) -> grpc.RpcMethodHandler:
-    return grpc.unary_unary_rpc_method_handler(
+def _unary(
+    handler: Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], Awaitable[Any]],
+) -> grpc.RpcMethodHandler:
+    """A unary method, served as stream-unary so that the handler also sees the calls whose message
+    grpcio refused (see _read_request)."""
+    return grpc.stream_unary_rpc_method_handler(
         handler, request_deserializer=None, response_serializer=lambda response: response.SerializeToString()
     )
 

@@ -4,12 +4,15 @@ Bodies are binary protobuf (`application/x-protobuf`) or OTLP/JSON (`application
 JSON with lowerCamelCase or snake_case names, enums as names or numbers, trace and span ids as
 hex), optionally `Content-Encoding: gzip` or `deflate`. A request is answered once its data is
 durable (acknowledged by Kafka or in the spool), with the Export*ServiceResponse in the request's
-encoding, carrying partial_success when some items were rejected. Unknown JSON fields and enum
-names are ignored, as proto3 JSON parsers do for forward compatibility.
+encoding, carrying partial_success when some items were rejected (or, as a warning with none
+rejected, when log records lost malformed ids). A span's or log record's bad traceId / spanId in
+OTLP/JSON is judged like the same content in protobuf (otlp_http_body.py), not refused whole.
+Unknown JSON fields and enum names are ignored, as proto3 JSON parsers do for forward
+compatibility.
 
 Failures carry a google.rpc.Status in the request's encoding (JSON when that is unknown):
 
-    400  the body cannot be decoded (bad protobuf, JSON, hex id, gzip)    not retryable
+    400  the body cannot be decoded (bad protobuf, JSON, gzip)            not retryable
     401  missing or wrong bearer token                                    not retryable
     404  another path, including /v1/metrics (metrics are not accepted)   not retryable
     405  a method other than POST                                         not retryable
@@ -216,7 +219,7 @@ class OtlpHttpServer:
         payload = await export_request(body, wbits, limit, fmt, "logs")
         result = await self._ingest(self.ingest.logs(payload, "http"))
         logs_response = ExportLogsServiceResponse()
-        if result.rejected:
+        if result.rejected or result.message:  # a message alone: a warning (malformed ids cleared)
             logs_response.partial_success.rejected_log_records = result.rejected
             logs_response.partial_success.error_message = result.message
         return _response(200, logs_response, fmt)

@@ -3,6 +3,12 @@
 A protobuf body is passed on as sent (inflated when compressed); an OTLP/JSON body is decoded,
 its hex ids made base64 for proto3 JSON, and serialized to protobuf. What cannot be read or
 decoded raises Rejection, carrying the HTTP status and the google.rpc code to answer with.
+
+An id (traceId, spanId, parentSpanId, a link's) that is a string but no valid id (wrong
+length, not hex) does not fail the request: it becomes the bytes it spells (hex of the wrong
+length) or a byte string no id can be (not hex), so that the splitter judges the item exactly
+as it judges the same content in protobuf (spans rejected, log records kept without the id)
+and the request is a partial success. An id that is no string at all is not OTLP/JSON: 400.
 """
 
 from __future__ import annotations
@@ -211,21 +217,23 @@ def _decode(
 @dataclass(frozen=True, slots=True)
 class _IdPaths:
     lists: tuple[tuple[str, ...], ...]  # list fields from the request (or item) down to the items
-    ids: tuple[tuple[tuple[str, ...], int], ...]  # id fields of an item, and their size in bytes
+    ids: tuple[tuple[str, ...], ...]  # id fields of an item, by both spellings
     nested: _IdPaths | None = None  # lists below an item whose entries carry ids too (span links)
 
 
-_TRACE_ID = (("traceId", "trace_id"), 16)
-_SPAN_ID = (("spanId", "span_id"), 8)
+_TRACE_ID = ("traceId", "trace_id")
+_SPAN_ID = ("spanId", "span_id")
 _TRACE_PATHS = _IdPaths(
     (("resourceSpans", "resource_spans"), ("scopeSpans", "scope_spans"), ("spans",)),
-    (_TRACE_ID, _SPAN_ID, (("parentSpanId", "parent_span_id"), 8)),
+    (_TRACE_ID, _SPAN_ID, ("parentSpanId", "parent_span_id")),
     _IdPaths((("links",),), (_TRACE_ID, _SPAN_ID)),
 )
 _LOG_PATHS = _IdPaths(
     (("resourceLogs", "resource_logs"), ("scopeLogs", "scope_logs"), ("logRecords", "log_records")),
     (_TRACE_ID, _SPAN_ID),
 )
+# What a traceId / spanId that is not hex becomes: one byte, no valid id's length.
+_NOT_AN_ID = base64.b64encode(b"\0").decode("ascii")
 
 
 def _items(node: Any, lists: tuple[tuple[str, ...], ...]) -> Iterator[dict[str, Any]]:
@@ -250,23 +258,25 @@ def _count_items(document: dict[str, Any], paths: _IdPaths) -> int:
 def _hex_ids_to_base64(node: dict[str, Any], paths: _IdPaths, where: str = "") -> None:
     """OTLP/JSON ids are hex strings; proto3 JSON (ParseDict) expects bytes fields as base64."""
     for item in _items(node, paths.lists):
-        for names, size in paths.ids:
+        for names in paths.ids:
             for name in names:
                 value = item.get(name)
                 if value is not None and value != "":
-                    item[name] = _hex_to_base64(value, where + name, size)
+                    item[name] = _hex_to_base64(value, where + name)
         if paths.nested is not None:
             _hex_ids_to_base64(item, paths.nested, f"{where}{paths.nested.lists[0][0]}[].")
 
 
-def _hex_to_base64(value: Any, name: str, size: int) -> str:
+def _hex_to_base64(value: Any, name: str) -> str:
+    """The id's bytes, whatever their number (the splitter judges it), in base64; a string that
+    is not hex becomes _NOT_AN_ID."""
     if not isinstance(value, str):
-        problem = f"must be a hex string, not {type(value).__name__}"
-    elif len(value) != 2 * size:
-        problem = f"must be {2 * size} hex digits ({size} bytes), not {len(value)} characters"
-    else:
-        try:
-            return base64.b64encode(binascii.unhexlify(value.encode("ascii"))).decode("ascii")
-        except (UnicodeEncodeError, binascii.Error):
-            problem = "is not hex (OTLP/JSON ids are hex strings, not base64)"
-    raise Rejection(400, "bad_request", f"invalid {name} {repr(value)[:80]}: {problem}")
+        raise Rejection(
+            400,
+            "bad_request",
+            f"invalid {name} {repr(value)[:80]}: must be a hex string, not {type(value).__name__}",
+        )
+    try:
+        return base64.b64encode(binascii.unhexlify(value.encode("ascii"))).decode("ascii")
+    except (UnicodeEncodeError, binascii.Error):
+        return _NOT_AN_ID

@@ -6,15 +6,22 @@ agent process in front of Kafka is tested in tests/e2e/test_otlp_grpc.py.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
 import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tests.unit.agent_fakes import wait_until
 from tests.unit.otlp_receivers import (
     MAX_REQUEST_BYTES,
     Receivers,
@@ -127,15 +134,58 @@ async def test_a_request_over_the_limit_is_resource_exhausted_and_counted(
     assert otlp.sink.attempts == 0
 
 
-async def test_grpcio_still_refuses_requests_far_over_the_limit(otlp: Receivers) -> None:
-    # grpcio's own limit (twice ours) bounds the memory a request takes; these are not counted.
-    async with grpc.aio.insecure_channel(otlp.grpc_target) as channel:
+@pytest.mark.parametrize(
+    "compression", [grpc.Compression.NoCompression, grpc.Compression.Gzip], ids=["identity", "gzip"]
+)
+async def test_requests_grpcio_refuses_are_counted_too(
+    otlp: Receivers, compression: grpc.Compression
+) -> None:
+    # grpcio's own limit (twice ours) bounds the memory a request takes; it answers those over it
+    # itself, and the handler counts them.
+    async with grpc.aio.insecure_channel(otlp.grpc_target, compression=compression) as channel:
         raw = channel.unary_unary(TRACES_EXPORT, request_serializer=None, response_deserializer=None)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await raw(bytes(2 * MAX_REQUEST_BYTES + 1), timeout=10)
-    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert _count(otlp, "too_large") == 0
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        await wait_until(lambda: _count(otlp, "too_large") == 1)
+        # and the receiver goes on serving
+        response = await TraceServiceStub(channel).Export(traces_request(span("after")), timeout=10)  # type: ignore[no-untyped-call]
+    assert response == ExportTraceServiceResponse()
+    assert set(delivered_spans(otlp.sink)) == {"after"}
+    assert _count(otlp, "ok") == 1 and _count(otlp, "too_large") == 1
+
+
+async def test_the_sdk_exporters_oversized_batch_is_counted(otlp: Receivers) -> None:
+    """The OpenTelemetry SDK's gRPC exporter, sending a batch over grpcio's limit (which it may
+    retry, RESOURCE_EXHAUSTED being retryable): every attempt is counted as too_large."""
+    provider = TracerProvider(resource=Resource.create({"service.name": "big"}))
+    exporter = OTLPSpanExporter(endpoint=otlp.grpc_target, insecure=True, timeout=3)
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("test")
+    for index in range(8):
+        with tracer.start_as_current_span(f"span-{index}") as current:
+            current.set_attribute("payload", "x" * (MAX_REQUEST_BYTES // 3))
+    spans = memory.get_finished_spans()
+    result = await asyncio.to_thread(exporter.export, spans)
+    assert result == SpanExportResult.FAILURE
+    await wait_until(lambda: _count(otlp, "too_large") >= 1)
     assert otlp.sink.attempts == 0
+    assert otlp.count("otlp_received", signal="traces", protocol="grpc") == 0
+    ok = await asyncio.to_thread(exporter.export, spans[:1])  # a small batch goes through
+    assert ok == SpanExportResult.SUCCESS and set(delivered_spans(otlp.sink)) == {"span-0"}
+    exporter.shutdown()
+    provider.shutdown()
+
+
+async def test_a_call_with_two_request_messages_is_invalid_argument(otlp: Receivers) -> None:
+    async with grpc.aio.insecure_channel(otlp.grpc_target) as channel:
+        streaming = channel.stream_unary(TRACES_EXPORT, request_serializer=None, response_deserializer=None)
+        body = traces_request(span("x")).SerializeToString()
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await streaming(iter([body, body]), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _count(otlp, "bad_request") == 1 and otlp.sink.attempts == 0
 
 
 async def test_metrics_are_unimplemented(otlp: Receivers) -> None:

@@ -68,7 +68,8 @@ def test_an_older_extension_names_what_it_lacks(monkeypatch: pytest.MonkeyPatch)
     choice = native.choose("file_lines")
     assert not choice.native and choice.reason == "tether_fastlog is too old: no FieldMapping"
     assert native.choose("otlp_split").reason == (
-        "tether_fastlog is too old: no split_traces, split_logs, SPLIT_TRACES_CHECKS_SPAN_IDS"
+        "tether_fastlog is too old: no split_traces, split_logs, SPLIT_TRACES_CHECKS_SPAN_IDS, "
+        "SPLIT_WRITES_VALID_IDS"
     )
 
 

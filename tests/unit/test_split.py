@@ -4,8 +4,11 @@ reference (decode + agent.encode.split_request), through agent.split.
 Generated requests (several resources, scopes, schema_urls, attributes of every kind, events,
 links, spans of many traces, zero / short / long trace ids, empty scopes and resources, logs
 with and without trace ids) must split into the same messages, partition by partition, with the
-same counts; every item must sit in the partition partition_for_trace names. Malformed bodies
-must be refused by both paths, and random mutations of valid bodies accepted or refused alike.
+same counts; every item must sit in the partition partition_for_trace names, and every item
+written must be valid OTLP (trace_id empty or 16 bytes, span_id empty or 8: what the
+OpenTelemetry Collector's decoder accepts), log records with malformed ids being kept without
+them, flagged. Malformed bodies must be refused by both paths, and random mutations of valid
+bodies accepted or refused alike.
 """
 
 from __future__ import annotations
@@ -40,7 +43,14 @@ from tether.agent.split import (
     split_logs_bytes,
     split_traces_bytes,
 )
-from tether.schemas.records import is_valid_span_id, is_valid_trace_id, partition_for_trace
+from tether.schemas.records import (
+    ATTR_INVALID_SPAN_ID,
+    ATTR_INVALID_TRACE_ID,
+    is_valid_span_id,
+    is_valid_trace_id,
+    is_wellformed_span_id,
+    partition_for_trace,
+)
 
 Splitter = Callable[[bytes], CountedSplit]
 SPAN_ID = bytes.fromhex("00f067aa0ba902b7")
@@ -131,7 +141,8 @@ def _span(rng: random.Random, traces: list[bytes]) -> Span:
     return Span(
         trace_id=_trace_id(rng, traces),
         span_id=_span_id(rng),
-        parent_span_id=rng.choice([b"", rng.randbytes(8)]),
+        # malformed now and then: the span is rejected (no OTLP decoder would take it)
+        parent_span_id=rng.randbytes(7) if rng.random() < 0.05 else rng.choice([b"", rng.randbytes(8)]),
         trace_state=rng.choice(["", "vendor=1"]),
         name=rng.choice(["GET /api/v1/orders", "db.query", ""]),
         kind=rng.choice([Span.SPAN_KIND_SERVER, Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_UNSPECIFIED]),
@@ -145,7 +156,10 @@ def _span(rng: random.Random, traces: list[bytes]) -> Span:
         ],
         links=[
             Span.Link(
-                trace_id=rng.choice(traces), span_id=rng.randbytes(8), attributes=_attributes(rng), flags=1
+                trace_id=rng.randbytes(15) if rng.random() < 0.05 else rng.choice([*traces, b""]),
+                span_id=rng.randbytes(9) if rng.random() < 0.05 else rng.choice([rng.randbytes(8), b""]),
+                attributes=_attributes(rng),
+                flags=1,
             )
             for _ in range(rng.randrange(2))
         ],
@@ -215,13 +229,23 @@ def logs_request(rng: random.Random, max_items: int = 25) -> ExportLogsServiceRe
 
 
 def _native_traces(body: bytes, partitions: int) -> CountedSplit:
-    records, total, rejected, rejected_span_id = tether_fastlog.split_traces(body, partitions)
-    return CountedSplit(dict(records), rejected, total, rejected_span_id=rejected_span_id)
+    records, total, rejected, rejected_span_id, rejected_related_id = tether_fastlog.split_traces(
+        body, partitions
+    )
+    return CountedSplit(
+        dict(records),
+        rejected,
+        total,
+        rejected_span_id=rejected_span_id,
+        rejected_related_id=rejected_related_id,
+    )
 
 
 def _native_logs(body: bytes, partitions: int, untraced: int) -> CountedSplit:
-    records, total = tether_fastlog.split_logs(body, partitions, untraced)
-    return CountedSplit(dict(records), 0, total)
+    records, total, cleared_trace_id, cleared_span_id = tether_fastlog.split_logs(body, partitions, untraced)
+    return CountedSplit(
+        dict(records), 0, total, cleared_trace_id=cleared_trace_id, cleared_span_id=cleared_span_id
+    )
 
 
 def _items(request: Any) -> list[Any]:
@@ -253,10 +277,20 @@ def _assert_same(
 ) -> None:
     """exact=False lets the grouping differ where equal resources / scopes have different bytes
     (agent/split.py: the native path compares bytes, the reference messages)."""
-    assert (native.total, native.rejected, native.rejected_span_id) == (
+    assert (
+        native.total,
+        native.rejected,
+        native.rejected_span_id,
+        native.rejected_related_id,
+        native.cleared_trace_id,
+        native.cleared_span_id,
+    ) == (
         reference.total,
         reference.rejected,
         reference.rejected_span_id,
+        reference.rejected_related_id,
+        reference.cleared_trace_id,
+        reference.cleared_span_id,
     )
     assert native.records.keys() == reference.records.keys()
     placed = 0
@@ -269,6 +303,7 @@ def _assert_same(
             assert value == reference.records[partition], f"partition {partition}: bytes differ"
         # independently of the reference: each item sits where partition_for_trace says
         for item in _items(parsed):
+            assert_valid_otlp_ids(item)
             if message is ExportTraceServiceRequest:
                 assert is_valid_span_id(item.span_id)
             if is_valid_trace_id(item.trace_id):
@@ -277,6 +312,21 @@ def _assert_same(
                 assert untraced is not None and partition == untraced
             placed += 1
     assert placed == native.total - native.rejected
+
+
+def assert_valid_otlp_ids(item: Span | LogRecord) -> None:
+    """What the OpenTelemetry Collector's decoder requires of every id it reads (it refuses the
+    whole request otherwise): empty, or 16 bytes for a trace id, 8 for a span id."""
+    assert len(item.trace_id) in (0, 16), item.trace_id.hex()
+    assert len(item.span_id) in (0, 8), item.span_id.hex()
+    if isinstance(item, Span):
+        assert len(item.parent_span_id) in (0, 8), item.parent_span_id.hex()
+        for link in item.links:
+            assert len(link.trace_id) in (0, 16) and len(link.span_id) in (0, 8)
+
+
+def _flags(record: LogRecord) -> list[str]:
+    return [a.key for a in record.attributes if a.key in (ATTR_INVALID_TRACE_ID, ATTR_INVALID_SPAN_ID)]
 
 
 def check_traces(body: bytes, partitions: int, *, same_bytes: bool = True) -> CountedSplit:
@@ -305,11 +355,21 @@ def test_traces_match_reference(seed: int) -> None:
     result = check_traces(body, partitions)
     assert result.total == len(_items(request))
     spans = _items(request)
+    related_ok = [
+        len(s.parent_span_id) in (0, 8)
+        and all(len(x.trace_id) in (0, 16) and len(x.span_id) in (0, 8) for x in s.links)
+        for s in spans
+    ]
     assert result.rejected == sum(
-        not (is_valid_trace_id(s.trace_id) and is_valid_span_id(s.span_id)) for s in spans
+        not (is_valid_trace_id(s.trace_id) and is_valid_span_id(s.span_id) and ok)
+        for s, ok in zip(spans, related_ok, strict=True)
     )
     assert result.rejected_span_id == sum(
         is_valid_trace_id(s.trace_id) and not is_valid_span_id(s.span_id) for s in spans
+    )
+    assert result.rejected_related_id == sum(
+        is_valid_trace_id(s.trace_id) and is_valid_span_id(s.span_id) and not ok
+        for s, ok in zip(spans, related_ok, strict=True)
     )
 
 
@@ -320,8 +380,19 @@ def test_logs_match_reference(seed: int) -> None:
     body = request.SerializeToString()
     partitions = rng.choice([1, 2, 3, 7, 16])
     result = check_logs(body, partitions, rng.randrange(partitions))
-    assert result.total == len(_items(request))
+    records = _items(request)
+    assert result.total == len(records)
     assert result.rejected == 0
+    bad_trace = [bool(r.trace_id) and not is_valid_trace_id(r.trace_id) for r in records]
+    bad_span = [
+        not bad and not is_wellformed_span_id(r.span_id) for r, bad in zip(records, bad_trace, strict=True)
+    ]
+    assert (result.cleared_trace_id, result.cleared_span_id) == (sum(bad_trace), sum(bad_span))
+    written = [
+        x for value in result.records.values() for x in _items(ExportLogsServiceRequest.FromString(value))
+    ]
+    assert sum(_flags(x) == [ATTR_INVALID_TRACE_ID] for x in written) == sum(bad_trace)
+    assert sum(_flags(x) == [ATTR_INVALID_SPAN_ID] for x in written) == sum(bad_span)
 
 
 def test_bench_shaped_request() -> None:
@@ -602,6 +673,8 @@ MALFORMED_TRACES = {
     "trace_id as fixed64": _ld(0x0A, _ld(0x12, _ld(0x12, b"\x09" + bytes(8)))),
     "span_id as varint": _ld(0x0A, _ld(0x12, _ld(0x12, _ld(0x0A, b"\x01" * 16) + b"\x10\x01"))),
     "span_id as fixed64": _ld(0x0A, _ld(0x12, _ld(0x12, _ld(0x0A, b"\x01" * 16) + b"\x11" + bytes(8)))),
+    "parent_span_id as varint": _ld(0x0A, _ld(0x12, _ld(0x12, _SPAN + b"\x20\x01"))),
+    "links as fixed32": _ld(0x0A, _ld(0x12, _ld(0x12, _SPAN + b"\x6d" + bytes(4)))),
     "truncated span": _ld(0x0A, _ld(0x12, _ld(0x12, _SPAN[:-2]))),
     "span name invalid utf-8": _ld(0x0A, _ld(0x12, _ld(0x12, _ld(0x0A, b"\x01" * 16) + _ld(0x2A, b"\xff")))),
     "attribute key surrogate": _ld(0x0A, _ld(0x12, _ld(0x12, _ld(0x4A, _ld(0x0A, b"\xed\xa0\x80"))))),
@@ -766,3 +839,108 @@ def test_native_schema_matches_descriptors() -> None:
     walk(ExportTraceServiceRequest.DESCRIPTOR)
     walk(ExportLogsServiceRequest.DESCRIPTOR)
     assert set(tether_fastlog.split_schema()) == expected
+
+
+# ---------------------------------------------------------------------------------- malformed ids
+
+
+def test_log_records_with_malformed_ids_are_kept_without_them() -> None:
+    """A trace id neither empty nor valid goes with its span id, a span id neither empty nor 8
+    bytes alone: the record stays (untraced without its trace id), flagged, and valid OTLP."""
+    valid_trace, valid_span = b"\x01" * 15 + b"\x02", SPAN_ID
+    cases = {
+        "15-byte trace": (b"\x01" * 15, valid_span, ATTR_INVALID_TRACE_ID),
+        "17-byte trace": (b"\x01" * 17, valid_span, ATTR_INVALID_TRACE_ID),
+        "zero trace": (bytes(16), b"\x01" * 7, ATTR_INVALID_TRACE_ID),
+        "7-byte span": (valid_trace, b"\x01" * 7, ATTR_INVALID_SPAN_ID),
+        "16-byte span": (valid_trace, b"\x01" * 16, ATTR_INVALID_SPAN_ID),
+        "untraced 9-byte span": (b"", b"\x01" * 9, ATTR_INVALID_SPAN_ID),
+        "zero span": (valid_trace, bytes(8), None),  # 8 bytes: valid OTLP, kept
+        "ok": (valid_trace, valid_span, None),
+        "untraced": (b"", b"", None),
+    }
+    existing = KeyValue(key="k", value=AnyValue(int_value=1))
+    records = [
+        LogRecord(
+            trace_id=trace_id,
+            span_id=span_id,
+            body=AnyValue(string_value=name),
+            attributes=[existing] if index % 2 else [],
+            flags=1,
+            observed_time_unix_nano=5,
+        )
+        for index, (name, (trace_id, span_id, _)) in enumerate(cases.items())
+    ]
+    body = ExportLogsServiceRequest(
+        resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(log_records=records)])]
+    ).SerializeToString()
+    untraced = 2
+    result = check_logs(body, 4, untraced)  # native and reference: the same bytes
+    assert (result.total, result.rejected, result.cleared_trace_id, result.cleared_span_id) == (9, 0, 3, 3)
+    written = {
+        x.body.string_value: (partition, x)
+        for partition, value in result.records.items()
+        for x in _items(ExportLogsServiceRequest.FromString(value))
+    }
+    assert written.keys() == cases.keys()
+    for index, (name, (trace_id, span_id, flag)) in enumerate(cases.items()):
+        partition, record = written[name]
+        assert_valid_otlp_ids(record)
+        assert _flags(record) == ([flag] if flag else []), name
+        assert [a for a in record.attributes if a.key == "k"] == ([existing] if index % 2 else [])
+        if flag == ATTR_INVALID_TRACE_ID:
+            assert (record.trace_id, record.span_id, partition) == (b"", b"", untraced)
+            assert record.attributes[-1].value == AnyValue(bool_value=True)
+        elif flag == ATTR_INVALID_SPAN_ID:
+            assert (record.trace_id, record.span_id) == (trace_id, b"")
+        else:
+            assert (record.trace_id, record.span_id) == (trace_id, span_id)
+        if record.trace_id:
+            assert partition == partition_for_trace(record.trace_id, 4)
+        else:
+            assert partition == untraced
+        assert (record.flags, record.observed_time_unix_nano) == (1, 5)
+
+
+def test_a_log_span_id_of_another_wire_type_is_refused() -> None:
+    """The split reads a log record's span_id now: like its trace_id, another wire type is an
+    error, not an unknown field the collector's decoder would refuse."""
+    body = _ld(0x0A, _ld(0x12, _ld(0x12, _ld(0x4A, b"\x01" * 16) + b"\x50\x01")))
+    with pytest.raises(ValueError, match="ExportLogsServiceRequest"):
+        _native_logs(body, 4, 0)
+    with pytest.raises(ValueError, match="ExportLogsServiceRequest"):
+        reference_split_logs_bytes(body, 4, 0)
+
+
+def test_spans_with_a_malformed_parent_or_link_id_are_rejected() -> None:
+    """A parent_span_id or a link's span_id neither empty nor 8 bytes, or a link's trace_id
+    neither empty nor 16 bytes: no OTLP decoder takes the span, so it is rejected."""
+    trace_id = b"\x01" * 15 + b"\x02"
+    link = Span.Link(trace_id=b"\x03" * 16, span_id=SPAN_ID)
+    spans = {
+        "7-byte parent": Span(parent_span_id=b"\x01" * 7),
+        "16-byte parent": Span(parent_span_id=b"\x01" * 16),
+        "15-byte link trace": Span(links=[link, Span.Link(trace_id=b"\x01" * 15, span_id=SPAN_ID)]),
+        "9-byte link span": Span(links=[Span.Link(trace_id=b"\x01" * 16, span_id=b"\x01" * 9)]),
+        "ok: root": Span(),
+        "ok: zero parent": Span(parent_span_id=bytes(8)),
+        "ok: links": Span(parent_span_id=SPAN_ID, links=[link, Span.Link()]),
+    }
+    for name, span in spans.items():
+        span.trace_id, span.span_id, span.name = trace_id, SPAN_ID, name
+    body = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans.values())])]
+    ).SerializeToString()
+    result = check_traces(body, 3)
+    assert (result.total, result.rejected, result.rejected_span_id, result.rejected_related_id) == (
+        7,
+        4,
+        0,
+        4,
+    )
+    (value,) = result.records.values()
+    assert [s.name for s in _items(ExportTraceServiceRequest.FromString(value))] == [
+        "ok: root",
+        "ok: zero parent",
+        "ok: links",
+    ]

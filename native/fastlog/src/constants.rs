@@ -13,6 +13,9 @@ pub(crate) const ATTR_RECORD_ID: &str = "log.record.uid";
 pub(crate) const ATTR_PARSE_ERROR: &str = "tether.parse_error";
 pub(crate) const ATTR_TRUNCATED: &str = "tether.truncated";
 pub(crate) const ATTR_INVALID_UTF8: &str = "tether.invalid_utf8";
+/// OTLP log records whose malformed trace id / span id the agent cleared.
+pub(crate) const ATTR_INVALID_TRACE_ID: &str = "tether.invalid_trace_id";
+pub(crate) const ATTR_INVALID_SPAN_ID: &str = "tether.invalid_span_id";
 /// Resource attributes set by the agent.
 pub(crate) const ATTR_SERVICE_NAME: &str = "service.name";
 pub(crate) const ATTR_AGENT_ID: &str = "tether.agent.id";
@@ -42,6 +45,8 @@ pub(crate) fn all() -> Vec<(&'static str, Value)> {
         ("ATTR_PARSE_ERROR", Str(ATTR_PARSE_ERROR)),
         ("ATTR_TRUNCATED", Str(ATTR_TRUNCATED)),
         ("ATTR_INVALID_UTF8", Str(ATTR_INVALID_UTF8)),
+        ("ATTR_INVALID_TRACE_ID", Str(ATTR_INVALID_TRACE_ID)),
+        ("ATTR_INVALID_SPAN_ID", Str(ATTR_INVALID_SPAN_ID)),
         ("ATTR_SERVICE_NAME", Str(ATTR_SERVICE_NAME)),
         ("ATTR_AGENT_ID", Str(ATTR_AGENT_ID)),
         ("TRACE_ID_BYTES", Int(TRACE_ID_BYTES)),
@@ -68,7 +73,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len());
-        assert_eq!(names.len(), 14);
+        assert_eq!(names.len(), 16);
     }
 
     #[test]

@@ -240,7 +240,7 @@ fn split_to_py<'py>(
     shape: &'static Shape,
     partitions: u64,
     untraced: Option<u64>,
-) -> PyResult<(Bound<'py, PyDict>, u64, u64, u64)> {
+) -> PyResult<(Bound<'py, PyDict>, otlp_split::SplitOut)> {
     if partitions == 0 {
         return Err(PyValueError::new_err("partitions must be > 0"));
     }
@@ -252,12 +252,14 @@ fn split_to_py<'py>(
     for (partition, bytes) in &split.parts {
         out.set_item(partition, PyBytes::new(py, bytes))?;
     }
-    Ok((out, split.total, split.rejected, split.rejected_span_id))
+    Ok((out, split))
 }
 
 /// ExportTraceServiceRequest bytes -> ({partition: request bytes}, spans, rejected spans, of
-/// those the ones rejected for their span id). Spans without a valid trace id (16 bytes, not all
-/// zero) or else without a valid span id (8 bytes, not all zero) are rejected. Raises ValueError on
+/// those the ones rejected for their span id, and those rejected for their parent or a link id).
+/// Spans without a valid trace id (16 bytes, not all zero), or else without a valid span id
+/// (8 bytes, not all zero), or else with a parent_span_id or link id of another length than
+/// OTLP's, are rejected. Raises ValueError on
 /// bytes python protobuf would not decode, or with a wrong wire type for a field the split
 /// reads. The GIL is released while splitting.
 #[pyfunction]
@@ -265,22 +267,34 @@ fn split_traces<'py>(
     py: Python<'py>,
     body: &Bound<'py, PyBytes>,
     partitions: u64,
-) -> PyResult<(Bound<'py, PyDict>, u64, u64, u64)> {
-    split_to_py(py, body, &TRACES_SHAPE, partitions, None)
+) -> PyResult<(Bound<'py, PyDict>, u64, u64, u64, u64)> {
+    let (out, split) = split_to_py(py, body, &TRACES_SHAPE, partitions, None)?;
+    Ok((
+        out,
+        split.total,
+        split.rejected,
+        split.rejected_span_id,
+        split.rejected_related_id,
+    ))
 }
 
-/// ExportLogsServiceRequest bytes -> ({partition: request bytes}, log records). Records
-/// without a valid trace id go to `untraced_partition`. Errors as split_traces.
+/// ExportLogsServiceRequest bytes -> ({partition: request bytes}, log records, records whose
+/// malformed trace id (and span id) was cleared, records whose malformed span id was cleared).
+/// Records without a valid trace id go to `untraced_partition`. Errors as split_traces.
 #[pyfunction]
 fn split_logs<'py>(
     py: Python<'py>,
     body: &Bound<'py, PyBytes>,
     partitions: u64,
     untraced_partition: u64,
-) -> PyResult<(Bound<'py, PyDict>, u64)> {
-    let (out, total, _, _) =
-        split_to_py(py, body, &LOGS_SHAPE, partitions, Some(untraced_partition))?;
-    Ok((out, total))
+) -> PyResult<(Bound<'py, PyDict>, u64, u64, u64)> {
+    let (out, split) = split_to_py(py, body, &LOGS_SHAPE, partitions, Some(untraced_partition))?;
+    Ok((
+        out,
+        split.total,
+        split.cleared_trace_id,
+        split.cleared_span_id,
+    ))
 }
 
 /// The schema split_traces / split_logs validate against, for the drift test:
@@ -418,6 +432,9 @@ fn tether_fastlog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // split_traces checks span ids (and returns 4 values); older builds lack this name
     m.add("SPLIT_TRACES_CHECKS_SPAN_IDS", true)?;
     m.add_function(wrap_pyfunction!(split_logs, m)?)?;
+    // every id written is valid OTLP: split_logs clears malformed ids (and returns 4 values),
+    // split_traces rejects malformed parent / link ids (and returns 5); older builds lack this
+    m.add("SPLIT_WRITES_VALID_IDS", true)?;
     m.add_function(wrap_pyfunction!(split_schema, m)?)?;
     m.add_function(wrap_pyfunction!(file_log_documents, m)?)?;
     m.add_function(wrap_pyfunction!(shared_constants, m)?)?;

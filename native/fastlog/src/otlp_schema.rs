@@ -261,8 +261,8 @@ const LOOKUP: [[Option<Ty>; MAX_FIELD + 1]; ALL_MESSAGES.len()] = {
 };
 
 /// Validates one message (at nesting `depth`) like upb would decode it; returns the last
-/// occurrence of each bytes field of `capture` (field numbers, 0 for none), which must be
-/// length-delimited.
+/// occurrence of each bytes or message field of `capture` (field numbers, 0 for none), which
+/// must be length-delimited.
 pub(crate) fn check<const N: usize>(
     b: &[u8],
     origin: usize,
@@ -303,6 +303,11 @@ pub(crate) fn check<const N: usize>(
                         return Err(r.err(start, "nesting deeper than 100"));
                     }
                     check(v, origin, sub, depth + 1, [])?;
+                    for (c, out) in capture.iter().zip(captured.iter_mut()) {
+                        if f == *c {
+                            *out = Some(v);
+                        }
+                    }
                 }
             },
             Some(ty) if capture.contains(&f) => return Err(r.wrong_wire(start, f, wt, ty.wire())),

@@ -14,12 +14,21 @@
 //! Span.span_id) is an error. Unknown fields of the request, ResourceX and ScopeX are dropped (the reference builds
 //! fresh ResourceX/ScopeX messages); resource, scope and item bytes are copied verbatim, so their
 //! unknown fields are kept (the reference keeps them too).
+//!
+//! One exception to the verbatim copy: a log record with a malformed trace id (neither empty
+//! nor 16 bytes and not all zero) or span id (neither empty nor 8 bytes) is written without it
+//! (a bad trace id takes the span id with it), flagged with a bool attribute, so that every
+//! record is valid OTLP (`without_ids`; the reference clears the fields and appends the
+//! attribute, and for a canonically encoded record the bytes are the same). For the same reason
+//! a span with a parent_span_id or a link id of another length than OTLP's is rejected
+//! (`related_ids_wellformed`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
 use smallvec::SmallVec;
 
+use crate::constants::{ATTR_INVALID_SPAN_ID, ATTR_INVALID_TRACE_ID};
 use crate::otlp_schema::{check, utf8, M};
 use crate::wire::{ld_len, put_ld, put_varint, Rd, WResult};
 
@@ -31,8 +40,10 @@ fn check_utf8(r: &Rd, start: usize, v: &[u8]) -> WResult<()> {
     }
 }
 
-/// Which messages make a request of one signal, the item's trace_id field and, when the item
-/// must have a valid span id (8 bytes, not all zero), its span_id field (0: optional).
+/// Which messages make a request of one signal, the item's trace_id and span_id fields, and
+/// whether the item must have a valid span id (8 bytes, not all zero: rejected without one) or
+/// its ids are optional (malformed ones are cleared); for spans, the parent_span_id and links
+/// fields (0 for none).
 pub(crate) struct Shape {
     request: M,
     resource_x: M,
@@ -40,6 +51,9 @@ pub(crate) struct Shape {
     item: M,
     trace_id: u32,
     span_id: u32,
+    span_id_required: bool,
+    parent_span_id: u32,
+    links: u32,
 }
 
 pub(crate) const TRACES_SHAPE: Shape = Shape {
@@ -49,6 +63,9 @@ pub(crate) const TRACES_SHAPE: Shape = Shape {
     item: M::Span,
     trace_id: 1,
     span_id: 2,
+    span_id_required: true,
+    parent_span_id: 4,
+    links: 13,
 };
 pub(crate) const LOGS_SHAPE: Shape = Shape {
     request: M::LogsRequest,
@@ -56,13 +73,27 @@ pub(crate) const LOGS_SHAPE: Shape = Shape {
     scope_x: M::ScopeLogs,
     item: M::LogRecord,
     trace_id: 9,
-    span_id: 0,
+    span_id: 10,
+    span_id_required: false,
+    parent_span_id: 0,
+    links: 0,
 };
+
+/// Where an item's bytes are: in the request body as sent, or, rewritten, in
+/// `Splitter::rewritten` (a plain pair rather than a Cow: no drop glue, no branch per item).
+#[derive(Clone, Copy)]
+struct ItemAt {
+    start: usize,
+    len: usize,
+}
+
+/// The top bit of ItemAt::start: the bytes are in `rewritten`.
+const REWRITTEN: usize = 1 << (usize::BITS - 1);
 
 struct OutScope<'a> {
     scope: usize,
     schema_url: &'a [u8],
-    items: Vec<&'a [u8]>,
+    items: Vec<ItemAt>,
     items_len: usize,
 }
 struct OutResource<'a> {
@@ -84,12 +115,18 @@ struct Splitter<'a> {
     untraced: Option<u64>,
     /// resource and scope payloads (several occurrences of the field are concatenated: merged)
     blobs: Vec<Cow<'a, [u8]>>,
+    /// the request body, and the log records written without malformed ids, back to back
+    body: &'a [u8],
+    rewritten: Vec<u8>,
     parts: Vec<Part<'a>>,
     part_of: HashMap<u64, usize, ahash::RandomState>,
     entries: usize,
     total: u64,
     rejected: u64,
     rejected_span_id: u64,
+    rejected_related_id: u64,
+    cleared_trace_id: u64,
+    cleared_span_id: u64,
     scratch: Vec<&'a [u8]>,
 }
 
@@ -180,28 +217,36 @@ impl<'a> Splitter<'a> {
         self.entries += 1;
         let entry = self.entries;
         for &item in &items {
-            let trace_id = if self.shape.span_id == 0 {
-                let [trace_id] =
-                    check(item, self.origin, self.shape.item, 3, [self.shape.trace_id])?;
-                trace_id
-            } else {
-                let [trace_id, span_id] = check(
-                    item,
-                    self.origin,
-                    self.shape.item,
-                    3,
-                    [self.shape.trace_id, self.shape.span_id],
-                )?;
-                if valid_id::<8>(span_id).is_none() && valid_id::<16>(trace_id).is_some() {
-                    self.total += 1;
-                    self.rejected += 1;
-                    self.rejected_span_id += 1;
-                    continue;
-                }
-                trace_id
-            };
+            let shape = self.shape;
+            let [trace_id, span_id, parent_span_id, last_link] = check(
+                item,
+                self.origin,
+                shape.item,
+                3,
+                [
+                    shape.trace_id,
+                    shape.span_id,
+                    shape.parent_span_id,
+                    shape.links,
+                ],
+            )?;
             self.total += 1;
-            let partition = match valid_id::<16>(trace_id) {
+            let trace = valid_id::<16>(trace_id);
+            if shape.span_id_required && trace.is_some() && valid_id::<8>(span_id).is_none() {
+                self.rejected += 1;
+                self.rejected_span_id += 1;
+                continue;
+            }
+            if shape.span_id_required
+                && trace.is_some()
+                && !(parent_span_id.is_none_or(|p| matches!(p.len(), 0 | 8))
+                    && (last_link.is_none() || links_wellformed(item)?))
+            {
+                self.rejected += 1;
+                self.rejected_related_id += 1;
+                continue;
+            }
+            let partition = match trace {
                 Some(t) => u64::from_be_bytes(t[8..16].try_into().unwrap()) % self.partitions,
                 None => match self.untraced {
                     Some(u) => u,
@@ -210,6 +255,18 @@ impl<'a> Splitter<'a> {
                         continue;
                     }
                 },
+            };
+            let item = if shape.span_id_required {
+                self.in_body(item)
+            } else if trace.is_none() && trace_id.is_some_and(|t| !t.is_empty()) {
+                self.cleared_trace_id += 1;
+                let drop = [shape.trace_id, shape.span_id];
+                self.rewrite(item, &drop, ATTR_INVALID_TRACE_ID)?
+            } else if span_id.is_some_and(|s| !s.is_empty() && s.len() != 8) {
+                self.cleared_span_id += 1;
+                self.rewrite(item, &[shape.span_id], ATTR_INVALID_SPAN_ID)?
+            } else {
+                self.in_body(item)
             };
             let index = match self.part_of.get(&partition) {
                 Some(&i) => i,
@@ -263,11 +320,37 @@ impl<'a> Splitter<'a> {
                 .scopes
                 .last_mut()
                 .unwrap();
+            out.items_len += ld_len(item.len);
             out.items.push(item);
-            out.items_len += ld_len(item.len());
         }
         self.scratch = items;
         Ok(())
+    }
+
+    fn in_body(&self, item: &'a [u8]) -> ItemAt {
+        let start = item.as_ptr() as usize - self.body.as_ptr() as usize;
+        ItemAt {
+            start,
+            len: item.len(),
+        }
+    }
+
+    fn rewrite(&mut self, item: &[u8], drop: &[u32], flag: &str) -> WResult<ItemAt> {
+        let start = self.rewritten.len();
+        without_ids(item, self.shape.item, drop, flag, &mut self.rewritten)?;
+        Ok(ItemAt {
+            start: start | REWRITTEN,
+            len: self.rewritten.len() - start,
+        })
+    }
+
+    fn bytes(&self, item: ItemAt) -> &[u8] {
+        if item.start & REWRITTEN == 0 {
+            &self.body[item.start..item.start + item.len]
+        } else {
+            let start = item.start & !REWRITTEN;
+            &self.rewritten[start..start + item.len]
+        }
     }
 
     fn scope_len(&self, s: &OutScope) -> usize {
@@ -298,8 +381,8 @@ impl<'a> Splitter<'a> {
                 out.push(0x12);
                 put_varint(&mut out, self.scope_len(s) as u64);
                 put_ld(&mut out, 0x0a, &self.blobs[s.scope]);
-                for item in &s.items {
-                    put_ld(&mut out, 0x12, item);
+                for &item in &s.items {
+                    put_ld(&mut out, 0x12, self.bytes(item));
                 }
                 put_url(&mut out, s.schema_url);
             }
@@ -308,6 +391,79 @@ impl<'a> Splitter<'a> {
         debug_assert_eq!(out.len(), out.capacity());
         out
     }
+}
+
+/// Whether the trace_id (1) and span_id (2) of a span's links (13) are empty or of their size,
+/// as the reference reads them: the last occurrence of each, fields of another wire type being
+/// unknown fields. The span was checked; it is walked only when it has links.
+fn links_wellformed(span: &[u8]) -> WResult<bool> {
+    let mut r = Rd::whole(span, M::Span);
+    while !r.done() {
+        match r.tag()? {
+            (13, 2) => {
+                let mut link = Rd::whole(r.ld()?, M::Link);
+                let (mut trace_ok, mut span_ok) = (true, true);
+                while !link.done() {
+                    match link.tag()? {
+                        (1, 2) => trace_ok = matches!(link.ld()?.len(), 0 | 16),
+                        (2, 2) => span_ok = matches!(link.ld()?.len(), 0 | 8),
+                        (f, wt) => link.skip(f, wt, 4)?,
+                    }
+                }
+                if !(trace_ok && span_ok) {
+                    return Ok(false);
+                }
+            }
+            (f, wt) => r.skip(f, wt, 3)?,
+        }
+    }
+    Ok(true)
+}
+
+/// Field number of a log record's attributes (KeyValue, repeated).
+const LOG_RECORD_ATTRIBUTES: u32 = 6;
+
+/// Appends to `out` `item` (a message of type `m`, checked) without the fields `drop` and with a bool attribute
+/// `flag` = true appended, as the reference writes it after clearing the fields and appending
+/// the attribute: the attribute after the last one the item has, else before the first field
+/// that follows attributes in number order (known fields are written in that order, unknown
+/// ones, known numbers of another wire type included, last). Other bytes are copied as they are.
+fn without_ids(item: &[u8], m: M, drop: &[u32], flag: &str, out: &mut Vec<u8>) -> WResult<()> {
+    let mut r = Rd::whole(item, m);
+    let mut fields: SmallVec<[(u32, bool, usize, usize); 16]> = SmallVec::new();
+    while !r.done() {
+        let start = r.pos();
+        let (f, wt) = r.tag()?;
+        r.skip(f, wt, 3)?;
+        let known = m.ty(f).is_some_and(|ty| ty.wire() == wt);
+        fields.push((f, known, start, r.pos()));
+    }
+    let last_attribute = fields
+        .iter()
+        .rposition(|&(f, known, ..)| known && f == LOG_RECORD_ATTRIBUTES);
+    let insert_before = match last_attribute {
+        Some(i) => i + 1,
+        None => fields
+            .iter()
+            .position(|&(f, known, ..)| !known || f > LOG_RECORD_ATTRIBUTES)
+            .unwrap_or(fields.len()),
+    };
+    let mut value = Vec::with_capacity(flag.len() + 8);
+    put_ld(&mut value, 0x0a, flag.as_bytes()); // KeyValue.key
+    put_ld(&mut value, 0x12, &[0x10, 0x01]); // KeyValue.value: AnyValue{bool_value: true}
+    out.reserve(item.len() + ld_len(value.len()));
+    for (i, &(f, known, start, end)) in fields.iter().enumerate() {
+        if i == insert_before {
+            put_ld(out, 0x32, &value);
+        }
+        if !(known && drop.contains(&f)) {
+            out.extend_from_slice(&item[start..end]);
+        }
+    }
+    if insert_before == fields.len() {
+        put_ld(out, 0x32, &value);
+    }
+    Ok(())
 }
 
 /// `id` when it is `N` bytes and not all zero (a valid OTLP trace id or span id).
@@ -340,6 +496,11 @@ pub(crate) struct SplitOut {
     pub(crate) rejected: u64,
     /// of `rejected`, the items with a valid trace id but no valid span id
     pub(crate) rejected_span_id: u64,
+    /// of `rejected`, spans with valid ids but a malformed parent_span_id or link id
+    pub(crate) rejected_related_id: u64,
+    /// log records written without their malformed trace id (and span id) / span id
+    pub(crate) cleared_trace_id: u64,
+    pub(crate) cleared_span_id: u64,
 }
 
 /// The request `body` split by partition; items without a valid trace id go to `untraced`, or
@@ -356,12 +517,17 @@ pub(crate) fn split_body(
         partitions,
         untraced,
         blobs: Vec::new(),
+        body,
+        rewritten: Vec::new(),
         parts: Vec::new(),
         part_of: HashMap::default(),
         entries: 0,
         total: 0,
         rejected: 0,
         rejected_span_id: 0,
+        rejected_related_id: 0,
+        cleared_trace_id: 0,
+        cleared_span_id: 0,
         scratch: Vec::new(),
     };
     s.request(body)
@@ -372,6 +538,9 @@ pub(crate) fn split_body(
         total: s.total,
         rejected: s.rejected,
         rejected_span_id: s.rejected_span_id,
+        rejected_related_id: s.rejected_related_id,
+        cleared_trace_id: s.cleared_trace_id,
+        cleared_span_id: s.cleared_span_id,
     })
 }
 
@@ -489,6 +658,35 @@ mod tests {
     }
 
     #[test]
+    fn spans_with_a_malformed_parent_or_link_id_are_rejected() {
+        let ok = span(&trace_id(1), "ok");
+        let link = |t: &[u8], s: &[u8]| ld(0x6a, &[ld(0x0a, t), ld(0x12, s)].concat());
+        let spans = [
+            [ok.clone(), ld(0x22, &[1; 7])].concat(), // parent_span_id (4)
+            [
+                ok.clone(),
+                link(&trace_id(2), &[1; 8]),
+                link(&[1; 15], &[1; 8]),
+            ]
+            .concat(),
+            [ok.clone(), link(&trace_id(2), &[1; 9])].concat(),
+            [ok.clone(), ld(0x22, &[1; 7]), ld(0x22, &[1; 8])].concat(), // the last one counts
+            [ok.clone(), link(&[], &[]), ld(0x22, &[0; 8])].concat(),
+        ];
+        let body = ld(0x0a, &resource_spans("svc", &spans));
+        let out = split_body(&body, &TRACES_SHAPE, 4, None).unwrap();
+        assert_eq!(
+            (out.total, out.rejected, out.rejected_related_id),
+            (5, 3, 3)
+        );
+        let kept = [spans[3].clone(), spans[4].clone()];
+        assert_eq!(
+            out.parts,
+            vec![(1, ld(0x0a, &resource_spans("svc", &kept)))]
+        );
+    }
+
+    #[test]
     fn log_records_keep_an_optional_span_id() {
         // LogRecord{trace_id, span_id (10): empty / zero / short}: none is rejected
         let records: Vec<Vec<u8>> = [&[][..], &[0; 8], &[1; 3]]
@@ -504,6 +702,72 @@ mod tests {
         assert_eq!((out.total, out.rejected, out.rejected_span_id), (3, 0, 0));
         assert_eq!(out.parts.len(), 1);
         assert_eq!(out.parts[0].0, 1);
+    }
+
+    #[test]
+    fn log_records_lose_malformed_ids_and_are_flagged() {
+        let flag = |name: &str| {
+            let value = [ld(0x0a, name.as_bytes()), ld(0x12, &[0x10, 0x01])].concat();
+            ld(0x32, &value)
+        };
+        let attribute = ld(0x32, &ld(0x0a, b"k"));
+        let body_field = ld(0x2a, &ld(0x0a, b"x"));
+        let flags = [0x45, 1, 0, 0, 0]; // flags (8), fixed32
+                                        // LogRecord{body, [attributes], flags, trace_id, span_id, observed_time (11)}
+        let record = |attrs: &[u8], trace: &[u8], span: &[u8]| {
+            [
+                body_field.clone(),
+                attrs.to_vec(),
+                flags.to_vec(),
+                ld(0x4a, trace),
+                ld(0x52, span),
+                vec![0x59, 5, 0, 0, 0, 0, 0, 0, 0],
+            ]
+            .concat()
+        };
+        let observed = [0x59, 5, 0, 0, 0, 0, 0, 0, 0];
+        let cases: [(Vec<u8>, Vec<u8>); 3] = [
+            // a 15-byte trace id: both ids go, the flag after the attributes
+            (
+                record(&attribute, &[1; 15], &[1; 8]),
+                [
+                    body_field.clone(),
+                    attribute.clone(),
+                    flag("tether.invalid_trace_id"),
+                    flags.to_vec(),
+                    observed.to_vec(),
+                ]
+                .concat(),
+            ),
+            // a 7-byte span id, no attributes: the flag before flags (8)
+            (
+                record(&[], &trace_id(5), &[1; 7]),
+                [
+                    body_field.clone(),
+                    flag("tether.invalid_span_id"),
+                    flags.to_vec(),
+                    ld(0x4a, &trace_id(5)),
+                    observed.to_vec(),
+                ]
+                .concat(),
+            ),
+            // an all-zero 8-byte span id is valid OTLP: the record is copied as it is
+            (
+                record(&[], &trace_id(5), &[0; 8]),
+                record(&[], &trace_id(5), &[0; 8]),
+            ),
+        ];
+        for (i, (input, expected)) in cases.iter().enumerate() {
+            let scope_logs = [ld(0x0a, b""), ld(0x12, input)].concat();
+            let body = ld(0x0a, &ld(0x12, &scope_logs));
+            let out = split_body(&body, &LOGS_SHAPE, 4, Some(3)).unwrap();
+            let cleared = (out.cleared_trace_id, out.cleared_span_id);
+            assert_eq!(cleared, [(1, 0), (0, 1), (0, 0)][i], "case {i}");
+            let partition = if i == 0 { 3 } else { 1 };
+            let scope_logs = [ld(0x0a, b""), ld(0x12, expected)].concat();
+            let expected_body = ld(0x0a, &[ld(0x0a, b""), ld(0x12, &scope_logs)].concat());
+            assert_eq!(out.parts, vec![(partition, expected_body)], "case {i}");
+        }
     }
 
     #[test]
