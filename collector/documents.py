@@ -23,11 +23,13 @@ from tether.schemas.records import (
     ATTR_FILE_FINGERPRINT,
     ATTR_FILE_PATH,
     ATTR_INVALID_UTF8,
+    ATTR_LOG_IOSTREAM,
     ATTR_PARSE_ERROR,
     ATTR_RECORD_ID,
     ATTR_RECORD_OFFSET,
     ATTR_TRUNCATED,
     FILE_SCOPE,
+    K8S_ATTRIBUTES,
     record_id,
 )
 
@@ -104,6 +106,7 @@ def span_documents(request: ExportTraceServiceRequest) -> list[SpanDoc]:
     for resource_spans in request.resource_spans:
         resource = attributes(resource_spans.resource.attributes)
         service = str(resource.get("service.name", ""))
+        k8s = kubernetes_fields(resource)
         for scope_spans in resource_spans.scope_spans:
             named = (("name", scope_spans.scope.name), ("version", scope_spans.scope.version))
             scope = {key: value for key, value in named if value}
@@ -128,6 +131,8 @@ def span_documents(request: ExportTraceServiceRequest) -> list[SpanDoc]:
                 }
                 if service:
                     source["service"] = {"name": service}
+                if k8s:
+                    source["k8s"] = k8s
                 if span.status.message:
                     source["span"]["status_message"] = span.status.message
                 if not scope:
@@ -147,6 +152,19 @@ def span_documents(request: ExportTraceServiceRequest) -> list[SpanDoc]:
                     SpanDoc(f"{trace_id}-{span_id}", span.start_time_unix_nano, trace_id, span_id, source)
                 )
     return docs
+
+
+def kubernetes_fields(resource: dict[str, Any]) -> dict[str, Any]:
+    """The resource's Kubernetes attributes (k8s.pod.name, ...) as the nested `k8s` object of a
+    document, so each is a keyword field of its own; {} when it has none. Non-scalar values are
+    left to resource.attributes."""
+    out: dict[str, Any] = {}
+    for key in K8S_ATTRIBUTES:
+        value = resource.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            _, entity, field_name = key.split(".")
+            out.setdefault(entity, {})[field_name] = value
+    return out
 
 
 def _outcome(status: str) -> str:
@@ -169,6 +187,7 @@ def log_documents(
         resource = attributes(resource_logs.resource.attributes)
         service = str(resource.get("service.name", ""))
         agent_id = str(resource.get(ATTR_AGENT_ID, ""))
+        k8s = kubernetes_fields(resource)
         for scope_logs in resource_logs.scope_logs:
             from_file = scope_logs.scope.name == FILE_SCOPE
             scope = attributes(scope_logs.scope.attributes) if from_file else {}
@@ -200,6 +219,11 @@ def log_documents(
                 }
                 if service:
                     source["service"] = {"name": service}
+                if k8s:
+                    source["k8s"] = k8s
+                iostream = attrs.pop(ATTR_LOG_IOSTREAM, None)
+                if isinstance(iostream, str):
+                    source["log"]["iostream"] = iostream
                 for empty in [key for key in ("record_id", "agent_id") if not source["tether"][key]]:
                     del source["tether"][empty]  # OTLP logs have neither
                 if from_file and not parse_error and not _is_plain_text(record.body):

@@ -40,6 +40,16 @@ ATTR_INVALID_UTF8: Final = "tether.invalid_utf8"  # invalid bytes were replaced 
 ATTR_INVALID_TRACE_ID: Final = "tether.invalid_trace_id"
 ATTR_INVALID_SPAN_ID: Final = "tether.invalid_span_id"
 # Resource attributes set by the agent.
+ATTR_LOG_IOSTREAM: Final = "log.iostream"  # stdout or stderr, of a container's log line
+# Resource attributes of a container's log file, from its path (OpenTelemetry semantic names); the
+# collector indexes them as the keyword fields k8s.namespace.name, ... (restart_count an integer).
+K8S_ATTRIBUTES: Final = (
+    "k8s.namespace.name",
+    "k8s.pod.name",
+    "k8s.pod.uid",
+    "k8s.container.name",
+    "k8s.container.restart_count",
+)
 ATTR_SERVICE_NAME: Final = "service.name"
 ATTR_AGENT_ID: Final = "tether.agent.id"
 

@@ -32,6 +32,8 @@ from tether.collector.correlate import Budget, Output, Stats, TraceBuffer
 from tether.collector.documents import (
     JSON_MAX_DEPTH,
     LogDoc,
+    any_value,
+    kubernetes_fields,
     log_documents,
     native_log_documents,
     span_documents,
@@ -501,6 +503,31 @@ def test_parse_error_records_keep_the_raw_line() -> None:
     records = [record(line, rid=f"agent-1:fp:{i}", flags=(ATTR_PARSE_ERROR,)) for i, line in enumerate(lines)]
     docs = compare(request(*records))
     assert docs is not None and len(docs) == len(lines)
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        [
+            kv("k8s.namespace.name", s("shop")),
+            kv("k8s.pod.name", s("checkout-7d9f")),
+            kv("k8s.pod.uid", s("0b1c")),
+            kv("k8s.container.name", s("app")),
+            kv("k8s.container.restart_count", AnyValue(int_value=2)),
+        ],
+        [kv("k8s.container.name", s("app")), kv("k8s.container.name", s("last wins"))],
+        [kv("k8s.pod.uid", AnyValue(bool_value=True)), kv("k8s.pod.name", s("p"))],  # a bool is no uid
+    ],
+    ids=["all", "repeated", "bool"],
+)
+def test_kubernetes_resource_attributes_and_the_stream(resource: list[KeyValue]) -> None:
+    line = record('{"message":"m"}', extra=[kv("log.iostream", s("stderr"))])
+    docs = compare(request(line, resource=[kv(ATTR_AGENT_ID, s("agent-1")), *resource]))
+    assert docs is not None
+    source = {**orjson.loads(docs[0].head[:-1] + b"}"), **docs[0].source} if docs[0].head else docs[0].source
+    assert source["log"]["iostream"] == "stderr" and "attributes" not in source
+    assert source["k8s"] == kubernetes_fields({kv.key: any_value(kv.value) for kv in resource})
+    assert source["k8s"]
 
 
 def test_many_resources_and_services() -> None:

@@ -11,8 +11,9 @@
 //! returns None and the caller takes the Python path, which stays the specification.
 
 use crate::constants::{
-    ATTR_AGENT_ID, ATTR_FILE_FINGERPRINT, ATTR_FILE_PATH, ATTR_INVALID_UTF8, ATTR_PARSE_ERROR,
-    ATTR_RECORD_ID, ATTR_RECORD_OFFSET, ATTR_SERVICE_NAME, ATTR_TRUNCATED, FILE_SCOPE,
+    ATTR_AGENT_ID, ATTR_FILE_FINGERPRINT, ATTR_FILE_PATH, ATTR_INVALID_UTF8, ATTR_LOG_IOSTREAM,
+    ATTR_PARSE_ERROR, ATTR_RECORD_ID, ATTR_RECORD_OFFSET, ATTR_SERVICE_NAME, ATTR_TRUNCATED,
+    FILE_SCOPE,
 };
 use crate::expand_line::expand_json_line;
 use crate::field_mapping::FieldMapping;
@@ -139,6 +140,56 @@ pub(crate) struct Resource<'a> {
     pub(crate) service: &'a str,
     pub(crate) agent_id: &'a str,
     json: Vec<u8>, // {"attributes":{...}}
+    k8s: Vec<u8>,  // ,"k8s":{...} or nothing (documents.kubernetes_fields)
+}
+
+/// documents.kubernetes_fields: the resource's Kubernetes attributes as the nested `k8s` object,
+/// `,"k8s":{...}`, or nothing when it has none (strings and integers only).
+fn kubernetes_fields(attrs: &[(&str, Scalar)]) -> Vec<u8> {
+    const ENTITIES: [(&str, &[&str]); 3] = [
+        ("namespace", &["name"]),
+        ("pod", &["name", "uid"]),
+        ("container", &["name", "restart_count"]),
+    ];
+    let mut entities: Vec<(&str, Vec<(&str, Scalar)>)> = Vec::new();
+    for (entity, fields) in ENTITIES {
+        let mut present = Vec::new();
+        for field in fields {
+            let key = format!("k8s.{entity}.{field}");
+            // the last of repeated keys, as in the reference's dict
+            if let Some((_, v @ (Scalar::Str(_) | Scalar::Int(_)))) =
+                attrs.iter().rev().find(|(k, _)| *k == key)
+            {
+                present.push((*field, *v));
+            }
+        }
+        if !present.is_empty() {
+            entities.push((entity, present));
+        }
+    }
+    let mut out = Vec::new();
+    if entities.is_empty() {
+        return out;
+    }
+    out.extend_from_slice(b",\"k8s\":{");
+    for (i, (entity, fields)) in entities.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_str(&mut out, entity);
+        out.extend_from_slice(b":{");
+        for (j, (field, value)) in fields.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            json_str(&mut out, field);
+            out.push(b':');
+            value.write_json(&mut out);
+        }
+        out.push(b'}');
+    }
+    out.push(b'}');
+    out
 }
 
 /// A record's id: an older agent's `log.record.uid`, or made of its offset (a range of Out::ids).
@@ -241,10 +292,12 @@ fn resource_logs<'a>(b: &'a [u8], mapping: &FieldMapping, out: &mut Out<'a>) -> 
     let mut json = b"{\"attributes\":".to_vec();
     scalar_object(&mut json, &attrs);
     json.push(b'}');
+    let k8s = kubernetes_fields(&attrs);
     out.resources.push(Resource {
         service,
         agent_id,
         json,
+        k8s,
     });
     let index = out.resources.len() - 1;
     for s in scopes {
@@ -391,6 +444,10 @@ fn log_record<'a>(
     let file_path = take(&mut attrs, ATTR_FILE_PATH).or(file.path);
     let truncated = take(&mut attrs, ATTR_TRUNCATED).is_some_and(Scalar::truthy);
     let invalid_utf8 = take(&mut attrs, ATTR_INVALID_UTF8).is_some_and(Scalar::truthy);
+    let iostream = match take(&mut attrs, ATTR_LOG_IOSTREAM) {
+        Some(Scalar::Str(s)) => Some(s),
+        _ => None,
+    };
     let timestamp_ns = if time != 0 { time } else { observed };
 
     let h = &mut out.heads;
@@ -398,21 +455,27 @@ fn log_record<'a>(
     h.extend_from_slice(b"{\"@timestamp\":\"");
     iso_timestamp(h, timestamp_ns);
     h.push(b'"');
-    // "log": only what the line has of level and file path
+    // "log": only what the line has of level, file path and stream
     let path = file_path.filter(|p| !matches!(p, Scalar::Null));
-    if !level.is_empty() || path.is_some() {
+    if !level.is_empty() || path.is_some() || iostream.is_some() {
         h.extend_from_slice(b",\"log\":{");
+        let mut sep = b"".as_slice();
         if !level.is_empty() {
             h.extend_from_slice(b"\"level\":");
             json_str(h, &level);
+            sep = b",";
         }
         if let Some(path) = path {
-            if !level.is_empty() {
-                h.push(b',');
-            }
+            h.extend_from_slice(sep);
             h.extend_from_slice(b"\"file\":{\"path\":");
             path.write_json(h);
             h.push(b'}');
+            sep = b",";
+        }
+        if let Some(stream) = iostream {
+            h.extend_from_slice(sep);
+            h.extend_from_slice(b"\"iostream\":");
+            json_str(h, stream);
         }
         h.push(b'}');
     }
@@ -423,6 +486,7 @@ fn log_record<'a>(
     digits(h, u64::from(severity_number.unsigned_abs()), 1);
     h.extend_from_slice(b"},\"resource\":");
     h.extend_from_slice(&out.resources[resource].json);
+    h.extend_from_slice(&out.resources[resource].k8s);
     // plain text (not starting as a JSON object) is a message, not a parse error
     if parse_error
         || !body

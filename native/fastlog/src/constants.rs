@@ -17,6 +17,7 @@ pub(crate) const ATTR_INVALID_UTF8: &str = "tether.invalid_utf8";
 pub(crate) const ATTR_INVALID_TRACE_ID: &str = "tether.invalid_trace_id";
 pub(crate) const ATTR_INVALID_SPAN_ID: &str = "tether.invalid_span_id";
 /// Resource attributes set by the agent.
+pub(crate) const ATTR_LOG_IOSTREAM: &str = "log.iostream";
 pub(crate) const ATTR_SERVICE_NAME: &str = "service.name";
 pub(crate) const ATTR_AGENT_ID: &str = "tether.agent.id";
 
@@ -47,6 +48,7 @@ pub(crate) fn all() -> Vec<(&'static str, Value)> {
         ("ATTR_INVALID_UTF8", Str(ATTR_INVALID_UTF8)),
         ("ATTR_INVALID_TRACE_ID", Str(ATTR_INVALID_TRACE_ID)),
         ("ATTR_INVALID_SPAN_ID", Str(ATTR_INVALID_SPAN_ID)),
+        ("ATTR_LOG_IOSTREAM", Str(ATTR_LOG_IOSTREAM)),
         ("ATTR_SERVICE_NAME", Str(ATTR_SERVICE_NAME)),
         ("ATTR_AGENT_ID", Str(ATTR_AGENT_ID)),
         ("TRACE_ID_BYTES", Int(TRACE_ID_BYTES)),
@@ -73,7 +75,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len());
-        assert_eq!(names.len(), 16);
+        assert_eq!(names.len(), 17);
     }
 
     #[test]
