@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+MAX_ALIGNMENT = 1000
 _HOLE = re.compile(r"\{([@$]?)([A-Za-z0-9_]+)(,-?[0-9]+)?(:[^{}]*)?\}")
 
 
@@ -67,7 +68,9 @@ def _render(value: Any, *, literal: bool = False) -> str:
 
 
 def _align(text: str, alignment: str | None) -> str:
+    """Padded to the alignment's width (negative: left-aligned), at most MAX_ALIGNMENT: a line must
+    not make the collector build a string of any size it names."""
     if not alignment:
         return text
-    width = int(alignment[1:])
+    width = max(-MAX_ALIGNMENT, min(int(alignment[1:]), MAX_ALIGNMENT))
     return text.ljust(-width) if width < 0 else text.rjust(width)

@@ -323,6 +323,19 @@ LINES += [
     '{"Message":"mel","State":{"Message":"mel"}}',
 ]
 
+# Message templates (Serilog CLEF), rendered natively for strings, integers, true/false/null.
+LINES += [
+    '{"@t":"2024-01-02T03:04:05Z","@mt":"User {Id} in","Id":7}',
+    '{"@mt":"{User} {User:l} {On} {None} {Gone} {{x}} {Id,5}|{Id,-5}|","User":"a \\"b\\" \\\\","On":false,'
+    '"None":null,"Id":-12}',
+    '{"@mt":"{A:0.0} and {B:l}","@r":["1.0","ignored"],"A":1,"B":"b"}',
+    '{"@mt":"{A:x} {B:y}","@r":[5],"A":"a","B":"b"}',
+    '{"@mt":"{X,99999999999999999999}|","X":"wide"}',
+    '{"@mt":"caf\u00e9 {X,8}|","X":"\u00e9t\u00e9"}',
+    '{"@mt":7,"X":1}',
+    '{"@mt":"{X} {","X":"\u00e9"}',
+]
+
 # Lines the native path leaves to the reference (it would parse them differently, or not at all).
 REFERENCE_LINES: list[str] = [
     '{"message":1,"big":123456789012345678901234567890}',  # orjson: a float
@@ -332,8 +345,10 @@ REFERENCE_LINES: list[str] = [
     '{"message":1.5}',
     '{"message":-0}',
     '{"message":"deep","d":' + "[" * 250 + "]" * 250 + "}",
-    # a message template (Serilog CLEF) is rendered by the reference
-    '{"@t":"2024-01-02T03:04:05Z","@mt":"User {Id} in","Id":7}',
+    # message templates with values the reference renders through orjson or by structure
+    '{"@mt":"took {Ms} ms","Ms":1.5}',
+    '{"@mt":"cart {Items}","Items":[1,2]}',
+    '{"@mt":"at {@Point}","Point":{"X":1,"$type":"P"}}',
     "{",
     '{"a":1,}',
     '{"a":01}',

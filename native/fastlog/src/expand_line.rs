@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use crate::field_mapping::{FieldMapping, Name};
 use crate::json_tree::{parse_object, Key, INDEX_FROM, J};
 use crate::json_write::json_str;
+use crate::message_template::render;
 
 /// LogFieldMapping.lookup: the first name present (flat key, else dotted path) and its value.
 fn lookup<'t, 'a, 'm>(
@@ -79,8 +80,15 @@ pub(crate) fn expand_json_line(
     // LogFieldMapping.lookup_message: the first name holding a scalar, else the first at all
     let found = lookup(&record, &mapping.message, true)
         .or_else(|| lookup(&record, &mapping.message, false));
-    if found.is_none() && lookup(&record, &mapping.message_template, true).is_some() {
-        return None; // a message template: rendered by the reference
+    // no message: a message template rendered with the line's properties
+    let mut rendered = None;
+    if found.is_none() {
+        if let Some((_, J::Atom(raw))) = lookup(&record, &mapping.message_template, true) {
+            if raw.starts_with('"') {
+                let template = serde_json::from_str::<String>(raw).ok()?;
+                rendered = Some(render(&template, &record)?);
+            }
+        }
     }
     if let Some((key, value)) = found {
         used.push(key);
@@ -112,6 +120,10 @@ pub(crate) fn expand_json_line(
             }
             None => remove_nested(&mut rest, &path.split('.').collect::<Vec<_>>()),
         }
+    }
+    if let Some(text) = &rendered {
+        out.extend_from_slice(b",\"message\":");
+        json_str(out, text);
     }
     if let Some(raw) = message {
         out.extend_from_slice(b",\"message\":");

@@ -33,6 +33,7 @@ mod json_tree;
 mod json_value;
 mod json_write;
 mod log_record;
+mod message_template;
 mod otlp_schema;
 mod otlp_split;
 mod timestamps;
