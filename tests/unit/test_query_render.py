@@ -220,3 +220,8 @@ def test_log_query_filters() -> None:
     assert {"terms": {"log.level": ["error"]}} in filters  # levels are indexed lower-case
     assert {"term": {"trace.id": TRACE}} in filters
     assert query["bool"]["must"][0]["simple_query_string"]["query"] == "card -declined"
+
+
+def test_levels_are_asked_for_as_the_collector_indexes_them() -> None:
+    filters = LogQuery(levels=["WARNING", "wrn", "50", "Chatty"]).filters()
+    assert filters == [{"terms": {"log.level": ["chatty", "error", "warn"]}}]

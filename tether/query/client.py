@@ -21,6 +21,7 @@ from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
 
 from tether.query.model import LogLine, SpanNode, Summary, TraceView, build_trace, iso, parse_ns
 from tether.schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
+from tether.schemas.log_fields import default_mapping, severity_name
 
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 DEFAULT_URL = "http://127.0.0.1:9200"
@@ -86,8 +87,9 @@ class LogQuery:
         if self.services:
             out.append({"terms": {"service.name": self.services}})
         if self.levels:
-            # The collector writes levels lower-cased; accept any case here.
-            out.append({"terms": {"log.level": [level.lower() for level in self.levels]}})
+            # The collector writes the short name of a known level ("warning", "WRN", 40 are
+            # all "warn") and other levels lower-cased: accept any of those here.
+            out.append({"terms": {"log.level": sorted({_indexed_level(level) for level in self.levels})}})
         if self.trace_id:
             out.append({"term": {"trace.id": self.trace_id}})
         if self.since_ns is not None:
@@ -277,3 +279,8 @@ def _reason(error: Exception) -> str:
         if known.lower() in text.lower():
             return known.lower()
     return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+def _indexed_level(level: str) -> str:
+    """log.level as the collector indexes a level written this way (collector.documents)."""
+    return severity_name(default_mapping().severity_number(level)) or level.lower()
