@@ -9,12 +9,13 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tether.config import HostPort, Section
+from tether.kafka_security import KafkaSecurity
 from tether.log_fields_config import LogFieldsConfig
 from tether.ops import AGENT_OPS_ENDPOINT, OpsConfig
 from tether.schemas.records import LOGS_TOPIC, SPANS_TOPIC
 
 
-class KafkaSinkConfig(Section):
+class KafkaSinkConfig(KafkaSecurity):
     bootstrap_servers: str = Field(description="host:port[,host:port] of the Kafka brokers")
     logs_topic: str = LOGS_TOPIC
     spans_topic: str = SPANS_TOPIC

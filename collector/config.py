@@ -7,12 +7,15 @@ from typing import Literal
 from pydantic import Field
 
 from tether.config import HostPort, Section
+from tether.elasticsearch_security import ElasticsearchConnection
+from tether.grpc_security import GrpcClientSecurity
+from tether.kafka_security import KafkaSecurity
 from tether.log_fields_config import LogFieldsConfig
 from tether.ops import COLLECTOR_OPS_ENDPOINT, OpsConfig
 from tether.schemas.records import LOGS_TOPIC, SPANS_TOPIC
 
 
-class KafkaSourceConfig(Section):
+class KafkaSourceConfig(KafkaSecurity):
     bootstrap_servers: str = Field(description="host:port[,host:port] of the Kafka brokers")
     group_id: str = "tether-collector"
     logs_topic: str = LOGS_TOPIC
@@ -50,8 +53,7 @@ class TimestampsConfig(Section):
     max_ahead_hours: float = Field(default=24.0, gt=0, description="latest timestamp kept, after arrival")
 
 
-class ElasticsearchSinkConfig(Section):
-    url: str = "http://127.0.0.1:9200"
+class ElasticsearchSinkConfig(ElasticsearchConnection):
     replicas: int = Field(default=1, ge=0)
     shards: int = Field(default=1, ge=1)
     bulk_max_docs: int = Field(default=5000, ge=1, description="documents per bulk request and per delivery")
@@ -64,7 +66,7 @@ class ElasticsearchSinkConfig(Section):
     request_timeout_seconds: float = Field(default=30.0, gt=0)
 
 
-class JaegerSinkConfig(Section):
+class JaegerSinkConfig(GrpcClientSecurity):
     enabled: bool = True
     endpoint: HostPort = Field(default="127.0.0.1:14317", description="host:port of its OTLP/gRPC receiver")
     timeout_seconds: float = Field(default=10.0, gt=0)

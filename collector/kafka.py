@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import OffsetAndMetadata
 
 from tether.collector.config import KafkaSourceConfig
+from tether.kafka_errors import diagnose
+
+log = logging.getLogger("tether.collector.kafka")
 
 
 class PartitionCountMismatchError(RuntimeError):
@@ -51,6 +58,7 @@ class KafkaConsumer(AIOKafkaConsumer):  # type: ignore[misc]
     of both topics to one member), offsets committed only by the collector."""
 
     def __init__(self, config: KafkaSourceConfig) -> None:
+        self._config = config
         super().__init__(
             bootstrap_servers=config.bootstrap_servers,
             group_id=config.group_id,
@@ -60,7 +68,28 @@ class KafkaConsumer(AIOKafkaConsumer):  # type: ignore[misc]
             max_poll_records=config.max_poll_records,
             fetch_max_bytes=config.fetch_max_bytes,
             max_partition_fetch_bytes=config.max_partition_fetch_bytes,
+            **config.aiokafka_security_kwargs(),
         )
+
+    async def start(self) -> None:
+        """Join the cluster. A refusal the configuration must fix (TLS, SASL) is logged with the key
+        to fix and retried with backoff, the collector not ready meanwhile; other failures raise."""
+        attempt = 0
+        while True:
+            try:
+                await super().start()
+                return
+            except KafkaConnectionError:
+                problem = await diagnose(self._config, self._config.bootstrap_servers)
+                if problem is None:
+                    raise
+            attempt += 1
+            delay = random.uniform(0, min(30.0, 0.5 * 2 ** min(attempt, 8)))
+            log.error(
+                "Kafka refused the connection; retrying",
+                extra={"error": problem, "attempt": attempt, "retry_in_seconds": round(delay, 2)},
+            )
+            await asyncio.sleep(delay)
 
     async def refresh_metadata(self) -> None:
         """Learn the topics as they are now (one may have been created or grown since start)."""

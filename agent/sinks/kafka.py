@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
+    KafkaConnectionError,
     KafkaError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
@@ -23,6 +24,7 @@ from aiokafka.errors import (
 from tether.agent.config import KafkaSinkConfig
 from tether.agent.sinks import kafka_batch
 from tether.agent.sinks.sink import SinkReset, SinkUnavailable
+from tether.kafka_errors import KafkaSecurityError, diagnose
 from tether.schemas.records import LOGS_SCHEMA, SCHEMA_HEADER, SPANS_SCHEMA, Signal
 
 log = logging.getLogger("tether.agent.kafka")
@@ -62,13 +64,20 @@ class KafkaSink:
             max_batch_size=min(config.max_request_bytes, 1024 * 1024),
             max_request_size=config.max_request_bytes,
             request_timeout_ms=config.request_timeout_ms,
+            **config.aiokafka_security_kwargs(),
         )
         level = config.lz4_level if config.compression == "lz4" else config.zstd_level
         kafka_batch.install(producer, config.compression, level)
         return producer
 
     async def start(self) -> None:
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except KafkaConnectionError as error:  # aiokafka keeps the cause to its log: find it
+            problem = await diagnose(self.config, self.config.bootstrap_servers)
+            if problem is None:
+                raise
+            raise KafkaSecurityError(problem) from error
         counts = {
             t: len(await self._producer.partitions_for(t))
             for t in (self.config.logs_topic, self.config.spans_topic)

@@ -19,6 +19,7 @@ from elasticsearch.serializer import OrjsonSerializer
 
 from tether.collector.config import ElasticsearchSinkConfig
 from tether.collector.metrics import CollectorMetrics
+from tether.elasticsearch_errors import explain, explain_status
 from tether.schemas.indices import DEADLETTER_ALIAS, NS_PER_DAY, TEMPLATE_NAMES, daily_index, index_template
 
 log = logging.getLogger("tether.collector.elasticsearch")
@@ -126,7 +127,7 @@ class ElasticsearchSink:
         self.config = config
         self.metrics = metrics
         self.client = AsyncElasticsearch(
-            config.url,
+            **config.client_kwargs(),
             request_timeout=config.request_timeout_seconds,
             serializers={OrjsonSerializer.mimetype: OrjsonSerializer()},  # responses, in C
         )
@@ -185,6 +186,11 @@ class ElasticsearchSink:
                     error = result.get("error") or {}
                     reason = str(error.get("reason", error)) if isinstance(error, dict) else str(error)
                     kind = str(error.get("type", "")) if isinstance(error, dict) else ""
+                    refusal = explain_status(status, kind, reason, self.config, "elasticsearch")
+                    if refusal is not None:  # a missing privilege is fixed by an operator: hold it
+                        retry.append(request)
+                        self._refused(refusal)
+                        continue
                     if status == 409 and kind == VERSION_CONFLICT and request.version is not None:
                         self.metrics.superseded.labels(request.alias).inc()
                         continue
@@ -215,29 +221,42 @@ class ElasticsearchSink:
         for failure in unplaceable:  # the dead-letter mapping takes any text: this is a bug, say so loudly
             log.critical("dead-letter document refused too", extra={"reason": failure.reason})
 
+    def _refused(self, problem: str) -> None:
+        self.healthy = False
+        self.metrics.bulk_retries.labels("security").inc()
+        log.error("Elasticsearch refused documents; retrying", extra={"error": problem})
+
     async def _retry_forever(self, call: Any, *, what: str) -> Any:
         """Elasticsearch unreachable or overloaded holds the pipeline back; it never loses data."""
         attempt = 0
         while True:
+            security_problem: str | None = None
             try:
                 result = await call()
                 self.healthy = True
                 return result
-            except (TransportConnectionError, ConnectionTimeout) as error:
-                problem = str(error)
-            except TransportError as error:
-                problem = str(error)
-            except Exception as error:  # ApiError with a status
-                status = getattr(getattr(error, "meta", None), "status", None)
-                if status not in RETRYABLE_STATUS:
-                    raise
-                problem = f"HTTP {status}: {error}"
+            except Exception as error:
+                # A refusal the configuration must fix (TLS, credentials, privileges) holds the
+                # pipeline back like an outage, and says which key to fix.
+                security_problem = explain(error, self.config, "elasticsearch")
+                if security_problem is not None:
+                    problem = security_problem
+                elif isinstance(error, (TransportConnectionError, ConnectionTimeout, TransportError)):
+                    problem = str(error)
+                else:  # ApiError with a status
+                    status = getattr(getattr(error, "meta", None), "status", None)
+                    if status not in RETRYABLE_STATUS:
+                        raise
+                    problem = f"HTTP {status}: {error}"
             attempt += 1
             self.healthy = False
-            self.metrics.bulk_retries.labels("unavailable").inc()
+            self.metrics.bulk_retries.labels("security" if security_problem else "unavailable").inc()
             delay = _backoff(attempt)
-            log.warning(
-                "Elasticsearch unavailable; retrying",
+            log.log(
+                logging.ERROR if security_problem else logging.WARNING,
+                "Elasticsearch refused the connection; retrying"
+                if security_problem
+                else "Elasticsearch unavailable; retrying",
                 extra={
                     "what": what,
                     "attempt": attempt,

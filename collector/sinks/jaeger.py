@@ -12,6 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceS
 
 from tether.collector.config import JaegerSinkConfig
 from tether.collector.metrics import CollectorMetrics
+from tether.grpc_errors import explain
 
 log = logging.getLogger("tether.collector.jaeger")
 
@@ -30,7 +31,8 @@ class JaegerSink:
     def __init__(self, config: JaegerSinkConfig, metrics: CollectorMetrics) -> None:
         self.config = config
         self.metrics = metrics
-        self._channel = grpc.aio.insecure_channel(config.endpoint)
+        self._channel = config.channel(config.endpoint)
+        self._metadata = config.metadata()
         self._stub = TraceServiceStub(self._channel)
 
     async def close(self) -> None:
@@ -46,7 +48,9 @@ class JaegerSink:
         attempt = 0
         while True:
             try:
-                response = await self._stub.Export(merged, timeout=self.config.timeout_seconds)
+                response = await self._stub.Export(
+                    merged, timeout=self.config.timeout_seconds, metadata=self._metadata
+                )
                 if response.partial_success.rejected_spans:
                     log.error(
                         "Jaeger rejected spans",
@@ -57,7 +61,9 @@ class JaegerSink:
                     )
                 return
             except grpc.aio.AioRpcError as error:
-                if error.code() not in RETRYABLE:
+                # TLS and credential refusals hold the spans back until the setting is fixed.
+                problem = explain(error.code(), error.details() or "", "jaeger")
+                if problem is None and error.code() not in RETRYABLE:
                     log.error(
                         "Jaeger refused spans for good",
                         extra={"code": error.code().name, "error": error.details()},
@@ -66,12 +72,16 @@ class JaegerSink:
                 attempt += 1
                 self.metrics.jaeger_errors.labels(error.code().name).inc()
                 delay = random.uniform(0, min(10.0, 0.2 * 2 ** min(attempt, 16)))
-                log.warning(
-                    "Jaeger unavailable; retrying",
+                log.log(
+                    logging.WARNING if problem is None else logging.ERROR,
+                    "Jaeger unavailable; retrying"
+                    if problem is None
+                    else "Jaeger refused the export; retrying",
                     extra={
                         "attempt": attempt,
                         "retry_in_seconds": round(delay, 2),
                         "code": error.code().name,
+                        **({} if problem is None else {"error": problem}),
                     },
                 )
                 await asyncio.sleep(delay)

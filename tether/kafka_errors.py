@@ -1,0 +1,113 @@
+"""Kafka connection failures caused by security, told as the setting to fix.
+
+aiokafka reports a failed start as "Unable to bootstrap from [...]" and keeps the cause to its own
+log, so `diagnose` opens one connection to the first broker with the same settings and explains
+what that raised. Messages never hold a password: only key names, hosts and OpenSSL's reasons.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    IllegalSaslStateError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
+
+from tether.kafka_security import KafkaSecurity
+
+# OpenSSL's X509_V_ERR_* codes that point at a particular setting.
+_HOSTNAME_MISMATCH = 62
+_CERT_HAS_EXPIRED = 10
+# Alerts a broker sends when it refuses our client certificate (mutual TLS).
+_CLIENT_CERT_REFUSED = (
+    "CERTIFICATE_REQUIRED",
+    "UNKNOWN_CA",
+    "BAD_CERTIFICATE",
+    "CERTIFICATE_EXPIRED",
+    "CERTIFICATE_UNKNOWN",
+    "CERTIFICATE_REVOKED",
+)
+
+
+class KafkaSecurityError(KafkaError):  # type: ignore[misc]
+    """Kafka refused the connection for a reason the configuration must fix; str() says which key."""
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def explain(error: BaseException, config: KafkaSecurity, broker: str = "the broker") -> str | None:
+    """The setting to fix and why, or None when the error is not about security."""
+    for cause in _causes(error):
+        message = _explain_one(cause, config, broker)
+        if message is not None:
+            return message
+    return None
+
+
+def _explain_one(error: BaseException, config: KafkaSecurity, broker: str) -> str | None:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        reason = error.verify_message or error.reason or str(error)
+        if error.verify_code == _HOSTNAME_MISMATCH:
+            return (
+                f"kafka.bootstrap_servers: certificate verify failed at {broker} ({reason}): connect by "
+                "a name the broker's certificate holds (kafka.tls.verify_hostname: false only for tests)"
+            )
+        if error.verify_code == _CERT_HAS_EXPIRED:
+            return f"kafka.tls.ca_file: certificate verify failed at {broker} ({reason}): renew the broker's"
+        return (
+            f"kafka.tls.ca_file: certificate verify failed at {broker} ({reason}): set the CA bundle "
+            "that signed the broker's certificate"
+        )
+    if isinstance(error, ssl.SSLError):
+        reason = error.reason or str(error)
+        if any(alert in reason for alert in _CLIENT_CERT_REFUSED):
+            return (
+                f"kafka.tls.cert_file: {broker} refused the client certificate ({reason}): set a "
+                "certificate (and key_file) signed by a CA the broker trusts, and not expired"
+            )
+        if "WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER_FAILURE" in reason:
+            return (
+                f"kafka.security_protocol: {config.security_protocol} but {broker} does not speak TLS "
+                f"there ({reason}): use the protocol of the broker's listener"
+            )
+        return f"kafka.tls: TLS handshake with {broker} failed ({reason})"
+    if isinstance(error, SaslAuthenticationFailed):
+        user = config.sasl.username if config.sasl else "?"
+        return (
+            f"kafka.sasl.password: authentication failed for user {user!r} at {broker}: check "
+            "kafka.sasl.username, kafka.sasl.password and kafka.sasl.mechanism"
+        )
+    if isinstance(error, UnsupportedSaslMechanismError):
+        mechanism = config.sasl.mechanism if config.sasl else "?"
+        return f"kafka.sasl.mechanism: {broker} does not enable {mechanism} ({error})"
+    if isinstance(error, IllegalSaslStateError):
+        return f"kafka.security_protocol: {broker} refused the SASL handshake ({error})"
+    return None
+
+
+async def diagnose(config: KafkaSecurity, bootstrap_servers: str, timeout_ms: int = 10_000) -> str | None:
+    """Connect once to the first broker as the client would; the setting to fix, if security failed."""
+    host, _, port = bootstrap_servers.split(",")[0].strip().rpartition(":")
+    broker = f"{host}:{port}"
+    if not port.isdigit():
+        return None
+    try:
+        connection = await create_conn(
+            host, int(port), request_timeout_ms=timeout_ms, **config.aiokafka_security_kwargs()
+        )
+    except Exception as error:
+        return explain(error, config, broker)
+    connection.close()
+    return None
