@@ -119,10 +119,12 @@ def _validate(data: dict[str, Any], model: type[Model], source: str) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(source, [_describe(e) for e in error.errors()]) from error
+        # from None: pydantic's own text repeats input values, and those may be secrets
+        raise ConfigError(source, [describe_error(e) for e in error.errors()]) from None
 
 
-def _describe(error: Any) -> str:
+def describe_error(error: Any) -> str:
+    """One line for one pydantic error: the key path and the problem (never the input value)."""
     path = ".".join(str(p) for p in error["loc"]) or "(top level)"
     message = error["msg"]
     if error["type"] == "extra_forbidden":

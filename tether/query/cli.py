@@ -8,14 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 
 ElasticsearchOption = Annotated[
-    str,
-    typer.Option("--elasticsearch-url", envvar="ELASTICSEARCH_URL", help="Elasticsearch to read from."),
+    str | None,
+    typer.Option(
+        "--elasticsearch-url",
+        envvar="ELASTICSEARCH_URL",
+        help="Elasticsearch to read from [default: the config file's, or http://127.0.0.1:9200].",
+        show_default=False,
+    ),
+]
+ElasticsearchConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--elasticsearch-config",
+        envvar="TETHER_ELASTICSEARCH_CONFIG",
+        help="YAML file whose `elasticsearch` section says how to connect (TLS, credentials; a "
+        "collector's config works). ELASTICSEARCH_USERNAME, _PASSWORD(_FILE), _API_KEY(_FILE), "
+        "_API_KEY_ID, _CLOUD_ID, _CA_FILE, _SSL_ASSERT_FINGERPRINT override it.",
+        dir_okay=False,
+    ),
 ]
 JaegerOption = Annotated[
     str,
@@ -25,15 +42,29 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable outpu
 
 EXIT_NOT_FOUND, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
 
+if TYPE_CHECKING:
+    from tether.elasticsearch_security import ElasticsearchConnection
+
 
 def _fail(message: str, code: int) -> typer.Exit:
     typer.secho(f"tether: {message}", fg=typer.colors.RED, err=True)
     return typer.Exit(code)
 
 
+def _connection(url: str | None, config_file: Path | None) -> ElasticsearchConnection:
+    from tether.config import ConfigError
+    from tether.query.connection import load_connection
+
+    try:
+        return load_connection(url, config_file)
+    except ConfigError as error:
+        raise _fail(str(error), EXIT_USAGE) from None
+
+
 def trace(
     trace_id: Annotated[str, typer.Argument(help="The trace id, 32 hex digits.", show_default=False)],
-    elasticsearch_url: ElasticsearchOption = "http://127.0.0.1:9200",
+    elasticsearch_url: ElasticsearchOption = None,
+    elasticsearch_config: ElasticsearchConfigOption = None,
     jaeger_url: JaegerOption = "http://127.0.0.1:16686",
     as_json: JsonOption = False,
     max_spans: Annotated[int, typer.Option(min=1, help="Read at most this many spans.")] = 5000,
@@ -50,9 +81,10 @@ def trace(
         trace_id = normalize_trace_id(trace_id)
     except BadArgument as error:
         raise _fail(str(error), EXIT_USAGE) from None
+    connection = _connection(elasticsearch_url, elasticsearch_config)
 
     async def read() -> TraceView:
-        async with Reader(elasticsearch_url) as reader:
+        async with Reader(connection) as reader:
             return await reader.trace(trace_id, max_spans=max_spans, max_logs=max_logs)
 
     try:
@@ -82,7 +114,8 @@ def logs(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="The newest N.")] = 100,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep polling for new logs.")] = False,
     interval: Annotated[float, typer.Option(min=0.1, help="Seconds between polls with --follow.")] = 1.0,
-    elasticsearch_url: ElasticsearchOption = "http://127.0.0.1:9200",
+    elasticsearch_url: ElasticsearchOption = None,
+    elasticsearch_config: ElasticsearchConfigOption = None,
     jaeger_url: JaegerOption = "http://127.0.0.1:16686",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
@@ -110,6 +143,7 @@ def logs(
         )
     except BadArgument as error:
         raise _fail(str(error), EXIT_USAGE) from None
+    connection = _connection(elasticsearch_url, elasticsearch_config)
     console = Console(highlight=False)
 
     def emit(line: LogLine) -> None:
@@ -121,7 +155,7 @@ def logs(
             console.file.flush()
 
     async def run() -> None:
-        async with Reader(elasticsearch_url) as reader:
+        async with Reader(connection) as reader:
             if follow:
                 async for line in reader.follow(query, limit=limit, interval=interval):
                     emit(line)

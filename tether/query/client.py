@@ -19,12 +19,13 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout, TransportError
 from elasticsearch import ApiError, AsyncElasticsearch, NotFoundError
 
+from tether.elasticsearch_errors import explain
+from tether.elasticsearch_security import DEFAULT_URL, ElasticsearchConnection
 from tether.query.model import LogLine, SpanNode, Summary, TraceView, build_trace, iso, parse_ns
 from tether.schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
 from tether.schemas.log_fields import default_mapping, severity_name
 
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
-DEFAULT_URL = "http://127.0.0.1:9200"
 MAX_SPANS = 5_000
 MAX_LOGS = 5_000
 _PAGE = 1_000
@@ -118,10 +119,15 @@ class LogQuery:
 class Reader:
     """Async reads from one Elasticsearch. Use as `async with Reader(url) as reader:`."""
 
-    def __init__(self, url: str = DEFAULT_URL, timeout: float = 10.0) -> None:
-        self.url = url
+    def __init__(self, url: str | ElasticsearchConnection = DEFAULT_URL, timeout: float = 10.0) -> None:
+        self.connection = (
+            url if isinstance(url, ElasticsearchConnection) else ElasticsearchConnection(url=url)
+        )
+        self.url = self.connection.address
         # One retry at most: an unreachable server should be reported in seconds, not minutes.
-        self._es = AsyncElasticsearch(url, request_timeout=timeout, max_retries=1, retry_on_timeout=False)
+        self._es = AsyncElasticsearch(
+            **self.connection.client_kwargs(), request_timeout=timeout, max_retries=1, retry_on_timeout=False
+        )
 
     async def __aenter__(self) -> Reader:
         return self
@@ -134,10 +140,12 @@ class Reader:
         """Client errors as `Unavailable`, with the URL and the reason on one line."""
         try:
             yield
-        except (TransportConnectionError, ConnectionTimeout) as error:
-            raise Unavailable(f"cannot reach Elasticsearch at {self.url} ({_reason(error)})") from error
         except (ApiError, TransportError) as error:
-            raise Unavailable(f"Elasticsearch at {self.url}: {_describe(error)}") from error
+            # TLS and credential refusals name the setting to fix (ELASTICSEARCH_* or the file's key).
+            problem = explain(error, self.connection, "elasticsearch")
+            if problem is None and isinstance(error, (TransportConnectionError, ConnectionTimeout)):
+                problem = f"cannot reach Elasticsearch at {self.url} ({_reason(error)})"
+            raise Unavailable(problem or f"Elasticsearch at {self.url}: {_describe(error)}") from error
 
     async def _search(self, index: str, **body: Any) -> dict[str, Any]:
         try:
