@@ -31,9 +31,10 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    """Base of every config model: unknown keys are errors, not silently ignored typos."""
+    """Base of every config model: unknown keys are errors, not silently ignored typos. Errors never
+    repeat the input: a section's input may hold a secret."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 def _host_port(value: str) -> str:

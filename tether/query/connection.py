@@ -41,6 +41,10 @@ class _ReaderConnection(ElasticsearchConnection):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+class _ReaderSettings(Section):
+    elasticsearch: _ReaderConnection
+
+
 class _ReaderFile(Section):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -66,7 +70,6 @@ def load_connection(
         section.pop("cloud_id", None)
     source = str(config_file) if config_file is not None else "environment"
     try:
-        return _ReaderConnection.model_validate(section)
+        return _ReaderSettings.model_validate({"elasticsearch": section}).elasticsearch
     except ValidationError as error:
-        # from None: pydantic's own text would repeat the input values, secrets among them
-        raise ConfigError(source, [f"elasticsearch.{describe_error(e)}" for e in error.errors()]) from None
+        raise ConfigError(source, [describe_error(e) for e in error.errors()]) from None
