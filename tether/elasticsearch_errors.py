@@ -17,7 +17,8 @@ from elasticsearch import ApiError
 
 from tether.elasticsearch_security import ElasticsearchConnection
 
-_HOSTNAME_MISMATCH = 62  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH
+_NAME_MISMATCH = (62, 64)
 
 
 def _causes(error: BaseException) -> Iterator[BaseException]:
@@ -29,6 +30,12 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
         if id(current) in seen:
             continue
         seen.add(id(current))
+        # aiohttp's ClientConnectorCertificateError is an SSLCertVerificationError by inheritance
+        # only: the real one, with OpenSSL's code and message, is its certificate_error.
+        inner = getattr(current, "certificate_error", None)
+        if isinstance(inner, BaseException):
+            pending.insert(0, inner)
+            continue
         yield current
         pending.extend(e for e in getattr(current, "errors", ()) if isinstance(e, BaseException))
         for linked in (current.__cause__, current.__context__):
@@ -85,7 +92,7 @@ def explain(error: BaseException, connection: ElasticsearchConnection, prefix: s
             )
         if isinstance(cause, ssl.SSLCertVerificationError):
             why = cause.verify_message or cause.reason or str(cause)
-            if cause.verify_code == _HOSTNAME_MISMATCH:
+            if cause.verify_code in _NAME_MISMATCH:
                 key = f"{prefix}.cloud_id" if connection.cloud_id else f"{prefix}.url"
                 return (
                     f"{key}: certificate verify failed ({why}): connect by a name the server's "

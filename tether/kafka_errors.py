@@ -21,7 +21,7 @@ from aiokafka.errors import (
 from tether.kafka_security import KafkaSecurity
 
 # OpenSSL's X509_V_ERR_* codes that point at a particular setting.
-_HOSTNAME_MISMATCH = 62
+_NAME_MISMATCH = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
 _CERT_HAS_EXPIRED = 10
 # Alerts a broker sends when it refuses our client certificate (mutual TLS).
 _CLIENT_CERT_REFUSED = (
@@ -59,7 +59,7 @@ def explain(error: BaseException, config: KafkaSecurity, broker: str = "the brok
 def _explain_one(error: BaseException, config: KafkaSecurity, broker: str) -> str | None:
     if isinstance(error, ssl.SSLCertVerificationError):
         reason = error.verify_message or error.reason or str(error)
-        if error.verify_code == _HOSTNAME_MISMATCH:
+        if error.verify_code in _NAME_MISMATCH:
             return (
                 f"kafka.bootstrap_servers: certificate verify failed at {broker} ({reason}): connect by "
                 "a name the broker's certificate holds (kafka.tls.verify_hostname: false only for tests)"
