@@ -37,6 +37,9 @@ _CLIENT_CERT_REFUSED = (
 class KafkaSecurityError(KafkaError):  # type: ignore[misc]
     """Kafka refused the connection for a reason the configuration must fix; str() says which key."""
 
+    def __str__(self) -> str:  # KafkaError's would put the class name before the key
+        return str(self.args[0]) if self.args else ""
+
 
 def _causes(error: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()

@@ -1,0 +1,165 @@
+"""Kafka refusals caused by security name the setting to fix: real TLS handshakes against a local
+TLS listener (certificates from a throwaway CA), and aiokafka's own SASL exceptions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.errors import SaslAuthenticationFailed, UnsupportedSaslMechanismError
+
+from tests.unit.tls_certificates import Authority, authority
+from tests.unit.tls_servers import server_context
+from tether.agent.config import KafkaSinkConfig
+from tether.agent.service import _connect
+from tether.agent.sinks.kafka import KafkaSink
+from tether.collector.config import KafkaSourceConfig
+from tether.collector.kafka import KafkaConsumer
+from tether.kafka_errors import KafkaSecurityError, diagnose, explain
+from tether.kafka_security import KafkaSecurity
+
+PASSWORD = "kafka-Pa55word-never-shown"
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> Authority:
+    return authority(tmp_path / "ca")
+
+
+@asynccontextmanager
+async def tls_listener(context: ssl.SSLContext) -> AsyncIterator[int]:
+    """A TLS listener that completes handshakes and then says nothing (a broker that is slow to
+    answer): what matters here is the handshake."""
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.read()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0, ssl=context)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+def security(**settings: Any) -> KafkaSecurity:
+    return KafkaSecurity.model_validate(settings)
+
+
+async def test_untrusted_ca_names_ca_file(tmp_path: Path, ca: Authority) -> None:
+    other = authority(tmp_path / "other", "other CA")
+    async with tls_listener(server_context(ca.issue("broker"))) as port:
+        config = security(security_protocol="SSL", tls={"ca_file": other.ca_file})
+        problem = await diagnose(config, f"127.0.0.1:{port}", timeout_ms=2000)
+    assert problem is not None
+    assert problem.startswith(f"kafka.tls.ca_file: certificate verify failed at 127.0.0.1:{port}")
+    assert "unable to get local issuer certificate" in problem
+
+
+async def test_wrong_hostname_names_bootstrap_servers(ca: Authority) -> None:
+    async with tls_listener(server_context(ca.issue("broker", ("kafka-1.example",)))) as port:
+        config = security(security_protocol="SSL", tls={"ca_file": ca.ca_file})
+        problem = await diagnose(config, f"localhost:{port}", timeout_ms=2000)
+    assert problem is not None and problem.startswith("kafka.bootstrap_servers: certificate verify failed")
+    assert "Hostname mismatch" in problem
+
+
+async def test_expired_broker_certificate(ca: Authority) -> None:
+    async with tls_listener(server_context(ca.issue("broker", expired=True))) as port:
+        config = security(security_protocol="SSL", tls={"ca_file": ca.ca_file})
+        problem = await diagnose(config, f"127.0.0.1:{port}", timeout_ms=2000)
+    assert problem is not None and "certificate has expired" in problem
+
+
+async def test_trusted_handshake_is_not_a_security_problem(ca: Authority) -> None:
+    async with tls_listener(server_context(ca.issue("broker"))) as port:
+        config = security(security_protocol="SSL", tls={"ca_file": ca.ca_file})
+        assert await diagnose(config, f"127.0.0.1:{port}", timeout_ms=500) is None
+
+
+def test_sasl_failures_name_the_sasl_key() -> None:
+    config = security(
+        security_protocol="SASL_SSL",
+        sasl={"mechanism": "SCRAM-SHA-256", "username": "tether", "password": PASSWORD},
+    )
+    # the message the broker sends back (Kafka's SaslAuthenticateResponse error_message)
+    failed = SaslAuthenticationFailed(
+        "Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-256"
+    )
+    problem = explain(failed, config, "kafka-1:9093")
+    assert problem is not None and problem.startswith(
+        "kafka.sasl.password: authentication failed for user 'tether'"
+    )
+    assert PASSWORD not in problem
+    unsupported = UnsupportedSaslMechanismError("Kafka broker does not support SCRAM-SHA-256 sasl mechanism.")
+    assert (explain(unsupported, config) or "").startswith("kafka.sasl.mechanism: the broker does not enable")
+
+
+def test_errors_that_are_not_about_security() -> None:
+    assert explain(ConnectionRefusedError(111, "Connect call failed"), security()) is None
+    assert explain(TimeoutError(), security()) is None
+
+
+async def test_agent_keeps_retrying_and_logs_the_key(
+    tmp_path: Path, ca: Authority, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = authority(tmp_path / "other", "other CA")
+    async with tls_listener(server_context(ca.issue("broker"))) as port:
+        config = KafkaSinkConfig.model_validate(
+            {
+                "bootstrap_servers": f"127.0.0.1:{port}",
+                "security_protocol": "SASL_SSL",
+                "tls": {"ca_file": other.ca_file},
+                "sasl": {"username": "tether", "password": PASSWORD},
+                "request_timeout_ms": 2000,
+            }
+        )
+        sink = KafkaSink(config)
+        with pytest.raises(KafkaSecurityError, match=r"^kafka\.tls\.ca_file: certificate verify failed"):
+            await sink.start()
+        stop = asyncio.Event()
+        with caplog.at_level(logging.WARNING):
+            connecting = asyncio.create_task(_connect(sink, stop))
+            while len([r for r in caplog.records if "retrying" in r.getMessage()]) < 2:
+                await asyncio.sleep(0.05)
+            stop.set()
+            assert await asyncio.wait_for(connecting, 60) is False
+        await sink.stop()
+    retries = [r for r in caplog.records if r.getMessage() == "Kafka unreachable at start; retrying"]
+    assert "kafka.tls.ca_file" in retries[0].error  # type: ignore[attr-defined]
+    assert all(PASSWORD not in r.getMessage() and PASSWORD not in str(r.__dict__) for r in caplog.records)
+
+
+async def test_collector_consumer_keeps_retrying(
+    tmp_path: Path, ca: Authority, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = authority(tmp_path / "other", "other CA")
+    async with tls_listener(server_context(ca.issue("broker"))) as port:
+        config = KafkaSourceConfig.model_validate(
+            {
+                "bootstrap_servers": f"127.0.0.1:{port}",
+                "security_protocol": "SSL",
+                "tls": {"ca_file": other.ca_file},
+            }
+        )
+        consumer = KafkaConsumer(config)
+        with caplog.at_level(logging.ERROR):
+            starting = asyncio.create_task(consumer.start())
+            while len([r for r in caplog.records if r.getMessage().startswith("Kafka refused")]) < 2:
+                assert not starting.done()
+                await asyncio.sleep(0.05)
+            starting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await starting
+        await consumer.stop()
+    refusals = [r for r in caplog.records if r.getMessage() == "Kafka refused the connection; retrying"]
+    assert refusals[0].error.startswith("kafka.tls.ca_file: certificate verify failed")  # type: ignore[attr-defined]
