@@ -40,6 +40,8 @@ class DocumentSink(Protocol):
 class SpanSink(Protocol):
     """Where span records are exported as they came (JaegerSink): returns once they are accepted."""
 
+    healthy: bool  # false while the export is refused for a reason the configuration must fix
+
     async def export(self, requests: list[ExportTraceServiceRequest]) -> None: ...
     async def close(self) -> None: ...
 

@@ -62,7 +62,8 @@ class Collector:
         self._lock = asyncio.Lock()
 
     def ready(self) -> bool:
-        return self.started and self.elasticsearch.healthy
+        jaeger_healthy = self.jaeger is None or self.jaeger.healthy
+        return self.started and self.elasticsearch.healthy and jaeger_healthy
 
     async def start(self) -> None:
         await self.elasticsearch.install_templates()

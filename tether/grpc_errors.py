@@ -10,7 +10,7 @@ from __future__ import annotations
 import grpc
 
 _UNTRUSTED = ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed", "unable to get local issuer")
-_HOSTNAME = ("Peer name", "not in peer certificate", "hostname")
+_HOSTNAME = ("Hostname Verification", "Peer name", "not in peer certificate")
 _HANDSHAKE = ("Ssl handshake failed", "SSL_ERROR", "handshake", "WRONG_VERSION_NUMBER")
 
 

@@ -33,6 +33,7 @@ class JaegerSink:
         self.metrics = metrics
         self._channel = config.channel(config.endpoint)
         self._metadata = config.metadata()
+        self.healthy = True  # false while the export is refused for a reason the config must fix
         self._stub = TraceServiceStub(self._channel)
 
     async def close(self) -> None:
@@ -51,6 +52,7 @@ class JaegerSink:
                 response = await self._stub.Export(
                     merged, timeout=self.config.timeout_seconds, metadata=self._metadata
                 )
+                self.healthy = True
                 if response.partial_success.rejected_spans:
                     log.error(
                         "Jaeger rejected spans",
@@ -70,6 +72,7 @@ class JaegerSink:
                     )
                     return
                 attempt += 1
+                self.healthy = problem is None
                 self.metrics.jaeger_errors.labels(error.code().name).inc()
                 delay = random.uniform(0, min(10.0, 0.2 * 2 ** min(attempt, 16)))
                 log.log(

@@ -205,6 +205,7 @@ class FakeJaeger:
         self.hold = hold
         self.calls: list[Call] = []
         self.closed = False
+        self.healthy = True
 
     async def export(self, requests: list[ExportTraceServiceRequest]) -> None:
         if not requests:  # like the real sink

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,8 @@ async def tls_listener(context: ssl.SSLContext) -> AsyncIterator[int]:
     answer): what matters here is the handshake."""
 
     async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
+        with suppress(ConnectionError, ssl.SSLError):
             await reader.read()
-        except (ConnectionError, ssl.SSLError):
-            pass
         writer.close()
 
     server = await asyncio.start_server(hold, "127.0.0.1", 0, ssl=context)
@@ -93,7 +91,8 @@ def test_sasl_failures_name_the_sasl_key() -> None:
     )
     # the message the broker sends back (Kafka's SaslAuthenticateResponse error_message)
     failed = SaslAuthenticationFailed(
-        "Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-256"
+        "Authentication failed during authentication due to invalid credentials with SASL mechanism "
+        "SCRAM-SHA-256"
     )
     problem = explain(failed, config, "kafka-1:9093")
     assert problem is not None and problem.startswith(
@@ -129,7 +128,7 @@ async def test_agent_keeps_retrying_and_logs_the_key(
         stop = asyncio.Event()
         with caplog.at_level(logging.WARNING):
             connecting = asyncio.create_task(_connect(sink, stop))
-            while len([r for r in caplog.records if "retrying" in r.getMessage()]) < 2:
+            while len([r for r in caplog.records if "retrying" in r.getMessage()]) < 2:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             stop.set()
             assert await asyncio.wait_for(connecting, 60) is False
