@@ -26,7 +26,7 @@ TOKEN = "jaeger-Token-abc123-secret"
 
 
 @dataclass
-class TraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     """Accepts spans when the request carries `expected_token`; keeps each request's metadata."""
 
     expected_token: str | None = None
@@ -45,7 +45,7 @@ async def otlp_server(
     service: TraceService, certificate: Certificate, client_ca: Authority | None = None
 ) -> AsyncIterator[int]:
     server = grpc.aio.server()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(service, server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     credentials = grpc.ssl_server_credentials(
         [(certificate.key_file.read_bytes(), certificate.cert_file.read_bytes())],
         root_certificates=None if client_ca is None else client_ca.ca_file.read_bytes(),

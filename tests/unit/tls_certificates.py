@@ -10,6 +10,7 @@ import datetime
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,8 +37,8 @@ class Certificate:
 class Authority:
     directory: Path
     name: str
-    _key: object
-    _cert: object
+    _key: Any  # cryptography's private key and certificate
+    _cert: Any
     ca_file: Path
 
     def issue(
@@ -59,7 +60,7 @@ class Authority:
         certificate = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(self._cert.subject)  # type: ignore[attr-defined]
+            .issuer_name(self._cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=2))
@@ -67,10 +68,10 @@ class Authority:
             .add_extension(x509.SubjectAlternativeName(alternative_names), critical=False)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),  # type: ignore[attr-defined]
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
                 critical=False,
             )
-            .sign(self._key, hashes.SHA256())  # type: ignore[arg-type]
+            .sign(self._key, hashes.SHA256())
         )
         cert_file = self.directory / f"{file_stem}.pem"
         key_file = self.directory / f"{file_stem}-key.pem"

@@ -7,6 +7,7 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -29,7 +30,7 @@ class HttpsPeer:
     frame them (its product header), and keeps each request's headers and path."""
 
     url: str
-    answers: list[tuple[int, dict[str, object]]] = field(default_factory=lambda: [(200, {})])
+    answers: list[tuple[int, Any]] = field(default_factory=lambda: [(200, {})])
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
     async def handle(self, request: web.Request) -> web.Response:
