@@ -18,7 +18,7 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
-from tether.kafka_security import KafkaSecurity
+from tether.kafka_security import TLS_PROTOCOLS, KafkaSecurity
 
 # OpenSSL's X509_V_ERR_* codes that point at a particular setting.
 _NAME_MISMATCH = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
@@ -86,6 +86,15 @@ def _explain_one(error: BaseException, config: KafkaSecurity, broker: str) -> st
                 f"there ({reason}): use the protocol of the broker's listener"
             )
         return f"kafka.tls: TLS handshake with {broker} failed ({reason})"
+    if (
+        isinstance(error, ConnectionResetError | ssl.SSLEOFError)
+        and config.security_protocol in TLS_PROTOCOLS
+    ):
+        # A plaintext listener drops a TLS ClientHello as a malformed request.
+        return (
+            f"kafka.security_protocol: {broker} closed the connection as TLS began: if its listener is "
+            f"not TLS, use {'PLAINTEXT' if config.security_protocol == 'SSL' else 'SASL_PLAINTEXT'}"
+        )
     if isinstance(error, SaslAuthenticationFailed):
         user = config.sasl.username if config.sasl else "?"
         return (
@@ -96,7 +105,10 @@ def _explain_one(error: BaseException, config: KafkaSecurity, broker: str) -> st
         mechanism = config.sasl.mechanism if config.sasl else "?"
         return f"kafka.sasl.mechanism: {broker} does not enable {mechanism} ({error})"
     if isinstance(error, IllegalSaslStateError):
-        return f"kafka.security_protocol: {broker} refused the SASL handshake ({error})"
+        return (
+            f"kafka.security_protocol: {broker} refused the SASL handshake ({error}): its listener "
+            "takes no SASL; use its protocol (PLAINTEXT or SSL) and remove kafka.sasl"
+        )
     return None
 
 

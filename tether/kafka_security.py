@@ -22,8 +22,8 @@ from tether.secrets import SecretSection
 from tether.tls import TlsClientConfig
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-_WITH_TLS = {"SSL", "SASL_SSL"}
-_WITH_SASL = {"SASL_PLAINTEXT", "SASL_SSL"}
+TLS_PROTOCOLS = {"SSL", "SASL_SSL"}
+SASL_PROTOCOLS = {"SASL_PLAINTEXT", "SASL_SSL"}
 
 
 class KafkaSaslConfig(SecretSection):
@@ -55,13 +55,13 @@ class KafkaSecurity(Section):
     @model_validator(mode="after")
     def _protocol_matches(self) -> KafkaSecurity:
         protocol = self.security_protocol
-        if self.tls is not None and protocol not in _WITH_TLS:
+        if self.tls is not None and protocol not in TLS_PROTOCOLS:
             raise ValueError(
                 f"tls is set but security_protocol is {protocol}: use SSL or SASL_SSL, or remove tls"
             )
-        if protocol in _WITH_SASL and self.sasl is None:
+        if protocol in SASL_PROTOCOLS and self.sasl is None:
             raise ValueError(f"security_protocol {protocol} needs a sasl section (mechanism, username)")
-        if self.sasl is not None and protocol not in _WITH_SASL:
+        if self.sasl is not None and protocol not in SASL_PROTOCOLS:
             raise ValueError(
                 f"sasl is set but security_protocol is {protocol}: use SASL_SSL (or SASL_PLAINTEXT)"
             )
@@ -70,7 +70,7 @@ class KafkaSecurity(Section):
     def aiokafka_security_kwargs(self) -> dict[str, Any]:
         """The security keyword arguments of AIOKafkaProducer and AIOKafkaConsumer."""
         kwargs: dict[str, Any] = {"security_protocol": self.security_protocol}
-        if self.security_protocol in _WITH_TLS:
+        if self.security_protocol in TLS_PROTOCOLS:
             kwargs["ssl_context"] = (self.tls or TlsClientConfig()).ssl_context()
         if self.sasl is not None:
             password = self.sasl.secret("password")

@@ -84,6 +84,21 @@ async def test_trusted_handshake_is_not_a_security_problem(ca: Authority) -> Non
         assert await diagnose(config, f"127.0.0.1:{port}", timeout_ms=500) is None
 
 
+async def test_tls_to_a_plaintext_listener_names_security_protocol() -> None:
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)  # a Kafka listener reads a size, finds it absurd, and closes
+        writer.transport.abort()
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        problem = await diagnose(security(security_protocol="SSL"), f"127.0.0.1:{port}", timeout_ms=2000)
+    finally:
+        server.close()
+    assert problem is not None and problem.startswith("kafka.security_protocol: ")
+    assert "use PLAINTEXT" in problem
+
+
 def test_sasl_failures_name_the_sasl_key() -> None:
     config = security(
         security_protocol="SASL_SSL",
