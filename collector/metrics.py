@@ -45,7 +45,7 @@ class CollectorMetrics:
         )
         self.bulk_retries = Counter(
             f"{p}bulk_retries",
-            "Documents or requests retried (429, 5xx, unreachable)",
+            "Documents or requests retried (429, 5xx, unreachable, security)",
             ["reason"],
             registry=r,
         )

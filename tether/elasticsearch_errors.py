@@ -32,8 +32,9 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         # aiohttp's ClientConnectorCertificateError is an SSLCertVerificationError by inheritance
         # only: the real one, with OpenSSL's code and message, is its certificate_error.
-        inner = getattr(current, "certificate_error", None)
-        if isinstance(inner, BaseException):
+        # ClientConnectorSSLError likewise holds OpenSSL's error as its os_error.
+        inner = getattr(current, "certificate_error", None) or getattr(current, "os_error", None)
+        if isinstance(inner, BaseException) and inner is not current:
             pending.insert(0, inner)
             continue
         yield current
@@ -91,7 +92,7 @@ def explain(error: BaseException, connection: ElasticsearchConnection, prefix: s
                 f"with SHA-256 fingerprint {cause.got.hex()}, not the pinned one"
             )
         if isinstance(cause, ssl.SSLCertVerificationError):
-            why = cause.verify_message or cause.reason or str(cause)
+            why = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or str(cause)
             if cause.verify_code in _NAME_MISMATCH:
                 key = f"{prefix}.cloud_id" if connection.cloud_id else f"{prefix}.url"
                 return (
@@ -103,7 +104,7 @@ def explain(error: BaseException, connection: ElasticsearchConnection, prefix: s
                 "set the CA bundle that signed the server's certificate"
             )
         if isinstance(cause, ssl.SSLError):
-            why = cause.reason or str(cause)
+            why = getattr(cause, "reason", None) or str(cause)
             if "WRONG_VERSION_NUMBER" in why or "RECORD_LAYER_FAILURE" in why:
                 return f"{prefix}.url: {connection.address} does not speak https ({why}): use http://"
             return f"{prefix}.tls: TLS handshake with {connection.address} failed ({why})"

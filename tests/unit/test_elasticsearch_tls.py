@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
 from tests.unit.tls_certificates import Authority, authority
 from tests.unit.tls_servers import HttpsPeer, https_peer, server_context
@@ -88,6 +89,13 @@ async def test_wrong_hostname_names_url(ca: Authority) -> None:
         peer.answers = [(200, EMPTY_SEARCH)]
         await read_logs(connect(peer, tls={"ca_file": ca.ca_file, "verify_hostname": False}))
     assert len(peer.requests) == 1
+
+
+async def test_https_to_a_plain_http_server_names_url(ca: Authority) -> None:
+    async with https_peer(None) as peer:
+        with pytest.raises(Unavailable) as caught:
+            await read_logs(connect(peer, tls={"ca_file": ca.ca_file}))
+    assert str(caught.value).startswith(f"elasticsearch.url: {peer.url} does not speak https")
 
 
 async def test_pinned_fingerprint(ca: Authority) -> None:
@@ -174,6 +182,9 @@ async def test_collector_holds_on_401_until_fixed_and_is_not_ready(
     assert len(refusals) == 2
     assert all(str(r.error).startswith("elasticsearch.password: authentication failed") for r in refusals)  # type: ignore[attr-defined]
     assert False in health and sink.healthy
+    metrics = generate_latest(sink.metrics.registry).decode()
+    assert 'bulk_retries_total{reason="security"} 2.0' in metrics.replace("tether_collector_", "")
+    assert SECRET not in metrics
     assert all(SECRET not in r.getMessage() and SECRET not in str(r.__dict__) for r in caplog.records)
 
 

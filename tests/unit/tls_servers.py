@@ -45,7 +45,8 @@ class HttpsPeer:
 
 
 @asynccontextmanager
-async def https_peer(context: ssl.SSLContext, host: str = "127.0.0.1") -> AsyncIterator[HttpsPeer]:
+async def https_peer(context: ssl.SSLContext | None, host: str = "127.0.0.1") -> AsyncIterator[HttpsPeer]:
+    """With context None, a plain http server (its url still says https, as a misconfigured one would)."""
     peer = HttpsPeer(url="")
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", peer.handle)
