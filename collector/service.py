@@ -24,6 +24,7 @@ from tether.collector.kafka import GroupConsumer, KafkaConsumer, check_copartiti
 from tether.collector.metrics import CollectorMetrics
 from tether.collector.sinks.elasticsearch import ElasticsearchSink
 from tether.collector.sinks.jaeger import JaegerSink
+from tether.collector.until_stopped import until_stopped
 from tether.logs import configure_logging
 from tether.ops import OpsServer
 
@@ -150,7 +151,8 @@ async def run_collector(config: CollectorConfig, stop: asyncio.Event | None = No
     ops = OpsServer(config.ops.endpoint, collector.metrics.registry, ready=collector.ready)
     await ops.start()
     try:
-        await collector.start()
+        if not await until_stopped(collector.start(), stop):  # stopped while still connecting
+            return
         log.info("collector started", extra={"group_id": config.kafka.group_id})
         await collector.run(stop)
     finally:
