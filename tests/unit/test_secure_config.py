@@ -322,3 +322,20 @@ def test_jaeger_header_names_are_grpc_metadata_keys() -> None:
     assert "jaeger.headers" in text and "lower case" in text
     both = problems(collector_yaml("jaeger: {bearer_token: t, headers: {authorization: x}}\n"))
     assert "both set the authorization header" in both
+
+
+def test_agent_validate_names_a_key_that_is_not_the_certificates(tmp_path: Path, ca: Authority) -> None:
+    client, other = ca.issue("client", client=True), ca.issue("other", client=True)
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"data_dir: {tmp_path}\nkafka:\n  bootstrap_servers: k:9093\n  security_protocol: SASL_SSL\n"
+        f"  tls: {{ca_file: {ca.ca_file}, cert_file: {client.cert_file}, key_file: {other.key_file}}}\n"
+        f"  sasl: {{mechanism: PLAIN, username: agent, password: {SECRET}}}\n"
+    )
+    result = CliRunner().invoke(app, ["agent", "validate", "--config", str(config)])
+    assert result.exit_code == 2
+    assert (
+        "kafka.tls: " in result.output
+        and f"key_file: {other.key_file} is not the private key" in result.output
+    )
+    assert SECRET not in result.output
