@@ -339,3 +339,15 @@ def test_agent_validate_names_a_key_that_is_not_the_certificates(tmp_path: Path,
         and f"key_file: {other.key_file} is not the private key" in result.output
     )
     assert SECRET not in result.output
+
+
+def test_cli_reads_the_connection_file_and_checks_it(tmp_path: Path) -> None:
+    missing = CliRunner().invoke(
+        app, ["trace", "0" * 31 + "1", "--elasticsearch-config", str(tmp_path / "no")]
+    )
+    assert missing.exit_code == 2 and "does not" in " ".join(missing.output.split())
+    config = tmp_path / "reader.yaml"
+    config.write_text(f"elasticsearch:\n  url: https://es:9200\n  tls: {{ca_file: {tmp_path}/ca.pem}}\n")
+    result = CliRunner().invoke(app, ["logs", "--elasticsearch-config", str(config)])
+    assert result.exit_code == 2
+    assert "elasticsearch.tls.ca_file: Value error, no such file" in result.output

@@ -31,6 +31,7 @@ ElasticsearchConfigOption = Annotated[
         help="YAML file whose `elasticsearch` section says how to connect (TLS, credentials; a "
         "collector's config works). ELASTICSEARCH_USERNAME, _PASSWORD(_FILE), _API_KEY(_FILE), "
         "_API_KEY_ID, _CLOUD_ID, _CA_FILE, _SSL_ASSERT_FINGERPRINT override it.",
+        exists=True,
         dir_okay=False,
     ),
 ]
