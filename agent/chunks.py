@@ -33,6 +33,7 @@ class EncodedChunk:
 
 class ChunkEncoder(Protocol):
     name: str
+    partitions: int  # may change between chunks (FileSource.use_partitions)
 
     def encode(
         self,

@@ -91,6 +91,10 @@ class FileSource:
         )
         log.info("file line encoder", extra={"encoder": self.encoder.name})
 
+    def use_partitions(self, partitions: int) -> None:
+        """Split from now on for `partitions`: Kafka's count, learnt after the agent started."""
+        self.partitions = self.encoder.partitions = partitions
+
     async def run(self, stop: asyncio.Event) -> None:
         first_scan = True
         last_checkpoint = time.monotonic()
@@ -289,7 +293,7 @@ class FileSource:
             if encoded.truncated:
                 self.metrics.truncated_lines.labels(self.config.long_lines).inc(encoded.truncated)
         if encoded is not None and encoded.records:
-            batch = Batch("logs", encoded.records, encoded.lines)
+            batch = Batch("logs", encoded.records, encoded.lines, partitions=self.partitions)
             ack = (await self.delivery.submit(batch, wait_for_room=True)).acked
             self.metrics.file_lines.inc(encoded.lines)
         else:

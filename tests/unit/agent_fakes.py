@@ -4,7 +4,8 @@
 acknowledges by default; `hang()` makes sends wait unanswered until `resume()` (a broker that
 stopped responding), `up = False` fails every send with SinkUnavailable after a short wait (a
 broker that is down), and `resets` fails that many next sends with SinkReset (the producer had
-to be replaced).
+to be replaced). `partitions` is the topics' count it reports, as the Kafka sink does once
+started; 0 is a sink that has not reached its broker yet (set `up = False` with it).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class Sent:
 
 
 class FakeSink:
-    def __init__(self) -> None:
+    def __init__(self, partitions: int = 4) -> None:
+        self.partitions = partitions
         self.up = True
         self.resets = 0
         self.attempts = 0
