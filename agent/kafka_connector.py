@@ -50,7 +50,7 @@ class KafkaConnector:
         self.connected = False
         self.attempts = 0
         self.last_error: str | None = None
-        self.fatal: PartitionMismatchError | None = None
+        self.fatal: Exception | None = None  # the agent stops and run_agent raises it
 
     def not_ready_reason(self) -> str | None:
         if self.connected:
@@ -58,7 +58,8 @@ class KafkaConnector:
         return f"Kafka unreachable ({SETTING}={self.bootstrap_servers}): {self.last_error or 'connecting'}"
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Until connected, or `stop`; a partition mismatch sets `fatal` and `stop`."""
+        """Until connected, or `stop`. Topics with different partition counts, or an error that
+        is no connection failure, set `fatal` and `stop`: the agent exits and says why."""
         while not stop.is_set():
             try:
                 await self.sink.start()
@@ -68,23 +69,14 @@ class KafkaConnector:
                 stop.set()
                 return
             except (KafkaError, OSError) as error:
-                self.attempts += 1
-                self.last_error = repr(error)
-                delay = random.uniform(0, min(self.max_backoff_seconds, 0.5 * 2 ** min(self.attempts, 8)))
-                log.warning(
-                    f"cannot reach Kafka at {SETTING}={self.bootstrap_servers}; accepting into the "
-                    "spool meanwhile and retrying",
-                    extra={
-                        "setting": SETTING,
-                        "bootstrap_servers": self.bootstrap_servers,
-                        "error": repr(error),
-                        "attempt": self.attempts,
-                        "retry_in_seconds": round(delay, 2),
-                    },
-                )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                    await asyncio.wait_for(stop.wait(), self._failed(error))
                 continue
+            except Exception as error:  # a bug: stop rather than spool forever without saying so
+                self.fatal = error
+                log.exception("cannot connect to Kafka: unexpected error")
+                stop.set()
+                return
             partitions = self.sink.partitions
             self.connected = True
             self.last_error = None
@@ -102,3 +94,21 @@ class KafkaConnector:
             )
             self.on_connected(partitions)
             return
+
+    def _failed(self, error: Exception) -> float:
+        """Count and log a failed attempt; the seconds to wait before the next one."""
+        self.attempts += 1
+        self.last_error = repr(error)
+        delay = random.uniform(0, min(self.max_backoff_seconds, 0.5 * 2 ** min(self.attempts, 8)))
+        log.warning(
+            f"cannot reach Kafka at {SETTING}={self.bootstrap_servers}; accepting into the "
+            "spool meanwhile and retrying",
+            extra={
+                "setting": SETTING,
+                "bootstrap_servers": self.bootstrap_servers,
+                "error": repr(error),
+                "attempt": self.attempts,
+                "retry_in_seconds": round(delay, 2),
+            },
+        )
+        return delay

@@ -51,6 +51,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     source: FileSource | None = None
 
     def use_live_partitions(live: int) -> None:
+        metrics.kafka_connected.set(1)
         if ingest is not None:
             ingest.partitions = live
         if source is not None:

@@ -139,7 +139,7 @@ async def test_an_agent_started_without_kafka_accepts_then_drains_exactly_once(
             lambda: agent.metrics().get("tether_agent_file_lines_total", 0) == LINES, 30, "lines read"
         )
         during = agent.metrics()
-        assert during["tether_agent_spool_batches"] > 0
+        assert during["tether_agent_spool_batches"] > 0 and during["tether_agent_kafka_connected"] == 0
         assert await consume_all(stack.kafka.bootstrap, agent.logs_topic, idle_seconds=1) == []
         assert proxy.connections == 0  # nothing reached Kafka: it was unreachable
 
@@ -148,6 +148,7 @@ async def test_an_agent_started_without_kafka_accepts_then_drains_exactly_once(
         await wait_until(
             lambda: agent.metrics().get("tether_agent_spool_bytes", 1) == 0, 60, "the spool to drain"
         )
+        assert agent.metrics()["tether_agent_kafka_connected"] == 1
         log_values = await consume_all(stack.kafka.bootstrap, agent.logs_topic)
         logs = log_records(log_values)
         delivered_spans = _spans(await consume_all(stack.kafka.bootstrap, agent.spans_topic))

@@ -260,3 +260,15 @@ async def test_topics_with_different_counts_stop_the_agent(tmp_path: Path) -> No
     await asyncio.wait_for(connector.run(stop), 5)
     assert stop.is_set() and isinstance(connector.fatal, PartitionMismatchError)
     assert not connector.connected
+
+
+async def test_an_error_that_is_no_connection_failure_stops_the_agent_instead_of_spooling_forever(
+    tmp_path: Path,
+) -> None:
+    sink = _UnreachableThenUp(
+        failures=0, partitions=4, error=TypeError("object of type 'NoneType' has no len()")
+    )
+    stop = asyncio.Event()
+    connector = KafkaConnector(sink, "k:9092", PartitionMemory(tmp_path, "l", "s"), lambda _: None)
+    await asyncio.wait_for(connector.run(stop), 5)
+    assert stop.is_set() and isinstance(connector.fatal, TypeError)

@@ -83,6 +83,8 @@ async def test_an_agent_without_kafka_listens_at_once_and_spools_what_it_accepts
                 headers={"Content-Type": "application/x-protobuf"},
             ) as response:
                 assert response.status == 200, await response.text()
+            async with http.get(f"{ops}/metrics") as response:
+                assert "tether_agent_kafka_connected 0.0" in await response.text()
             async with http.get(f"{ops}/healthz") as response:
                 assert response.status == 200
             async with http.get(f"{ops}/readyz") as response:
