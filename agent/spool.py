@@ -9,7 +9,8 @@ leaves either a whole batch or none. Names are zero-padded sequence numbers: sor
 Version 2 records the partition count the batch was split for (`partitions`), so that a batch
 spooled while Kafka's count was not known, or was another, is split again before it is sent.
 Version 1 files (older agents) have no such field: they read as partitions 0, not known, and
-are always split again.
+are always split again. An older agent sets version 2 files aside as corrupt: downgrade with an
+empty spool.
 """
 
 from __future__ import annotations
