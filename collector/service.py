@@ -62,7 +62,7 @@ class Collector:
         self._lock = asyncio.Lock()
 
     def ready(self) -> bool:
-        return self.started and self.elasticsearch.healthy
+        return self.started and self.elasticsearch.healthy and not self.elasticsearch.write_blocked
 
     async def start(self) -> None:
         await self.elasticsearch.install_templates()
