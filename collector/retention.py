@@ -125,7 +125,11 @@ class Retention:
     async def run(self, stop: asyncio.Event) -> None:
         """A pass now, then one per interval until `stop`; a failed pass waits for the next."""
         while not stop.is_set():
-            await self.run_once()
+            try:
+                await self.run_once()
+            except Exception:  # a bug must not end retention for the life of the process
+                self.metrics.retention_errors.inc()
+                log.exception("retention pass failed")
             with contextlib.suppress(TimeoutError):  # the interval passed: time for the next pass
                 await asyncio.wait_for(stop.wait(), self.interval)
 

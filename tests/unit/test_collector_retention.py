@@ -213,3 +213,26 @@ def test_invalid_retention_days_name_the_key(retention_days: object, key: str) -
     with pytest.raises(ConfigError) as raised:
         parse_config(text, CollectorConfig)
     assert any(problem.startswith(f"{key}:") for problem in raised.value.problems), raised.value.problems
+
+
+async def test_a_pass_that_fails_unexpectedly_is_counted_and_the_next_one_runs() -> None:
+    admin = FakeIndexAdmin({"tether-logs-2020.01.01"})
+    calls = 0
+
+    def clock() -> int:  # the first pass breaks on an unexpected error
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("clock broke")
+        return NOW
+
+    metrics = CollectorMetrics()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        Retention({"tether-logs": 1}, admin, metrics, clock=clock, interval=0.01).run(stop)
+    )
+    await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.wait_for(task, 1)
+    assert admin.names == set()
+    assert metrics.registry.get_sample_value("tether_collector_retention_errors_total") == 1
