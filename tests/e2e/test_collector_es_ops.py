@@ -57,8 +57,13 @@ async def _committed_and_end(stack: Stack, group: str, topic: str, partition: in
         await consumer.stop()
 
 
+# index.blocks.read_only_allow_delete is the block the flood-stage disk watermark sets (429); set
+# by hand on one index it is the same block without filling the shared node's disk.
+@pytest.mark.parametrize(
+    "block", ["index.blocks.write", "index.blocks.read_only", "index.blocks.read_only_allow_delete"]
+)
 async def test_a_write_block_on_the_daily_index_holds_everything_until_it_is_lifted(
-    stack: Stack, tmp_path: Path
+    stack: Stack, tmp_path: Path, block: str
 ) -> None:
     logs_topic, spans_topic, run = new_topics("wblock")
     await create_topics(stack, logs_topic, spans_topic)
@@ -84,7 +89,7 @@ async def test_a_write_block_on_the_daily_index_holds_everything_until_it_is_lif
             await wait_for_count(stack, index, query, 20, within=60)
             assert collector.get("/readyz")[0] == 200
 
-            await es.indices.put_settings(index=index, settings={"index.blocks.write": True})
+            await es.indices.put_settings(index=index, settings={block: True})
             _, first_blocked = await _committed_and_end(stack, run, logs_topic, UNTRACED_PARTITION)
             for k in range(20, 40):  # one record each
                 await producer.lines([line(k)])
@@ -104,7 +109,7 @@ async def test_a_write_block_on_the_daily_index_holds_everything_until_it_is_lif
         assert letters == []
         assert len(await search(stack, index, query)) == 20
 
-        await es.indices.put_settings(index=index, settings={"index.blocks.write": None})  # lifted
+        await es.indices.put_settings(index=index, settings={block: None})  # lifted
         await wait_for_count(stack, index, query, 40, within=60)
         await asyncio.sleep(3)  # anything duplicated would show up by now
 
@@ -121,7 +126,9 @@ async def test_a_write_block_on_the_daily_index_holds_everything_until_it_is_lif
     finally:
         if collector.process is not None and collector.process.poll() is None:
             collector.stop()
-        await es.indices.delete(index=index, ignore_unavailable=True)
+        if await es.indices.exists(index=index):
+            await es.indices.put_settings(index=index, settings={block: None})
+            await es.indices.delete(index=index)
         await es.close()
 
 
