@@ -56,7 +56,7 @@ class WriteBlocks:
         self._waiting -= 1
         if self._waiting == 0:
             self._gauge.set(0)
-            log.warning("Elasticsearch accepts writes again")
+            log.info("Elasticsearch accepts writes again")
 
 
 class BlockWaiter:
