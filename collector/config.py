@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from tether.collector.retention import RetentionDaysConfig
 from tether.config import HostPort, Section
 from tether.log_fields_config import LogFieldsConfig
 from tether.ops import COLLECTOR_OPS_ENDPOINT, OpsConfig
@@ -62,6 +63,9 @@ class ElasticsearchSinkConfig(Section):
         default=4, ge=1, description="deliveries in flight while consuming goes on"
     )
     request_timeout_seconds: float = Field(default=30.0, gt=0)
+    retention_days: RetentionDaysConfig = Field(
+        default_factory=RetentionDaysConfig, description="per alias; daily indices older are deleted"
+    )
 
 
 class JaegerSinkConfig(Section):

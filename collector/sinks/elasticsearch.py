@@ -19,6 +19,7 @@ from elasticsearch.serializer import OrjsonSerializer
 
 from tether.collector.config import ElasticsearchSinkConfig
 from tether.collector.metrics import CollectorMetrics
+from tether.collector.write_blocks import WriteBlocks, is_blocked_request, is_write_block
 from tether.schemas.indices import DEADLETTER_ALIAS, NS_PER_DAY, TEMPLATE_NAMES, daily_index, index_template
 
 log = logging.getLogger("tether.collector.elasticsearch")
@@ -131,6 +132,12 @@ class ElasticsearchSink:
             serializers={OrjsonSerializer.mimetype: OrjsonSerializer()},  # responses, in C
         )
         self.healthy = True  # false while Elasticsearch is unreachable or overloaded
+        self.write_blocks = WriteBlocks(metrics.write_blocked)
+
+    @property
+    def write_blocked(self) -> bool:
+        """True while some delivery waits for a write block to lift (not ready meanwhile)."""
+        return self.write_blocks.blocked
 
     async def close(self) -> None:
         await self.client.close()
@@ -161,39 +168,56 @@ class ElasticsearchSink:
         rejections: list[Rejection] = []
         remaining = requests
         attempt = 0
-        while remaining:
-            retry: list[Indexable] = []
-            for part, body in _bulk_bodies(remaining, self.config.bulk_max_docs, self.config.bulk_max_bytes):
-                started = time.monotonic()
-                response = await self._retry_forever(
-                    # bytes pass through the NDJSON serializer untouched (the stub only names mappings)
-                    partial(self.client.bulk, operations=body, filter_path=BULK_RESPONSE_FIELDS),  # type: ignore[arg-type]
-                    what="bulk request",
-                )
-                self.metrics.bulk_latency.observe(time.monotonic() - started)
-                if not response.get("errors"):
-                    continue
-                for request, item in zip(part, response["items"], strict=True):
-                    result = item["index"]
-                    status = int(result.get("status", 500))
-                    if status < 300:
-                        continue
-                    if status in RETRYABLE_STATUS:
-                        retry.append(request)
-                        self.metrics.bulk_retries.labels(str(status)).inc()
-                        continue
-                    error = result.get("error") or {}
-                    reason = str(error.get("reason", error)) if isinstance(error, dict) else str(error)
-                    kind = str(error.get("type", "")) if isinstance(error, dict) else ""
-                    if status == 409 and kind == VERSION_CONFLICT and request.version is not None:
-                        self.metrics.superseded.labels(request.alias).inc()
-                        continue
-                    rejections.append(Rejection(request, status, reason, kind, result.get("_index", "")))
-            remaining = retry
-            if remaining:
-                attempt += 1
-                await asyncio.sleep(_backoff(attempt))
+        blocks = self.write_blocks.waiter()
+        try:
+            while remaining:
+                remaining, block = await self._index_round(remaining, rejections)
+                blocks.update(block)
+                if remaining:
+                    attempt += 1
+                    await asyncio.sleep(_backoff(attempt))
+        finally:
+            blocks.close()
         return rejections
+
+    async def _index_round(
+        self, requests: Sequence[Indexable], rejections: list[Rejection]
+    ) -> tuple[list[Indexable], str | None]:
+        """One bulk pass over `requests`: what to retry, and the reason of a write block if any."""
+        retry: list[Indexable] = []
+        block: str | None = None
+        for part, body in _bulk_bodies(requests, self.config.bulk_max_docs, self.config.bulk_max_bytes):
+            started = time.monotonic()
+            response = await self._retry_forever(
+                # bytes pass through the NDJSON serializer untouched (the stub only names mappings)
+                partial(self.client.bulk, operations=body, filter_path=BULK_RESPONSE_FIELDS),  # type: ignore[arg-type]
+                what="bulk request",
+            )
+            self.metrics.bulk_latency.observe(time.monotonic() - started)
+            if not response.get("errors"):
+                continue
+            for request, item in zip(part, response["items"], strict=True):
+                result = item["index"]
+                status = int(result.get("status", 500))
+                if status < 300:
+                    continue
+                error = result.get("error") or {}
+                if is_write_block(error):  # 403 or 429: never the document's fault
+                    retry.append(request)
+                    block = str(error.get("reason", "blocked"))
+                    self.metrics.bulk_retries.labels("blocked").inc()
+                    continue
+                if status in RETRYABLE_STATUS:
+                    retry.append(request)
+                    self.metrics.bulk_retries.labels(str(status)).inc()
+                    continue
+                reason = str(error.get("reason", error)) if isinstance(error, dict) else str(error)
+                kind = str(error.get("type", "")) if isinstance(error, dict) else ""
+                if status == 409 and kind == VERSION_CONFLICT and request.version is not None:
+                    self.metrics.superseded.labels(request.alias).inc()
+                    continue
+                rejections.append(Rejection(request, status, reason, kind, result.get("_index", "")))
+        return retry, block
 
     async def deadletter(self, rejections: list[Rejection]) -> None:
         """Keep what Elasticsearch refused for good in the dead-letter index, counted and logged."""
@@ -218,34 +242,48 @@ class ElasticsearchSink:
     async def _retry_forever(self, call: Any, *, what: str) -> Any:
         """Elasticsearch unreachable or overloaded holds the pipeline back; it never loses data."""
         attempt = 0
-        while True:
-            try:
-                result = await call()
-                self.healthy = True
-                return result
-            except (TransportConnectionError, ConnectionTimeout) as error:
-                problem = str(error)
-            except TransportError as error:
-                problem = str(error)
-            except Exception as error:  # ApiError with a status
-                status = getattr(getattr(error, "meta", None), "status", None)
-                if status not in RETRYABLE_STATUS:
-                    raise
-                problem = f"HTTP {status}: {error}"
-            attempt += 1
-            self.healthy = False
-            self.metrics.bulk_retries.labels("unavailable").inc()
-            delay = _backoff(attempt)
-            log.warning(
-                "Elasticsearch unavailable; retrying",
-                extra={
-                    "what": what,
-                    "attempt": attempt,
-                    "retry_in_seconds": round(delay, 2),
-                    "error": problem,
-                },
-            )
-            await asyncio.sleep(delay)
+        blocks = self.write_blocks.waiter()
+        try:
+            while True:
+                try:
+                    result = await call()
+                    self.healthy = True
+                    return result
+                except (TransportConnectionError, ConnectionTimeout) as error:
+                    problem = str(error)
+                except TransportError as error:
+                    problem = str(error)
+                except Exception as error:  # ApiError with a status
+                    status = getattr(getattr(error, "meta", None), "status", None)
+                    if is_blocked_request(error):  # a cluster block: wait for it, reachable as we are
+                        attempt += 1
+                        blocks.update(f"HTTP {status}: {error}")
+                        self.metrics.bulk_retries.labels("blocked").inc()
+                        await asyncio.sleep(_backoff(attempt))
+                        continue
+                    if status not in RETRYABLE_STATUS:
+                        raise
+                    problem = f"HTTP {status}: {error}"
+                attempt += 1
+                self.healthy = False
+                self.metrics.bulk_retries.labels("unavailable").inc()
+                await self._wait_unavailable(what, attempt, problem)
+        finally:
+            blocks.close()
+
+    async def _wait_unavailable(self, what: str, attempt: int, problem: str) -> None:
+        """Log that Elasticsearch is unreachable or overloaded, and wait before the next attempt."""
+        delay = _backoff(attempt)
+        log.warning(
+            "Elasticsearch unavailable; retrying",
+            extra={
+                "what": what,
+                "attempt": attempt,
+                "retry_in_seconds": round(delay, 2),
+                "error": problem,
+            },
+        )
+        await asyncio.sleep(delay)
 
 
 def _backoff(attempt: int, base: float = 0.2, cap: float = 10.0) -> float:
