@@ -1,0 +1,389 @@
+//! Container log files (CRI and Docker json-file lines, as the kubelet's runtimes write them):
+//! a chunk's physical lines -> records of joined content, with stream and runtime time. The
+//! reference, with the rules in prose, is agent/container_logs.py::unwrap; this must agree with
+//! it exactly (tests/unit/test_container_logs.py).
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+use crate::field_mapping::{FieldMapping, RoleNames, Routing, ScanPlan};
+use crate::json_scan;
+use crate::json_value::{Found, V};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Format {
+    Plain,
+    Cri,
+    Docker,
+}
+
+impl Format {
+    pub(crate) fn parse(name: &str) -> Option<Format> {
+        match name {
+            "plain" => Some(Format::Plain),
+            "cri" => Some(Format::Cri),
+            "docker" => Some(Format::Docker),
+            _ => None,
+        }
+    }
+}
+
+/// Bits of `skipping` (agent/container_logs.py STREAM_BITS); also a record's stream, 0 for none.
+pub(crate) const STDOUT: u8 = 1;
+pub(crate) const STDERR: u8 = 2;
+
+fn stream_bit(name: &[u8]) -> u8 {
+    match name {
+        b"stdout" => STDOUT,
+        b"stderr" => STDERR,
+        _ => 0,
+    }
+}
+
+struct Physical<'a> {
+    stream: u8,
+    partial: bool,
+    content: Cow<'a, [u8]>,
+    time_text: Cow<'a, [u8]>,
+}
+
+/// `<time> <stream> <tags> <content>` (container_logs.parse_cri).
+fn parse_cri(line: &[u8]) -> Option<Physical<'_>> {
+    let first = memchr::memchr(b' ', line)?;
+    if first == 0 {
+        return None;
+    }
+    let second = first + 1 + memchr::memchr(b' ', &line[first + 1..])?;
+    let stream = stream_bit(&line[first + 1..second]);
+    if stream == 0 {
+        return None;
+    }
+    let rest = &line[second + 1..];
+    let (tags, content) = match memchr::memchr(b' ', rest) {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, &b""[..]),
+    };
+    let tag = match memchr::memchr(b':', tags) {
+        Some(i) => &tags[..i],
+        None => tags,
+    };
+    let partial = match tag {
+        b"P" => true,
+        b"F" => false,
+        _ => return None,
+    };
+    Some(Physical {
+        stream,
+        partial,
+        content: Cow::Borrowed(content),
+        time_text: Cow::Borrowed(&line[..first]),
+    })
+}
+
+const DOCKER_PREFIX: &[u8] = b"{\"log\":";
+
+/// json-file entries' keys, as the agent's scanner keeps them: log as "service", stream as
+/// "level", time as "timestamp" (the roles only name slots here).
+fn docker_plan() -> &'static ScanPlan {
+    static PLAN: OnceLock<ScanPlan> = OnceLock::new();
+    PLAN.get_or_init(|| {
+        let one = |k: &str| vec![k.to_string()];
+        let names = RoleNames {
+            message: Vec::new(),
+            timestamp: one("time"),
+            level: one("stream"),
+            trace_id: Vec::new(),
+            span_id: Vec::new(),
+            service: one("log"),
+            data: Vec::new(),
+        };
+        ScanPlan::new(&FieldMapping::new(names, Default::default())).expect("three keys")
+    })
+}
+
+fn owned_str<'a>(s: &Cow<'a, str>) -> Cow<'a, [u8]> {
+    match s {
+        Cow::Borrowed(b) => Cow::Borrowed(b.as_bytes()),
+        Cow::Owned(o) => Cow::Owned(o.as_bytes().to_vec()),
+    }
+}
+
+/// A json-file entry (container_logs.parse_docker): orjson's reading of the line, through the
+/// scanner that agrees with it.
+fn parse_docker(line: &[u8]) -> Option<Physical<'_>> {
+    if !line.starts_with(DOCKER_PREFIX) {
+        return None;
+    }
+    let text = std::str::from_utf8(line).ok()?;
+    let plan = docker_plan();
+    let mut found = Found::new();
+    let mask = json_scan::parse_line(text, &plan.keys, &mut found)?;
+    let Some(V::S(log)) = plan.lookup(Routing::Service, &found, mask) else {
+        return None;
+    };
+    let Some(V::S(stream)) = plan.lookup(Routing::Level, &found, mask) else {
+        return None;
+    };
+    let stream = stream_bit(stream.as_bytes());
+    if stream == 0 {
+        return None;
+    }
+    let time_text = match plan.lookup(Routing::Timestamp, &found, mask) {
+        Some(V::S(t)) => owned_str(t),
+        _ => Cow::Borrowed(&b""[..]),
+    };
+    let content = owned_str(log);
+    let partial = !content.ends_with(b"\n");
+    let content = if partial {
+        content
+    } else {
+        match content {
+            Cow::Borrowed(b) => Cow::Borrowed(&b[..b.len() - 1]),
+            Cow::Owned(mut o) => {
+                o.pop();
+                Cow::Owned(o)
+            }
+        }
+    };
+    Some(Physical {
+        stream,
+        partial,
+        content,
+        time_text,
+    })
+}
+
+/// One record: the joined content of its physical lines.
+pub(crate) struct Record<'a> {
+    /// of its first physical line in the file
+    pub(crate) offset: u64,
+    /// STDOUT, STDERR, or 0 for a line not of the file's format
+    pub(crate) stream: u8,
+    /// the runtime's time of its first line, as written (empty when none)
+    pub(crate) time_text: Cow<'a, [u8]>,
+    pub(crate) truncated: bool,
+    pub(crate) content: Cow<'a, [u8]>,
+    last_line: u64,
+    skipping_before: u8,
+}
+
+impl<'a> Record<'a> {
+    fn add(&mut self, piece: Cow<'a, [u8]>, limit: usize) {
+        let room = limit - self.content.len();
+        let piece = if piece.len() > room {
+            self.truncated = true;
+            match piece {
+                Cow::Borrowed(b) => Cow::Borrowed(&b[..room]),
+                Cow::Owned(mut o) => {
+                    o.truncate(room);
+                    Cow::Owned(o)
+                }
+            }
+        } else {
+            piece
+        };
+        if self.content.is_empty() {
+            self.content = piece;
+        } else if !piece.is_empty() {
+            self.content.to_mut().extend_from_slice(&piece);
+        }
+    }
+}
+
+pub(crate) struct Unwrapped<'a> {
+    /// in the order they were completed
+    pub(crate) records: Vec<Record<'a>>,
+    /// bytes of the chunk these records stand for
+    pub(crate) consumed: usize,
+    /// streams inside a record already shipped
+    pub(crate) skipping: u8,
+}
+
+/// The records of a chunk of a container log (container_logs.unwrap).
+pub(crate) fn unwrap(
+    data: &[u8],
+    base: u64,
+    format: Format,
+    limit: usize,
+    mut skipping: u8,
+    flush_before: u64,
+) -> Unwrapped<'_> {
+    let parse = match format {
+        Format::Docker => parse_docker,
+        _ => parse_cri,
+    };
+    let mut done: Vec<Record> = Vec::new();
+    // by stream: [stdout, stderr]
+    let mut pending: [Option<Record>; 2] = [None, None];
+    let n = data.len();
+    let mut pos = 0;
+    while pos < n {
+        let (end, after, tail) = match memchr::memchr(b'\n', &data[pos..]) {
+            Some(i) => (pos + i, pos + i + 1, false),
+            None => (n, n, true),
+        };
+        let line = &data[pos..end];
+        let offset = base + pos as u64;
+        pos = after;
+        let head_of_long = tail && line.len() >= limit;
+        let Some(physical) = parse(line) else {
+            let mut record = Record {
+                offset,
+                stream: 0,
+                time_text: Cow::Borrowed(&b""[..]),
+                truncated: head_of_long,
+                content: Cow::Borrowed(&b""[..]),
+                last_line: offset,
+                skipping_before: 0,
+            };
+            record.add(Cow::Borrowed(line), limit);
+            done.push(record);
+            continue;
+        };
+        let bit = physical.stream;
+        if skipping & bit != 0 {
+            if !physical.partial {
+                skipping &= !bit;
+            }
+            continue;
+        }
+        let slot = &mut pending[(bit - 1) as usize];
+        let mut record = slot.take().unwrap_or_else(|| Record {
+            offset,
+            stream: bit,
+            time_text: physical.time_text,
+            truncated: false,
+            content: Cow::Borrowed(&b""[..]),
+            last_line: offset,
+            skipping_before: skipping,
+        });
+        record.add(physical.content, limit);
+        record.last_line = offset;
+        record.truncated |= head_of_long;
+        if physical.partial && record.truncated {
+            skipping |= bit; // over-long: ship its head, skip its rest
+            done.push(record);
+        } else if physical.partial {
+            *slot = Some(record);
+        } else {
+            done.push(record);
+        }
+    }
+    // waited long enough: ships as it is (in order of first line)
+    let mut flushed: Vec<Record> = Vec::new();
+    for slot in pending.iter_mut() {
+        if slot.as_ref().is_some_and(|r| r.offset < flush_before) {
+            flushed.push(slot.take().unwrap());
+        }
+    }
+    flushed.sort_by_key(|r| r.offset);
+    done.extend(flushed);
+    let Some(waiting) = pending.iter().flatten().min_by_key(|r| r.offset) else {
+        return Unwrapped {
+            records: done,
+            consumed: n,
+            skipping,
+        };
+    };
+    let boundary = waiting.offset;
+    let mut skipping = waiting.skipping_before;
+    done.retain(|r| r.offset < boundary); // the others are read again next time
+    for r in &done {
+        if r.stream != 0 && r.last_line >= boundary {
+            skipping |= r.stream; // its lines from the boundary on are skipped
+        }
+    }
+    Unwrapped {
+        records: done,
+        consumed: (boundary - base) as usize,
+        skipping,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contents(u: &Unwrapped) -> Vec<(u64, u8, String, bool)> {
+        u.records
+            .iter()
+            .map(|r| {
+                (
+                    r.offset,
+                    r.stream,
+                    String::from_utf8_lossy(&r.content).into_owned(),
+                    r.truncated,
+                )
+            })
+            .collect()
+    }
+
+    const T: &str = "2026-12-05T10:00:00.000000001Z";
+
+    #[test]
+    fn cri_pieces_of_a_stream_are_joined_across_the_other_stream() {
+        let data = format!(
+            "{T} stdout P ab\n{T} stderr F err\n{T} stdout P cd\n{T} stdout F ef\nnot cri\n"
+        );
+        let u = unwrap(data.as_bytes(), 100, Format::Cri, 1000, 0, 0);
+        let at = |needle: &str| 100 + data.find(needle).unwrap() as u64;
+        let stderr_line = at("stderr") - (T.len() as u64 + 1);
+        assert_eq!(
+            contents(&u),
+            [
+                (stderr_line, STDERR, "err".into(), false),
+                (100, STDOUT, "abcdef".into(), false),
+                (at("not cri"), 0, "not cri".into(), false),
+            ]
+        );
+        assert_eq!((u.consumed, u.skipping), (data.len(), 0));
+    }
+
+    #[test]
+    fn a_record_without_its_end_waits_and_what_follows_it_too() {
+        let data = format!("{T} stdout F a\n{T} stderr P b\n{T} stdout F c\n");
+        let u = unwrap(data.as_bytes(), 0, Format::Cri, 1000, 0, 0);
+        assert_eq!(contents(&u).len(), 1);
+        assert_eq!(u.consumed, T.len() + 12);
+        // after its timeout, it ships as it is
+        let u = unwrap(
+            data.as_bytes(),
+            0,
+            Format::Cri,
+            1000,
+            0,
+            u.consumed as u64 + 1,
+        );
+        assert_eq!(contents(&u).len(), 3);
+        assert_eq!(u.consumed, data.len());
+    }
+
+    #[test]
+    fn an_over_long_record_ships_its_head_and_skips_its_rest() {
+        let data = format!("{T} stdout P 0123456789\n{T} stdout P abc\n");
+        let u = unwrap(data.as_bytes(), 0, Format::Cri, 8, 0, 0);
+        assert_eq!(contents(&u), [(0, STDOUT, "01234567".into(), true)]);
+        assert_eq!((u.consumed, u.skipping), (data.len(), STDOUT));
+        let next = format!("{T} stdout F def\n{T} stdout F ok\n");
+        let u = unwrap(next.as_bytes(), 0, Format::Cri, 8, STDOUT, 0);
+        assert_eq!(
+            contents(&u),
+            [(T.len() as u64 + 14, STDOUT, "ok".into(), false)]
+        );
+        assert_eq!(u.skipping, 0);
+    }
+
+    #[test]
+    fn docker_entries_are_read_like_orjson_reads_them() {
+        let data = b"{\"log\":\"a\",\"stream\":\"stdout\",\"time\":\"t1\"}\n\
+{\"log\":\"b\\n\",\"stream\":\"stdout\",\"time\":\"t2\"}\n\
+{\"log\":\"c\\u00e9\\n\",\"stream\":\"stderr\",\"log\":\"d\\n\"}\n\
+{\"log\":\"x\\n\",\"stream\":\"stdin\"}\n";
+        let u = unwrap(data, 0, Format::Docker, 1000, 0, 0);
+        let c = contents(&u);
+        assert_eq!((c[0].2.as_str(), c[0].1), ("ab", STDOUT));
+        assert_eq!(&*u.records[0].time_text, b"t1");
+        assert_eq!((c[1].2.as_str(), c[1].1), ("d", STDERR)); // the last "log" counts
+        assert_eq!(c[2].1, 0); // not a stream: the line as it is
+    }
+}
