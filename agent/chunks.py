@@ -98,29 +98,15 @@ class PythonChunkEncoder:
         lines: list[FileLine] = []
         parse_errors = truncated_count = invalid = 0
         limit = self.max_line_bytes
-        consumed = len(data)
-        if log_format != "plain":
+        if log_format == "plain":
+            units, consumed = _plain_lines(data, base_offset, limit), len(data)
+        else:
             unwrapped = unwrap(data, base_offset, log_format, limit, skipping, flush_before)
             consumed, skipping = unwrapped.consumed, unwrapped.skipping
-            for record in unwrapped.records:
-                truncated_count += record.truncated
-                if record.truncated and self.long_lines == "drop":
-                    continue
-                content = record.content.rstrip(b"\r")
-                if not content.strip():
-                    continue
-                parsed = parse_line(content, self.mapping, truncated=record.truncated)
-                parse_errors += parsed.parse_error
-                invalid += parsed.invalid_utf8
-                lines.append(FileLine(parsed, record.offset, record.stream.decode(), record.time_text))
-            data = b""  # the plain lines below: none
-        pieces = data.split(b"\n")
-        tail = pieces.pop()
-        offset = base_offset
-        entries = [(raw, False) for raw in pieces] + ([(tail, True)] if tail else [])
-        for raw, is_tail in entries:
-            start, offset = offset, offset + len(raw) + 1
-            truncated = len(raw) > limit or (is_tail and len(raw) >= limit)
+            units = [
+                (r.content, r.offset, r.truncated, r.stream.decode(), r.time_text) for r in unwrapped.records
+            ]
+        for raw, start, truncated, stream, runtime_time in units:
             if truncated:
                 truncated_count += 1
                 if self.long_lines == "drop":
@@ -132,7 +118,7 @@ class PythonChunkEncoder:
             parsed = parse_line(raw, self.mapping, truncated=truncated)
             parse_errors += parsed.parse_error
             invalid += parsed.invalid_utf8
-            lines.append(FileLine(parsed, start))
+            lines.append(FileLine(parsed, start, stream, runtime_time))
         records = (
             encode_file_lines(
                 lines,
@@ -148,6 +134,23 @@ class PythonChunkEncoder:
             else {}
         )
         return EncodedChunk(records, len(lines), parse_errors, truncated_count, invalid, consumed, skipping)
+
+
+# A line to parse: its bytes (cut at max_line_bytes when truncated), its offset, whether it is
+# truncated, and a container record's stream and runtime time ("", b"" for a plain line).
+_Unit = tuple[bytes, int, bool, str, bytes]
+
+
+def _plain_lines(data: bytes, base_offset: int, limit: int) -> list[_Unit]:
+    pieces = data.split(b"\n")
+    tail = pieces.pop()
+    entries = [(raw, False) for raw in pieces] + ([(tail, True)] if tail else [])
+    units, offset = [], base_offset
+    for raw, is_tail in entries:
+        truncated = len(raw) > limit or (is_tail and len(raw) >= limit)
+        units.append((raw, offset, truncated, "", b""))
+        offset += len(raw) + 1
+    return units
 
 
 class NativeChunkEncoder:
