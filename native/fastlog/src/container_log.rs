@@ -90,6 +90,7 @@ fn docker_plan() -> &'static ScanPlan {
         let one = |k: &str| vec![k.to_string()];
         let names = RoleNames {
             message: Vec::new(),
+            message_template: Vec::new(),
             timestamp: one("time"),
             level: one("stream"),
             trace_id: Vec::new(),
