@@ -369,3 +369,23 @@ def test_over_long_joined_lines_are_cut_flagged_and_their_rest_skipped() -> None
     second, native_second = _both(data[cut:], "cri", 120, base=cut, skipping=first.skipping)
     _assert_equal(second, native_second)
     assert [r[2].body.string_value for r in _records(second)] == ["next"]
+
+
+# ---------------------------------------------------------------- what the collector makes of them
+
+
+@pytest.mark.parametrize("path", [CRI_DIR / "0.log", CRI_DIR / "1.log", DOCKER_DIR / "0.log"])
+def test_the_collector_indexes_container_records_alike_on_both_paths(path: Path) -> None:
+    """The collector (unchanged) reads the new attributes: log.iostream under `attributes`, the
+    k8s.* ones under `resource.attributes`; its native documents are its reference's."""
+    from tests.unit.test_collector_native_documents import compare_one
+
+    data = path.read_bytes()
+    reference, _ = _both(data, detect_format(data), path=str(path), flush_before=1 << 62)
+    for value in reference.records.values():
+        native_docs = compare_one(ExportLogsServiceRequest.FromString(value), default_mapping(), None)
+        assert native_docs is not None
+        for doc in native_docs:
+            assert doc.head is not None
+            resource = orjson.loads(doc.head[:-1] + b"}")["resource"]["attributes"]
+            assert resource["k8s.pod.uid"] and isinstance(resource["k8s.container.restart_count"], int)
