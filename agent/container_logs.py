@@ -29,6 +29,12 @@ container_log.rs, byte-identical, tests/unit/test_container_logs.py). Rules, sha
   `flush_before` ships as it is (the file source's timeout for a record that never ends).
 - A record's offset is its first physical line's; its time, when the content has none, the
   runtime's time of that line.
+- Stack traces printed as plain text are one record: after a head line (Java `x.y.SomeException:
+  ...` or `Exception in thread ...`, Python `Traceback (most recent call last):`, Go `panic: ...`
+  or `fatal error: ...`) the stream's next records that continue it (`trace_continues`) are joined
+  to it, "\n" between them, up to TRACE_MAX_LINES lines and max_line_bytes (the next one starts
+  a record of its own). A trace whose next line is not in the chunk yet waits like a record
+  without its end; one that straddles a waiting record of the other stream is read again with it.
 """
 
 from __future__ import annotations
@@ -48,6 +54,10 @@ LOG_FORMATS: Final[tuple[LogFormat, ...]] = ("plain", "cri", "docker")
 # The kubelet compresses older rotations (<restart>.log.<time>.gz): never tailed, whatever the
 # configured excludes say (they are not lines of text).
 COMPRESSED_ROTATION: Final = "*.gz"
+
+# A stack trace joins at most this many lines (its head included).
+TRACE_MAX_LINES: Final = 256
+_JAVA, _PYTHON, _GO = 1, 2, 3
 
 # Bits of `skipping`, by stream.
 STREAM_BITS: Final[dict[bytes, int]] = {b"stdout": 1, b"stderr": 2}
@@ -154,6 +164,39 @@ def runtime_time_ns(text: bytes) -> int:
     return parse_timestamp(text.decode("utf-8", errors="replace")) if text else 0
 
 
+def trace_head(content: bytes) -> int:
+    """The kind of stack trace a plain-text line begins (0: none)."""
+    line = content.rstrip(b"\r")
+    if line.startswith(b"Traceback (most recent call last):"):
+        return _PYTHON
+    if line.startswith((b"panic: ", b"fatal error: ")):
+        return _GO
+    if line.startswith(b"Exception in thread "):
+        return _JAVA
+    colon = line.find(b":")
+    name = line if colon < 0 else line[:colon]  # java.lang.IllegalStateException
+    if b"." in name and b" " not in name and b"\t" not in name and name.endswith((b"Exception", b"Error")):
+        return _JAVA
+    return 0
+
+
+def trace_continues(kind: int, lines: int, content: bytes) -> tuple[bool, bool]:
+    """Whether a line continues a trace of `kind` that has `lines` lines, and whether it ends it."""
+    line = content.rstrip(b"\r")
+    indented = line.startswith((b" ", b"\t"))
+    if kind == _JAVA:  # \tat ..., \t... 3 more, Caused by: ...
+        return indented or line.startswith(b"Caused by: "), False
+    if kind == _PYTHON:  # indented frames, then the exception's line ends it
+        if indented:
+            return True, False
+        return (True, True) if lines >= 2 else (False, False)
+    # Go: blank lines, goroutine headers, frames (a call, then its indented file:line)
+    joins = (
+        not line or indented or line.startswith((b"goroutine ", b"created by ", b"[")) or line.endswith(b")")
+    )
+    return joins, False
+
+
 @dataclass(slots=True)
 class ContainerRecord:
     """One record of a container log: the joined content of its physical lines."""
@@ -166,10 +209,19 @@ class ContainerRecord:
     size: int = 0
     last_line: int = 0  # offset of its last physical line seen
     skipping_before: int = 0  # `skipping` when its first line was read
+    trace: int = 0  # the kind of stack trace it begins (a record that joins the ones after it)
+    lines: int = 1  # the records joined in it (a stack trace's lines)
 
     @property
     def content(self) -> bytes:
         return b"".join(self.pieces)
+
+    def join(self, record: ContainerRecord) -> None:
+        """A line of its stack trace."""
+        self.pieces += [b"\n", *record.pieces]
+        self.size += 1 + record.size
+        self.last_line = record.last_line
+        self.lines += 1
 
     def add(self, content: bytes, limit: int) -> None:
         room = limit - self.size
@@ -200,6 +252,27 @@ def unwrap(
     limit = max_line_bytes
     done: list[ContainerRecord] = []
     pending: dict[bytes, ContainerRecord] = {}
+    traces: dict[bytes, ContainerRecord] = {}  # by stream: a stack trace that may go on
+
+    def complete(record: ContainerRecord) -> None:
+        trace = traces.pop(record.stream, None)
+        if trace is not None:
+            joins, ends = trace_continues(trace.trace, trace.lines, record.content)
+            fits = trace.lines < TRACE_MAX_LINES and trace.size + 1 + record.size <= limit
+            if joins and fits and not record.truncated:
+                trace.join(record)
+                if ends:
+                    done.append(trace)
+                else:
+                    traces[record.stream] = trace
+                return
+            done.append(trace)
+        record.trace = 0 if record.truncated else trace_head(record.content)
+        if record.trace:
+            traces[record.stream] = record
+        else:
+            done.append(record)
+
     pos, size = 0, len(data)
     while pos < size:
         newline = data.find(b"\n", pos)
@@ -226,20 +299,23 @@ def unwrap(
         record.truncated |= head_of_long
         if physical.partial and record.truncated:  # over-long: ship its head, skip its rest
             skipping |= bit
-            done.append(record)
+            complete(record)
         elif physical.partial:
             pending[physical.stream] = record
         else:
-            done.append(record)
-    for stream, record in sorted(pending.items(), key=lambda item: item[1].offset):
-        if record.offset < flush_before:  # waited long enough: ships as it is
-            done.append(record)
-            del pending[stream]
-    if not pending:
+            complete(record)
+    open_records = sorted([*pending.values(), *traces.values()], key=lambda record: record.offset)
+    waiting = [record for record in open_records if record.offset >= flush_before]
+    done += [record for record in open_records if record.offset < flush_before]  # waited enough
+    if not waiting:
         return Unwrapped(done, size, skipping)
-    waiting = min(pending.values(), key=lambda record: record.offset)
-    boundary = waiting.offset
-    skipping = waiting.skipping_before
+    boundary, skipping = waiting[0].offset, waiting[0].skipping_before
+    while True:  # a stack trace on both sides of the boundary is read again, whole
+        across = [r for r in done if r.lines > 1 and r.offset < boundary <= r.last_line]
+        if not across:
+            break
+        first = min(across, key=lambda record: record.offset)
+        boundary, skipping = first.offset, first.skipping_before
     shipped = []
     for record in done:
         if record.offset >= boundary:

@@ -327,7 +327,7 @@ class FileSource:
             tracked.waiting is not None
             and now - tracked.waiting[1] >= self.config.partial_line_timeout_seconds
         ):
-            flush_before = tracked.waiting[0] + 1
+            flush_before = base + len(body)  # all it holds: one waiting record may hold others back
         for attempt in range(2):
             encoded = self.encoder.encode(
                 body,

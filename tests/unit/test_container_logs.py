@@ -16,7 +16,7 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from tether.agent.chunks import EncodedChunk, NativeChunkEncoder, PythonChunkEncoder
-from tether.agent.container_logs import LogFormat, PodContainer, detect_format, pod_container
+from tether.agent.container_logs import LogFormat, PodContainer, detect_format, pod_container, trace_head
 from tether.schemas.log_fields import default_mapping
 from tether.schemas.records import (
     ATTR_K8S_CONTAINER_NAME,
@@ -151,8 +151,8 @@ def test_cri_partials_are_joined_across_the_other_stream() -> None:
     for _, attributes, _ in records:
         at = attributes[ATTR_RECORD_OFFSET] - 4096
         assert at == 0 or data[at - 1 : at] == b"\n"
-    # the empty line is skipped; the rest are records
-    assert len(records) == data.count(b"\n") - 2  # one P joined, one empty line
+    # the empty line is skipped, the traceback's 4 lines are one record; the rest are records
+    assert len(records) == data.count(b"\n") - 2 - 3
 
 
 def test_time_and_service_of_cri_records() -> None:
@@ -177,13 +177,48 @@ def test_a_p_never_followed_by_f_waits_then_ships_as_it_is() -> None:
     data = path.read_bytes()
     last = data.rstrip(b"\n").rfind(b"\n") + 1
     assert b" stdout P exiting" in data[last:]
+    # without the stack trace before it (which waits for the stream's next line too)
+    panic = data.find(b" stderr F panic:")
+    panic = data.rfind(b"\n", 0, panic) + 1
+    without_trace = data[:panic] + data[last:]
+    reference, native = _both(without_trace, "cri", path=str(path))
+    _assert_equal(reference, native)
+    assert reference.consumed == panic  # the last record waits for its end
+    reference, native = _both(without_trace, "cri", path=str(path), flush_before=4096 + len(without_trace))
+    _assert_equal(reference, native)
+    assert reference.consumed == len(without_trace)
+    assert _records(reference)[-1][2].body.string_value == "exiting without a newline"
+
+
+def test_stack_traces_are_one_record_bounded_by_the_next_line_and_the_timeout() -> None:
+    path = CRI_DIR / "1.log"
+    data = path.read_bytes()
+    panic = data.rfind(b"\n", 0, data.find(b" stderr F panic:")) + 1
     reference, native = _both(data, "cri", path=str(path))
     _assert_equal(reference, native)
-    assert reference.consumed == last  # the last record waits for its end
-    reference, native = _both(data, "cri", path=str(path), flush_before=4096 + last + 1)
+    assert reference.consumed == panic  # its next stderr line may still continue it
+    reference, native = _both(data, "cri", path=str(path), flush_before=4096 + len(data))
     _assert_equal(reference, native)
-    assert reference.consumed == len(data)
-    assert _records(reference)[-1][2].body.string_value == "exiting without a newline"
+    trace = next(r for r in _records(reference) if r[1][ATTR_LOG_IOSTREAM] == "stderr")
+    assert trace[2].body.string_value.split("\n") == [
+        "panic: runtime error: index out of range [3] with length 3",
+        "",
+        "goroutine 1 [running]:",
+        "main.main()",
+        "\t/app/main.go:9 +0x1d",
+    ]
+    assert trace[1][ATTR_RECORD_OFFSET] == 4096 + panic
+    # Python's ends with its exception line; Java's (Docker) with the next line not indented
+    python, _ = _both((CRI_DIR / "0.log").read_bytes(), "cri")
+    [traceback] = [r[2].body.string_value for r in _records(python) if "Traceback" in r[2].body.string_value]
+    assert traceback.startswith("Traceback (most recent call last):\n  File") and traceback.endswith(
+        "\nValueError: bad input"
+    )
+    java, _ = _both((DOCKER_DIR / "0.log").read_bytes(), "docker")
+    [exception] = [
+        r[2].body.string_value for r in _records(java) if "IllegalStateException" in r[2].body.string_value
+    ]
+    assert exception.count("\n\tat ") == 2
 
 
 def test_docker_file_records() -> None:
@@ -197,7 +232,7 @@ def test_docker_file_records() -> None:
     assert "plain text, written with a CRLF" in bodies  # \r\n: the \r is stripped as from lines
     long = next(b for b in bodies if "item-00000" in b)
     assert orjson.loads(long)["service"] == "billing"
-    assert len(records) == data.count(b"\n") - 1  # one split entry joined
+    assert len(records) == data.count(b"\n") - 1 - 2  # one split entry joined, a 3-line trace
     invoice = next(r for r in records if "invoice sent" in r[2].body.string_value)
     assert invoice[2].time_unix_nano == _ns("2026-12-05T10:30:00.5+01:00")  # its own time
     assert invoice[0][ATTR_K8S_CONTAINER_NAME] == "api" and invoice[0][ATTR_SERVICE_NAME] == "api"
@@ -248,7 +283,29 @@ def _cri_line(rng: random.Random, stream: str, tag: str, content: bytes) -> byte
     return f"{_T} {stream} {tag} ".encode() + content
 
 
+_TRACE_LINES = [
+    b"java.lang.IllegalStateException: boom",
+    b'Exception in thread "main" java.lang.Error',
+    b"\tat a.b.C.d(C.java:12)",
+    b"    at a.b.C.e(C.java:13)",
+    b"Caused by: x.y.ZError: why",
+    b"\t... 3 more",
+    b"Traceback (most recent call last):",
+    b'  File "x.py", line 1, in <module>',
+    b"KeyError: 'k'",
+    b"panic: oops",
+    b"fatal error: all goroutines are asleep",
+    b"goroutine 7 [running]:",
+    b"main.f(0x1)",
+    b"created by main.main in goroutine 1",
+    b"[signal SIGSEGV: segmentation violation]",
+    b"not.a.trace: line",
+]
+
+
 def _content(rng: random.Random) -> bytes:
+    if rng.random() < 0.3:  # stack trace heads and lines, in and out of order
+        return rng.choice(_TRACE_LINES)
     r = rng.random()
     if r < 0.3:
         return orjson.dumps({"level": rng.choice(["info", "error"]), "msg": "m" * rng.randrange(60)})
@@ -261,6 +318,12 @@ def _content(rng: random.Random) -> bytes:
     if r < 0.6:
         return b"ends with cr\r"
     return b"text " + str(rng.randrange(10**6)).encode()
+
+
+def _trace_block(rng: random.Random) -> list[bytes]:
+    """A stack trace's lines: a head, then lines that continue it, or not."""
+    head = rng.choice([line for line in _TRACE_LINES if trace_head(line)])
+    return [head] + [rng.choice(_TRACE_LINES) for _ in range(rng.randrange(1, 8))]
 
 
 def _generated_cri(seed: int, count: int) -> bytes:
@@ -281,6 +344,8 @@ def _generated_cri(seed: int, count: int) -> bytes:
             lines.append(f"{_T} stdout F".encode())  # no content at all
         line = _cri_line(rng, stream, "F", _content(rng))
         lines.append(line + (b"\r" if rng.random() < 0.05 else b""))
+        if rng.random() < 0.1:
+            lines += [_cri_line(rng, stream, "F", trace_line) for trace_line in _trace_block(rng)]
     lines.append(_cri_line(rng, "stdout", "P", b'{"msg":"never ends"'))
     return b"\n".join(lines) + b"\n"
 
@@ -291,6 +356,9 @@ def _generated_docker(seed: int, count: int) -> bytes:
     for _ in range(count):
         stream = rng.choice(["stdout", "stderr"])
         pieces = [_content(rng).decode(errors="replace")[:50] for _ in range(rng.choice([0, 0, 1, 3]))]
+        if rng.random() < 0.1:
+            for trace_line in _trace_block(rng):
+                lines.append(orjson.dumps({"log": trace_line.decode() + "\n", "stream": stream, "time": _T}))
         for piece in [*pieces, _content(rng).decode(errors="replace") + "\n"]:
             entry: dict[str, Any] = {"log": piece, "stream": stream, "time": _T}
             if rng.random() < 0.05:
@@ -318,6 +386,12 @@ def test_generated_container_lines_agree(
     assert reference.lines > 200
     if max_line == 64:
         assert reference.truncated > 0
+    else:  # stack traces were joined
+        joined = b"".join(reference.records.values())
+        assert (
+            sum(joined.count(b"\n" + line) for line in (b"\tat ", b"  File", b"goroutine ", b"Caused by"))
+            > 10
+        )
     _assert_equal(reference, native)
     flushed = _both(data, log_format, max_line, long_lines=long_lines, flush_before=1 << 62)
     _assert_equal(*flushed)
@@ -346,6 +420,26 @@ def test_generated_lines_in_chunks_agree(log_format: LogFormat, seed: int) -> No
         offset += reference.consumed
         skipping = reference.skipping
     assert offset == len(data) or data[offset:].startswith(f"{_T} stdout P".encode())
+
+
+def test_a_stack_trace_is_bounded_in_lines() -> None:
+    lines = [b"java.lang.IllegalStateException: boom"] + [b"\tat a.B.c(B.java:%d)" % n for n in range(300)]
+    data = (
+        b"".join(f"{_T} stderr F ".encode() + line + b"\n" for line in lines)
+        + f"{_T} stderr F next\n".encode()
+    )
+    reference, native = _both(data, "cri")
+    _assert_equal(reference, native)
+    bodies = [r[2].body.string_value for r in _records(reference)]
+    assert bodies[0].count("\n") == 255  # TRACE_MAX_LINES lines
+    assert len(bodies) == 1 + (301 - 256) + 1
+    # and in bytes: a line that would take it past max_line_bytes starts a record of its own
+    reference, native = _both(data, "cri", 1000)
+    _assert_equal(reference, native)
+    assert all(len(r[2].body.string_value) <= 1000 for r in _records(reference))
+    first = _records(reference)[0][2].body.string_value
+    joined = first.count("\n")
+    assert 10 < joined < 255 and len(first) + 1 + len(lines[joined + 1]) > 1000
 
 
 def test_over_long_joined_lines_are_cut_flagged_and_their_rest_skipped() -> None:

@@ -157,7 +157,9 @@ pub(crate) fn process(
             p.skipping,
             p.flush_before,
         );
-        sink.chunk_utf8 = false; // the contents are checked one by one
+        // chunk_utf8 holds for the contents too: CRI contents are whole pieces of the lines (cut at
+        // ASCII bytes, joined whole again), json-file ones decoded JSON strings; a truncated one is
+        // checked by itself
         for r in &unwrapped.records {
             // PythonChunkEncoder: counted before anything else looks at the record
             sink.counts.truncated += r.truncated as u64;

@@ -154,6 +154,67 @@ fn parse_docker(line: &[u8]) -> Option<Physical<'_>> {
     })
 }
 
+/// container_logs.TRACE_MAX_LINES
+const TRACE_MAX_LINES: u32 = 256;
+const JAVA: u8 = 1;
+const PYTHON: u8 = 2;
+const GO: u8 = 3;
+
+fn trim_cr(mut line: &[u8]) -> &[u8] {
+    while let [rest @ .., b'\r'] = line {
+        line = rest;
+    }
+    line
+}
+
+/// The kind of stack trace a plain-text line begins, 0 for none (container_logs.trace_head).
+fn trace_head(content: &[u8]) -> u8 {
+    let line = trim_cr(content);
+    if line.starts_with(b"Traceback (most recent call last):") {
+        return PYTHON;
+    }
+    if line.starts_with(b"panic: ") || line.starts_with(b"fatal error: ") {
+        return GO;
+    }
+    if line.starts_with(b"Exception in thread ") {
+        return JAVA;
+    }
+    let name = match memchr::memchr(b':', line) {
+        Some(i) => &line[..i],
+        None => line,
+    };
+    let named = name.contains(&b'.')
+        && !name.contains(&b' ')
+        && !name.contains(&b'\t')
+        && (name.ends_with(b"Exception") || name.ends_with(b"Error"));
+    if named {
+        JAVA
+    } else {
+        0
+    }
+}
+
+/// (joins, ends): whether a line continues a trace of `kind` with `lines` lines, and ends it
+/// (container_logs.trace_continues).
+fn trace_continues(kind: u8, lines: u32, content: &[u8]) -> (bool, bool) {
+    let line = trim_cr(content);
+    let indented = matches!(line.first(), Some(b' ' | b'\t'));
+    match kind {
+        JAVA => (indented || line.starts_with(b"Caused by: "), false),
+        PYTHON if indented => (true, false),
+        PYTHON => (lines >= 2, lines >= 2),
+        _ => (
+            line.is_empty()
+                || indented
+                || line.starts_with(b"goroutine ")
+                || line.starts_with(b"created by ")
+                || line.starts_with(b"[")
+                || line.ends_with(b")"),
+            false,
+        ),
+    }
+}
+
 /// One record: the joined content of its physical lines.
 pub(crate) struct Record<'a> {
     /// of its first physical line in the file
@@ -166,9 +227,22 @@ pub(crate) struct Record<'a> {
     pub(crate) content: Cow<'a, [u8]>,
     last_line: u64,
     skipping_before: u8,
+    /// the kind of stack trace it begins (it joins the records after it), 0 for none
+    trace: u8,
+    /// the records joined in it
+    lines: u32,
 }
 
 impl<'a> Record<'a> {
+    /// A line of its stack trace.
+    fn join(&mut self, record: Record<'a>) {
+        let content = self.content.to_mut();
+        content.push(b'\n');
+        content.extend_from_slice(&record.content);
+        self.last_line = record.last_line;
+        self.lines += 1;
+    }
+
     fn add(&mut self, piece: Cow<'a, [u8]>, limit: usize) {
         let room = limit - self.content.len();
         let piece = if piece.len() > room {
@@ -201,21 +275,51 @@ pub(crate) struct Unwrapped<'a> {
 }
 
 /// The records of a chunk of a container log (container_logs.unwrap).
-pub(crate) fn unwrap(
-    data: &[u8],
+pub(crate) fn unwrap<'a>(
+    data: &'a [u8],
     base: u64,
     format: Format,
     limit: usize,
     mut skipping: u8,
     flush_before: u64,
-) -> Unwrapped<'_> {
+) -> Unwrapped<'a> {
     let parse = match format {
         Format::Docker => parse_docker,
         _ => parse_cri,
     };
-    let mut done: Vec<Record> = Vec::new();
+    let mut done: Vec<Record<'a>> = Vec::new();
     // by stream: [stdout, stderr]
     let mut pending: [Option<Record>; 2] = [None, None];
+    // by stream: a stack trace that may go on
+    let mut traces: [Option<Record>; 2] = [None, None];
+    let mut complete = |mut record: Record<'a>, done: &mut Vec<Record<'a>>| {
+        let slot = &mut traces[(record.stream - 1) as usize];
+        if let Some(mut trace) = slot.take() {
+            let (joins, ends) = trace_continues(trace.trace, trace.lines, &record.content);
+            let fits = trace.lines < TRACE_MAX_LINES
+                && trace.content.len() + 1 + record.content.len() <= limit;
+            if joins && fits && !record.truncated {
+                trace.join(record);
+                if ends {
+                    done.push(trace);
+                } else {
+                    *slot = Some(trace);
+                }
+                return;
+            }
+            done.push(trace);
+        }
+        record.trace = if record.truncated {
+            0
+        } else {
+            trace_head(&record.content)
+        };
+        if record.trace != 0 {
+            *slot = Some(record);
+        } else {
+            done.push(record);
+        }
+    };
     let n = data.len();
     let mut pos = 0;
     while pos < n {
@@ -236,6 +340,8 @@ pub(crate) fn unwrap(
                 content: Cow::Borrowed(&b""[..]),
                 last_line: offset,
                 skipping_before: 0,
+                trace: 0,
+                lines: 1,
             };
             record.add(Cow::Borrowed(line), limit);
             done.push(record);
@@ -257,37 +363,46 @@ pub(crate) fn unwrap(
             content: Cow::Borrowed(&b""[..]),
             last_line: offset,
             skipping_before: skipping,
+            trace: 0,
+            lines: 1,
         });
         record.add(physical.content, limit);
         record.last_line = offset;
         record.truncated |= head_of_long;
         if physical.partial && record.truncated {
             skipping |= bit; // over-long: ship its head, skip its rest
-            done.push(record);
+            complete(record, &mut done);
         } else if physical.partial {
             *slot = Some(record);
         } else {
-            done.push(record);
+            complete(record, &mut done);
         }
     }
-    // waited long enough: ships as it is (in order of first line)
-    let mut flushed: Vec<Record> = Vec::new();
-    for slot in pending.iter_mut() {
-        if slot.as_ref().is_some_and(|r| r.offset < flush_before) {
-            flushed.push(slot.take().unwrap());
-        }
-    }
-    flushed.sort_by_key(|r| r.offset);
-    done.extend(flushed);
-    let Some(waiting) = pending.iter().flatten().min_by_key(|r| r.offset) else {
+    // the records still open, in order of first line; those that waited long enough ship as
+    // they are
+    let mut open: Vec<Record> = pending.into_iter().chain(traces).flatten().collect();
+    open.sort_by_key(|r| r.offset);
+    let waiting_at = open.iter().position(|r| r.offset >= flush_before);
+    let waiting = waiting_at.map(|i| open.split_off(i));
+    done.extend(open);
+    let Some(waiting) = waiting else {
         return Unwrapped {
             records: done,
             consumed: n,
             skipping,
         };
     };
-    let boundary = waiting.offset;
-    let mut skipping = waiting.skipping_before;
+    let mut boundary = waiting[0].offset;
+    let mut skipping = waiting[0].skipping_before;
+    // a stack trace on both sides of the boundary is read again, whole
+    while let Some(first) = done
+        .iter()
+        .filter(|r| r.lines > 1 && r.offset < boundary && boundary <= r.last_line)
+        .min_by_key(|r| r.offset)
+    {
+        boundary = first.offset;
+        skipping = first.skipping_before;
+    }
     done.retain(|r| r.offset < boundary); // the others are read again next time
     for r in &done {
         if r.stream != 0 && r.last_line >= boundary {
@@ -372,6 +487,36 @@ mod tests {
             [(T.len() as u64 + 14, STDOUT, "ok".into(), false)]
         );
         assert_eq!(u.skipping, 0);
+    }
+
+    #[test]
+    fn a_stack_trace_is_one_record_ended_by_a_line_that_does_not_continue_it() {
+        let data = format!(
+            "{T} stderr F java.lang.IllegalStateException: no\n{T} stdout F between\n\
+{T} stderr F \tat a.B.c(B.java:1)\n{T} stderr F Caused by: x.YError: z\n{T} stderr F next\n"
+        );
+        let u = unwrap(data.as_bytes(), 0, Format::Cri, 1000, 0, 0);
+        let c = contents(&u);
+        assert_eq!(c[0].2, "between");
+        assert_eq!(
+            c[1].2,
+            "java.lang.IllegalStateException: no\n\tat a.B.c(B.java:1)\nCaused by: x.YError: z"
+        );
+        assert_eq!(c[2].2, "next");
+        assert_eq!(trace_head(b"Traceback (most recent call last):\r"), PYTHON);
+        assert_eq!(trace_head(b"panic: x"), GO);
+        assert_eq!(trace_head(b"not a.trace Exception"), 0);
+        // its next line not there yet: it waits, and so does what follows it
+        let u = unwrap(
+            &data.as_bytes()[..data.find("next").unwrap() - T.len() - 10],
+            0,
+            Format::Cri,
+            1000,
+            0,
+            0,
+        );
+        assert_eq!(contents(&u).len(), 0);
+        assert_eq!(u.consumed, 0);
     }
 
     #[test]
