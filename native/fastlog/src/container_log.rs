@@ -169,6 +169,9 @@ fn trim_cr(mut line: &[u8]) -> &[u8] {
 
 /// The kind of stack trace a plain-text line begins, 0 for none (container_logs.trace_head).
 fn trace_head(content: &[u8]) -> u8 {
+    if content.first() == Some(&b'{') {
+        return 0; // a JSON line (the common case), none of the heads
+    }
     let line = trim_cr(content);
     if line.starts_with(b"Traceback (most recent call last):") {
         return PYTHON;
@@ -287,7 +290,9 @@ pub(crate) fn unwrap<'a>(
         Format::Docker => parse_docker,
         _ => parse_cri,
     };
-    let mut done: Vec<Record<'a>> = Vec::new();
+    // room for lines of 64 bytes and more: growing it copied every record again and again (the
+    // pages never touched cost nothing)
+    let mut done: Vec<Record<'a>> = Vec::with_capacity(data.len() / 64 + 16);
     // by stream: [stdout, stderr]
     let mut pending: [Option<Record>; 2] = [None, None];
     // by stream: a stack trace that may go on
