@@ -342,7 +342,7 @@ class FileSource:
             )
             if encoded.consumed or not full_chunk or attempt:
                 break
-            flush_before = base + 1  # a record longer than a chunk: ship what the chunk holds
+            flush_before = base + len(body)  # a record longer than a chunk: ship what it holds
         tracked.skipping = encoded.skipping
         if encoded.consumed == len(body):
             tracked.waiting = None
