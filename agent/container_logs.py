@@ -32,9 +32,13 @@ container_log.rs, byte-identical, tests/unit/test_container_logs.py). Rules, sha
 - Stack traces printed as plain text are one record: after a head line (Java `x.y.SomeException:
   ...` or `Exception in thread ...`, Python `Traceback (most recent call last):`, Go `panic: ...`
   or `fatal error: ...`) the stream's next records that continue it (`trace_continues`) are joined
-  to it, "\n" between them, up to TRACE_MAX_LINES lines and max_line_bytes (the next one starts
+  to it, "\\n" between them, up to TRACE_MAX_LINES lines and max_line_bytes (the next one starts
   a record of its own). A trace whose next line is not in the chunk yet waits like a record
   without its end; one that straddles a waiting record of the other stream is read again with it.
+
+Known limit: a json-file entry longer than the file source's read_chunk_bytes (dockerd writes
+16 KiB entries; the chunk is 2 MiB by default) cannot be parsed from its head: that head is a
+record of its own, as it is, flagged truncated.
 """
 
 from __future__ import annotations
