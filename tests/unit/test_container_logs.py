@@ -350,9 +350,22 @@ def _generated_cri(seed: int, count: int) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
+# json-file lines where orjson's reading is easy to miss: nesting up to its limit and past it,
+# a duplicate key (the last one counts), numbers too big for an integer or a double.
+_DOCKER_EDGES = [
+    b'{"log":"deep\\n","stream":"stdout","attrs":' + b"[" * 1022 + b"]" * 1022 + b"}",
+    b'{"log":"too deep\\n","stream":"stdout","attrs":' + b"[" * 1024 + b"]" * 1024 + b"}",
+    b'{"log":"first\\n","stream":"stderr","log":"last\\n"}',
+    b'{"log":"big\\n","stream":"stdout","n":123456789012345678901234567890}',
+    b'{"log":"infinite\\n","stream":"stdout","n":1e400}',
+    b'{"log":"escaped \\u00e9 \\ud83d\\ude00\\n","stream":"stdout"}',
+    b'{"log":"trailing\\n","stream":"stdout"} x',
+]
+
+
 def _generated_docker(seed: int, count: int) -> bytes:
     rng = random.Random(seed)
-    lines = []
+    lines = list(_DOCKER_EDGES)
     for _ in range(count):
         stream = rng.choice(["stdout", "stderr"])
         pieces = [_content(rng).decode(errors="replace")[:50] for _ in range(rng.choice([0, 0, 1, 3]))]
@@ -440,6 +453,15 @@ def test_a_stack_trace_is_bounded_in_lines() -> None:
     first = _records(reference)[0][2].body.string_value
     joined = first.count("\n")
     assert 10 < joined < 255 and len(first) + 1 + len(lines[joined + 1]) > 1000
+
+
+def test_json_file_lines_are_read_as_orjson_reads_them() -> None:
+    reference, native = _both(b"\n".join(_DOCKER_EDGES) + b"\n", "docker")
+    _assert_equal(reference, native)
+    bodies = [r[2].body.string_value for r in _records(reference)]
+    assert bodies[0] == "deep" and bodies[1].startswith('{"log":"too deep')  # past the limit: as is
+    assert bodies[2] == "last" and bodies[3] == "big" and bodies[4].startswith('{"log":"infinite')
+    assert bodies[5] == "escaped \u00e9 \U0001f600" and bodies[6].endswith("} x")
 
 
 def test_over_long_joined_lines_are_cut_flagged_and_their_rest_skipped() -> None:

@@ -4,11 +4,11 @@
 //! it exactly (tests/unit/test_container_logs.py).
 
 use std::borrow::Cow;
-use std::sync::OnceLock;
 
-use crate::field_mapping::{FieldMapping, RoleNames, Routing, ScanPlan};
-use crate::json_scan;
-use crate::json_value::{Found, V};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::constants::ORJSON_MAX_DEPTH;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Format {
@@ -82,74 +82,91 @@ fn parse_cri(line: &[u8]) -> Option<Physical<'_>> {
 
 const DOCKER_PREFIX: &[u8] = b"{\"log\":";
 
-/// json-file entries' keys, as the agent's scanner keeps them: log as "service", stream as
-/// "level", time as "timestamp" (the roles only name slots here).
-fn docker_plan() -> &'static ScanPlan {
-    static PLAN: OnceLock<ScanPlan> = OnceLock::new();
-    PLAN.get_or_init(|| {
-        let one = |k: &str| vec![k.to_string()];
-        let names = RoleNames {
-            message: Vec::new(),
-            message_template: Vec::new(),
-            timestamp: one("time"),
-            level: one("stream"),
-            trace_id: Vec::new(),
-            span_id: Vec::new(),
-            service: one("log"),
-            data: Vec::new(),
-        };
-        ScanPlan::new(&FieldMapping::new(names, Default::default())).expect("three keys")
-    })
-}
-
-fn owned_str<'a>(s: &Cow<'a, str>) -> Cow<'a, [u8]> {
-    match s {
-        Cow::Borrowed(b) => Cow::Borrowed(b.as_bytes()),
-        Cow::Owned(o) => Cow::Owned(o.as_bytes().to_vec()),
+/// The JSON object of a line, as orjson reads it: serde_json's Value, with orjson's nesting limit
+/// (1024, not serde_json's 128); lone surrogate escapes are errors in both. (Not json_scan: a
+/// second caller of it kept LLVM from inlining it into the plain lines' loop.)
+fn json_object(text: &str) -> Option<serde_json::Map<String, Value>> {
+    let parse = |unbounded: bool| -> Result<Value, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        if unbounded {
+            de.disable_recursion_limit();
+        }
+        let value = Value::deserialize(&mut de)?;
+        de.end()?;
+        Ok(value)
+    };
+    let value = match parse(false) {
+        Ok(value) => value,
+        Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
+            if max_depth(text.as_bytes()) > ORJSON_MAX_DEPTH {
+                return None;
+            }
+            parse(true).ok()?
+        }
+        Err(_) => return None,
+    };
+    match value {
+        Value::Object(map) => Some(map),
+        _ => None,
     }
 }
 
-/// A json-file entry (container_logs.parse_docker): orjson's reading of the line, through the
-/// scanner that agrees with it.
+/// The deepest nesting of arrays and objects in a JSON text (strings skipped).
+fn max_depth(b: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
+    for &c in b {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if c == b'\\' {
+                esc = true;
+            } else if c == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match c {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// A json-file entry (container_logs.parse_docker).
 fn parse_docker(line: &[u8]) -> Option<Physical<'_>> {
     if !line.starts_with(DOCKER_PREFIX) {
         return None;
     }
-    let text = std::str::from_utf8(line).ok()?;
-    let plan = docker_plan();
-    let mut found = Found::new();
-    let mask = json_scan::parse_line(text, &plan.keys, &mut found)?;
-    let Some(V::S(log)) = plan.lookup(Routing::Service, &found, mask) else {
+    let mut entry = json_object(std::str::from_utf8(line).ok()?)?;
+    let Some(Value::String(log)) = entry.remove("log") else {
         return None;
     };
-    let Some(V::S(stream)) = plan.lookup(Routing::Level, &found, mask) else {
-        return None;
+    let stream = match entry.get("stream") {
+        Some(Value::String(s)) => stream_bit(s.as_bytes()),
+        _ => 0,
     };
-    let stream = stream_bit(stream.as_bytes());
     if stream == 0 {
         return None;
     }
-    let time_text = match plan.lookup(Routing::Timestamp, &found, mask) {
-        Some(V::S(t)) => owned_str(t),
+    let time_text = match entry.remove("time") {
+        Some(Value::String(t)) => Cow::Owned(t.into_bytes()),
         _ => Cow::Borrowed(&b""[..]),
     };
-    let content = owned_str(log);
-    let partial = !content.ends_with(b"\n");
-    let content = if partial {
-        content
-    } else {
-        match content {
-            Cow::Borrowed(b) => Cow::Borrowed(&b[..b.len() - 1]),
-            Cow::Owned(mut o) => {
-                o.pop();
-                Cow::Owned(o)
-            }
-        }
-    };
+    let mut content = log.into_bytes();
+    let partial = content.last() != Some(&b'\n');
+    if !partial {
+        content.pop();
+    }
     Some(Physical {
         stream,
         partial,
-        content,
+        content: Cow::Owned(content),
         time_text,
     })
 }
@@ -277,7 +294,9 @@ pub(crate) struct Unwrapped<'a> {
     pub(crate) skipping: u8,
 }
 
-/// The records of a chunk of a container log (container_logs.unwrap).
+/// The records of a chunk of a container log (container_logs.unwrap). Not inlined: inside
+/// chunk::process it left LLVM no room to inline the plain lines' scanner and encoder.
+#[inline(never)]
 pub(crate) fn unwrap<'a>(
     data: &'a [u8],
     base: u64,

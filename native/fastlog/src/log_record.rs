@@ -155,8 +155,7 @@ pub(crate) fn put_record(out: &mut Vec<u8>, c: &Consts, r: &Rec) {
         n += ld_len(r.level.len());
     }
     n += ld_len(body_any);
-    n += ld_len(kv_offset);
-    n += r.stream.len();
+    n += ld_len(kv_offset) + r.stream.len();
     if r.perr {
         n += c.perr_attr.len();
     }
@@ -200,7 +199,9 @@ pub(crate) fn put_record(out: &mut Vec<u8>, c: &Consts, r: &Rec) {
     put_varint(out, any_offset as u64);
     out.push(0x18);
     put_varint(out, r.offset);
-    out.extend_from_slice(r.stream);
+    if !r.stream.is_empty() {
+        out.extend_from_slice(r.stream);
+    }
     if r.perr {
         out.extend_from_slice(&c.perr_attr);
     }
