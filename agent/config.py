@@ -46,11 +46,14 @@ class KafkaSinkConfig(KafkaSecurity):
 class FileSourceConfig(Section):
     include: list[str] = Field(
         min_length=1,
-        description="glob patterns of JSON log files to tail; relative ones are relative to the working "
-        "directory, and the paths in records and checkpoints are absolute",
+        description="glob patterns of log files to tail: JSON lines, or container logs (CRI or Docker "
+        "json-file lines, detected per file, e.g. /var/log/pods/*/*/*.log); relative ones are relative "
+        "to the working directory, and the paths in records and checkpoints are absolute",
     )
     exclude: list[str] = Field(
-        default_factory=list, description="glob patterns, matched against the path as found and absolute"
+        default_factory=list,
+        description="glob patterns, matched against the path as found and absolute; compressed files "
+        "(*.gz) are always left out",
     )
     start_at: Literal["beginning", "end"] = Field(
         default="beginning", description="where to start in files found at start-up with no checkpoint"

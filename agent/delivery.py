@@ -10,7 +10,9 @@ the oldest batches and counts their records.
 
 Kafka is reached through the `Sink` protocol (agent/sinks/sink.py). A direct send that fails is
 spooled; the spool's drainer retries a send that raised SinkReset at once, and one that raised
-SinkUnavailable or timed out after a back-off.
+SinkUnavailable or timed out after a back-off (cut short by `kick`, when the sink connects).
+A batch split for another partition count than the sink's live one is split again when sent
+(agent/repartition.py): an agent started without Kafka could only guess the count.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from pathlib import Path
 
 from tether.agent.batch import Batch
 from tether.agent.config import SpoolConfig
+from tether.agent.encode import UntracedSpreader
 from tether.agent.metrics import AgentMetrics
+from tether.agent.repartition import needs_repartition, repartition
 from tether.agent.sinks.sink import Sink, SinkError, SinkReset
 from tether.agent.spool import Spool
 
@@ -74,6 +78,8 @@ class Delivery:
         self._drainer: asyncio.Task[None] | None = None
         self._senders: set[asyncio.Task[None]] = set()
         self._blocked = 0  # submitters waiting for room in the full spool
+        self._kicked = asyncio.Event()  # ends the drainer's back-off early (Kafka is back)
+        self._spreader = UntracedSpreader()  # for untraced log records of batches split again
         self._update_gauges()
 
     async def start(self) -> None:
@@ -158,7 +164,16 @@ class Delivery:
             async with self._changed:
                 self._changed.notify_all()
 
+    def kick(self) -> None:
+        """Retry the spool's head now instead of after the back-off: the sink just connected."""
+        self._kicked.set()
+
     async def _send(self, batch: Batch) -> None:
+        live = self.sink.partitions
+        if needs_repartition(batch, live):
+            # Split for a count Kafka does not have (or an unknown one): split again for the live
+            # one, so that the trace's logs and spans share a partition number (agent/repartition.py).
+            batch = repartition(batch, live, self._spreader.next_partition(live))
         started = time.monotonic()
         await self.sink.send(batch.signal, batch.records)
         self.metrics.send_latency.observe(time.monotonic() - started)
@@ -213,6 +228,7 @@ class Delivery:
             if head is None:
                 continue
             sequence, batch = head
+            self._kicked.clear()  # a kick from now on ends the back-off after this attempt
             try:
                 await asyncio.wait_for(self._send(batch), self.config.spill_after_seconds * 4)
             except (TimeoutError, SinkError) as error:
@@ -229,7 +245,8 @@ class Delivery:
                         "spooled_batches": len(self.spool),
                     },
                 )
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kicked.wait(), delay)
                 continue
             attempt = 0
             async with self._changed:

@@ -19,6 +19,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from tether.agent.container_logs import PodContainer, runtime_time_ns
 from tether.agent.parse import ParsedLine
 from tether.schemas.records import (
     ATTR_AGENT_ID,
@@ -27,6 +28,12 @@ from tether.schemas.records import (
     ATTR_INVALID_SPAN_ID,
     ATTR_INVALID_TRACE_ID,
     ATTR_INVALID_UTF8,
+    ATTR_K8S_CONTAINER_NAME,
+    ATTR_K8S_CONTAINER_RESTART_COUNT,
+    ATTR_K8S_NAMESPACE,
+    ATTR_K8S_POD_NAME,
+    ATTR_K8S_POD_UID,
+    ATTR_LOG_IOSTREAM,
     ATTR_PARSE_ERROR,
     ATTR_RECORD_OFFSET,
     ATTR_SERVICE_NAME,
@@ -44,6 +51,10 @@ from tether.schemas.records import (
 class FileLine:
     parsed: ParsedLine
     offset: int  # of the line's first byte in its file
+    # Of a container log record (agent/container_logs.py): its stream, and the runtime's time of
+    # its first line, used when the content has no timestamp of its own.
+    stream: str = ""
+    runtime_time: bytes = b""
 
 
 class UntracedSpreader:
@@ -60,6 +71,19 @@ def _string_attr(key: str, value: str) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(string_value=value))
 
 
+def _pod_attributes(pod: PodContainer | None) -> list[KeyValue]:
+    """Resource attributes of a file of a Kubernetes container, after the agent's id."""
+    if pod is None:
+        return []
+    return [
+        _string_attr(ATTR_K8S_NAMESPACE, pod.namespace),
+        _string_attr(ATTR_K8S_POD_NAME, pod.pod),
+        _string_attr(ATTR_K8S_POD_UID, pod.uid),
+        _string_attr(ATTR_K8S_CONTAINER_NAME, pod.container),
+        KeyValue(key=ATTR_K8S_CONTAINER_RESTART_COUNT, value=AnyValue(int_value=pod.restart_count)),
+    ]
+
+
 def encode_file_lines(
     lines: Sequence[FileLine],
     *,
@@ -69,8 +93,12 @@ def encode_file_lines(
     observed_ns: int,
     partitions: int,
     untraced_partition: int,
+    pod: PodContainer | None = None,
 ) -> dict[int, bytes]:
     """ExportLogsServiceRequest bytes per partition for lines read from one file.
+
+    A file of a Kubernetes container (`pod`) adds its pod and container to the resource, and a
+    line naming no service gets the container's name as its service.
 
     The path and the fingerprint are scope attributes and each record carries only its offset, of
     which the collector rebuilds the record id (schemas.records.record_id): in every record, the
@@ -80,19 +108,23 @@ def encode_file_lines(
     parse_error_attr = KeyValue(key=ATTR_PARSE_ERROR, value=AnyValue(bool_value=True))
     truncated_attr = KeyValue(key=ATTR_TRUNCATED, value=AnyValue(bool_value=True))
     invalid_utf8_attr = KeyValue(key=ATTR_INVALID_UTF8, value=AnyValue(bool_value=True))
+    stream_attrs = {s: _string_attr(ATTR_LOG_IOSTREAM, s) for s in ("stdout", "stderr")}
+    default_service = pod.container if pod is not None else ""
     for line in lines:
         p = line.parsed
         partition = partition_for_trace(p.trace_id, partitions) if p.trace_id else untraced_partition
         attributes = [KeyValue(key=ATTR_RECORD_OFFSET, value=AnyValue(int_value=line.offset))]
+        if line.stream:
+            attributes.append(stream_attrs[line.stream])
         if p.parse_error:
             attributes.append(parse_error_attr)
         if p.truncated:
             attributes.append(truncated_attr)
         if p.invalid_utf8:
             attributes.append(invalid_utf8_attr)
-        grouped[partition][p.service].append(
+        grouped[partition][p.service or default_service].append(
             LogRecord(
-                time_unix_nano=p.time_unix_nano or observed_ns,
+                time_unix_nano=p.time_unix_nano or runtime_time_ns(line.runtime_time) or observed_ns,
                 observed_time_unix_nano=observed_ns,
                 severity_number=p.severity_number,  # type: ignore[arg-type]
                 severity_text=p.level,
@@ -106,16 +138,16 @@ def encode_file_lines(
         name=FILE_SCOPE,
         attributes=[_string_attr(ATTR_FILE_PATH, path), _string_attr(ATTR_FILE_FINGERPRINT, fingerprint)],
     )
-    agent_attr = _string_attr(ATTR_AGENT_ID, agent_id)
+    agent_attrs = [_string_attr(ATTR_AGENT_ID, agent_id), *_pod_attributes(pod)]
     out: dict[int, bytes] = {}
     for partition, by_service in grouped.items():
         request = ExportLogsServiceRequest(
             resource_logs=[
                 ResourceLogs(
                     resource=Resource(
-                        attributes=[_string_attr(ATTR_SERVICE_NAME, service), agent_attr]
+                        attributes=[_string_attr(ATTR_SERVICE_NAME, service), *agent_attrs]
                         if service
-                        else [agent_attr]
+                        else agent_attrs
                     ),
                     scope_logs=[ScopeLogs(scope=scope, log_records=records)],
                 )

@@ -53,6 +53,11 @@ class AgentMetrics:
         self.queue_depth = Gauge(f"{p}queue_depth", "Batches waiting for Kafka in memory", registry=r)
         self.spool_bytes = Gauge(f"{p}spool_bytes", "Bytes in the on-disk spool", registry=r)
         self.spool_batches = Gauge(f"{p}spool_batches", "Batches in the on-disk spool", registry=r)
+        self.kafka_connected = Gauge(
+            f"{p}kafka_connected",
+            "1 once the agent reached Kafka (it accepts into the spool before)",
+            registry=r,
+        )
         self.dropped = Counter(f"{p}dropped", "Records dropped, by reason", ["reason"], registry=r)
         self.native_path = Gauge(
             f"{p}native_path",

@@ -1,5 +1,10 @@
 """Running the agent: sources -> delivery (memory, disk spool) -> Kafka, plus the ops endpoint.
 
+Kafka need not be reachable at start: the receivers and the file source start at once and what
+they accept is spooled while agent/kafka_connector.py keeps trying (/readyz says not ready). Until
+Kafka's partition count is known they split with the one remembered in data_dir, or 1; delivery
+splits again what was split for another count (agent/repartition.py).
+
 SIGTERM/SIGINT: stop accepting (receivers first), let in-flight batches finish within the grace
 period, checkpoint what Kafka acknowledged, exit. What is spooled stays for the next start.
 """
@@ -7,20 +12,18 @@ period, checkpoint what Kafka acknowledged, exit. What is spooled stays for the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 import signal
 from collections.abc import Awaitable, Callable
-
-from aiokafka.errors import KafkaError
 
 from tether import native
 from tether.agent.checkpoint import Checkpoints
 from tether.agent.config import AgentConfig
 from tether.agent.delivery import Delivery
+from tether.agent.kafka_connector import KafkaConnector
 from tether.agent.metrics import AgentMetrics
-from tether.agent.sinks.kafka import KafkaSink, PartitionMismatchError
+from tether.agent.partition_memory import PartitionMemory
+from tether.agent.sinks.kafka import KafkaSink
 from tether.agent.sources.file import FileSource
 from tether.agent.sources.otlp import OtlpIngest
 from tether.agent.sources.otlp_grpc import start_grpc_receiver
@@ -39,30 +42,49 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     metrics = AgentMetrics()
     native.announce(native.agent_paths(), metrics.native_path, log)
     sink = KafkaSink(config.kafka)
-    delivery: Delivery | None = None
+    memory = PartitionMemory(config.data_dir, config.kafka.logs_topic, config.kafka.spans_topic)
+    # Until Kafka answers: the count it had last time (most likely still right), else 1, i.e.
+    # one unsplit record per batch; delivery splits again whatever does not match Kafka's.
+    partitions = memory.recall() or 1
+    delivery = Delivery(sink, config.spool, config.spool_directory, metrics)
+    ingest: OtlpIngest | None = None
+    source: FileSource | None = None
+
+    def use_live_partitions(live: int) -> None:
+        metrics.kafka_connected.set(1)
+        if ingest is not None:
+            ingest.partitions = live
+        if source is not None:
+            source.use_partitions(live)
+        delivery.kick()
+
+    connector = KafkaConnector(sink, config.kafka.bootstrap_servers, memory, use_live_partitions)
     ops = OpsServer(
-        config.ops.endpoint, metrics.registry, ready=lambda: delivery is not None and delivery.ready()
+        config.ops.endpoint,
+        metrics.registry,
+        ready=lambda: connector.connected and delivery.ready(),
+        not_ready_reason=lambda: (
+            connector.not_ready_reason()
+            or (None if delivery.ready() else "spool full: Kafka is not keeping up")
+        ),
     )
     await ops.start()
-    if not await _connect(sink, stop):
-        await ops.stop()
-        return
-    delivery = Delivery(sink, config.spool, config.spool_directory, metrics)
     await delivery.start()
+    connect_task = asyncio.create_task(connector.run(stop), name="kafka-connector")
     log.info(
         "agent started",
         extra={
             "agent_id": config.agent_id,
-            "partitions": sink.partitions,
+            "partitions": sink.partitions or partitions,
+            "kafka_connected": connector.connected,
             "spooled_batches": len(delivery.spool),
         },
     )
     stoppers: list[Callable[[], Awaitable[None]]] = []
-    source: FileSource | None = None
     source_task: asyncio.Task[None] | None = None
     try:
         if config.otlp is not None:
-            ingest = OtlpIngest(config.otlp, delivery, sink.partitions, metrics)
+            ingest = OtlpIngest(config.otlp, delivery, sink.partitions or partitions, metrics)
             if config.otlp.grpc_endpoint is not None:
                 grpc_server = await start_grpc_receiver(config.otlp.grpc_endpoint, ingest)
                 stoppers.append(lambda: grpc_server.stop(grace=2))
@@ -75,7 +97,7 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
                 agent_id=config.agent_id,
                 checkpoints=Checkpoints(config.data_dir / "checkpoints.json"),
                 delivery=delivery,
-                partitions=sink.partitions,
+                partitions=sink.partitions or partitions,
                 mapping=config.log_fields.mapping(),
                 metrics=metrics,
             )
@@ -86,6 +108,8 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
             extra={"grace_seconds": config.shutdown_grace_seconds},
         )
     finally:
+        connect_task.cancel()
+        await asyncio.gather(connect_task, return_exceptions=True)
         for stop_receiver in stoppers:
             await stop_receiver()
         if source_task is not None:
@@ -96,27 +120,8 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
         await sink.stop()
         await ops.stop()
         log.info("agent stopped", extra={"spooled_batches": len(delivery.spool)})
-
-
-async def _connect(sink: KafkaSink, stop: asyncio.Event) -> bool:
-    """Start the producer, retrying while Kafka is unreachable; False when asked to stop first."""
-    attempt = 0
-    while not stop.is_set():
-        try:
-            await sink.start()
-            return True
-        except PartitionMismatchError:
-            raise
-        except (KafkaError, OSError) as error:
-            attempt += 1
-            delay = random.uniform(0, min(30.0, 0.5 * 2 ** min(attempt, 8)))
-            log.warning(
-                "Kafka unreachable at start; retrying",
-                extra={"error": repr(error), "attempt": attempt, "retry_in_seconds": round(delay, 2)},
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-    return False
+    if connector.fatal is not None:
+        raise connector.fatal
 
 
 def _stop_on_signals() -> asyncio.Event:

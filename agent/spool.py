@@ -3,7 +3,14 @@
 One file per batch, written to a temporary name, fsynced (per policy) and renamed, so a crash
 leaves either a whole batch or none. Names are zero-padded sequence numbers: sorted is FIFO.
 
-    file = b"TSPL" | version u8 | signal u8 | items u32 | count u32 | (partition u32, size u32, bytes)*
+    file = b"TSPL" | version u8 | signal u8 | items u32 | count u32 | [partitions u32] |
+           (partition u32, size u32, bytes)*
+
+Version 2 records the partition count the batch was split for (`partitions`), so that a batch
+spooled while Kafka's count was not known, or was another, is split again before it is sent.
+Version 1 files (older agents) have no such field: they read as partitions 0, not known, and
+are always split again. An older agent sets version 2 files aside as corrupt: downgrade with an
+empty spool.
 """
 
 from __future__ import annotations
@@ -15,8 +22,10 @@ from tether.agent.batch import Batch
 from tether.agent.durable import write_atomically
 from tether.schemas.records import Signal
 
-MAGIC = b"TSPL\x01"
-_HEADER = struct.Struct(">BII")  # signal, items (lines/spans), record count
+MAGIC = b"TSPL\x02"
+_MAGIC_V1 = b"TSPL\x01"
+_HEADER = struct.Struct(">BIII")  # signal, items (lines/spans), record count, partitions split for
+_HEADER_V1 = struct.Struct(">BII")  # signal, items, record count
 _RECORD = struct.Struct(">II")  # partition, size
 
 _SIGNAL_CODES: dict[Signal, int] = {"logs": 0, "spans": 1}
@@ -28,7 +37,10 @@ class SpoolCorruptError(ValueError):
 
 
 def encode_batch(batch: Batch) -> bytes:
-    parts = [MAGIC, _HEADER.pack(_SIGNAL_CODES[batch.signal], batch.items, len(batch.records))]
+    parts = [
+        MAGIC,
+        _HEADER.pack(_SIGNAL_CODES[batch.signal], batch.items, len(batch.records), batch.partitions),
+    ]
     for partition, value in batch.records.items():
         parts.append(_RECORD.pack(partition, len(value)))
         parts.append(value)
@@ -36,11 +48,16 @@ def encode_batch(batch: Batch) -> bytes:
 
 
 def decode_batch(data: bytes) -> Batch:
-    if not data.startswith(MAGIC):
-        raise SpoolCorruptError("not a spool batch (bad magic)")
     try:
-        signal_code, items, count = _HEADER.unpack_from(data, len(MAGIC))
-        position = len(MAGIC) + _HEADER.size
+        if data.startswith(MAGIC):
+            signal_code, items, count, partitions = _HEADER.unpack_from(data, len(MAGIC))
+            position = len(MAGIC) + _HEADER.size
+        elif data.startswith(_MAGIC_V1):
+            signal_code, items, count = _HEADER_V1.unpack_from(data, len(_MAGIC_V1))
+            partitions = 0  # not recorded: split again before sending
+            position = len(_MAGIC_V1) + _HEADER_V1.size
+        else:
+            raise SpoolCorruptError("not a spool batch (bad magic)")
         records: dict[int, bytes] = {}
         for _ in range(count):
             partition, size = _RECORD.unpack_from(data, position)
@@ -49,7 +66,7 @@ def decode_batch(data: bytes) -> Batch:
             if len(records[partition]) != size:
                 raise SpoolCorruptError("truncated record")
             position += size
-        return Batch(_SIGNALS[signal_code], records, items)
+        return Batch(_SIGNALS[signal_code], records, items, partitions=partitions)
     except (struct.error, KeyError) as error:
         raise SpoolCorruptError(str(error)) from error
 

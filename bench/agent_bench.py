@@ -9,6 +9,10 @@ own core; the ceilings run pinned to the agent's core. Reports lines/s, MB/s, ag
 per million records, and the agent's peak RSS. In the same run, ceilings: the raw aiokafka
 producer sending the agent's own pre-encoded records (the Kafka client's limit on this machine),
 and orjson parsing the same lines (the JSON parser's limit).
+
+`--cri` also runs the file phase on the same lines as a Kubernetes node holds them: each wrapped
+in the CRI prefix containerd writes (`<time> stdout F <line>`), in a file at a kubelet path
+(`pods/<namespace>_<pod>_<uid>/<container>/0.log`), and prints its rate relative to the plain run.
 """
 
 from __future__ import annotations
@@ -150,6 +154,15 @@ def off_agent_core(stack: Stack, enabled: bool) -> Iterator[None]:
                 os.sched_setaffinity(tid, previous)
 
 
+# A kubelet log path under the bench's directory: the agent adds the pod's k8s.* attributes.
+CRI_LOG = Path("pods/bench_bench-app-0_00000000-0000-4000-8000-000000000000/app/0.log")
+
+
+def cri_wrapped(line: bytes, n: int) -> bytes:
+    """`line` as containerd's CRI logger writes a line printed to stdout (a whole line: F)."""
+    return b"2026-11-21T10:%02d:%02d.%09dZ stdout F " % ((n // 60000) % 60, (n // 1000) % 60, n) + line
+
+
 class AgentUnderTest:
     def __init__(self, work: Path, bootstrap: str, files: bool, overrides: Sequence[str] = ()) -> None:
         run = uuid.uuid4().hex[:8]
@@ -172,7 +185,10 @@ class AgentUnderTest:
             "ops": {"endpoint": f"127.0.0.1:{self.ops_port}"},
         }
         if files:
-            config["files"] = {"include": [f"{work}/logs/*.log"], "poll_interval_seconds": 0.05}
+            config["files"] = {
+                "include": [f"{work}/logs/*.log", f"{work}/{CRI_LOG.parent}/*.log"],
+                "poll_interval_seconds": 0.05,
+            }
             if chunk := os.environ.get("BENCH_READ_CHUNK_BYTES"):
                 config["files"]["read_chunk_bytes"] = int(chunk)
         for override in overrides:
@@ -243,17 +259,22 @@ def bench_file(
     profile: str | None = None,
     fair: bool = True,
     overrides: Sequence[str] = (),
+    cri: bool = False,
 ) -> dict[str, float]:
+    """Lines written to a file, read by the agent into Kafka; `cri`: each line wrapped as
+    containerd writes it, at a kubelet path."""
     rng = random.Random(42)
-    (work / "logs").mkdir(exist_ok=True)
-    path = work / "logs" / "app.log"
+    path = work / CRI_LOG if cri else work / "logs" / "app.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as handle:
         for n in range(lines):
-            handle.write(realistic_line(n, rng) + b"\n")
+            line = realistic_line(n, rng)
+            handle.write((cri_wrapped(line, n) if cri else line) + b"\n")
     size = path.stat().st_size
     agent = AgentUnderTest(work, stack.kafka.bootstrap, files=True, overrides=overrides)
     asyncio.run(ensure_topics(stack.kafka.bootstrap, [agent.logs_topic, agent.spans_topic], PARTITIONS))
-    path.rename(work / "app.log.hold")  # start the clock when the agent sees the file
+    hold = work / "app.log.hold"
+    path.rename(hold)  # start the clock when the agent sees the file
     agent.start()
     profiler = None
     if profile:
@@ -270,7 +291,7 @@ def bench_file(
         cpu0 = agent.cpu_seconds()
         sys0, faults0 = agent.sys_seconds_and_faults()
         began = time.perf_counter()
-        (work / "app.log.hold").rename(path)
+        hold.rename(path)
         while (
             agent.metric("tether_agent_file_lines_total") < lines
             or agent.metric("tether_agent_checkpoint_lag_bytes") > 0
@@ -284,6 +305,7 @@ def bench_file(
         profiler.send_signal(signal.SIGINT)
         profiler.wait(timeout=60)
     agent.stop()
+    path.unlink()
     return {
         "lines": lines,
         "seconds": elapsed,
@@ -457,6 +479,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="OTLP requests in flight")
     parser.add_argument("--no-ceilings", action="store_true", help="skip the ceiling measurements")
     parser.add_argument(
+        "--cri",
+        action="store_true",
+        help="also read the same lines CRI-wrapped (as containerd writes them, at a kubelet path)",
+    )
+    parser.add_argument(
         "--shared-core",
         action="store_true",
         help="leave Kafka, Elasticsearch, Jaeger and the load generator free to run on the agent's core "
@@ -485,6 +512,12 @@ def main() -> None:
             results["file_to_kafka"] = bench_file(
                 stack, work, args.lines, args.profile, fair=not args.shared_core, overrides=args.set
             )
+            if args.cri:
+                cri = bench_file(
+                    stack, work, args.lines, fair=not args.shared_core, overrides=args.set, cri=True
+                )
+                cri["of_plain_lines_per_s"] = cri["lines_per_s"] / results["file_to_kafka"]["lines_per_s"]
+                results["file_to_kafka_cri_wrapped"] = cri
         if args.spans:
             results["otlp_spans_to_kafka"] = bench_otlp(
                 stack,

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from tether.collector.retention import RetentionDaysConfig
 from tether.config import HostPort, Section
 from tether.elasticsearch_security import ElasticsearchConnection
 from tether.grpc_security import GrpcClientSecurity
@@ -64,6 +65,9 @@ class ElasticsearchSinkConfig(ElasticsearchConnection):
         default=4, ge=1, description="deliveries in flight while consuming goes on"
     )
     request_timeout_seconds: float = Field(default=30.0, gt=0)
+    retention_days: RetentionDaysConfig = Field(
+        default_factory=RetentionDaysConfig, description="per alias; daily indices older are deleted"
+    )
 
 
 class JaegerSinkConfig(GrpcClientSecurity):

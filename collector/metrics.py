@@ -45,8 +45,25 @@ class CollectorMetrics:
         )
         self.bulk_retries = Counter(
             f"{p}bulk_retries",
-            "Documents or requests retried (429, 5xx, unreachable, security)",
+            "Documents or requests retried (429, 5xx, unreachable, blocked: a write block, security)",
             ["reason"],
+            registry=r,
+        )
+        self.write_blocked = Gauge(
+            f"{p}write_blocked",
+            "1 while Elasticsearch blocks writes (flood-stage disk, index or cluster block) and "
+            "documents wait for the block to lift",
+            registry=r,
+        )
+        self.retention_deleted = Counter(
+            f"{p}retention_deleted_indices",
+            "Daily indices deleted by retention (elasticsearch.retention_days)",
+            ["alias"],
+            registry=r,
+        )
+        self.retention_errors = Counter(
+            f"{p}retention_errors",
+            "Retention passes or index deletions that failed (retried at the next pass)",
             registry=r,
         )
         self.timestamps_out_of_range = Counter(

@@ -22,6 +22,7 @@ from tether.collector.deliver import Deliveries, DocumentSink, SpanSink
 from tether.collector.gc_tuning import tune_garbage_collector
 from tether.collector.kafka import GroupConsumer, KafkaConsumer, check_copartitioned
 from tether.collector.metrics import CollectorMetrics
+from tether.collector.retention import ElasticsearchIndexAdmin, Retention
 from tether.collector.sinks.elasticsearch import ElasticsearchSink
 from tether.collector.sinks.jaeger import JaegerSink
 from tether.collector.until_stopped import until_stopped
@@ -41,6 +42,7 @@ class Collector:
         metrics: CollectorMetrics,
         *,
         commit_interval: float = COMMIT_INTERVAL_SECONDS,
+        retention: Retention | None = None,
     ) -> None:
         self.config = config
         self.consumer = consumer
@@ -58,13 +60,17 @@ class Collector:
             delivered=self.records.sync_metrics,
         )
         self.committer = Committer(consumer, config.kafka, metrics, interval=commit_interval)
+        self.retention = retention
+        self._retention_task: asyncio.Task[None] | None = None
+        self._retention_stop = asyncio.Event()
         self.started = False
         # Polls, flushes and revocations take turns: each sees the partitions whole.
         self._lock = asyncio.Lock()
 
     def ready(self) -> bool:
         jaeger_healthy = self.jaeger is None or self.jaeger.healthy
-        return self.started and self.elasticsearch.healthy and jaeger_healthy
+        elasticsearch_ready = self.elasticsearch.healthy and not self.elasticsearch.write_blocked
+        return self.started and elasticsearch_ready and jaeger_healthy
 
     async def start(self) -> None:
         await self.elasticsearch.install_templates()
@@ -72,9 +78,12 @@ class Collector:
         topics = [self.config.kafka.logs_topic, self.config.kafka.spans_topic]
         await check_copartitioned(self.consumer, topics)
         self.consumer.subscribe(topics, listener=_Rebalance(self))
+        if self.retention is not None:  # beside consuming, never in its way
+            self._retention_task = asyncio.create_task(self.retention.run(self._retention_stop))
         self.started = True
 
     async def stop(self) -> None:
+        await self._stop_retention()
         async with self._lock:
             await self.deliveries.settle()
             await self._flush(list(self.records.partitions))
@@ -82,6 +91,15 @@ class Collector:
         await self.elasticsearch.close()
         if self.jaeger is not None:
             await self.jaeger.close()
+
+    async def _stop_retention(self) -> None:
+        """Stop the retention task; a deletion cut short is redone by the next pass (idempotent)."""
+        task, self._retention_task = self._retention_task, None
+        if task is None:
+            return
+        self._retention_stop.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -129,12 +147,19 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 def build_collector(config: CollectorConfig) -> Collector:
     """A Collector with the real Kafka consumer, Elasticsearch and Jaeger clients of `config`."""
     metrics = CollectorMetrics()
+    elasticsearch = ElasticsearchSink(config.elasticsearch, metrics)
+    retention_days = config.elasticsearch.retention_days.by_alias()
     return Collector(
         config,
         KafkaConsumer(config.kafka),
-        ElasticsearchSink(config.elasticsearch, metrics),
+        elasticsearch,
         JaegerSink(config.jaeger, metrics) if config.jaeger.enabled else None,
         metrics,
+        retention=(
+            Retention(retention_days, ElasticsearchIndexAdmin(elasticsearch.client), metrics)
+            if retention_days
+            else None
+        ),
     )
 
 

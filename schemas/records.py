@@ -39,19 +39,25 @@ ATTR_INVALID_UTF8: Final = "tether.invalid_utf8"  # invalid bytes were replaced 
 # not empty and not valid (its span id is cleared with it), or a span id neither empty nor 8 bytes.
 ATTR_INVALID_TRACE_ID: Final = "tether.invalid_trace_id"
 ATTR_INVALID_SPAN_ID: Final = "tether.invalid_span_id"
-# Resource attributes set by the agent.
 ATTR_LOG_IOSTREAM: Final = "log.iostream"  # stdout or stderr, of a container's log line
-# Resource attributes of a container's log file, from its path (OpenTelemetry semantic names); the
-# collector indexes them as the keyword fields k8s.namespace.name, ... (restart_count an integer).
-K8S_ATTRIBUTES: Final = (
-    "k8s.namespace.name",
-    "k8s.pod.name",
-    "k8s.pod.uid",
-    "k8s.container.name",
-    "k8s.container.restart_count",
-)
+# Resource attributes set by the agent.
 ATTR_SERVICE_NAME: Final = "service.name"
 ATTR_AGENT_ID: Final = "tether.agent.id"
+# Resource attributes of a container's log file, from its kubelet path (OpenTelemetry semantic
+# names): /var/log/pods/<namespace>_<pod>_<uid>/<container>/<restart>.log; the collector indexes
+# them as the keyword fields k8s.namespace.name, ... (restart_count an integer).
+ATTR_K8S_NAMESPACE: Final = "k8s.namespace.name"
+ATTR_K8S_POD_NAME: Final = "k8s.pod.name"
+ATTR_K8S_POD_UID: Final = "k8s.pod.uid"
+ATTR_K8S_CONTAINER_NAME: Final = "k8s.container.name"
+ATTR_K8S_CONTAINER_RESTART_COUNT: Final = "k8s.container.restart_count"  # int
+K8S_ATTRIBUTES: Final = (
+    ATTR_K8S_NAMESPACE,
+    ATTR_K8S_POD_NAME,
+    ATTR_K8S_POD_UID,
+    ATTR_K8S_CONTAINER_NAME,
+    ATTR_K8S_CONTAINER_RESTART_COUNT,
+)
 
 TRACE_ID_BYTES: Final = 16
 SPAN_ID_BYTES: Final = 8

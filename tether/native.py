@@ -31,7 +31,7 @@ COLLECTOR_PATHS: Final[tuple[Path, ...]] = ("log_documents",)
 
 # What each path needs from the extension (an older build lacks the newer names).
 _NEEDS: Final[dict[Path, tuple[str, ...]]] = {
-    "file_lines": ("encode_chunk", "FieldMapping"),
+    "file_lines": ("encode_chunk", "FieldMapping", "ENCODE_CHUNK_READS_CONTAINER_LOGS"),
     # split_logs returning the cleared ids' counts (4 values) and split_traces the spans rejected
     # for a parent or link id (5) came with SPLIT_WRITES_VALID_IDS
     "otlp_split": (

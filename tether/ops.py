@@ -27,11 +27,18 @@ class OpsConfig(Section):
 class OpsServer:
     """Liveness says the process serves; readiness says it can accept work (e.g. Kafka reachable)."""
 
-    def __init__(self, endpoint: str, registry: CollectorRegistry, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        registry: CollectorRegistry,
+        ready: Callable[[], bool],
+        not_ready_reason: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self.host, _, port = endpoint.rpartition(":")
         self.port = int(port)
         self.registry = registry
         self.ready = ready
+        self.not_ready_reason = not_ready_reason  # said in /readyz's body when not ready
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
@@ -60,4 +67,8 @@ class OpsServer:
 
     async def _readyz(self, _: web.Request) -> web.Response:
         ready = self.ready()
-        return web.json_response({"ready": ready}, status=200 if ready else 503)
+        if ready:
+            return web.json_response({"ready": True})
+        reason = self.not_ready_reason()
+        body: dict[str, object] = {"ready": False} if reason is None else {"ready": False, "reason": reason}
+        return web.json_response(body, status=503)

@@ -98,6 +98,8 @@ class KafkaSink:
 
     async def send(self, signal: Signal, records: Mapping[int, bytes]) -> None:
         """Send one record per partition; return when Kafka has acknowledged every one."""
+        if not self.partitions:  # not started: agent/kafka_connector.py is still trying
+            raise SinkUnavailable(f"not connected to Kafka ({self.config.bootstrap_servers})")
         headers = [(SCHEMA_HEADER, _SCHEMAS[signal])]
         topic = self._topics[signal]
         producer = self._producer

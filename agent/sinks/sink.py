@@ -31,6 +31,11 @@ class SinkReset(SinkError):
 
 
 class Sink(Protocol):
+    @property
+    def partitions(self) -> int:
+        """The partition count of the topics; 0 while the sink has not reached the broker."""
+        ...
+
     def topic(self, signal: Signal) -> str:
         """Where `signal`'s records go; the label of the sent-records metrics."""
         ...

@@ -30,8 +30,9 @@ from pathlib import Path
 
 from tether.agent.batch import Batch
 from tether.agent.checkpoint import Checkpoints, FileCheckpoint, FileKey, head_digest
-from tether.agent.chunks import chunk_encoder
+from tether.agent.chunks import EncodedChunk, chunk_encoder
 from tether.agent.config import FileSourceConfig
+from tether.agent.container_logs import COMPRESSED_ROTATION, LogFormat, detect_format
 from tether.agent.delivery import Delivery
 from tether.agent.encode import UntracedSpreader
 from tether.agent.metrics import AgentMetrics
@@ -56,6 +57,12 @@ class TrackedFile:
     discarding: bool = False  # inside an over-long line whose head was shipped
     partial: tuple[int, int, float] | None = None  # (offset, size, first seen) of an unterminated line
     detached_since: float | None = None  # its path no longer leads to it (renamed away or deleted)
+    # Container log files (agent/container_logs.py): the format of its first line (None until its
+    # first chunk), the streams whose rest of a shipped record is skipped, and the record waiting
+    # for its end (offset, since).
+    log_format: LogFormat | None = None
+    skipping: int = 0
+    waiting: tuple[int, float] | None = None
 
 
 class FileSource:
@@ -90,6 +97,10 @@ class FileSource:
             long_lines=config.long_lines,
         )
         log.info("file line encoder", extra={"encoder": self.encoder.name})
+
+    def use_partitions(self, partitions: int) -> None:
+        """Split from now on for `partitions`: Kafka's count, learnt after the agent started."""
+        self.partitions = self.encoder.partitions = partitions
 
     async def run(self, stop: asyncio.Event) -> None:
         first_scan = True
@@ -131,7 +142,9 @@ class FileSource:
             for match in glob.glob(pattern, recursive=True):
                 absolute = os.path.abspath(match)  # not resolve(): a symlink's path is the file's name
                 # An exclude glob may be written like the include (relative) or absolute.
-                if not any(fnmatch(match, x) or fnmatch(absolute, x) for x in self.config.exclude):
+                # compressed rotations are never text lines, whatever the excludes say
+                excluded = [*self.config.exclude, COMPRESSED_ROTATION]
+                if not any(fnmatch(match, x) or fnmatch(absolute, x) for x in excluded):
                     found.add(Path(absolute))
         return sorted(found)
 
@@ -229,7 +242,8 @@ class FileSource:
                 if end == 0:
                     return False
             tracked.partial = None
-            await self._ship(tracked, data[:end])
+            if not await self._ship(tracked, data[:end]):
+                return False  # a container record waits for its end
             # Let the chunk's send start now: Kafka works on it while the next one is encoded.
             await asyncio.sleep(0)
         return True
@@ -259,10 +273,13 @@ class FileSource:
         tracked.pending.clear()  # acks of the old content no longer say anything about this one
         tracked.discarding = False
         tracked.partial = None
+        tracked.log_format, tracked.skipping, tracked.waiting = None, 0, None
         # On disk before a line goes out under the new fingerprint, so a restart reuses it.
         self.checkpoints.advance(tracked.inode, self._checkpoint_of(tracked))
 
-    async def _ship(self, tracked: TrackedFile, data: bytes) -> None:
+    async def _ship(self, tracked: TrackedFile, data: bytes) -> bool:
+        """Encode and submit `data`; False when a container record at its end waits for the rest
+        (read again next time)."""
         assert tracked.fingerprint is not None
         base, body = tracked.read_offset, data
         if tracked.discarding:  # the rest of an over-long line whose head was shipped
@@ -271,9 +288,47 @@ class FileSource:
             base += len(data) - len(body)
             tracked.discarding = newline < 0
         end = tracked.read_offset + len(data)
-        self.metrics.file_bytes.inc(len(data))
         encoded = None
         if body:
+            encoded = self._encode(tracked, body, base, len(data) >= self.config.read_chunk_bytes)
+            end = base + encoded.consumed
+            # Without a newline, the tail is the head of an over-long line (skip its rest next
+            # time) or a partial line shipped after its timeout (complete as it is).
+            tracked.discarding = (
+                encoded.consumed == len(body)
+                and len(body) - (body.rfind(b"\n") + 1) >= self.config.max_line_bytes
+            )
+            self.metrics.parse_errors.inc(encoded.parse_errors)
+            if encoded.truncated:
+                self.metrics.truncated_lines.labels(self.config.long_lines).inc(encoded.truncated)
+        if encoded is not None and encoded.records:
+            batch = Batch("logs", encoded.records, encoded.lines, partitions=self.partitions)
+            ack = (await self.delivery.submit(batch, wait_for_room=True)).acked
+            self.metrics.file_lines.inc(encoded.lines)
+        else:
+            ack = asyncio.get_running_loop().create_future()
+            ack.set_result(None)
+        self.metrics.file_bytes.inc(end - tracked.read_offset)
+        tracked.pending.append((end, ack))
+        complete = end == tracked.read_offset + len(data)
+        tracked.read_offset = end
+        return complete
+
+    def _encode(self, tracked: TrackedFile, body: bytes, base: int, full_chunk: bool) -> EncodedChunk:
+        """The chunk's records. Of a container log: a record without its end in the chunk waits
+        for it, up to partial_line_timeout_seconds (then it ships as it is), or at once when it
+        alone fills a whole chunk."""
+        assert tracked.fingerprint is not None
+        if tracked.log_format is None:  # a first line is there now (or fingerprint_bytes of it)
+            tracked.log_format = detect_format(os.pread(tracked.fd, self.config.fingerprint_bytes, 0))
+        now = time.monotonic()
+        flush_before = 0
+        if (
+            tracked.waiting is not None
+            and now - tracked.waiting[1] >= self.config.partial_line_timeout_seconds
+        ):
+            flush_before = base + len(body)  # all it holds: one waiting record may hold others back
+        for attempt in range(2):
             encoded = self.encoder.encode(
                 body,
                 base,
@@ -281,22 +336,19 @@ class FileSource:
                 path=str(tracked.path),
                 untraced_partition=self._spreader.next_partition(self.partitions),
                 observed_ns=time.time_ns(),
+                log_format=tracked.log_format,
+                skipping=tracked.skipping,
+                flush_before=flush_before,
             )
-            # Without a newline, the tail is the head of an over-long line (skip its rest next
-            # time) or a partial line shipped after its timeout (complete as it is).
-            tracked.discarding = len(body) - (body.rfind(b"\n") + 1) >= self.config.max_line_bytes
-            self.metrics.parse_errors.inc(encoded.parse_errors)
-            if encoded.truncated:
-                self.metrics.truncated_lines.labels(self.config.long_lines).inc(encoded.truncated)
-        if encoded is not None and encoded.records:
-            batch = Batch("logs", encoded.records, encoded.lines)
-            ack = (await self.delivery.submit(batch, wait_for_room=True)).acked
-            self.metrics.file_lines.inc(encoded.lines)
-        else:
-            ack = asyncio.get_running_loop().create_future()
-            ack.set_result(None)
-        tracked.pending.append((end, ack))
-        tracked.read_offset = end
+            if encoded.consumed or not full_chunk or attempt:
+                break
+            flush_before = base + len(body)  # a record longer than a chunk: ship what it holds
+        tracked.skipping = encoded.skipping
+        if encoded.consumed == len(body):
+            tracked.waiting = None
+        elif tracked.waiting is None or tracked.waiting[0] != base + encoded.consumed:
+            tracked.waiting = (base + encoded.consumed, now)
+        return encoded
 
     # -- acknowledgement and release ---------------------------------------------------------
 

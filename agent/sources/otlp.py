@@ -39,7 +39,7 @@ class OtlpIngest:
     ) -> None:
         self.config = config
         self.delivery = delivery
-        self.partitions = partitions
+        self.partitions = partitions  # set again when Kafka's count is learnt after start
         self.metrics = metrics
         self._spreader = UntracedSpreader()
 
@@ -71,7 +71,7 @@ class OtlpIngest:
             "invalid_parent_or_link_id": split.rejected_related_id,
         }
         return await self._deliver(
-            Batch("spans", split.records, split.total - split.rejected),
+            Batch("spans", split.records, split.total - split.rejected, partitions=self.partitions),
             transport,
             {reason: count for reason, count in rejected.items() if count},
             _rejected_spans_message(invalid_trace_id, split.rejected_span_id, split.rejected_related_id),
@@ -86,7 +86,8 @@ class OtlpIngest:
                 f"the body is not a valid ExportLogsServiceRequest (protobuf): {error}"
             ) from error
         warning = _cleared_ids_message(split.cleared_trace_id, split.cleared_span_id)
-        accepted = await self._deliver(Batch("logs", split.records, split.total), transport, {}, warning)
+        batch = Batch("logs", split.records, split.total, partitions=self.partitions)
+        accepted = await self._deliver(batch, transport, {}, warning)
         # Kept without their malformed ids (a record attribute flags them): counted once accepted,
         # not rejected.
         for field, count in (("trace_id", split.cleared_trace_id), ("span_id", split.cleared_span_id)):

@@ -12,13 +12,12 @@ from functools import cache, partial
 from typing import Any, Protocol
 
 import orjson
-from elastic_transport import ConnectionError as TransportConnectionError
-from elastic_transport import ConnectionTimeout
 from elasticsearch import AsyncElasticsearch, TransportError
 from elasticsearch.serializer import OrjsonSerializer
 
 from tether.collector.config import ElasticsearchSinkConfig
 from tether.collector.metrics import CollectorMetrics
+from tether.collector.write_blocks import WriteBlocks, is_blocked_request, is_write_block
 from tether.elasticsearch_errors import explain, explain_status
 from tether.schemas.indices import DEADLETTER_ALIAS, NS_PER_DAY, TEMPLATE_NAMES, daily_index, index_template
 
@@ -132,6 +131,12 @@ class ElasticsearchSink:
             serializers={OrjsonSerializer.mimetype: OrjsonSerializer()},  # responses, in C
         )
         self.healthy = True  # false while Elasticsearch is unreachable or overloaded
+        self.write_blocks = WriteBlocks(metrics.write_blocked)
+
+    @property
+    def write_blocked(self) -> bool:
+        """True while some delivery waits for a write block to lift (not ready meanwhile)."""
+        return self.write_blocks.blocked
 
     async def close(self) -> None:
         await self.client.close()
@@ -162,44 +167,61 @@ class ElasticsearchSink:
         rejections: list[Rejection] = []
         remaining = requests
         attempt = 0
-        while remaining:
-            retry: list[Indexable] = []
-            for part, body in _bulk_bodies(remaining, self.config.bulk_max_docs, self.config.bulk_max_bytes):
-                started = time.monotonic()
-                response = await self._retry_forever(
-                    # bytes pass through the NDJSON serializer untouched (the stub only names mappings)
-                    partial(self.client.bulk, operations=body, filter_path=BULK_RESPONSE_FIELDS),  # type: ignore[arg-type]
-                    what="bulk request",
-                )
-                self.metrics.bulk_latency.observe(time.monotonic() - started)
-                if not response.get("errors"):
-                    continue
-                for request, item in zip(part, response["items"], strict=True):
-                    result = item["index"]
-                    status = int(result.get("status", 500))
-                    if status < 300:
-                        continue
-                    if status in RETRYABLE_STATUS:
-                        retry.append(request)
-                        self.metrics.bulk_retries.labels(str(status)).inc()
-                        continue
-                    error = result.get("error") or {}
-                    reason = str(error.get("reason", error)) if isinstance(error, dict) else str(error)
-                    kind = str(error.get("type", "")) if isinstance(error, dict) else ""
-                    refusal = explain_status(status, kind, reason, self.config, "elasticsearch")
-                    if refusal is not None:  # a missing privilege is fixed by an operator: hold it
-                        retry.append(request)
-                        self._refused(refusal)
-                        continue
-                    if status == 409 and kind == VERSION_CONFLICT and request.version is not None:
-                        self.metrics.superseded.labels(request.alias).inc()
-                        continue
-                    rejections.append(Rejection(request, status, reason, kind, result.get("_index", "")))
-            remaining = retry
-            if remaining:
-                attempt += 1
-                await asyncio.sleep(_backoff(attempt))
+        blocks = self.write_blocks.waiter()
+        try:
+            while remaining:
+                remaining, block = await self._index_round(remaining, rejections)
+                blocks.update(block)
+                if remaining:
+                    attempt += 1
+                    await asyncio.sleep(_backoff(attempt))
+        finally:
+            blocks.close()
         return rejections
+
+    async def _index_round(
+        self, requests: Sequence[Indexable], rejections: list[Rejection]
+    ) -> tuple[list[Indexable], str | None]:
+        """One bulk pass over `requests`: what to retry, and the reason of a write block if any."""
+        retry: list[Indexable] = []
+        block: str | None = None
+        for part, body in _bulk_bodies(requests, self.config.bulk_max_docs, self.config.bulk_max_bytes):
+            started = time.monotonic()
+            response = await self._retry_forever(
+                # bytes pass through the NDJSON serializer untouched (the stub only names mappings)
+                partial(self.client.bulk, operations=body, filter_path=BULK_RESPONSE_FIELDS),  # type: ignore[arg-type]
+                what="bulk request",
+            )
+            self.metrics.bulk_latency.observe(time.monotonic() - started)
+            if not response.get("errors"):
+                continue
+            for request, item in zip(part, response["items"], strict=True):
+                result = item["index"]
+                status = int(result.get("status", 500))
+                if status < 300:
+                    continue
+                error = result.get("error") or {}
+                if is_write_block(error):  # 403 or 429: never the document's fault
+                    retry.append(request)
+                    block = str(error.get("reason", "blocked"))
+                    self.metrics.bulk_retries.labels("blocked").inc()
+                    continue
+                if status in RETRYABLE_STATUS:
+                    retry.append(request)
+                    self.metrics.bulk_retries.labels(str(status)).inc()
+                    continue
+                reason = str(error.get("reason", error)) if isinstance(error, dict) else str(error)
+                kind = str(error.get("type", "")) if isinstance(error, dict) else ""
+                refusal = explain_status(status, kind, reason, self.config, "elasticsearch")
+                if refusal is not None:  # a missing privilege is fixed by an operator: hold it
+                    retry.append(request)
+                    self._refused(refusal)
+                    continue
+                if status == 409 and kind == VERSION_CONFLICT and request.version is not None:
+                    self.metrics.superseded.labels(request.alias).inc()
+                    continue
+                rejections.append(Rejection(request, status, reason, kind, result.get("_index", "")))
+        return retry, block
 
     async def deadletter(self, rejections: list[Rejection]) -> None:
         """Keep what Elasticsearch refused for good in the dead-letter index, counted and logged."""
@@ -221,50 +243,70 @@ class ElasticsearchSink:
         for failure in unplaceable:  # the dead-letter mapping takes any text: this is a bug, say so loudly
             log.critical("dead-letter document refused too", extra={"reason": failure.reason})
 
+    async def _retry_forever(self, call: Any, *, what: str) -> Any:
+        """Elasticsearch unreachable or overloaded holds the pipeline back; it never loses data."""
+        attempt = 0
+        blocks = self.write_blocks.waiter()
+        try:
+            while True:
+                try:
+                    result = await call()
+                    self.healthy = True
+                    return result
+                except Exception as error:
+                    # A refusal the configuration must fix (TLS, credentials, privileges) holds the
+                    # pipeline back like an outage, and says which key to fix.
+                    refusal = explain(error, self.config, "elasticsearch")
+                    if refusal is not None:
+                        attempt += 1
+                        self.healthy = False
+                        self.metrics.bulk_retries.labels("security").inc()
+                        await self._wait_unavailable(what, attempt, refusal, refused=True)
+                        continue
+                    if isinstance(error, TransportError):  # unreachable, timed out
+                        problem = str(error)
+                    else:  # ApiError with a status
+                        status = getattr(getattr(error, "meta", None), "status", None)
+                        if is_blocked_request(error):  # a cluster block: wait for it, reachable as we are
+                            attempt += 1
+                            blocks.update(f"HTTP {status}: {error}")
+                            self.metrics.bulk_retries.labels("blocked").inc()
+                            await asyncio.sleep(_backoff(attempt))
+                            continue
+                        if status not in RETRYABLE_STATUS:
+                            raise
+                        problem = f"HTTP {status}: {error}"
+                attempt += 1
+                self.healthy = False
+                self.metrics.bulk_retries.labels("unavailable").inc()
+                await self._wait_unavailable(what, attempt, problem)
+        finally:
+            blocks.close()
+
     def _refused(self, problem: str) -> None:
         self.healthy = False
         self.metrics.bulk_retries.labels("security").inc()
         log.error("Elasticsearch refused documents; retrying", extra={"error": problem})
 
-    async def _retry_forever(self, call: Any, *, what: str) -> Any:
-        """Elasticsearch unreachable or overloaded holds the pipeline back; it never loses data."""
-        attempt = 0
-        while True:
-            security_problem: str | None = None
-            try:
-                result = await call()
-                self.healthy = True
-                return result
-            except Exception as error:
-                # A refusal the configuration must fix (TLS, credentials, privileges) holds the
-                # pipeline back like an outage, and says which key to fix.
-                security_problem = explain(error, self.config, "elasticsearch")
-                if security_problem is not None:
-                    problem = security_problem
-                elif isinstance(error, (TransportConnectionError, ConnectionTimeout, TransportError)):
-                    problem = str(error)
-                else:  # ApiError with a status
-                    status = getattr(getattr(error, "meta", None), "status", None)
-                    if status not in RETRYABLE_STATUS:
-                        raise
-                    problem = f"HTTP {status}: {error}"
-            attempt += 1
-            self.healthy = False
-            self.metrics.bulk_retries.labels("security" if security_problem else "unavailable").inc()
-            delay = _backoff(attempt)
-            log.log(
-                logging.ERROR if security_problem else logging.WARNING,
-                "Elasticsearch refused the connection; retrying"
-                if security_problem
-                else "Elasticsearch unavailable; retrying",
-                extra={
-                    "what": what,
-                    "attempt": attempt,
-                    "retry_in_seconds": round(delay, 2),
-                    "error": problem,
-                },
-            )
-            await asyncio.sleep(delay)
+    async def _wait_unavailable(
+        self, what: str, attempt: int, problem: str, *, refused: bool = False
+    ) -> None:
+        """Log that Elasticsearch is unreachable, overloaded or refusing us (`refused`: TLS,
+        credentials, privileges; `problem` names the key to fix), and wait before the next attempt."""
+        delay = _backoff(attempt)
+        log.log(
+            logging.ERROR if refused else logging.WARNING,
+            "Elasticsearch refused the connection; retrying"
+            if refused
+            else "Elasticsearch unavailable; retrying",
+            extra={
+                "what": what,
+                "attempt": attempt,
+                "retry_in_seconds": round(delay, 2),
+                "error": problem,
+            },
+        )
+        await asyncio.sleep(delay)
 
 
 def _backoff(attempt: int, base: float = 0.2, cap: float = 10.0) -> float:

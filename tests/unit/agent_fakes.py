@@ -4,7 +4,9 @@
 acknowledges by default; `hang()` makes sends wait unanswered until `resume()` (a broker that
 stopped responding), `up = False` fails every send with SinkUnavailable after a short wait (a
 broker that is down), and `resets` fails that many next sends with SinkReset (the producer had
-to be replaced).
+to be replaced). `partitions` is the topics' count it reports, as the Kafka sink does once
+started; 0 is a sink that has not reached its broker yet: like KafkaSink, it refuses a send it
+was called with before it knew the count, whenever that send would end.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class Sent:
 
 
 class FakeSink:
-    def __init__(self) -> None:
+    def __init__(self, partitions: int = 4) -> None:
+        self.partitions = partitions
         self.up = True
         self.resets = 0
         self.attempts = 0
@@ -44,12 +47,13 @@ class FakeSink:
 
     async def send(self, signal: Signal, records: Mapping[int, bytes]) -> None:
         self.attempts += 1
+        connected = self.partitions > 0  # what the records were split for was decided now
         await self._answering.wait()
         await asyncio.sleep(0.005)  # an acknowledgement is never immediate
         if self.resets:
             self.resets -= 1
             raise SinkReset("producer replaced") from ConnectionResetError("producer fenced")
-        if not self.up:
+        if not self.up or not connected:
             raise SinkUnavailable("broker down") from ConnectionRefusedError("broker down")
         self.sent.extend(Sent(signal, partition, value) for partition, value in records.items())
 

@@ -162,6 +162,7 @@ class FakeElasticsearch:
 
     def __init__(self, *, hold: bool = False) -> None:
         self.healthy = True
+        self.write_blocked = False
         self.hold = hold
         self.calls: list[Call] = []
         self.refuse: set[str] = set()

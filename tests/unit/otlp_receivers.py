@@ -53,7 +53,7 @@ class Receivers:
     async def fill_the_spool(self) -> None:
         """The sink down and the spool full: the next request waits for room, then is refused."""
         self.sink.up = False
-        receipt = await self.delivery.submit(Batch("logs", {0: bytes(SPOOL_BYTES)}, 1))
+        receipt = await self.delivery.submit(Batch("logs", {0: bytes(SPOOL_BYTES)}, 1, partitions=PARTITIONS))
         await receipt.durable
         await wait_until(lambda: not self.delivery.spool.fits(1))
 

@@ -27,7 +27,7 @@ from tether.schemas.records import Signal
 
 
 def _batch(n: int, size: int = 1000, signal: Signal = "logs") -> Batch:
-    return Batch(signal, {n % 8: n.to_bytes(4, "big") + b"x" * size}, items=1)
+    return Batch(signal, {n % 4: n.to_bytes(4, "big") + b"x" * size}, items=1, partitions=4)
 
 
 def _delivery(tmp_path: Path, sink: FakeSink, **spool: object) -> tuple[Delivery, AgentMetrics]:

@@ -54,7 +54,20 @@ def _sink(monkeypatch: pytest.MonkeyPatch, *producers: FakeProducer) -> KafkaSin
         return queue.pop(0)
 
     monkeypatch.setattr(KafkaSink, "_new_producer", new_producer)
-    return KafkaSink(KafkaSinkConfig(bootstrap_servers="unused:9092", logs_topic="l", spans_topic="s"))
+    sink = KafkaSink(KafkaSinkConfig(bootstrap_servers="unused:9092", logs_topic="l", spans_topic="s"))
+    sink.partitions = 4  # as start() leaves it: these producers have no metadata to ask
+    return sink
+
+
+async def test_a_sink_not_started_is_unavailable_without_asking_its_producer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    producer = FakeProducer()
+    sink = _sink(monkeypatch, producer)
+    sink.partitions = 0  # start() has not succeeded (Kafka unreachable so far)
+    with pytest.raises(SinkUnavailable, match="unused:9092"):
+        await sink.send("logs", {0: b"x"})
+    assert producer.sent == []
 
 
 async def test_records_go_to_the_signal_s_topic_with_its_schema(monkeypatch: pytest.MonkeyPatch) -> None:

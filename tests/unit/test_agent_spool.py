@@ -12,7 +12,8 @@ from tether.schemas.records import Signal
 
 
 def _batch(n: int, signal: Signal = "logs") -> Batch:
-    return Batch(signal, {n % 8: f"record-{n}".encode() * 10, (n + 1) % 8: b"x" * n}, items=n + 1)
+    records = {n % 8: f"record-{n}".encode() * 10, (n + 1) % 8: b"x" * n}
+    return Batch(signal, records, items=n + 1, partitions=8)
 
 
 def test_encode_decode_round_trip() -> None:

@@ -66,7 +66,9 @@ def test_an_older_extension_names_what_it_lacks(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(native, "_module", Old())
     choice = native.choose("file_lines")
-    assert not choice.native and choice.reason == "tether_fastlog is too old: no FieldMapping"
+    assert not choice.native and choice.reason == (
+        "tether_fastlog is too old: no FieldMapping, ENCODE_CHUNK_READS_CONTAINER_LOGS"
+    )
     assert native.choose("otlp_split").reason == (
         "tether_fastlog is too old: no split_traces, split_logs, SPLIT_TRACES_CHECKS_SPAN_IDS, "
         "SPLIT_WRITES_VALID_IDS"

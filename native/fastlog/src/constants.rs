@@ -20,6 +20,11 @@ pub(crate) const ATTR_INVALID_SPAN_ID: &str = "tether.invalid_span_id";
 pub(crate) const ATTR_LOG_IOSTREAM: &str = "log.iostream";
 pub(crate) const ATTR_SERVICE_NAME: &str = "service.name";
 pub(crate) const ATTR_AGENT_ID: &str = "tether.agent.id";
+pub(crate) const ATTR_K8S_NAMESPACE: &str = "k8s.namespace.name";
+pub(crate) const ATTR_K8S_POD_NAME: &str = "k8s.pod.name";
+pub(crate) const ATTR_K8S_POD_UID: &str = "k8s.pod.uid";
+pub(crate) const ATTR_K8S_CONTAINER_NAME: &str = "k8s.container.name";
+pub(crate) const ATTR_K8S_CONTAINER_RESTART_COUNT: &str = "k8s.container.restart_count";
 
 /// Python's TRACE_ID_BYTES: a valid trace id is this long and not all zero.
 pub(crate) const TRACE_ID_BYTES: usize = 16;
@@ -51,6 +56,14 @@ pub(crate) fn all() -> Vec<(&'static str, Value)> {
         ("ATTR_LOG_IOSTREAM", Str(ATTR_LOG_IOSTREAM)),
         ("ATTR_SERVICE_NAME", Str(ATTR_SERVICE_NAME)),
         ("ATTR_AGENT_ID", Str(ATTR_AGENT_ID)),
+        ("ATTR_K8S_NAMESPACE", Str(ATTR_K8S_NAMESPACE)),
+        ("ATTR_K8S_POD_NAME", Str(ATTR_K8S_POD_NAME)),
+        ("ATTR_K8S_POD_UID", Str(ATTR_K8S_POD_UID)),
+        ("ATTR_K8S_CONTAINER_NAME", Str(ATTR_K8S_CONTAINER_NAME)),
+        (
+            "ATTR_K8S_CONTAINER_RESTART_COUNT",
+            Str(ATTR_K8S_CONTAINER_RESTART_COUNT),
+        ),
         ("TRACE_ID_BYTES", Int(TRACE_ID_BYTES)),
         ("ORJSON_MAX_DEPTH", Int(ORJSON_MAX_DEPTH)),
         ("JSON_MAX_DEPTH", Int(DOCUMENT_JSON_MAX_DEPTH)),
@@ -75,7 +88,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len());
-        assert_eq!(names.len(), 17);
+        assert_eq!(names.len(), 22);
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod alias_keys;
 mod chunk;
 mod collector_docs;
 mod constants;
+mod container_log;
 mod expand_line;
 mod field_mapping;
 mod hex;
@@ -97,16 +98,22 @@ impl FieldMapping {
 /// encode_chunk(chunk, base_offset, mapping, partitions, untraced_partition, agent_id,
 ///              fingerprint, path, observed_ns, max_line_bytes=262144, ts_fallback=None,
 ///              drop_long_lines=False)
-///   -> (dict[int, bytes], lines, parse_errors, truncated, invalid_utf8)
+///              drop_long_lines=False, log_format="plain", skipping=0, flush_before=0, pod=None)
+///   -> (dict[int, bytes], lines, parse_errors, truncated, invalid_utf8, consumed, skipping)
 ///
 /// ts_fallback: called with the timestamp string when it is not in the common ISO/epoch forms
 /// (agent.parse.parse_timestamp keeps the exact reference semantics); None -> 0.
 /// drop_long_lines: long_lines "drop" (an over-long line is counted as truncated, not sent).
+/// log_format "cri" / "docker": a container log file, unwrapped first (container_log.rs;
+/// reference agent/container_logs.py::unwrap, with `skipping` and `flush_before`); consumed: the
+/// bytes of the chunk the records stand for. pod: (namespace, pod, uid, container, restart
+/// count) of a Kubernetes container's file (agent/container_logs.py::pod_container), or None.
 /// The GIL is released while parsing and encoding.
 #[pyfunction]
 #[pyo3(signature = (chunk, base_offset, mapping, partitions, untraced_partition, agent_id,
                     fingerprint, path, observed_ns, max_line_bytes=constants::DEFAULT_MAX_LINE_BYTES,
-                    ts_fallback=None, drop_long_lines=false))]
+                    ts_fallback=None, drop_long_lines=false, log_format="plain", skipping=0,
+                    flush_before=0, pod=None))]
 #[allow(clippy::too_many_arguments)]
 fn encode_chunk<'py>(
     py: Python<'py>,
@@ -122,7 +129,11 @@ fn encode_chunk<'py>(
     max_line_bytes: usize,
     ts_fallback: Option<Py<PyAny>>,
     drop_long_lines: bool,
-) -> PyResult<(Bound<'py, PyDict>, u64, u64, u64, u64)> {
+    log_format: &str,
+    skipping: u8,
+    flush_before: u64,
+    pod: Option<PodTuple>,
+) -> PyResult<EncodeResult<'py>> {
     encode_chunk_until(
         py,
         chunk::STAGE_FULL,
@@ -136,6 +147,7 @@ fn encode_chunk<'py>(
         max_line_bytes,
         ts_fallback,
         drop_long_lines,
+        (log_format, skipping, flush_before, pod),
     )
 }
 
@@ -145,7 +157,8 @@ fn encode_chunk<'py>(
 #[pyfunction]
 #[pyo3(signature = (stage, chunk, base_offset, mapping, partitions, untraced_partition, agent_id,
                     fingerprint, path, observed_ns, max_line_bytes=constants::DEFAULT_MAX_LINE_BYTES,
-                    ts_fallback=None, drop_long_lines=false))]
+                    ts_fallback=None, drop_long_lines=false, log_format="plain", skipping=0,
+                    flush_before=0, pod=None))]
 #[allow(clippy::too_many_arguments)]
 fn encode_chunk_stage<'py>(
     py: Python<'py>,
@@ -162,7 +175,11 @@ fn encode_chunk_stage<'py>(
     max_line_bytes: usize,
     ts_fallback: Option<Py<PyAny>>,
     drop_long_lines: bool,
-) -> PyResult<(Bound<'py, PyDict>, u64, u64, u64, u64)> {
+    log_format: &str,
+    skipping: u8,
+    flush_before: u64,
+    pod: Option<PodTuple>,
+) -> PyResult<EncodeResult<'py>> {
     encode_chunk_until(
         py,
         stage,
@@ -176,6 +193,7 @@ fn encode_chunk_stage<'py>(
         max_line_bytes,
         ts_fallback,
         drop_long_lines,
+        (log_format, skipping, flush_before, pod),
     )
 }
 
@@ -193,7 +211,8 @@ fn encode_chunk_until<'py>(
     max_line_bytes: usize,
     ts_fallback: Option<Py<PyAny>>,
     drop_long_lines: bool,
-) -> PyResult<(Bound<'py, PyDict>, u64, u64, u64, u64)> {
+    (log_format, skipping, flush_before, pod): (&str, u8, u64, Option<PodTuple>),
+) -> PyResult<EncodeResult<'py>> {
     if partitions == 0 {
         return Err(PyValueError::new_err("partitions must be > 0"));
     }
@@ -202,7 +221,18 @@ fn encode_chunk_until<'py>(
         .plan
         .as_ref()
         .map_err(|e| PyValueError::new_err(e.clone()))?;
-    let consts = log_record::Consts::new(agent_id, fingerprint, path);
+    let format = container_log::Format::parse(log_format)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown log_format {log_format:?}")))?;
+    let pod = pod.as_ref().map(
+        |(namespace, pod, uid, container, restart_count)| log_record::Pod {
+            namespace,
+            pod,
+            uid,
+            container,
+            restart_count: *restart_count,
+        },
+    );
+    let consts = log_record::Consts::new(agent_id, fingerprint, path, pod.as_ref());
     let data: &[u8] = chunk.as_bytes();
     let params = chunk::Params {
         base: base_offset,
@@ -215,8 +245,12 @@ fn encode_chunk_until<'py>(
         fields: &mapping.fields,
         plan,
         ts_fallback: ts_fallback.as_ref(),
+        format,
+        skipping,
+        flush_before,
     };
-    let (groups, counts) = py.detach(|| chunk::process(data, &params, stage))?;
+    let (groups, counts, consumed, skipping) =
+        py.detach(|| chunk::process(data, &params, stage))?;
     let out = PyDict::new(py);
     for group in &groups {
         let finished = chunk::finish(group, &consts);
@@ -232,8 +266,15 @@ fn encode_chunk_until<'py>(
         counts.parse_errors,
         counts.truncated,
         counts.invalid_utf8,
+        consumed,
+        skipping,
     ))
 }
+
+/// (namespace, pod, uid, container, restart count)
+type PodTuple = (String, String, String, String, i64);
+/// (records by partition, lines, parse_errors, truncated, invalid_utf8, consumed, skipping)
+type EncodeResult<'py> = (Bound<'py, PyDict>, u64, u64, u64, u64, usize, u8);
 
 fn split_to_py<'py>(
     py: Python<'py>,
@@ -427,6 +468,8 @@ fn shared_constants(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 fn tether_fastlog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<FieldMapping>()?;
     m.add_function(wrap_pyfunction!(encode_chunk, m)?)?;
+    // encode_chunk reads container log files (log_format, ...); older builds lack this name
+    m.add("ENCODE_CHUNK_READS_CONTAINER_LOGS", true)?;
     #[cfg(feature = "bench")]
     m.add_function(wrap_pyfunction!(encode_chunk_stage, m)?)?;
     m.add_function(wrap_pyfunction!(split_traces, m)?)?;

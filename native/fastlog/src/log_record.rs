@@ -2,9 +2,12 @@
 //! (agent/encode.py) writes, with the pieces every record of a chunk shares encoded once.
 
 use crate::constants::{
-    ATTR_AGENT_ID, ATTR_FILE_FINGERPRINT, ATTR_FILE_PATH, ATTR_INVALID_UTF8, ATTR_PARSE_ERROR,
-    ATTR_RECORD_OFFSET, ATTR_TRUNCATED, FILE_SCOPE,
+    ATTR_AGENT_ID, ATTR_FILE_FINGERPRINT, ATTR_FILE_PATH, ATTR_INVALID_UTF8,
+    ATTR_K8S_CONTAINER_NAME, ATTR_K8S_CONTAINER_RESTART_COUNT, ATTR_K8S_NAMESPACE,
+    ATTR_K8S_POD_NAME, ATTR_K8S_POD_UID, ATTR_LOG_IOSTREAM, ATTR_PARSE_ERROR, ATTR_RECORD_OFFSET,
+    ATTR_TRUNCATED, FILE_SCOPE,
 };
+use crate::container_log::{STDERR, STDOUT};
 use crate::wire::{ld_len, put_ld, put_varint, varint_len};
 
 /// KeyValue{key, value: AnyValue{string_value}}
@@ -16,6 +19,25 @@ pub(crate) fn kv_string(key: &str, value: &[u8]) -> Vec<u8> {
     put_ld(&mut kv, 0x12, &any);
     kv
 }
+/// KeyValue{key, value: AnyValue{int_value}}
+fn kv_int(key: &str, value: i64) -> Vec<u8> {
+    let mut any = vec![0x18];
+    put_varint(&mut any, value as u64);
+    let mut kv = Vec::new();
+    put_ld(&mut kv, 0x0a, key.as_bytes());
+    put_ld(&mut kv, 0x12, &any);
+    kv
+}
+
+/// A Kubernetes container's log file (agent/container_logs.py::PodContainer).
+pub(crate) struct Pod<'a> {
+    pub(crate) namespace: &'a str,
+    pub(crate) pod: &'a str,
+    pub(crate) uid: &'a str,
+    pub(crate) container: &'a str,
+    pub(crate) restart_count: i64,
+}
+
 fn kv_bool_true(key: &str) -> Vec<u8> {
     let mut kv = Vec::new();
     put_ld(&mut kv, 0x0a, key.as_bytes());
@@ -31,10 +53,25 @@ pub(crate) struct Consts {
     pub(crate) offset_key: Vec<u8>, // KeyValue.key field (tag, len, "log.file.record_offset")
     pub(crate) agent_kv: Vec<u8>,   // Resource.attributes entry (tag 0x0a, len, KeyValue)
     pub(crate) scope: Vec<u8>,      // ScopeLogs.scope entry, with the file's path and fingerprint
+    /// Resource.attributes entries of a Kubernetes container's file, after agent_kv
+    pub(crate) pod_kvs: Vec<u8>,
+    /// the service of a line naming none: a Kubernetes container's name, else empty
+    pub(crate) default_service: Vec<u8>,
+    stdout_attr: Vec<u8>, // field 6 (attributes): log.iostream = stdout
+    stderr_attr: Vec<u8>,
 }
 
 impl Consts {
-    pub(crate) fn new(agent_id: &str, fingerprint: &str, path: &str) -> Self {
+    /// The log.iostream attribute of a record of `stream` (container_log), empty for none.
+    pub(crate) fn stream_attr(&self, stream: u8) -> &[u8] {
+        match stream {
+            STDOUT => &self.stdout_attr,
+            STDERR => &self.stderr_attr,
+            _ => &[],
+        }
+    }
+
+    pub(crate) fn new(agent_id: &str, fingerprint: &str, path: &str, pod: Option<&Pod>) -> Self {
         let wrap = |tag: u8, p: Vec<u8>| {
             let mut o = Vec::new();
             put_ld(&mut o, tag, &p);
@@ -54,7 +91,27 @@ impl Consts {
             0x1a,
             &kv_string(ATTR_FILE_FINGERPRINT, fingerprint.as_bytes()),
         );
+        let mut pod_kvs = Vec::new();
+        if let Some(pod) = pod {
+            for (key, value) in [
+                (ATTR_K8S_NAMESPACE, pod.namespace),
+                (ATTR_K8S_POD_NAME, pod.pod),
+                (ATTR_K8S_POD_UID, pod.uid),
+                (ATTR_K8S_CONTAINER_NAME, pod.container),
+            ] {
+                put_ld(&mut pod_kvs, 0x0a, &kv_string(key, value.as_bytes()));
+            }
+            put_ld(
+                &mut pod_kvs,
+                0x0a,
+                &kv_int(ATTR_K8S_CONTAINER_RESTART_COUNT, pod.restart_count),
+            );
+        }
         Consts {
+            pod_kvs,
+            default_service: pod.map_or(Vec::new(), |p| p.container.as_bytes().to_vec()),
+            stdout_attr: wrap(0x32, kv_string(ATTR_LOG_IOSTREAM, b"stdout")),
+            stderr_attr: wrap(0x32, kv_string(ATTR_LOG_IOSTREAM, b"stderr")),
             perr_attr: wrap(0x32, kv_bool_true(ATTR_PARSE_ERROR)),
             trunc_attr: wrap(0x32, kv_bool_true(ATTR_TRUNCATED)),
             inv_attr: wrap(0x32, kv_bool_true(ATTR_INVALID_UTF8)),
@@ -72,6 +129,8 @@ pub(crate) struct Rec<'a> {
     pub(crate) level: &'a [u8],
     pub(crate) body: &'a [u8],
     pub(crate) offset: u64,
+    /// the encoded log.iostream attribute, or empty
+    pub(crate) stream: &'a [u8],
     pub(crate) perr: bool,
     pub(crate) trunc: bool,
     pub(crate) inv: bool,
@@ -96,7 +155,7 @@ pub(crate) fn put_record(out: &mut Vec<u8>, c: &Consts, r: &Rec) {
         n += ld_len(r.level.len());
     }
     n += ld_len(body_any);
-    n += ld_len(kv_offset);
+    n += ld_len(kv_offset) + r.stream.len();
     if r.perr {
         n += c.perr_attr.len();
     }
@@ -140,6 +199,9 @@ pub(crate) fn put_record(out: &mut Vec<u8>, c: &Consts, r: &Rec) {
     put_varint(out, any_offset as u64);
     out.push(0x18);
     put_varint(out, r.offset);
+    if !r.stream.is_empty() {
+        out.extend_from_slice(r.stream);
+    }
     if r.perr {
         out.extend_from_slice(&c.perr_attr);
     }
@@ -177,6 +239,7 @@ mod tests {
             level: b"",
             body,
             offset: 0,
+            stream: b"",
             perr: false,
             trunc: false,
             inv: false,
@@ -188,7 +251,7 @@ mod tests {
 
     #[test]
     fn a_minimal_record_is_its_body_and_offset() {
-        let c = Consts::new("a", "f", "p");
+        let c = Consts::new("a", "f", "p", None);
         let mut out = Vec::new();
         put_record(&mut out, &c, &rec(b"hi"));
         let offset_kv = [&c.offset_key[..], &[0x12, 0x02, 0x18, 0x00]].concat();
@@ -204,7 +267,7 @@ mod tests {
 
     #[test]
     fn every_field_in_number_order_with_the_predicted_length() {
-        let c = Consts::new("agent", "fp", "/p");
+        let c = Consts::new("agent", "fp", "/p", None);
         let mut r = rec(b"{}");
         (r.time, r.sev, r.level, r.offset, r.observed) = (5, -1, b"info", 300, 7);
         (r.perr, r.trunc, r.inv, r.trace, r.span) = (true, true, true, Some([1; 16]), Some([2; 8]));
@@ -235,7 +298,7 @@ mod tests {
 
     #[test]
     fn the_shared_pieces_name_the_file_and_agent() {
-        let c = Consts::new("agent-7", "fp", "/var/log/app.log");
+        let c = Consts::new("agent-7", "fp", "/var/log/app.log", None);
         let has = |hay: &[u8], needle: &str| memchr::memmem::find(hay, needle.as_bytes()).is_some();
         assert!(
             has(&c.scope, FILE_SCOPE)
