@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 
 from tether.agent.partition_memory import PartitionMemory
 from tether.agent.sinks.kafka import PartitionMismatchError
+from tether.kafka_errors import KafkaSecurityError
 
 log = logging.getLogger("tether.agent.kafka")
 
@@ -50,11 +51,14 @@ class KafkaConnector:
         self.connected = False
         self.attempts = 0
         self.last_error: str | None = None
+        self.refused = False  # the last attempt failed for a security reason (KafkaSecurityError)
         self.fatal: Exception | None = None  # the agent stops and run_agent raises it
 
     def not_ready_reason(self) -> str | None:
         if self.connected:
             return None
+        if self.refused:  # the message names the security setting to fix
+            return f"Kafka refused the connection: {self.last_error}"
         return f"Kafka unreachable ({SETTING}={self.bootstrap_servers}): {self.last_error or 'connecting'}"
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -98,8 +102,19 @@ class KafkaConnector:
     def _failed(self, error: Exception) -> float:
         """Count and log a failed attempt; the seconds to wait before the next one."""
         self.attempts += 1
-        self.last_error = repr(error)
+        self.refused = isinstance(error, KafkaSecurityError)
+        self.last_error = str(error) if self.refused else repr(error)
         delay = random.uniform(0, min(self.max_backoff_seconds, 0.5 * 2 ** min(self.attempts, 8)))
+        if self.refused:  # TLS or SASL: reachable, but a setting must change (it names which)
+            log.error(
+                "Kafka refused the connection; accepting into the spool meanwhile and retrying",
+                extra={
+                    "error": self.last_error,
+                    "attempt": self.attempts,
+                    "retry_in_seconds": round(delay, 2),
+                },
+            )
+            return delay
         log.warning(
             f"cannot reach Kafka at {SETTING}={self.bootstrap_servers}; accepting into the "
             "spool meanwhile and retrying",

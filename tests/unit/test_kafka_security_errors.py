@@ -17,7 +17,8 @@ from aiokafka.errors import SaslAuthenticationFailed, UnsupportedSaslMechanismEr
 from tests.unit.tls_certificates import Authority, authority
 from tests.unit.tls_servers import server_context
 from tether.agent.config import KafkaSinkConfig
-from tether.agent.service import _connect
+from tether.agent.kafka_connector import KafkaConnector
+from tether.agent.partition_memory import PartitionMemory
 from tether.agent.sinks.kafka import KafkaSink
 from tether.collector.config import KafkaSourceConfig
 from tether.collector.kafka import KafkaConsumer
@@ -123,7 +124,7 @@ def test_errors_that_are_not_about_security() -> None:
     assert explain(TimeoutError(), security()) is None
 
 
-async def test_agent_keeps_retrying_and_logs_the_key(
+async def test_agent_keeps_retrying_and_says_the_key(
     tmp_path: Path, ca: Authority, caplog: pytest.LogCaptureFixture
 ) -> None:
     other = authority(tmp_path / "other", "other CA")
@@ -141,15 +142,21 @@ async def test_agent_keeps_retrying_and_logs_the_key(
         with pytest.raises(KafkaSecurityError, match=r"^kafka\.tls\.ca_file: certificate verify failed"):
             await sink.start()
         stop = asyncio.Event()
+        connector = KafkaConnector(
+            sink, config.bootstrap_servers, PartitionMemory(tmp_path, "l", "s"), lambda _: None, 0.2
+        )
         with caplog.at_level(logging.WARNING):
-            connecting = asyncio.create_task(_connect(sink, stop))
-            while len([r for r in caplog.records if "retrying" in r.getMessage()]) < 2:  # noqa: ASYNC110
+            connecting = asyncio.create_task(connector.run(stop))
+            while connector.attempts < 2:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
+            reason = connector.not_ready_reason()  # what /readyz answers meanwhile
             stop.set()
-            assert await asyncio.wait_for(connecting, 60) is False
+            await asyncio.wait_for(connecting, 60)
         await sink.stop()
-    retries = [r for r in caplog.records if r.getMessage() == "Kafka unreachable at start; retrying"]
-    assert "kafka.tls.ca_file" in retries[0].error  # type: ignore[attr-defined]
+    assert not connector.connected and connector.fatal is None
+    assert reason is not None and "kafka.tls.ca_file: certificate verify failed" in reason
+    retries = [r for r in caplog.records if r.getMessage().startswith("Kafka refused the connection")]
+    assert retries[0].error.startswith("kafka.tls.ca_file")  # type: ignore[attr-defined]
     assert all(PASSWORD not in r.getMessage() and PASSWORD not in str(r.__dict__) for r in caplog.records)
 
 
