@@ -44,7 +44,7 @@ class GrpcTlsConfig(Section):
             raise ValueError("cert_file and key_file go together: set both for mutual TLS, or neither")
         if self.cert_file is not None and self.key_file is not None:
             try:
-                ssl.create_default_context().load_cert_chain(
+                ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(
                     str(self.cert_file), str(self.key_file), password=_no_passphrase
                 )
             except (ssl.SSLError, ValueError) as error:

@@ -24,7 +24,7 @@ def check_pem_certificates(path: Path) -> Path:
     if not path.is_file():
         raise ValueError(f"no such file {path}")
     try:
-        ssl.create_default_context().load_verify_locations(cafile=str(path))
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(path))
     except (ssl.SSLError, OSError) as error:
         raise ValueError(f"{path} holds no readable PEM certificate ({_ssl_reason(error)})") from None
     return path
@@ -80,7 +80,7 @@ class TlsClientConfig(SecretSection):
             raise ValueError("cert_file and key_file go together: set both for mutual TLS, or neither")
         if self.cert_file is not None:
             try:
-                self.load_client_certificate(ssl.create_default_context())
+                self.load_client_certificate(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
             except EncryptedKeyError as error:
                 raise ValueError(str(error)) from None
             except ssl.SSLError as error:
