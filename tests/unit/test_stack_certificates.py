@@ -13,15 +13,17 @@ from pathlib import Path
 
 import pytest
 
-x509 = pytest.importorskip("cryptography.x509", reason="cryptography is a dependency: pip install -e .")
+pytest.importorskip("cryptography", reason="cryptography is a dependency: pip install -e .")
 
-from tether.stack.certificate_paths import (  # noqa: E402
+from cryptography import x509
+
+from tether.stack.certificate_paths import (
     LOCAL_NAMES,
     WRONG_HOSTNAME,
     CertificatePaths,
     StackCertificates,
 )
-from tether.stack.certificates import ensure_certificates, make_certificates  # noqa: E402
+from tether.stack.certificates import ensure_certificates, make_certificates
 
 
 @pytest.fixture(scope="module")
