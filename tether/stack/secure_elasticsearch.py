@@ -11,6 +11,7 @@ import base64
 import shutil
 import ssl
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -121,12 +122,18 @@ class SecureElasticsearchServer(ElasticsearchServer):
     def after_healthy(self) -> None:
         c = self.credentials
         superuser = _basic(ELASTICSEARCH_SUPERUSER, c.elastic_password)
-        status, body = self.request(
-            "PUT",
-            f"/_security/user/{c.elasticsearch_username}",
-            superuser,
-            {"password": c.elasticsearch_password, "roles": list(self.user_roles)},
-        )
+        # The first security request creates the .security index: a moment of 503 is normal then.
+        deadline = time.monotonic() + 60
+        while True:
+            status, body = self.request(
+                "PUT",
+                f"/_security/user/{c.elasticsearch_username}",
+                superuser,
+                {"password": c.elasticsearch_password, "roles": list(self.user_roles)},
+            )
+            if status < 500 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         if status != 200:
             raise StackError(f"creating Elasticsearch user {c.elasticsearch_username!r}: HTTP {status}")
         if c.api_key_encoded is not None:
