@@ -132,6 +132,56 @@ def test_kafka_storage_tool_accepts_the_config_and_users(secure: SecureStack, tm
     assert (data / "bootstrap.checkpoint").exists()
 
 
+# Kafka's own TLS code (SslFactory) reads the broker's properties as the broker does, and the
+# broker's inter-broker client completes a handshake with its server side in memory.
+KAFKA_TLS_CHECK = """\
+import java.nio.ByteBuffer;
+import java.nio.file.*;
+import java.util.Properties;
+import javax.net.ssl.SSLEngine;
+import kafka.server.KafkaConfig;
+import org.apache.kafka.common.network.ConnectionMode;
+import org.apache.kafka.common.security.ssl.SslFactory;
+void run(SSLEngine e) { Runnable t; while ((t = e.getDelegatedTask()) != null) t.run(); }
+var props = new Properties();
+props.load(Files.newBufferedReader(Paths.get("CONFIG")));
+var listener = KafkaConfig.fromProps(props, false).valuesWithPrefixOverride("listener.name.sasl_ssl.");
+var serverFactory = new SslFactory(ConnectionMode.SERVER, null, true);
+serverFactory.configure(listener);
+var clientFactory = new SslFactory(ConnectionMode.CLIENT, null, false);
+clientFactory.configure(listener);
+var c = clientFactory.createSslEngine("127.0.0.1", 19092);
+var s = serverFactory.createSslEngine("127.0.0.1", 0);
+var none = ByteBuffer.allocate(0); var app = ByteBuffer.allocate(1 << 16);
+var up = ByteBuffer.allocate(1 << 16); var down = ByteBuffer.allocate(1 << 16);
+c.beginHandshake(); s.beginHandshake();
+for (int i = 0; i < 50; i++) {
+  run(c); run(s);
+  c.wrap(none, up); up.flip(); s.unwrap(up, app); up.compact(); run(s);
+  s.wrap(none, down); down.flip(); c.unwrap(down, app); down.compact(); run(c);
+}
+var peer = c.getSession().getPeerPrincipal();
+System.out.println("want-client-auth=" + s.getWantClientAuth() + " peer=" + peer);
+/exit
+"""
+
+
+def test_kafkas_tls_code_loads_the_pem_stores_and_verifies_the_broker(
+    secure: SecureStack, tmp_path: Path
+) -> None:
+    libs = default_cache_dir() / "kafka-3.9.1" / "libs"
+    if not (libs / ".complete").exists() or shutil.which("jshell") is None:
+        pytest.skip("Kafka is not provisioned here (tether stack up), or no JDK jshell")
+    config, script = tmp_path / "server.properties", tmp_path / "check.jsh"
+    config.write_text(secure.kafka.server_properties(tmp_path / "data"))
+    script.write_text(KAFKA_TLS_CHECK.replace("CONFIG", str(config)))
+    class_path = ":".join(str(jar) for jar in sorted(libs.glob("*.jar")))
+    result = subprocess.run(
+        ["jshell", "--class-path", class_path, str(script)], capture_output=True, text=True, check=False
+    )
+    assert "want-client-auth=true peer=CN=tether local server" in result.stdout, result.stdout + result.stderr
+
+
 def test_elasticsearch_config_turns_security_and_tls_on(secure: SecureStack) -> None:
     yml = secure.elasticsearch.elasticsearch_yml()
     assert "xpack.security.enabled: false" not in yml
