@@ -182,6 +182,33 @@ def test_kafkas_tls_code_loads_the_pem_stores_and_verifies_the_broker(
     assert "want-client-auth=true peer=CN=tether local server" in result.stdout, result.stdout + result.stderr
 
 
+ES_PEM_CHECK = """\
+import java.nio.file.*;
+import org.elasticsearch.common.ssl.PemUtils;
+var key = PemUtils.readPrivateKey(Paths.get("KEY"), () -> null);
+var chain = PemUtils.readCertificates(java.util.List.of(Paths.get("CERT")));
+System.out.println("key=" + key.getAlgorithm() + " certificates=" + chain.size());
+/exit
+"""
+
+
+def test_elasticsearchs_own_pem_reader_reads_the_key_and_certificate(
+    secure: SecureStack, tmp_path: Path
+) -> None:
+    home = StackConfig().elasticsearch_base / "elasticsearch-8.19.9"  # the open stack's, read only
+    ssl_config = home / "modules" / "x-pack-core" / "elasticsearch-ssl-config-8.19.9.jar"
+    if not ssl_config.exists() or shutil.which("jshell") is None:
+        pytest.skip("Elasticsearch is not provisioned here (tether stack up), or no JDK jshell")
+    script = tmp_path / "check.jsh"
+    server = secure.certificates.server
+    script.write_text(ES_PEM_CHECK.replace("KEY", str(server.key)).replace("CERT", str(server.cert)))
+    class_path = ":".join([*(str(jar) for jar in sorted((home / "lib").glob("*.jar"))), str(ssl_config)])
+    result = subprocess.run(
+        ["jshell", "--class-path", class_path, str(script)], capture_output=True, text=True, check=False
+    )
+    assert "key=RSA certificates=1" in result.stdout, result.stdout + result.stderr
+
+
 def test_elasticsearch_config_turns_security_and_tls_on(secure: SecureStack) -> None:
     yml = secure.elasticsearch.elasticsearch_yml()
     assert "xpack.security.enabled: false" not in yml
