@@ -171,6 +171,24 @@ def test_elasticsearch_through_the_untrusted_ca_fails_verification(secure_stack:
     assert isinstance(raised.value.reason, ssl.SSLCertVerificationError)
 
 
+def test_elasticsearch_invalidated_api_key_is_refused(secure_stack: SecureStack) -> None:
+    admin = secure_stack.elasticsearch_admin
+    key = admin.create_api_key(f"secure-e2e-{uuid.uuid4().hex[:8]}")
+    assert es_request(secure_stack, "GET", "/_security/_authenticate", f"ApiKey {key.encoded}")[0] == 200
+    admin.invalidate_api_key(key.id)
+    assert es_request(secure_stack, "GET", "/_security/_authenticate", f"ApiKey {key.encoded}")[0] == 401
+
+
+def test_elasticsearch_user_with_a_narrow_role_gets_only_that(secure_stack: SecureStack) -> None:
+    admin, suffix = secure_stack.elasticsearch_admin, uuid.uuid4().hex[:8]
+    admin.put_role(f"monitor-only-{suffix}", {"cluster": ["monitor"], "indices": []})
+    admin.put_user(f"watcher-{suffix}", f"pw-{suffix}-long-enough", [f"monitor-only-{suffix}"])
+    user = basic(f"watcher-{suffix}", f"pw-{suffix}-long-enough")
+    assert es_request(secure_stack, "GET", "/_cluster/health", user)[0] == 200
+    status, body = es_request(secure_stack, "PUT", f"/secure-e2e-{suffix}", user)
+    assert status == 403, body
+
+
 # Jaeger: OTLP gRPC over TLS
 
 

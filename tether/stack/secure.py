@@ -26,6 +26,7 @@ from tether.stack.manager import (
     repository_deploy_dir,
 )
 from tether.stack.secure_elasticsearch import SecureElasticsearchServer
+from tether.stack.secure_elasticsearch_admin import ElasticsearchSecurityAdmin
 from tether.stack.secure_jaeger import SecureJaegerServer
 from tether.stack.secure_kafka import SecureKafkaServer
 
@@ -132,6 +133,11 @@ class SecureStack(Stack):
         if not self.credentials_file.exists():
             raise StackError(f"{self.credentials_file} does not exist yet: run `tether stack up --secure`")
         return StackCredentials.load(self.credentials_file)
+
+    @property
+    def elasticsearch_admin(self) -> ElasticsearchSecurityAdmin:
+        """Roles, users and API keys made as `elastic` (least-privilege and negative tests)."""
+        return ElasticsearchSecurityAdmin(self.elasticsearch)
 
     @property
     def secrets_dir(self) -> Path:

@@ -117,11 +117,13 @@ class SecureElasticsearchServer(ElasticsearchServer):
             return int(error.code), error.read()
 
     def health_get(self, path: str) -> tuple[int, bytes]:
-        return self.request("GET", path, _basic(ELASTICSEARCH_SUPERUSER, self.credentials.elastic_password))
+        return self.request(
+            "GET", path, basic_authorization(ELASTICSEARCH_SUPERUSER, self.credentials.elastic_password)
+        )
 
     def after_healthy(self) -> None:
         c = self.credentials
-        superuser = _basic(ELASTICSEARCH_SUPERUSER, c.elastic_password)
+        superuser = basic_authorization(ELASTICSEARCH_SUPERUSER, c.elastic_password)
         # The first security request creates the .security index: a moment of 503 is normal then.
         deadline = time.monotonic() + 60
         while True:
@@ -140,7 +142,7 @@ class SecureElasticsearchServer(ElasticsearchServer):
             status, _ = self.request("GET", "/_security/_authenticate", f"ApiKey {c.api_key_encoded}")
             if status == 200:
                 return
-        user = _basic(c.elasticsearch_username, c.elasticsearch_password)
+        user = basic_authorization(c.elasticsearch_username, c.elasticsearch_password)
         status, body = self.request("POST", "/_security/api_key", user, {"name": API_KEY_NAME})
         if status != 200:
             raise StackError(f"creating an Elasticsearch API key: HTTP {status}")
@@ -148,5 +150,6 @@ class SecureElasticsearchServer(ElasticsearchServer):
         c.with_api_key(created["id"], created["api_key"])
 
 
-def _basic(username: str, password: str) -> str:
+def basic_authorization(username: str, password: str) -> str:
+    """The `Authorization` header value of HTTP basic authentication."""
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
