@@ -7,6 +7,7 @@ clients every user has: aiokafka, urllib, the OpenTelemetry SDK's OTLP exporter.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -56,7 +57,7 @@ async def test_kafka_produce_and_consume_over_sasl_ssl(secure_stack: SecureStack
     )
     await consumer.start()
     try:
-        record = await consumer.getone()
+        record = await asyncio.wait_for(consumer.getone(), timeout=30)
         assert record.value == b"over tls, " + mechanism.encode()
         await consumer.commit()
     finally:
