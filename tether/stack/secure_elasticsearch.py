@@ -137,7 +137,8 @@ class SecureElasticsearchServer(ElasticsearchServer):
                 break
             time.sleep(1)
         if status != 200:
-            raise StackError(f"creating Elasticsearch user {c.elasticsearch_username!r}: HTTP {status}")
+            reason = body.decode(errors="replace")[:300]  # Elasticsearch's reason, never a password
+            raise StackError(f"creating Elasticsearch user {c.elasticsearch_username!r}: HTTP {status}: {reason}")
         if c.api_key_encoded is not None:
             status, _ = self.request("GET", "/_security/_authenticate", f"ApiKey {c.api_key_encoded}")
             if status == 200:
