@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tether.stack import Stack, StackConfig
+from tether.stack import SecureStack, SecureStackConfig, Stack, StackConfig
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +23,28 @@ def stack() -> Iterator[Stack]:
         for server in reversed(started):
             server.process.stop()
             print(f"[stack] {server.name}: stopped", flush=True)
+
+
+@pytest.fixture(scope="session")
+def secure_stack() -> Iterator[SecureStack]:
+    """The same servers with TLS and authentication, on their own ports (`tether stack up --secure`):
+    certificates in `.certificates`, users and passwords in `.credentials`. Stops only what it started."""
+    stack = SecureStack(SecureStackConfig())
+    started = [server for server in stack.servers if not server.process.is_running()]
+
+    def stop_started() -> None:
+        for server in reversed(started):
+            if server.process.stop():
+                print(f"[secure stack] {server.name}: stopped", flush=True)
+
+    try:
+        stack.up(report=lambda line: print(f"[secure stack] {line}", flush=True))
+    except BaseException:
+        stop_started()  # a failed start leaves no half stack behind
+        raise
+    yield stack
+    if os.environ.get("TETHER_KEEP_STACK") != "1":
+        stop_started()
 
 
 @pytest.fixture(autouse=True)

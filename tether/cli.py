@@ -125,9 +125,22 @@ def _load(path: Path, model: type[Model]) -> Model:
         raise typer.Exit(2) from error
 
 
-def _stack(cache_dir: Path | None) -> Stack:
-    from tether.stack import Stack, StackConfig
+SecureOption = Annotated[
+    bool,
+    typer.Option(
+        "--secure",
+        help="The secure stack: Kafka SASL_SSL with SCRAM, Elasticsearch https with users and an API "
+        "key, Jaeger OTLP over TLS, on their own ports (19092, 19200, 24317) and state directory "
+        "[default: $TETHER_SECURE_STACK_DIR or ~/.cache/tether/stack-secure].",
+    ),
+]
 
+
+def _stack(cache_dir: Path | None, secure: bool = False) -> Stack:
+    from tether.stack import SecureStack, SecureStackConfig, Stack, StackConfig
+
+    if secure:
+        return SecureStack(SecureStackConfig(cache_dir=cache_dir) if cache_dir else None)
     return Stack(StackConfig(cache_dir=cache_dir) if cache_dir else None)
 
 
@@ -135,11 +148,12 @@ def _stack(cache_dir: Path | None) -> Stack:
 def stack_up(
     cache_dir: CacheDirOption = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each server to be healthy.")] = 180.0,
+    secure: SecureOption = False,
 ) -> None:
     """Provision (cached), start and health-check Kafka, Elasticsearch and Jaeger. Idempotent."""
     from tether.stack.health import StackError
 
-    stack = _stack(cache_dir)
+    stack = _stack(cache_dir, secure)
     try:
         stack.up(report=typer.echo, timeout=timeout)
     except StackError as error:
@@ -149,16 +163,16 @@ def stack_up(
 
 
 @stack_app.command("down")
-def stack_down(cache_dir: CacheDirOption = None) -> None:
+def stack_down(cache_dir: CacheDirOption = None, secure: SecureOption = False) -> None:
     """Stop exactly the processes `stack up` started (by pid). Data stays in the cache directory."""
-    stack = _stack(cache_dir)
+    stack = _stack(cache_dir, secure)
     stack.down(report=typer.echo)
 
 
 @stack_app.command("status")
-def stack_status(cache_dir: CacheDirOption = None) -> None:
+def stack_status(cache_dir: CacheDirOption = None, secure: SecureOption = False) -> None:
     """Tell which servers are up, where they listen and where their logs are. Exit 1 if any is down."""
-    stack = _stack(cache_dir)
+    stack = _stack(cache_dir, secure)
     if not _print_status(stack):
         raise typer.Exit(1)
 
@@ -169,4 +183,6 @@ def _print_status(stack: Stack) -> bool:
         state = f"up (pid {pid})" if pid else "down"
         all_up = all_up and pid is not None
         typer.echo(f"{name:<14} {state:<16} {description}\n{'':<14} log: {log_file}")
+    for note in stack.status_notes():
+        typer.echo(note)
     return all_up

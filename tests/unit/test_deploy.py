@@ -444,7 +444,7 @@ def test_agent_daemonset_follows_its_config() -> None:
         "otlp-http": _port(config.otlp.http_endpoint),
         "ops": _port(config.ops.endpoint),
     }
-    _check_probes(container, ports, _port(config.ops.endpoint))
+    _check_probes(container, ports, _port(config.ops.endpoint), ready="/healthz")
     assert pod["terminationGracePeriodSeconds"] > 2 * config.shutdown_grace_seconds
     # /var/log read-only from the host; checkpoints and spool on a hostPath that outlives the pod.
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
@@ -515,8 +515,12 @@ def _check_service(service: dict[str, Any], workload: dict[str, Any], container:
         assert names[port["targetPort"]] == port["port"], port
 
 
-def _check_probes(container: dict[str, Any], ports: dict[str, int], ops_port: int) -> None:
-    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+def _check_probes(
+    container: dict[str, Any], ports: dict[str, int], ops_port: int, ready: str = "/readyz"
+) -> None:
+    """The agent routes by /healthz (it accepts into its spool while Kafka is down); the
+    collector's readiness is /readyz."""
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", ready)):
         http = container[probe]["httpGet"]
         assert http["path"] == path
         assert ports.get(http["port"], http["port"]) == ops_port

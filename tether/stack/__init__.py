@@ -2,8 +2,10 @@
 
 Everything is provisioned from package registries (Maven Central, the Go module proxy)
 into a cache directory and supervised by pid, so `down` stops exactly what `up` started.
+`SecureStack` is the same servers with TLS and authentication on, on other ports (`--secure`).
 """
 
 from tether.stack.manager import Stack, StackConfig
+from tether.stack.secure import SecureStack, SecureStackConfig
 
-__all__ = ["Stack", "StackConfig"]
+__all__ = ["SecureStack", "SecureStackConfig", "Stack", "StackConfig"]

@@ -55,9 +55,11 @@ class ElasticsearchServer:
     def home(self) -> Path:
         return self.base / f"elasticsearch-{self.version}"
 
+    scheme = "http"
+
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     @property
     def process(self) -> ManagedProcess:
@@ -95,15 +97,8 @@ class ElasticsearchServer:
             marker.touch()
         for sub in ("data", "logs"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
-        (self.home / "config" / "elasticsearch.yml").write_text(
-            ELASTICSEARCH_YML.format(
-                host=self.host,
-                port=self.port,
-                transport_port=self.transport_port,
-                data=self.base / "data",
-                logs=self.base / "logs",
-            )
-        )
+        (self.home / "config" / "elasticsearch.yml").write_text(self.elasticsearch_yml())
+        self.prepare_security()
         user = self._run_as()
         if user is not None:
             _ensure_system_user(user)
@@ -113,6 +108,33 @@ class ElasticsearchServer:
                 with contextlib.suppress(FileNotFoundError):
                     os.lchown(path, entry.pw_uid, entry.pw_gid)
 
+    def elasticsearch_yml(self) -> str:
+        return ELASTICSEARCH_YML.format(
+            host=self.host,
+            port=self.port,
+            transport_port=self.transport_port,
+            data=self.base / "data",
+            logs=self.base / "logs",
+        )
+
+    def prepare_security(self) -> None:
+        """Write what security needs into the node's home before it is handed to its user (none here)."""
+
+    def after_healthy(self) -> None:
+        """Set up what only a running node can make (the secure node's user and API key; none here)."""
+
+    def java_env(self) -> dict[str, str]:
+        java_home = Path(shutil.which("java") or "java").resolve().parents[1]
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.base),
+            "ES_JAVA_HOME": str(java_home),
+            "LANG": "C.UTF-8",
+        }
+
+    def health_get(self, path: str) -> tuple[int, bytes]:
+        return http_get(f"{self.url}{path}", timeout=2.0)
+
     def _run_as(self) -> str | None:
         return ES_USER if os.geteuid() == 0 else None
 
@@ -121,23 +143,17 @@ class ElasticsearchServer:
             return
         if tcp_open(self.host, self.port):
             raise StackError(port_owner_hint(self.host, self.port))
-        java_home = Path(shutil.which("java") or "java").resolve().parents[1]
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.base),
-            "ES_JAVA_HOME": str(java_home),
-            "ES_JAVA_OPTS": f"-Xms{self.heap} -Xmx{self.heap}",
-            "LANG": "C.UTF-8",
-        }
+        env = {**self.java_env(), "ES_JAVA_OPTS": f"-Xms{self.heap} -Xmx{self.heap}"}
         self.process.start(
             [str(self.home / "bin" / "elasticsearch")], cwd=self.home, env=env, user=self._run_as()
         )
 
     def wait_healthy(self, timeout: float) -> None:
         wait_until_healthy(self.process, self._green_or_yellow, timeout=timeout, what="cluster health")
+        self.after_healthy()
 
     def _green_or_yellow(self) -> bool:
-        status, body = http_get(f"{self.url}/_cluster/health", timeout=2.0)
+        status, body = self.health_get("/_cluster/health")
         return status == 200 and orjson.loads(body).get("status") in ("green", "yellow")
 
 

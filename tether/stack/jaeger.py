@@ -99,8 +99,18 @@ class JaegerServer:
         for port in (self.otlp_grpc_port, self.query_port):
             if tcp_open(self.host, port):
                 raise StackError(port_owner_hint(self.host, port))
-        template = resources.files("tether.stack").joinpath("jaeger.yaml").read_text()
-        values = {
+        template = resources.files("tether.stack").joinpath(self.config_template).read_text()
+        values = self.template_values()
+        config = self.home / "jaeger.yaml"
+        self.home.mkdir(parents=True, exist_ok=True)
+        config.write_text(re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]), template))
+        self.process.start([str(self.binary), "--config", str(config)], cwd=self.home)
+
+    config_template = "jaeger.yaml"
+
+    def template_values(self) -> dict[str, object]:
+        """What the config template's {placeholders} are filled with."""
+        return {
             k: getattr(self, k)
             for k in (
                 "host",
@@ -112,10 +122,6 @@ class JaegerServer:
                 "metrics_port",
             )
         }
-        config = self.home / "jaeger.yaml"
-        self.home.mkdir(parents=True, exist_ok=True)
-        config.write_text(re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]), template))
-        self.process.start([str(self.binary), "--config", str(config)], cwd=self.home)
 
     def wait_healthy(self, timeout: float) -> None:
         wait_until_healthy(self.process, self._ready, timeout=timeout, what="health check and query API")

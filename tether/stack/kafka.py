@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tether.stack.health import StackError, port_owner_hint, tcp_open, wait_until_healthy
 from tether.stack.process import ManagedProcess, run_checked
@@ -95,24 +97,43 @@ class KafkaServer:
         if tcp_open(self.host, self.port):
             raise StackError(port_owner_hint(self.host, self.port))
         data_dir, config = self.home / "data", self.home / "server.properties"
-        config.write_text(
-            SERVER_PROPERTIES.format(
-                host=self.host,
-                port=self.port,
-                controller_port=self.controller_port,
-                data_dir=data_dir,
-                partitions=self.partitions,
-            )
-        )
+        self.home.mkdir(parents=True, exist_ok=True)
+        write_private_text(config, self.server_properties(data_dir))
         (self.home / "log4j.properties").write_text(LOG4J_PROPERTIES)
         java = self._java_argv()
         if not (data_dir / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
             run_checked(
-                [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+                [
+                    *java,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(config),
+                    *self.format_arguments(),
+                ],
                 "formatting Kafka storage",
             )
         self.process.start([*java, "kafka.Kafka", str(config)], cwd=self.home)
+
+    def server_properties(self, data_dir: Path) -> str:
+        return SERVER_PROPERTIES.format(
+            host=self.host,
+            port=self.port,
+            controller_port=self.controller_port,
+            data_dir=data_dir,
+            partitions=self.partitions,
+        )
+
+    def format_arguments(self) -> list[str]:
+        """Extra `kafka-storage format` arguments (the secure broker's SCRAM users)."""
+        return []
+
+    def client_options(self) -> dict[str, Any]:
+        """aiokafka client keyword arguments for reaching this broker (security settings)."""
+        return {}
 
     def _java_argv(self) -> list[str]:
         return [
@@ -128,16 +149,26 @@ class KafkaServer:
 
     def wait_healthy(self, timeout: float) -> None:
         wait_until_healthy(self.process, self._broker_ready, timeout=timeout, what="broker metadata")
-        asyncio.run(ensure_topics(self.bootstrap, self.topics, self.partitions))
+        asyncio.run(ensure_topics(self.bootstrap, self.topics, self.partitions, **self.client_options()))
 
     def _broker_ready(self) -> bool:
-        return tcp_open(self.host, self.port) and asyncio.run(_cluster_has_broker(self.bootstrap))
+        return tcp_open(self.host, self.port) and asyncio.run(
+            _cluster_has_broker(self.bootstrap, **self.client_options())
+        )
 
 
-async def _cluster_has_broker(bootstrap: str) -> bool:
+def write_private_text(path: Path, text: str) -> None:
+    """Write a file only its owner may read: the secure broker's properties hold a password."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+async def _cluster_has_broker(bootstrap: str, **client_options: Any) -> bool:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, **client_options)
     try:
         await admin.start()
         cluster = await admin.describe_cluster()
@@ -148,11 +179,13 @@ async def _cluster_has_broker(bootstrap: str) -> bool:
         await admin.close()
 
 
-async def ensure_topics(bootstrap: str, topics: tuple[str, ...] | list[str], partitions: int) -> None:
+async def ensure_topics(
+    bootstrap: str, topics: tuple[str, ...] | list[str], partitions: int, **client_options: Any
+) -> None:
     """Create `topics` with `partitions` partitions each; existing topics are left as they are."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000, **client_options)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

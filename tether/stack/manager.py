@@ -139,6 +139,10 @@ class Stack:
             stopped = server.process.stop()
             report(f"{server.name}: {'stopped pid ' + str(pid) if stopped else 'not running'}")
 
+    def status_notes(self) -> list[str]:
+        """Lines `tether stack status` adds after the servers (the secure stack: where its secrets are)."""
+        return []
+
     def status(self) -> list[tuple[str, int | None, str, Path]]:
         """(name, pid or None, description, log file) for each server."""
         return [(s.name, s.process.read_pid(), s.describe(), s.process.log_file) for s in self.servers]

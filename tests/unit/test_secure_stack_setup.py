@@ -1,0 +1,251 @@
+"""The secure stack's set-up, without starting a server: ports, secrets on disk, server configs.
+
+The configs are checked by the servers' own tools where they are cached (Kafka's storage format,
+Jaeger's `validate`): those read the very files `tether stack up --secure` starts the servers with.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import re
+import shutil
+import subprocess
+import uuid
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tether.cli import app
+from tether.stack import SecureStack, SecureStackConfig, StackConfig
+from tether.stack.credentials import StackCredentials
+from tether.stack.manager import default_cache_dir
+
+pytest.importorskip("cryptography", reason="cryptography is a dependency: pip install -e .")
+
+PORT_FIELDS = [f.name for f in dataclasses.fields(StackConfig) if f.name.endswith("_port")]
+
+
+@pytest.fixture
+def secure(tmp_path: Path) -> SecureStack:
+    stack = SecureStack(SecureStackConfig(cache_dir=tmp_path / "secure"))
+    stack.set_up_security(report=lambda _line: None)
+    return stack
+
+
+def all_secrets(credentials: StackCredentials) -> list[str]:
+    return [
+        credentials.kafka_password,
+        credentials.kafka_admin_password,
+        credentials.elasticsearch_password,
+        credentials.elastic_password,
+    ]
+
+
+def test_every_port_and_directory_differs_from_the_open_stack() -> None:
+    open_config, secure_config = StackConfig(), SecureStackConfig()
+    open_ports = {getattr(open_config, name) for name in PORT_FIELDS} | {open_config.elasticsearch_port + 100}
+    secure_ports = [getattr(secure_config, name) for name in PORT_FIELDS]
+    secure_ports.append(secure_config.elasticsearch_port + 100)
+    assert not open_ports & set(secure_ports)
+    assert len(set(secure_ports)) == len(secure_ports)
+    assert secure_config.cache_dir != open_config.cache_dir
+    assert secure_config.elasticsearch_base != open_config.elasticsearch_base
+    assert (secure_config.kafka_port, secure_config.elasticsearch_port) == (19092, 19200)
+    assert secure_config.jaeger_otlp_grpc_port == 24317
+
+
+def test_secure_stack_reuses_the_open_stacks_jaeger_build() -> None:
+    assert SecureStack().jaeger.bin_dir == default_cache_dir() / "bin"
+
+
+def test_credentials_are_random_private_and_kept(secure: SecureStack) -> None:
+    credentials = secure.credentials
+    assert len(set(all_secrets(credentials))) == 4
+    assert secure.credentials_file.stat().st_mode & 0o077 == 0
+    assert secure.config.cache_dir.stat().st_mode & 0o077 == 0
+    for name, value in (
+        ("kafka-password", credentials.kafka_password),
+        ("elasticsearch-password", credentials.elasticsearch_password),
+        ("elastic-password", credentials.elastic_password),
+    ):
+        assert secure.secrets_dir.joinpath(name).read_text() == value
+        assert secure.secrets_dir.joinpath(name).stat().st_mode & 0o077 == 0
+    secure.set_up_security(report=lambda _line: None)
+    assert secure.credentials == credentials
+
+
+def test_repr_of_credentials_hides_every_secret(secure: SecureStack) -> None:
+    credentials = secure.credentials.with_api_key("key-id", "key-secret")
+    text = repr(credentials)
+    for secret in [*all_secrets(credentials), "key-secret"]:
+        assert secret not in text
+
+
+def test_api_key_is_stored_with_its_encoded_form(secure: SecureStack) -> None:
+    secure.credentials.with_api_key("key-id", "key-secret")
+    credentials = secure.credentials
+    assert credentials.api_key_encoded == base64.b64encode(b"key-id:key-secret").decode()
+    assert secure.secrets_dir.joinpath("api-key-encoded").read_text() == credentials.api_key_encoded
+
+
+def test_kafka_listens_only_with_sasl_ssl_on_its_port(secure: SecureStack, tmp_path: Path) -> None:
+    properties = secure.kafka.server_properties(tmp_path / "data")
+    settings = dict(line.split("=", 1) for line in properties.splitlines() if "=" in line)
+    assert settings["listeners"] == "SASL_SSL://127.0.0.1:19092,CONTROLLER://127.0.0.1:19094"
+    assert settings["advertised.listeners"] == "SASL_SSL://127.0.0.1:19092"
+    assert settings["sasl.enabled.mechanisms"] == "SCRAM-SHA-256,SCRAM-SHA-512"
+    assert settings["ssl.keystore.location"] == str(secure.certificates.server.bundle)
+    assert settings["ssl.truststore.location"] == str(secure.certificates.ca.cert)
+    assert "PLAINTEXT://" not in settings["listeners"].replace("CONTROLLER://", "")
+
+
+def test_kafka_scram_users_for_both_mechanisms(secure: SecureStack) -> None:
+    arguments = secure.kafka.format_arguments()
+    users = arguments[1::2]
+    assert arguments[0::2] == ["--add-scram"] * 4
+    c = secure.credentials
+    for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+        assert f"{mechanism}=[name=tether,password={c.kafka_password}]" in users
+        assert f"{mechanism}=[name=admin,password={c.kafka_admin_password}]" in users
+
+
+def test_kafka_storage_tool_accepts_the_config_and_users(secure: SecureStack, tmp_path: Path) -> None:
+    libs = default_cache_dir() / "kafka-3.9.1" / "libs"
+    if not (libs / ".complete").exists() or shutil.which("java") is None:
+        pytest.skip("Kafka is not provisioned here (tether stack up)")
+    data, config = tmp_path / "data", tmp_path / "server.properties"
+    config.write_text(secure.kafka.server_properties(data))
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    result = subprocess.run(
+        [
+            *("java", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format"),
+            *("-t", cluster_id, "-c", str(config), *secure.kafka.format_arguments()),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (data / "bootstrap.checkpoint").exists()
+
+
+# Kafka's own TLS code (SslFactory) reads the broker's properties as the broker does, and the
+# broker's inter-broker client completes a handshake with its server side in memory.
+KAFKA_TLS_CHECK = """\
+import java.nio.ByteBuffer;
+import java.nio.file.*;
+import java.util.Properties;
+import javax.net.ssl.SSLEngine;
+import kafka.server.KafkaConfig;
+import org.apache.kafka.common.network.ConnectionMode;
+import org.apache.kafka.common.security.ssl.SslFactory;
+void run(SSLEngine e) { Runnable t; while ((t = e.getDelegatedTask()) != null) t.run(); }
+var props = new Properties();
+props.load(Files.newBufferedReader(Paths.get("CONFIG")));
+var listener = KafkaConfig.fromProps(props, false).valuesWithPrefixOverride("listener.name.sasl_ssl.");
+var serverFactory = new SslFactory(ConnectionMode.SERVER, null, true);
+serverFactory.configure(listener);
+var clientFactory = new SslFactory(ConnectionMode.CLIENT, null, false);
+clientFactory.configure(listener);
+var c = clientFactory.createSslEngine("127.0.0.1", 19092);
+var s = serverFactory.createSslEngine("127.0.0.1", 0);
+var none = ByteBuffer.allocate(0); var app = ByteBuffer.allocate(1 << 16);
+var up = ByteBuffer.allocate(1 << 16); var down = ByteBuffer.allocate(1 << 16);
+c.beginHandshake(); s.beginHandshake();
+for (int i = 0; i < 50; i++) {
+  run(c); run(s);
+  c.wrap(none, up); up.flip(); s.unwrap(up, app); up.compact(); run(s);
+  s.wrap(none, down); down.flip(); c.unwrap(down, app); down.compact(); run(c);
+}
+var peer = c.getSession().getPeerPrincipal();
+System.out.println("want-client-auth=" + s.getWantClientAuth() + " peer=" + peer);
+/exit
+"""
+
+
+def test_kafkas_tls_code_loads_the_pem_stores_and_verifies_the_broker(
+    secure: SecureStack, tmp_path: Path
+) -> None:
+    libs = default_cache_dir() / "kafka-3.9.1" / "libs"
+    if not (libs / ".complete").exists() or shutil.which("jshell") is None:
+        pytest.skip("Kafka is not provisioned here (tether stack up), or no JDK jshell")
+    config, script = tmp_path / "server.properties", tmp_path / "check.jsh"
+    config.write_text(secure.kafka.server_properties(tmp_path / "data"))
+    script.write_text(KAFKA_TLS_CHECK.replace("CONFIG", str(config)))
+    class_path = ":".join(str(jar) for jar in sorted(libs.glob("*.jar")))
+    result = subprocess.run(
+        ["jshell", "--class-path", class_path, str(script)], capture_output=True, text=True, check=False
+    )
+    assert "want-client-auth=true peer=CN=tether local server" in result.stdout, result.stdout + result.stderr
+
+
+ES_PEM_CHECK = """\
+import java.nio.file.*;
+import org.elasticsearch.common.ssl.PemUtils;
+var key = PemUtils.readPrivateKey(Paths.get("KEY"), () -> null);
+var chain = PemUtils.readCertificates(java.util.List.of(Paths.get("CERT")));
+System.out.println("key=" + key.getAlgorithm() + " certificates=" + chain.size());
+/exit
+"""
+
+
+def test_elasticsearchs_own_pem_reader_reads_the_key_and_certificate(
+    secure: SecureStack, tmp_path: Path
+) -> None:
+    home = StackConfig().elasticsearch_base / "elasticsearch-8.19.9"  # the open stack's, read only
+    ssl_config = home / "modules" / "x-pack-core" / "elasticsearch-ssl-config-8.19.9.jar"
+    if not ssl_config.exists() or shutil.which("jshell") is None:
+        pytest.skip("Elasticsearch is not provisioned here (tether stack up), or no JDK jshell")
+    script = tmp_path / "check.jsh"
+    server = secure.certificates.server
+    script.write_text(ES_PEM_CHECK.replace("KEY", str(server.key)).replace("CERT", str(server.cert)))
+    class_path = ":".join([*(str(jar) for jar in sorted((home / "lib").glob("*.jar"))), str(ssl_config)])
+    result = subprocess.run(
+        ["jshell", "--class-path", class_path, str(script)], capture_output=True, text=True, check=False
+    )
+    assert "key=RSA certificates=1" in result.stdout, result.stdout + result.stderr
+
+
+def test_elasticsearch_config_turns_security_and_tls_on(secure: SecureStack) -> None:
+    yml = secure.elasticsearch.elasticsearch_yml()
+    assert "xpack.security.enabled: false" not in yml
+    for line in (
+        "xpack.security.enabled: true",
+        "xpack.security.http.ssl.enabled: true",
+        "http.port: 19200",
+        "transport.port: 19300",
+    ):
+        assert line in yml.splitlines()
+    assert secure.elasticsearch.url == "https://127.0.0.1:19200"
+
+
+def test_jaeger_config_has_tls_and_passes_jaegers_validate(secure: SecureStack, tmp_path: Path) -> None:
+    jaeger = secure.jaeger
+    template = resources.files("tether.stack").joinpath(jaeger.config_template).read_text()
+    values = jaeger.template_values()
+    config = re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]), template)
+    assert config.count(f'cert_file: "{secure.certificates.server.cert}"') == 2
+    assert 'endpoint: "127.0.0.1:24317"' in config
+    if not jaeger.binary.exists():
+        pytest.skip("Jaeger is not built here (tether stack up)")
+    path = tmp_path / "jaeger.yaml"
+    path.write_text(config)
+    result = subprocess.run(
+        [str(jaeger.binary), "validate", "--config", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_status_names_the_credentials_file_and_never_a_secret(secure: SecureStack) -> None:
+    result = CliRunner().invoke(
+        app, ["stack", "status", "--secure", "--cache-dir", str(secure.config.cache_dir)]
+    )
+    assert result.exit_code == 1, result.output  # nothing runs
+    assert str(secure.credentials_file) in result.output
+    assert str(secure.certificates.ca.cert) in result.output
+    assert "127.0.0.1:19092" in result.output
+    for secret in all_secrets(secure.credentials):
+        assert secret not in result.output

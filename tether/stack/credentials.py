@@ -1,0 +1,111 @@
+"""The secure stack's users and passwords: made once at set-up, kept in owner-only files.
+
+`credentials.json` holds everything; each secret is also written alone under `secrets/` so a tether
+config can point its `*_file` keys at it, as it would at a mounted Kubernetes Secret. Nothing here
+ever prints a secret: `repr` of the dataclass hides them, and the CLI shows only the file's path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+KAFKA_USERNAME = "tether"
+KAFKA_ADMIN_USERNAME = "admin"  # the broker's own inter-broker user
+ELASTICSEARCH_USERNAME = "tether"
+ELASTICSEARCH_SUPERUSER = "elastic"
+
+
+@dataclass(frozen=True)
+class StackCredentials:
+    """Who may connect to the secure stack. Both SCRAM mechanisms share each Kafka user's password."""
+
+    file: Path
+    kafka_username: str
+    kafka_password: str = field(repr=False)
+    kafka_admin_username: str
+    kafka_admin_password: str = field(repr=False)
+    elasticsearch_username: str
+    elasticsearch_password: str = field(repr=False)
+    elastic_password: str = field(repr=False)  # the `elastic` superuser's
+    api_key_id: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.file.parent / "secrets"
+
+    @property
+    def api_key_encoded(self) -> str | None:
+        """base64("id:key"): what `Authorization: ApiKey ...` and most clients' `api_key` take."""
+        import base64
+
+        if self.api_key_id is None or self.api_key is None:
+            return None
+        return base64.b64encode(f"{self.api_key_id}:{self.api_key}".encode()).decode()
+
+    def secret_file(self, name: str) -> Path:
+        """secrets/<name>: kafka-password, elasticsearch-password, elastic-password, api-key(-id|-encoded)."""
+        return self.secrets_dir / name
+
+    def with_api_key(self, api_key_id: str, api_key: str) -> StackCredentials:
+        updated = replace(self, api_key_id=api_key_id, api_key=api_key)
+        updated.save()
+        return updated
+
+    def save(self) -> None:
+        record = {k: v for k, v in asdict(self).items() if k != "file"}
+        _write_private(self.file, json.dumps(record, indent=2) + "\n")
+        singles = {
+            "kafka-password": self.kafka_password,
+            "elasticsearch-password": self.elasticsearch_password,
+            "elastic-password": self.elastic_password,
+            "api-key-id": self.api_key_id,
+            "api-key": self.api_key,
+            "api-key-encoded": self.api_key_encoded,
+        }
+        self.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for name, value in singles.items():
+            if value is not None:
+                _write_private(self.secret_file(name), value)
+
+    @classmethod
+    def load(cls, file: Path) -> StackCredentials:
+        record = json.loads(file.read_text())
+        return cls(file=file, **record)
+
+
+def ensure_credentials(file: Path) -> tuple[StackCredentials, bool]:
+    """The stored credentials, or new random ones. True when they were made now."""
+    if file.exists():
+        return StackCredentials.load(file), False
+    file.parent.mkdir(parents=True, exist_ok=True)
+    credentials = StackCredentials(
+        file=file,
+        kafka_username=KAFKA_USERNAME,
+        kafka_password=_new_password(),
+        kafka_admin_username=KAFKA_ADMIN_USERNAME,
+        kafka_admin_password=_new_password(),
+        elasticsearch_username=ELASTICSEARCH_USERNAME,
+        elasticsearch_password=_new_password(),
+        elastic_password=_new_password(),
+    )
+    credentials.save()
+    return credentials, True
+
+
+def _new_password() -> str:
+    # URL-safe characters only: the password goes into JAAS strings and `--add-scram [..]` unquoted.
+    return secrets.token_urlsafe(24)
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    tmp.replace(path)

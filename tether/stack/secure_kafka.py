@@ -1,0 +1,117 @@
+"""Kafka (the same KRaft broker) with a SASL_SSL listener and SCRAM users made at format time."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tether.stack.certificate_paths import StackCertificates
+from tether.stack.credentials import StackCredentials
+from tether.stack.kafka import KafkaServer
+
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+INTER_BROKER_MECHANISM = "SCRAM-SHA-512"
+
+# The controller listener stays PLAINTEXT on 127.0.0.1: only this one process speaks on it.
+# Clients verify the broker (CA, hostname); the broker verifies a client certificate when one is
+# presented (`requested`), so an expired or foreign one is refused, and SCRAM decides who may connect.
+SECURE_SERVER_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@{host}:{controller_port}
+listeners=SASL_SSL://{host}:{port},CONTROLLER://{host}:{controller_port}
+advertised.listeners=SASL_SSL://{host}:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=SASL_SSL
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+sasl.enabled.mechanisms={mechanisms}
+sasl.mechanism.inter.broker.protocol={inter_broker_mechanism}
+{jaas_lines}
+ssl.keystore.type=PEM
+ssl.keystore.location={keystore}
+ssl.truststore.type=PEM
+ssl.truststore.location={truststore}
+ssl.client.auth=requested
+ssl.endpoint.identification.algorithm=https
+log.dirs={data_dir}
+num.partitions={partitions}
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.hours=24
+message.max.bytes=8388608
+"""
+
+
+@dataclass(frozen=True)
+class SecureKafkaServer(KafkaServer):
+    certificates: StackCertificates
+    credentials_file: Path  # credentials.json, made by the secure stack's set-up before start
+
+    @property
+    def credentials(self) -> StackCredentials:
+        return StackCredentials.load(self.credentials_file)
+
+    def describe(self) -> str:
+        return (
+            f"Kafka {self.version} (KRaft) SASL_SSL bootstrap {self.bootstrap} "
+            f"({', '.join(SCRAM_MECHANISMS)}), topics {', '.join(self.topics)}"
+        )
+
+    def server_properties(self, data_dir: Path) -> str:
+        c = self.credentials
+        login = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{c.kafka_admin_username}" password="{c.kafka_admin_password}";'
+        )
+        jaas_lines = "\n".join(
+            f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config={login}"
+            for mechanism in SCRAM_MECHANISMS
+        )
+        return SECURE_SERVER_PROPERTIES.format(
+            host=self.host,
+            port=self.port,
+            controller_port=self.controller_port,
+            mechanisms=",".join(SCRAM_MECHANISMS),
+            inter_broker_mechanism=INTER_BROKER_MECHANISM,
+            jaas_lines=jaas_lines,
+            keystore=self.certificates.server.bundle,
+            truststore=self.certificates.ca.cert,
+            data_dir=data_dir,
+            partitions=self.partitions,
+        )
+
+    def format_arguments(self) -> list[str]:
+        c = self.credentials
+        users = ((c.kafka_admin_username, c.kafka_admin_password), (c.kafka_username, c.kafka_password))
+        arguments: list[str] = []
+        for mechanism in SCRAM_MECHANISMS:
+            for username, password in users:
+                arguments += ["--add-scram", f"{mechanism}=[name={username},password={password}]"]
+        return arguments
+
+    def client_options(self) -> dict[str, Any]:
+        return kafka_client_options(self.certificates, self.credentials, INTER_BROKER_MECHANISM)
+
+
+def kafka_client_options(
+    certificates: StackCertificates,
+    credentials: StackCredentials,
+    mechanism: str = "SCRAM-SHA-512",
+    *,
+    password: str | None = None,
+) -> dict[str, Any]:
+    """aiokafka keyword arguments for the `tether` user over SASL_SSL, trusting the stack's CA."""
+    context = ssl.create_default_context(cafile=str(certificates.ca.cert))
+    return {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": mechanism,
+        "sasl_plain_username": credentials.kafka_username,
+        "sasl_plain_password": credentials.kafka_password if password is None else password,
+        "ssl_context": context,
+    }
