@@ -138,7 +138,8 @@ class SecureElasticsearchServer(ElasticsearchServer):
             time.sleep(1)
         if status != 200:
             reason = body.decode(errors="replace")[:300]  # Elasticsearch's reason, never a password
-            raise StackError(f"creating Elasticsearch user {c.elasticsearch_username!r}: HTTP {status}: {reason}")
+            user = c.elasticsearch_username
+            raise StackError(f"creating Elasticsearch user {user!r}: HTTP {status}: {reason}")
         if c.api_key_encoded is not None:
             status, _ = self.request("GET", "/_security/_authenticate", f"ApiKey {c.api_key_encoded}")
             if status == 200:
