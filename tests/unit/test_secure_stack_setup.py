@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import re
 import shutil
 import subprocess
@@ -78,17 +79,24 @@ def test_credentials_are_random_private_and_kept(secure: SecureStack) -> None:
 
 
 def test_repr_of_credentials_hides_every_secret(secure: SecureStack) -> None:
-    credentials = secure.credentials.with_api_key("key-id", "key-secret")
+    credentials = secure.credentials.with_service_token("elastic/fleet-server/tether", "token-secret")
     text = repr(credentials)
-    for secret in [*all_secrets(credentials), "key-secret"]:
+    for secret in [*all_secrets(credentials), "token-secret"]:
         assert secret not in text
 
 
-def test_api_key_is_stored_with_its_encoded_form(secure: SecureStack) -> None:
-    secure.credentials.with_api_key("key-id", "key-secret")
+def test_service_token_is_stored_alone_for_a_file_key(secure: SecureStack) -> None:
+    secure.credentials.with_service_token("elastic/fleet-server/tether", "token-secret")
     credentials = secure.credentials
-    assert credentials.api_key_encoded == base64.b64encode(b"key-id:key-secret").decode()
-    assert secure.secrets_dir.joinpath("api-key-encoded").read_text() == credentials.api_key_encoded
+    assert credentials.service_token_name == "elastic/fleet-server/tether"
+    assert secure.secrets_dir.joinpath("service-token").read_text() == "token-secret"
+    assert not secure.secrets_dir.joinpath("api-key-encoded").exists()
+
+
+def test_credentials_written_when_api_keys_were_planned_still_load(secure: SecureStack) -> None:
+    record = json.loads(secure.credentials_file.read_text())
+    secure.credentials_file.write_text(json.dumps({**record, "api_key_id": None, "api_key": None}))
+    assert secure.credentials.elastic_password == record["elastic_password"]
 
 
 def test_kafka_listens_only_with_sasl_ssl_on_its_port(secure: SecureStack, tmp_path: Path) -> None:
@@ -217,6 +225,9 @@ def test_elasticsearch_config_turns_security_and_tls_on(secure: SecureStack) -> 
         "xpack.security.http.ssl.enabled: true",
         "http.port: 19200",
         "transport.port: 19300",
+        # Users only in files, API keys off: both need the .security index (docs/secure-stack.md).
+        "xpack.security.authc.realms.file.file1.order: 0",
+        "xpack.security.authc.api_key.enabled: false",
     ):
         assert line in yml.splitlines()
     assert secure.elasticsearch.url == "https://127.0.0.1:19200"
