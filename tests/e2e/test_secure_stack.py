@@ -4,10 +4,9 @@ verified by the stack's CA, and refuses the wrong ones.
 These check the stack itself (what later tests of tether's secured pipeline stand on), with the
 clients every user has: aiokafka, urllib, the OpenTelemetry SDK's OTLP exporter.
 
-No Elasticsearch API key tests and no users or roles made through the security API: those live in
-the `.security` index, which Maven Central's integ-test-zip distribution cannot create (its mapping
-needs the `pattern_capture` filter of the analysis-common module, not shipped). Users are in the
-file realm and a service account token in `service_tokens`; docs/secure-stack.md says more.
+The `tether` Elasticsearch user is a file-realm one; the API key and the users and roles tests make
+through the API live in the `.security` index, which this distribution can create only with the
+stack's small analysis plugin (docs/secure-stack.md).
 """
 
 from __future__ import annotations
@@ -96,7 +95,7 @@ async def test_kafka_is_not_trusted_through_another_ca(
     assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
 
 
-# Elasticsearch: https, file-realm user, service account token
+# Elasticsearch: https, users, service account token, API keys
 
 
 def es_request(
@@ -158,6 +157,17 @@ def test_elasticsearch_service_token_authenticates(secure_stack: SecureStack) ->
     assert es_request(secure_stack, "GET", "/_cluster/health", f"Bearer {c.service_token[:-4]}AAAA")[0] == 401
 
 
+def test_elasticsearch_api_key_authenticates(secure_stack: SecureStack) -> None:
+    c = secure_stack.credentials
+    assert c.api_key_id is not None and c.api_key is not None and c.api_key_encoded is not None
+    status, me = es_request(secure_stack, "GET", "/_security/_authenticate", f"ApiKey {c.api_key_encoded}")
+    assert status == 200
+    assert me["authentication_type"] == "api_key"
+    assert me["api_key"]["id"] == c.api_key_id
+    status, _ = es_request(secure_stack, "GET", "/_cluster/health", f"ApiKey {c.api_key_encoded}")
+    assert status == 200
+
+
 def test_elasticsearch_without_credentials_is_401(secure_stack: SecureStack) -> None:
     status, body = es_request(secure_stack, "GET", "/_cluster/health", None)
     assert status == 401, body
@@ -177,6 +187,24 @@ def test_elasticsearch_through_the_untrusted_ca_fails_verification(secure_stack:
             cafile=str(secure_stack.certificates.untrusted_ca.cert),
         )
     assert isinstance(raised.value.reason, ssl.SSLCertVerificationError)
+
+
+def test_elasticsearch_invalidated_api_key_is_refused(secure_stack: SecureStack) -> None:
+    admin = secure_stack.elasticsearch_admin
+    key = admin.create_api_key(f"secure-e2e-{uuid.uuid4().hex[:8]}")
+    assert es_request(secure_stack, "GET", "/_security/_authenticate", f"ApiKey {key.encoded}")[0] == 200
+    admin.invalidate_api_key(key.id)
+    assert es_request(secure_stack, "GET", "/_security/_authenticate", f"ApiKey {key.encoded}")[0] == 401
+
+
+def test_elasticsearch_user_with_a_narrow_role_gets_only_that(secure_stack: SecureStack) -> None:
+    admin, suffix = secure_stack.elasticsearch_admin, uuid.uuid4().hex[:8]
+    admin.put_role(f"monitor-only-{suffix}", {"cluster": ["monitor"], "indices": []})
+    admin.put_user(f"watcher-{suffix}", f"pw-{suffix}-long-enough", [f"monitor-only-{suffix}"])
+    user = basic(f"watcher-{suffix}", f"pw-{suffix}-long-enough")
+    assert es_request(secure_stack, "GET", "/_cluster/health", user)[0] == 200
+    status, body = es_request(secure_stack, "PUT", f"/secure-e2e-{suffix}", user)
+    assert status == 403, body
 
 
 # Jaeger: OTLP gRPC over TLS

@@ -7,6 +7,7 @@ ever prints a secret: `repr` of the dataclass hides them, and the CLI shows only
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -34,17 +35,32 @@ class StackCredentials:
     # An Elasticsearch service account token (file-based, made at set-up): `Authorization: Bearer`.
     service_token_name: str | None = None  # e.g. "elastic/fleet-server/tether"
     service_token: str | None = field(default=None, repr=False)
+    api_key_id: str | None = None  # the `tether` user's API key, made once the node runs
+    api_key: str | None = field(default=None, repr=False)
 
     @property
     def secrets_dir(self) -> Path:
         return self.file.parent / "secrets"
 
+    @property
+    def api_key_encoded(self) -> str | None:
+        """base64("id:key"): what `Authorization: ApiKey ...` and most clients' `api_key` take."""
+        if self.api_key_id is None or self.api_key is None:
+            return None
+        return base64.b64encode(f"{self.api_key_id}:{self.api_key}".encode()).decode()
+
     def secret_file(self, name: str) -> Path:
-        """secrets/<name>: kafka-password, elasticsearch-password, elastic-password, service-token."""
+        """secrets/<name>: kafka-password, elasticsearch-password, elastic-password, service-token,
+        api-key-id, api-key, api-key-encoded."""
         return self.secrets_dir / name
 
     def with_service_token(self, name: str, token: str) -> StackCredentials:
         updated = replace(self, service_token_name=name, service_token=token)
+        updated.save()
+        return updated
+
+    def with_api_key(self, api_key_id: str, api_key: str) -> StackCredentials:
+        updated = replace(self, api_key_id=api_key_id, api_key=api_key)
         updated.save()
         return updated
 
@@ -56,6 +72,9 @@ class StackCredentials:
             "elasticsearch-password": self.elasticsearch_password,
             "elastic-password": self.elastic_password,
             "service-token": self.service_token,
+            "api-key-id": self.api_key_id,
+            "api-key": self.api_key,
+            "api-key-encoded": self.api_key_encoded,
         }
         self.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for name, value in singles.items():
@@ -65,8 +84,7 @@ class StackCredentials:
     @classmethod
     def load(cls, file: Path) -> StackCredentials:
         record = json.loads(file.read_text())
-        # Files from before API keys were dropped still hold `api_key_id`/`api_key` (always null:
-        # no key could ever be made); keep only the fields this version knows.
+        # Only the fields this version knows: a file written by another version still loads.
         known = {f.name for f in fields(cls)} - {"file"}
         return cls(file=file, **{k: v for k, v in record.items() if k in known})
 

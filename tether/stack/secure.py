@@ -60,7 +60,8 @@ class SecureStackConfig(StackConfig):
     jaeger_health_port: int = 23133
     jaeger_metrics_port: int = 28888
     jaeger_bin_dir: Path = field(default_factory=_open_stack_bin_dir)
-    # The `tether` Elasticsearch user's roles (built-in ones, or ones added to the node's roles.yml).
+    # The `tether` Elasticsearch user's roles (file realm: built-in roles or roles.yml ones). Tests of
+    # least privilege make their own role and native user with the `elastic` password.
     elasticsearch_user_roles: tuple[str, ...] = ("superuser",)
 
     @property
@@ -71,7 +72,7 @@ class SecureStackConfig(StackConfig):
 
 
 class SecureStack(Stack):
-    """Kafka SASL_SSL + SCRAM, Elasticsearch https + file-realm users, Jaeger OTLP over TLS.
+    """Kafka SASL_SSL + SCRAM, Elasticsearch https + users + API key, Jaeger OTLP over TLS.
 
     Paths are known before set-up; `credentials` is readable once `up` has made them.
     """
@@ -128,14 +129,14 @@ class SecureStack(Stack):
 
     @property
     def credentials(self) -> StackCredentials:
-        """Users, passwords and the service token (read from `credentials_file`; made by `up`)."""
+        """Users, passwords, service token, API key (read from `credentials_file`; made by `up`)."""
         if not self.credentials_file.exists():
             raise StackError(f"{self.credentials_file} does not exist yet: run `tether stack up --secure`")
         return StackCredentials.load(self.credentials_file)
 
     @property
     def elasticsearch_admin(self) -> ElasticsearchSecurityAdmin:
-        """Security API calls as `elastic` (reads only: users and roles are files, no API keys)."""
+        """Roles, users and API keys made as `elastic` (least-privilege and negative tests)."""
         return ElasticsearchSecurityAdmin(self.elasticsearch)
 
     @property
@@ -164,8 +165,9 @@ class SecureStack(Stack):
             self._forget_old_users()
 
     def _forget_old_users(self) -> None:
-        """Users live in Kafka's data (its format) and Elasticsearch's config files (written once,
-        then marked): new credentials need both made again, or the servers would expect the old."""
+        """Users live in Kafka's data (its format), Elasticsearch's config files (written once, then
+        marked) and .security index: new credentials need all made again, or the servers would
+        still expect the old passwords."""
         running = [s.name for s in self.servers if s.process.is_running()]
         if running:
             raise StackError(

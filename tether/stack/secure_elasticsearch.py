@@ -1,14 +1,14 @@
-"""Elasticsearch (the same 8.x node) with its own security on: TLS on HTTP, file-realm users.
+"""Elasticsearch (the same 8.x node) with its own security on: TLS on HTTP, users, an API key.
 
-Everything is written into the node's config directory before its first start, with the
-distribution's own tools: the `elastic` superuser's password as the keystore's
-`bootstrap.password`, the `tether` user in the file realm (`config/users`, `config/users_roles`,
-bcrypt hashed by `elasticsearch-users`) and a service account token (`config/service_tokens`, by
-`elasticsearch-service-tokens`).
+Written into the node's config directory before its first start, with the distribution's own
+tools: the `elastic` superuser's password as the keystore's `bootstrap.password`, the `tether` user
+in the file realm (`config/users`, `config/users_roles`, bcrypt hashed by `elasticsearch-users`) and
+a service account token (`config/service_tokens`, by `elasticsearch-service-tokens`).
 
-No native realm and no API keys: both live in the `.security` index, whose settings need the
-`pattern_capture` token filter of the analysis-common module, which Maven Central's integ-test-zip
-distribution does not ship (docs/secure-stack.md, "Why no API keys").
+The native realm (users and roles made through the API) and API keys live in the `.security`
+index, whose settings need analysis components the integ-test-zip distribution lacks; a small
+plugin built at set-up supplies them (secure_elasticsearch_plugin.py, docs/secure-stack.md). Once
+the node is healthy an API key is made for `tether`, unless the stored one still authenticates.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import base64
 import shutil
 import ssl
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -29,9 +30,11 @@ from tether.stack.certificate_paths import StackCertificates
 from tether.stack.credentials import ELASTICSEARCH_SUPERUSER, StackCredentials
 from tether.stack.elasticsearch import ElasticsearchServer
 from tether.stack.health import StackError
+from tether.stack.secure_elasticsearch_plugin import install_security_index_analysis
 
 SERVICE_ACCOUNT = "elastic/fleet-server"  # built in; may monitor the cluster and write logs-*, metrics-*
 SERVICE_TOKEN_NAME = "tether"
+API_KEY_NAME = "tether-secure-stack"
 SECURITY_MARKER = ".tether-security-set-up"  # holds the user's roles: other roles redo the set-up
 
 SECURITY_YML = """\
@@ -48,10 +51,9 @@ xpack.security.transport.ssl.key: certs/server.key
 xpack.security.transport.ssl.certificate: certs/server.crt
 xpack.security.transport.ssl.certificate_authorities: [certs/ca.crt]
 xpack.security.transport.ssl.verification_mode: certificate
-# Only the file realm (and the built-in reserved realm of `elastic`): the native realm and API keys
-# need the .security index, which this distribution cannot create (no analysis-common module).
+# The stack's own users are files, read at start; users made through the API are native ones.
 xpack.security.authc.realms.file.file1.order: 0
-xpack.security.authc.api_key.enabled: false
+xpack.security.authc.realms.native.native1.order: 1
 """
 
 
@@ -68,7 +70,7 @@ class SecureElasticsearchServer(ElasticsearchServer):
         return StackCredentials.load(self.credentials_file)
 
     def describe(self) -> str:
-        return f"Elasticsearch {self.version} at {self.url} (TLS, file-realm users)"
+        return f"Elasticsearch {self.version} at {self.url} (TLS, users, API key)"
 
     def elasticsearch_yml(self) -> str:
         return super().elasticsearch_yml().replace("xpack.security.enabled: false\n", "") + SECURITY_YML
@@ -84,6 +86,9 @@ class SecureElasticsearchServer(ElasticsearchServer):
         ):
             shutil.copyfile(source, certs / name)
             (certs / name).chmod(0o600)
+        install_security_index_analysis(
+            self.home, self.version, self.state / "security-index-analysis-build", self.java_env()
+        )
         marker = self.home / "config" / SECURITY_MARKER
         wanted = ",".join(self.user_roles)
         if marker.exists() and marker.read_text() == wanted:
@@ -147,15 +152,34 @@ class SecureElasticsearchServer(ElasticsearchServer):
         )
 
     def after_healthy(self) -> None:
-        # The file realm is read at start: a user it refuses now would be refused to every test.
         c = self.credentials
+        # The file realm is read at start: a user it refuses now would be refused to every test.
         user = basic_authorization(c.elasticsearch_username, c.elasticsearch_password)
         status, body = self.request("GET", "/_security/_authenticate", user)
         if status != 200:
-            reason = body.decode(errors="replace")[:300]  # Elasticsearch's reason, never a password
             raise StackError(
-                f"Elasticsearch user {c.elasticsearch_username!r} does not authenticate: {reason}"
+                f"Elasticsearch user {c.elasticsearch_username!r} does not authenticate: {_reason(body)}"
             )
+        if c.api_key_encoded is not None:
+            status, _ = self.request("GET", "/_security/_authenticate", f"ApiKey {c.api_key_encoded}")
+            if status == 200:
+                return
+        # The first API key creates the .security index: a moment of 503 is normal then.
+        deadline = time.monotonic() + 60
+        while True:
+            status, body = self.request("POST", "/_security/api_key", user, {"name": API_KEY_NAME})
+            if status < 500 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        if status != 200:
+            raise StackError(f"creating an Elasticsearch API key: HTTP {status}: {_reason(body)}")
+        created = orjson.loads(body)
+        c.with_api_key(created["id"], created["api_key"])
+
+
+def _reason(body: bytes) -> str:
+    """Elasticsearch's reason for a refusal (it never echoes a password)."""
+    return body.decode(errors="replace")[:300]
 
 
 class _Hidden(str):
