@@ -3,6 +3,10 @@ verified by the stack's CA, and refuses the wrong ones.
 
 These check the stack itself (what later tests of tether's secured pipeline stand on), with the
 clients every user has: aiokafka, urllib, the OpenTelemetry SDK's OTLP exporter.
+
+The `tether` Elasticsearch user is a file-realm one; the API key and the users and roles tests make
+through the API live in the `.security` index, which this distribution can create only with the
+stack's small analysis plugin (docs/secure-stack.md).
 """
 
 from __future__ import annotations
@@ -91,7 +95,7 @@ async def test_kafka_is_not_trusted_through_another_ca(
     assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
 
 
-# Elasticsearch: https, users, API key
+# Elasticsearch: https, users, service account token, API keys
 
 
 def es_request(
@@ -129,7 +133,8 @@ def test_elasticsearch_user_over_https_can_write_and_read(secure_stack: SecureSt
     user = basic(c.elasticsearch_username, c.elasticsearch_password)
     assert secure_stack.elasticsearch.url.startswith("https://")
     status, me = es_request(secure_stack, "GET", "/_security/_authenticate", user)
-    assert (status, me["username"]) == (200, "tether")
+    assert (status, me["username"], me["roles"]) == (200, "tether", ["superuser"])
+    assert me["authentication_realm"]["type"] == "file"
     index = f"secure-e2e-{uuid.uuid4().hex[:10]}"
     try:
         status, _ = es_request(secure_stack, "PUT", f"/{index}/_doc/1?refresh=true", user, body={"m": "x"})
@@ -138,6 +143,18 @@ def test_elasticsearch_user_over_https_can_write_and_read(secure_stack: SecureSt
         assert (status, found["_source"]) == (200, {"m": "x"})
     finally:
         es_request(secure_stack, "DELETE", f"/{index}", user)
+
+
+def test_elasticsearch_service_token_authenticates(secure_stack: SecureStack) -> None:
+    c = secure_stack.credentials
+    assert c.service_token_name == "elastic/fleet-server/tether" and c.service_token is not None
+    bearer = f"Bearer {c.service_token}"
+    status, me = es_request(secure_stack, "GET", "/_security/_authenticate", bearer)
+    assert status == 200, me
+    assert (me["username"], me["authentication_type"]) == ("elastic/fleet-server", "token")
+    assert me["token"]["name"] == "tether"
+    assert es_request(secure_stack, "GET", "/_cluster/health", bearer)[0] == 200  # the account's monitor
+    assert es_request(secure_stack, "GET", "/_cluster/health", f"Bearer {c.service_token[:-4]}AAAA")[0] == 401
 
 
 def test_elasticsearch_api_key_authenticates(secure_stack: SecureStack) -> None:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import io
+import json
+import os
 import re
 import shutil
 import subprocess
 import uuid
+import zipfile
 from importlib import resources
 from pathlib import Path
 
@@ -22,6 +26,7 @@ from tether.cli import app
 from tether.stack import SecureStack, SecureStackConfig, StackConfig
 from tether.stack.credentials import StackCredentials
 from tether.stack.manager import default_cache_dir
+from tether.stack.secure_elasticsearch_plugin import CLASS_NAME, PLUGIN_NAME, build_plugin_zip
 
 pytest.importorskip("cryptography", reason="cryptography is a dependency: pip install -e .")
 
@@ -78,10 +83,17 @@ def test_credentials_are_random_private_and_kept(secure: SecureStack) -> None:
 
 
 def test_repr_of_credentials_hides_every_secret(secure: SecureStack) -> None:
-    credentials = secure.credentials.with_api_key("key-id", "key-secret")
+    credentials = secure.credentials.with_service_token("elastic/fleet-server/tether", "token-secret")
     text = repr(credentials)
-    for secret in [*all_secrets(credentials), "key-secret"]:
+    for secret in [*all_secrets(credentials), "token-secret"]:
         assert secret not in text
+
+
+def test_service_token_is_stored_alone_for_a_file_key(secure: SecureStack) -> None:
+    secure.credentials.with_service_token("elastic/fleet-server/tether", "token-secret")
+    credentials = secure.credentials
+    assert credentials.service_token_name == "elastic/fleet-server/tether"
+    assert secure.secrets_dir.joinpath("service-token").read_text() == "token-secret"
 
 
 def test_api_key_is_stored_with_its_encoded_form(secure: SecureStack) -> None:
@@ -89,6 +101,12 @@ def test_api_key_is_stored_with_its_encoded_form(secure: SecureStack) -> None:
     credentials = secure.credentials
     assert credentials.api_key_encoded == base64.b64encode(b"key-id:key-secret").decode()
     assert secure.secrets_dir.joinpath("api-key-encoded").read_text() == credentials.api_key_encoded
+
+
+def test_credentials_with_fields_of_another_version_still_load(secure: SecureStack) -> None:
+    record = json.loads(secure.credentials_file.read_text())
+    secure.credentials_file.write_text(json.dumps({**record, "field_of_another_version": None}))
+    assert secure.credentials.elastic_password == record["elastic_password"]
 
 
 def test_kafka_listens_only_with_sasl_ssl_on_its_port(secure: SecureStack, tmp_path: Path) -> None:
@@ -217,9 +235,28 @@ def test_elasticsearch_config_turns_security_and_tls_on(secure: SecureStack) -> 
         "xpack.security.http.ssl.enabled: true",
         "http.port: 19200",
         "transport.port: 19300",
+        # The stack's users are files; users made through the API are native (.security index).
+        "xpack.security.authc.realms.file.file1.order: 0",
+        "xpack.security.authc.realms.native.native1.order: 1",
     ):
         assert line in yml.splitlines()
     assert secure.elasticsearch.url == "https://127.0.0.1:19200"
+
+
+def test_security_index_analysis_plugin_compiles_against_the_distributions_jars(tmp_path: Path) -> None:
+    home = StackConfig().elasticsearch_base / "elasticsearch-8.19.9"  # the open stack's, read only
+    if not (home / "lib").is_dir() or shutil.which("javac") is None:
+        pytest.skip("Elasticsearch is not provisioned here (tether stack up), or no JDK javac")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    archive = build_plugin_zip(home, "8.19.9", tmp_path / "build", env)
+    with zipfile.ZipFile(archive) as plugin_zip:
+        lines = plugin_zip.read("plugin-descriptor.properties").decode().splitlines()
+        descriptor = dict(line.split("=", 1) for line in lines)
+        jar = io.BytesIO(plugin_zip.read(f"{PLUGIN_NAME}.jar"))
+    assert descriptor["elasticsearch.version"] == "8.19.9"
+    assert descriptor["classname"] == CLASS_NAME
+    with zipfile.ZipFile(jar) as classes:
+        assert CLASS_NAME.replace(".", "/") + ".class" in classes.namelist()
 
 
 def test_jaeger_config_has_tls_and_passes_jaegers_validate(secure: SecureStack, tmp_path: Path) -> None:

@@ -7,10 +7,11 @@ ever prints a secret: `repr` of the dataclass hides them, and the CLI shows only
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 KAFKA_USERNAME = "tether"
@@ -31,7 +32,10 @@ class StackCredentials:
     elasticsearch_username: str
     elasticsearch_password: str = field(repr=False)
     elastic_password: str = field(repr=False)  # the `elastic` superuser's
-    api_key_id: str | None = None
+    # An Elasticsearch service account token (file-based, made at set-up): `Authorization: Bearer`.
+    service_token_name: str | None = None  # e.g. "elastic/fleet-server/tether"
+    service_token: str | None = field(default=None, repr=False)
+    api_key_id: str | None = None  # the `tether` user's API key, made once the node runs
     api_key: str | None = field(default=None, repr=False)
 
     @property
@@ -41,15 +45,19 @@ class StackCredentials:
     @property
     def api_key_encoded(self) -> str | None:
         """base64("id:key"): what `Authorization: ApiKey ...` and most clients' `api_key` take."""
-        import base64
-
         if self.api_key_id is None or self.api_key is None:
             return None
         return base64.b64encode(f"{self.api_key_id}:{self.api_key}".encode()).decode()
 
     def secret_file(self, name: str) -> Path:
-        """secrets/<name>: kafka-password, elasticsearch-password, elastic-password, api-key(-id|-encoded)."""
+        """secrets/<name>: kafka-password, elasticsearch-password, elastic-password, service-token,
+        api-key-id, api-key, api-key-encoded."""
         return self.secrets_dir / name
+
+    def with_service_token(self, name: str, token: str) -> StackCredentials:
+        updated = replace(self, service_token_name=name, service_token=token)
+        updated.save()
+        return updated
 
     def with_api_key(self, api_key_id: str, api_key: str) -> StackCredentials:
         updated = replace(self, api_key_id=api_key_id, api_key=api_key)
@@ -63,6 +71,7 @@ class StackCredentials:
             "kafka-password": self.kafka_password,
             "elasticsearch-password": self.elasticsearch_password,
             "elastic-password": self.elastic_password,
+            "service-token": self.service_token,
             "api-key-id": self.api_key_id,
             "api-key": self.api_key,
             "api-key-encoded": self.api_key_encoded,
@@ -75,7 +84,9 @@ class StackCredentials:
     @classmethod
     def load(cls, file: Path) -> StackCredentials:
         record = json.loads(file.read_text())
-        return cls(file=file, **record)
+        # Only the fields this version knows: a file written by another version still loads.
+        known = {f.name for f in fields(cls)} - {"file"}
+        return cls(file=file, **{k: v for k, v in record.items() if k in known})
 
 
 def ensure_credentials(file: Path) -> tuple[StackCredentials, bool]:

@@ -25,7 +25,7 @@ from tether.stack.manager import (
     default_cache_dir,
     repository_deploy_dir,
 )
-from tether.stack.secure_elasticsearch import SecureElasticsearchServer
+from tether.stack.secure_elasticsearch import SECURITY_MARKER, SecureElasticsearchServer
 from tether.stack.secure_elasticsearch_admin import ElasticsearchSecurityAdmin
 from tether.stack.secure_jaeger import SecureJaegerServer
 from tether.stack.secure_kafka import SecureKafkaServer
@@ -60,8 +60,8 @@ class SecureStackConfig(StackConfig):
     jaeger_health_port: int = 23133
     jaeger_metrics_port: int = 28888
     jaeger_bin_dir: Path = field(default_factory=_open_stack_bin_dir)
-    # The `tether` Elasticsearch user's roles. Tests of least privilege make their own role and user
-    # with the `elastic` password (credentials.json).
+    # The `tether` Elasticsearch user's roles (file realm: built-in roles or roles.yml ones). Tests of
+    # least privilege make their own role and native user with the `elastic` password.
     elasticsearch_user_roles: tuple[str, ...] = ("superuser",)
 
     @property
@@ -129,7 +129,7 @@ class SecureStack(Stack):
 
     @property
     def credentials(self) -> StackCredentials:
-        """Users, passwords and the API key (read from `credentials_file`; made by `up`)."""
+        """Users, passwords, service token, API key (read from `credentials_file`; made by `up`)."""
         if not self.credentials_file.exists():
             raise StackError(f"{self.credentials_file} does not exist yet: run `tether stack up --secure`")
         return StackCredentials.load(self.credentials_file)
@@ -141,7 +141,7 @@ class SecureStack(Stack):
 
     @property
     def secrets_dir(self) -> Path:
-        """One file per secret (kafka-password, elasticsearch-password, api-key-encoded, ...)."""
+        """One file per secret (kafka-password, elasticsearch-password, service-token, ...)."""
         return self.credentials_file.parent / "secrets"
 
     def up(self, report: Report = print, timeout: float = 180.0) -> None:
@@ -165,8 +165,9 @@ class SecureStack(Stack):
             self._forget_old_users()
 
     def _forget_old_users(self) -> None:
-        """Users live in the servers' data (Kafka's format, Elasticsearch's .security index): new
-        credentials need fresh data, or the servers would still expect the old passwords."""
+        """Users live in Kafka's data (its format), Elasticsearch's config files (written once, then
+        marked) and .security index: new credentials need all made again, or the servers would
+        still expect the old passwords."""
         running = [s.name for s in self.servers if s.process.is_running()]
         if running:
             raise StackError(
@@ -175,7 +176,7 @@ class SecureStack(Stack):
             )
         shutil.rmtree(self.kafka.home / "data", ignore_errors=True)
         shutil.rmtree(self.elasticsearch.base / "data", ignore_errors=True)
-        (self.elasticsearch.home / "config" / ".bootstrap-password-set").unlink(missing_ok=True)
+        (self.elasticsearch.home / "config" / SECURITY_MARKER).unlink(missing_ok=True)
 
     def status_notes(self) -> list[str]:
         """Where the secrets and certificates are: paths only, never a secret."""

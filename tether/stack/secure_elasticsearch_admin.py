@@ -1,7 +1,9 @@
 """Users, roles and API keys on the secure Elasticsearch node, for tests that need their own.
 
 Negative and least-privilege tests make a user with exactly the documented role, an API key they
-then invalidate, and so on; they do it as the `elastic` superuser through the security API.
+then invalidate, and so on; they do it as the `elastic` superuser through the security API. Such
+users and roles are the native realm's, kept in the `.security` index (the stack's own `tether`
+user is a file-realm one).
 """
 
 from __future__ import annotations
