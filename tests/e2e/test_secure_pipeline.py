@@ -151,7 +151,11 @@ def assert_refusing_but_alive(process: TetherProcess, setting: str) -> None:
     assert process.process is not None and process.process.poll() is None, process.tail()
     status, body = process.get("/readyz")
     assert status != 200, body
-    assert process.tail(200_000).count(setting) >= 2, f"no retry logged:\n{process.tail()}"
+    deadline = time.monotonic() + 20  # backoff with jitter: the next attempt may take a while
+    while process.tail(200_000).count(setting) < 2:
+        assert time.monotonic() < deadline, f"no retry logged:\n{process.tail()}"
+        time.sleep(0.25)
+    assert process.process.poll() is None, process.tail()
 
 
 # The whole pipeline
