@@ -96,6 +96,12 @@ class Deliveries:
         if self._in_flight:
             await asyncio.gather(*self._in_flight)
 
+    async def abandon(self) -> None:
+        """Cancel every delivery in flight: unacknowledged, their records stay uncommitted."""
+        for task in list(self._in_flight):
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
+
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
         self._slots.release()

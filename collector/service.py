@@ -31,6 +31,11 @@ from tether.ops import OpsServer
 
 log = logging.getLogger("tether.collector")
 
+# How long a stop waits to deliver what it holds. A sink that keeps refusing (a TLS or credential
+# problem, an outage) would otherwise hold SIGTERM forever; what is abandoned stays uncommitted,
+# so the next start consumes it again.
+STOP_DELIVERY_GRACE_SECONDS = 15.0
+
 
 class Collector:
     def __init__(
@@ -66,6 +71,7 @@ class Collector:
         self.started = False
         # Polls, flushes and revocations take turns: each sees the partitions whole.
         self._lock = asyncio.Lock()
+        self._abandoned = False  # stop gave up delivering: nothing more is flushed or committed
 
     def ready(self) -> bool:
         jaeger_healthy = self.jaeger is None or self.jaeger.healthy
@@ -85,12 +91,23 @@ class Collector:
     async def stop(self) -> None:
         await self._stop_retention()
         async with self._lock:
-            await self.deliveries.settle()
-            await self._flush(list(self.records.partitions))
+            try:
+                await asyncio.wait_for(self._settle_and_flush(), STOP_DELIVERY_GRACE_SECONDS)
+            except TimeoutError:
+                self._abandoned = True  # the revocation in consumer.stop() must not wait again
+                await self.deliveries.abandon()
+                log.warning(
+                    "stopping without delivering what is held: it stays uncommitted for the next start",
+                    extra={"grace_seconds": STOP_DELIVERY_GRACE_SECONDS},
+                )
         await self.consumer.stop()
         await self.elasticsearch.close()
         if self.jaeger is not None:
             await self.jaeger.close()
+
+    async def _settle_and_flush(self) -> None:
+        await self.deliveries.settle()
+        await self._flush(list(self.records.partitions))
 
     async def _stop_retention(self) -> None:
         """Stop the retention task; a deletion cut short is redone by the next pass (idempotent)."""
@@ -122,8 +139,9 @@ class Collector:
         partitions = sorted({tp.partition for tp in revoked} & set(self.records.partitions))
         async with self._lock:
             try:
-                await self.deliveries.settle()
-                await self._flush(partitions)
+                if not self._abandoned:
+                    await self.deliveries.settle()
+                    await self._flush(partitions)
             finally:  # even when the commit is refused: a reassigned partition starts afresh
                 for partition in partitions:
                     del self.records.partitions[partition]

@@ -16,6 +16,7 @@ from aiohttp import ServerFingerprintMismatch
 from elasticsearch import ApiError
 
 from tether.elasticsearch_security import ElasticsearchConnection
+from tether.tls import CLIENT_CERTIFICATE_REFUSED_ALERTS
 
 # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH
 _NAME_MISMATCH = (62, 64)
@@ -107,5 +108,11 @@ def explain(error: BaseException, connection: ElasticsearchConnection, prefix: s
             why = getattr(cause, "reason", None) or str(cause)
             if "WRONG_VERSION_NUMBER" in why or "RECORD_LAYER_FAILURE" in why:
                 return f"{prefix}.url: {connection.address} does not speak https ({why}): use http://"
+            if any(alert in why for alert in CLIENT_CERTIFICATE_REFUSED_ALERTS):
+                return (
+                    f"{prefix}.tls.cert_file: {connection.address} refused the client certificate "
+                    f"({why}): set a certificate (and key_file) signed by a CA the server trusts, "
+                    "and not expired"
+                )
             return f"{prefix}.tls: TLS handshake with {connection.address} failed ({why})"
     return None

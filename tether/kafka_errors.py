@@ -19,19 +19,13 @@ from aiokafka.errors import (
 )
 
 from tether.kafka_security import TLS_PROTOCOLS, KafkaSecurity
+from tether.tls import CLIENT_CERTIFICATE_REFUSED_ALERTS
 
 # OpenSSL's X509_V_ERR_* codes that point at a particular setting.
 _NAME_MISMATCH = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
 _CERT_HAS_EXPIRED = 10
 # Alerts a broker sends when it refuses our client certificate (mutual TLS).
-_CLIENT_CERT_REFUSED = (
-    "CERTIFICATE_REQUIRED",
-    "UNKNOWN_CA",
-    "BAD_CERTIFICATE",
-    "CERTIFICATE_EXPIRED",
-    "CERTIFICATE_UNKNOWN",
-    "CERTIFICATE_REVOKED",
-)
+_CLIENT_CERT_REFUSED = CLIENT_CERTIFICATE_REFUSED_ALERTS
 
 
 class KafkaSecurityError(KafkaError):  # type: ignore[misc]

@@ -14,6 +14,17 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from tether.secrets import SecretSection
 
+# TLS alerts a server sends when it refuses the client certificate (mutual TLS), as OpenSSL names
+# them in an SSLError's reason.
+CLIENT_CERTIFICATE_REFUSED_ALERTS = (
+    "CERTIFICATE_REQUIRED",
+    "UNKNOWN_CA",
+    "BAD_CERTIFICATE",
+    "CERTIFICATE_EXPIRED",
+    "CERTIFICATE_UNKNOWN",
+    "CERTIFICATE_REVOKED",
+)
+
 
 class EncryptedKeyError(ValueError):
     pass

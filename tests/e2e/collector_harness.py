@@ -94,14 +94,23 @@ class TraceSpec:
 class Producer:
     """Writes log lines and spans the way the agent does."""
 
-    def __init__(self, stack: Stack, logs_topic: str, spans_topic: str, agent_id: str = "e2e-agent") -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        logs_topic: str,
+        spans_topic: str,
+        agent_id: str = "e2e-agent",
+        **kafka_options: Any,  # security (SASL_SSL, CA) for the secure stack's Kafka
+    ) -> None:
         self.stack, self.logs_topic, self.spans_topic, self.agent_id = (
             stack,
             logs_topic,
             spans_topic,
             agent_id,
         )
-        self._producer = AIOKafkaProducer(bootstrap_servers=stack.kafka.bootstrap, acks="all")
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=stack.kafka.bootstrap, acks="all", **kafka_options
+        )
         self._offset = 0
 
     async def __aenter__(self) -> Producer:

@@ -197,6 +197,26 @@ ops: {{endpoint: "127.0.0.1:{collector_ops}"}}
         f"\nagent log:\n{agent_log.read_text()[-2000:]}\ncollector log:\n{collector_log.read_text()[-2000:]}"
     )
 
+    assert_delivered_once(stack, run, log_path, logs_written, span_hits, log_hits, diagnostics)
+
+    assert agent_status == 0, diagnostics
+    assert collector_status == 0, diagnostics
+
+
+def assert_delivered_once(
+    stack: Stack,
+    run: str,
+    log_path: Path,
+    logs_written: list[dict[str, Any]],
+    span_hits: list[dict[str, Any]],
+    log_hits: list[dict[str, Any]],
+    diagnostics: str,
+) -> None:
+    """Every span and log line of `run` exactly once, correlated, and every trace in Jaeger.
+
+    Shared with the secured pipeline test (tests/e2e/test_secure_pipeline.py)."""
+    expected_spans = TRACES * SPANS_PER_TRACE
+    trace_ids = sorted({entry["trace_id"] for entry in logs_written})
     # Every span exactly once, under its deterministic id.
     assert len(span_hits) == expected_spans, diagnostics
     span_by_id = {hit["_source"]["span"]["id"]: hit["_source"] for hit in span_hits}
@@ -241,11 +261,8 @@ ops: {{endpoint: "127.0.0.1:{collector_ops}"}}
 
     # Jaeger's own HTTP API has every trace with all its spans.
     for trace_id in trace_ids:
-        body = await asyncio.to_thread(_jaeger_trace, stack, trace_id)
+        body = _jaeger_trace(stack, trace_id)
         (trace,) = body["data"]
         assert {s["spanID"] for s in trace["spans"]} == {
             sid for sid, s in span_by_id.items() if s["trace"]["id"] == trace_id
         }
-
-    assert agent_status == 0, diagnostics
-    assert collector_status == 0, diagnostics

@@ -250,3 +250,19 @@ async def test_start_subscribes_to_copartitioned_topics_only() -> None:
     for counts in ({LOGS: 4, SPANS: 8}, {LOGS: 4}):
         with pytest.raises(PartitionCountMismatchError):
             await collector(FakeConsumer(counts), FakeElasticsearch(), None).start()
+
+
+async def test_stop_gives_up_on_a_sink_that_never_answers_and_commits_nothing_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Jaeger refusing until its setting is fixed: SIGTERM must still end the collector.
+    monkeypatch.setattr("tether.collector.service.STOP_DELIVERY_GRACE_SECONDS", 0.2)
+    consumer, es, jaeger = FakeConsumer(), FakeElasticsearch(), FakeJaeger(hold=True)
+    c = collector(consumer, es, jaeger, config(wait_seconds=60))
+    trace, span = os.urandom(16), os.urandom(8)
+    await next_poll(c, consumer, span_record(6, trace, span))
+    assert len(jaeger.calls) == 1  # exported, never answered
+    await asyncio.wait_for(c.stop(), 5)
+    assert consumer.committed.get((SPANS, 0), 0) <= 6  # the held record 6 is consumed again next start
+    assert consumer.stopped and es.closed and jaeger.closed
+    assert c.deliveries.in_flight == 0
