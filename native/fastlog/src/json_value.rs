@@ -127,17 +127,17 @@ impl<'de> Visitor<'de> for ValVisitor {
 
 /// A value the agent does not keep, validated as the reference (orjson) would: unlike serde's
 /// IgnoredAny, numbers are parsed, so one that is infinite as a double (1e400) is an error.
-#[cfg(test)]
+#[cfg(all(test, feature = "reference"))]
 pub(crate) struct Skip;
-#[cfg(test)]
+#[cfg(all(test, feature = "reference"))]
 impl<'de> serde::Deserialize<'de> for Skip {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(SkipVisitor)
     }
 }
-#[cfg(test)]
+#[cfg(all(test, feature = "reference"))]
 struct SkipVisitor;
-#[cfg(test)]
+#[cfg(all(test, feature = "reference"))]
 impl<'de> Visitor<'de> for SkipVisitor {
     type Value = Skip;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
