@@ -23,12 +23,10 @@ import pytest
 from typer.testing import CliRunner
 
 from tether.cli import app
-from tether.stack import SecureStack, SecureStackConfig, StackConfig
+from tether.stack import SecureStack, SecureStackConfig, Stack, StackConfig
 from tether.stack.credentials import StackCredentials
 from tether.stack.manager import default_cache_dir
 from tether.stack.secure_elasticsearch_plugin import CLASS_NAME, PLUGIN_NAME, build_plugin_zip
-
-pytest.importorskip("cryptography", reason="cryptography is a dependency: pip install -e .")
 
 PORT_FIELDS = [f.name for f in dataclasses.fields(StackConfig) if f.name.endswith("_port")]
 
@@ -130,10 +128,12 @@ def test_kafka_scram_users_for_both_mechanisms(secure: SecureStack) -> None:
         assert f"{mechanism}=[name=admin,password={c.kafka_admin_password}]" in users
 
 
-def test_kafka_storage_tool_accepts_the_config_and_users(secure: SecureStack, tmp_path: Path) -> None:
-    libs = default_cache_dir() / "kafka-3.9.1" / "libs"
-    if not (libs / ".complete").exists() or shutil.which("java") is None:
-        pytest.skip("Kafka is not provisioned here (tether stack up)")
+@pytest.mark.stack
+def test_kafka_storage_tool_accepts_the_config_and_users(
+    stack: Stack, secure: SecureStack, tmp_path: Path
+) -> None:
+    libs = default_cache_dir() / "kafka-3.9.1" / "libs"  # provisioned by the open stack
+    assert (libs / ".complete").exists() and shutil.which("java") is not None
     data, config = tmp_path / "data", tmp_path / "server.properties"
     config.write_text(secure.kafka.server_properties(data))
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
@@ -184,12 +184,12 @@ System.out.println("want-client-auth=" + s.getWantClientAuth() + " peer=" + peer
 """
 
 
+@pytest.mark.stack
 def test_kafkas_tls_code_loads_the_pem_stores_and_verifies_the_broker(
-    secure: SecureStack, tmp_path: Path
+    stack: Stack, secure: SecureStack, tmp_path: Path
 ) -> None:
     libs = default_cache_dir() / "kafka-3.9.1" / "libs"
-    if not (libs / ".complete").exists() or shutil.which("jshell") is None:
-        pytest.skip("Kafka is not provisioned here (tether stack up), or no JDK jshell")
+    assert (libs / ".complete").exists() and shutil.which("jshell") is not None  # the `stack` fixture
     config, script = tmp_path / "server.properties", tmp_path / "check.jsh"
     config.write_text(secure.kafka.server_properties(tmp_path / "data"))
     script.write_text(KAFKA_TLS_CHECK.replace("CONFIG", str(config)))
@@ -210,13 +210,13 @@ System.out.println("key=" + key.getAlgorithm() + " certificates=" + chain.size()
 """
 
 
+@pytest.mark.stack
 def test_elasticsearchs_own_pem_reader_reads_the_key_and_certificate(
-    secure: SecureStack, tmp_path: Path
+    stack: Stack, secure: SecureStack, tmp_path: Path
 ) -> None:
     home = StackConfig().elasticsearch_base / "elasticsearch-8.19.9"  # the open stack's, read only
     ssl_config = home / "modules" / "x-pack-core" / "elasticsearch-ssl-config-8.19.9.jar"
-    if not ssl_config.exists() or shutil.which("jshell") is None:
-        pytest.skip("Elasticsearch is not provisioned here (tether stack up), or no JDK jshell")
+    assert ssl_config.exists() and shutil.which("jshell") is not None  # the `stack` fixture
     script = tmp_path / "check.jsh"
     server = secure.certificates.server
     script.write_text(ES_PEM_CHECK.replace("KEY", str(server.key)).replace("CERT", str(server.cert)))
@@ -243,10 +243,12 @@ def test_elasticsearch_config_turns_security_and_tls_on(secure: SecureStack) -> 
     assert secure.elasticsearch.url == "https://127.0.0.1:19200"
 
 
-def test_security_index_analysis_plugin_compiles_against_the_distributions_jars(tmp_path: Path) -> None:
+@pytest.mark.stack
+def test_security_index_analysis_plugin_compiles_against_the_distributions_jars(
+    stack: Stack, tmp_path: Path
+) -> None:
     home = StackConfig().elasticsearch_base / "elasticsearch-8.19.9"  # the open stack's, read only
-    if not (home / "lib").is_dir() or shutil.which("javac") is None:
-        pytest.skip("Elasticsearch is not provisioned here (tether stack up), or no JDK javac")
+    assert (home / "lib").is_dir() and shutil.which("javac") is not None  # the `stack` fixture
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
     archive = build_plugin_zip(home, "8.19.9", tmp_path / "build", env)
     with zipfile.ZipFile(archive) as plugin_zip:
@@ -259,15 +261,17 @@ def test_security_index_analysis_plugin_compiles_against_the_distributions_jars(
         assert CLASS_NAME.replace(".", "/") + ".class" in classes.namelist()
 
 
-def test_jaeger_config_has_tls_and_passes_jaegers_validate(secure: SecureStack, tmp_path: Path) -> None:
+@pytest.mark.stack
+def test_jaeger_config_has_tls_and_passes_jaegers_validate(
+    stack: Stack, secure: SecureStack, tmp_path: Path
+) -> None:
     jaeger = secure.jaeger
     template = resources.files("tether.stack").joinpath(jaeger.config_template).read_text()
     values = jaeger.template_values()
     config = re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]), template)
     assert config.count(f'cert_file: "{secure.certificates.server.cert}"') == 2
     assert 'endpoint: "127.0.0.1:24317"' in config
-    if not jaeger.binary.exists():
-        pytest.skip("Jaeger is not built here (tether stack up)")
+    assert jaeger.binary.exists()  # built by the `stack` fixture
     path = tmp_path / "jaeger.yaml"
     path.write_text(config)
     result = subprocess.run(
