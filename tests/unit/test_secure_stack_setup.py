@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import uuid
 import zipfile
 from importlib import resources
 from pathlib import Path
@@ -25,6 +24,7 @@ from typer.testing import CliRunner
 from tether.cli import app
 from tether.stack import SecureStack, SecureStackConfig, Stack, StackConfig
 from tether.stack.credentials import StackCredentials
+from tether.stack.kafka import new_cluster_id
 from tether.stack.manager import default_cache_dir
 from tether.stack.secure_elasticsearch_plugin import CLASS_NAME, PLUGIN_NAME, build_plugin_zip
 
@@ -136,7 +136,7 @@ def test_kafka_storage_tool_accepts_the_config_and_users(
     assert (libs / ".complete").exists() and shutil.which("java") is not None
     data, config = tmp_path / "data", tmp_path / "server.properties"
     config.write_text(secure.kafka.server_properties(data))
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    cluster_id = new_cluster_id()
     result = subprocess.run(
         [
             *("java", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format"),
@@ -290,3 +290,10 @@ def test_status_names_the_credentials_file_and_never_a_secret(secure: SecureStac
     assert "127.0.0.1:19092" in result.output
     for secret in all_secrets(secure.credentials):
         assert secret not in result.output
+
+
+def test_cluster_ids_never_start_as_an_option() -> None:
+    """1 in 64 random ids began with '-', which the storage tool took for an option."""
+    ids = [new_cluster_id() for _ in range(2000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)

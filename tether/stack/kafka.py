@@ -102,7 +102,7 @@ class KafkaServer:
         (self.home / "log4j.properties").write_text(LOG4J_PROPERTIES)
         java = self._java_argv()
         if not (data_dir / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            cluster_id = new_cluster_id()
             run_checked(
                 [
                     *java,
@@ -194,3 +194,12 @@ async def ensure_topics(
             await admin.create_topics(missing)
     finally:
         await admin.close()
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64, never starting with '-' (the storage
+    tool's argument parser would take it for an option, as Kafka's own Uuid.randomUuid avoids)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
