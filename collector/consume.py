@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from tether.collector.correlate import Budget, Stats, TraceBuffer
 from tether.collector.decode import DOCUMENT_MEMORY_BYTES, decode_logs, decode_spans, undecodable_letter
 from tether.collector.deliver import Delivery
 from tether.collector.documents import LogDoc, SpanDoc
+from tether.collector.event_time import PartitionClock
 from tether.collector.kafka import KafkaRecord
 from tether.collector.metrics import CollectorMetrics
 from tether.collector.offsets import OffsetTracker, RecordAck
@@ -30,12 +32,17 @@ from tether.schemas.records import Signal
 
 log = logging.getLogger("tether.collector")
 
+# How far one topic of a partition may read ahead of the other, as a share of the correlation
+# window: more holds more traces in memory, less pauses and resumes (refetches) more often.
+ALIGNMENT_SLACK = 0.25
+
 
 @dataclass
 class PartitionState:
     """What one co-partition (the same number in both topics) holds in flight."""
 
     buffer: TraceBuffer[RecordAck]
+    clock: PartitionClock
     offsets: dict[Signal, OffsetTracker] = field(
         default_factory=lambda: {"logs": OffsetTracker(), "spans": OffsetTracker()}
     )
@@ -47,12 +54,12 @@ class RecordConsumer:
         config: CollectorConfig,
         metrics: CollectorMetrics,
         *,
-        highwater: Callable[[TopicPartition], int | None],
+        lag: Callable[[TopicPartition], int | None],
         spans_to_jaeger: bool,
     ) -> None:
         self.config = config
         self.metrics = metrics
-        self.highwater = highwater
+        self.lag = lag  # records behind the end of a topic-partition; None while unknown
         self.spans_to_jaeger = spans_to_jaeger
         self.stats = Stats()
         self._synced = Stats()
@@ -65,15 +72,32 @@ class RecordConsumer:
     def _signal(self, topic: str) -> Signal:
         return "spans" if topic == self.config.kafka.spans_topic else "logs"
 
-    def state(self, partition: int) -> PartitionState:
+    def state(self, partition: int, now: float) -> PartitionState:
         state = self.partitions.get(partition)
         if state is None:
             c = self.config.correlation
             state = PartitionState(
-                TraceBuffer(c.wait_seconds, self.budget, c.max_recent_traces, self.stats, partition=partition)
+                TraceBuffer(
+                    c.wait_seconds, self.budget, c.max_recent_traces, self.stats, partition=partition
+                ),
+                PartitionClock(slack_ms=int(c.wait_seconds * 1000 * ALIGNMENT_SLACK)),
             )
+            state.clock.started(now)
             self.partitions[partition] = state
         return state
+
+    def held_back(self) -> set[TopicPartition]:
+        """The topic-partitions to pause: each one read ahead of its partner in event time."""
+        now = asyncio.get_running_loop().time()
+        held = set()
+        for partition, state in self.partitions.items():
+            ahead = state.clock.ahead(now)
+            if ahead is not None:
+                held.add(TopicPartition(self._topic(ahead), partition))
+        return held
+
+    def _topic(self, signal: Signal) -> str:
+        return self.config.kafka.spans_topic if signal == "spans" else self.config.kafka.logs_topic
 
     def trackers(self, partitions: Sequence[int]) -> dict[int, Mapping[Signal, OffsetTracker]]:
         return {partition: self.partitions[partition].offsets for partition in partitions}
@@ -83,15 +107,19 @@ class RecordConsumer:
         batch: Mapping[TopicPartition, Sequence[KafkaRecord]],
         start_delivery: Callable[[Delivery], Awaitable[None]],
     ) -> None:
-        """Decode a poll's records, then emit the traces whose window is over."""
+        """Decode a poll's records, then emit the traces whose window is over in event time."""
         now = asyncio.get_running_loop().time()
+        wall_ms = time.time_ns() // 1_000_000
         limit = self.config.elasticsearch.bulk_max_docs
         work = Delivery()
         for tp, records in batch.items():
-            signal, state = self._signal(tp.topic), self.state(tp.partition)
+            signal, state = self._signal(tp.topic), self.state(tp.partition, now)
             self.metrics.records_in.labels(tp.topic).inc(len(records))
             for record in records:
-                self._consume(record, signal, state, now, work)
+                # A record stamped ahead of this clock (a skewed agent) must not hold its trace longer.
+                event_ms = record.timestamp if 0 < record.timestamp <= wall_ms else wall_ms
+                state.clock.consumed(signal, event_ms, now)
+                self._consume(record, signal, state, event_ms / 1000, work)
                 # One fetch decodes into ~10x its bytes of documents: hand them on as they come,
                 # so memory holds a few deliveries' worth, not a whole fetch.
                 if len(work.outputs) >= limit:
@@ -100,23 +128,30 @@ class RecordConsumer:
                 # A record can hold thousands of documents: let heartbeats and acks run between
                 # records, or a large poll would outlast the group's session timeout.
                 await asyncio.sleep(0)
-            highwater = self.highwater(tp)
-            if highwater is not None:
-                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                    max(highwater - (records[-1].offset + 1), 0) if records else 0
-                )
+        self._observe_positions(now)
         for state in self.partitions.values():
-            work.outputs += state.buffer.due(now)
+            work.outputs += state.buffer.due(state.clock.now_ms(wall_ms, now) / 1000)
         while len(work.outputs) > limit:
             head, work.outputs = work.outputs[:limit], work.outputs[limit:]
             await start_delivery(Delivery(head))
         if work:
             await start_delivery(work)
 
+    def _observe_positions(self, now: float) -> None:
+        """Which topic-partitions have nothing more to read: their clock is the wall clock."""
+        for partition, state in self.partitions.items():
+            for signal in ("logs", "spans"):
+                tp = TopicPartition(self._topic(signal), partition)
+                lag = self.lag(tp)
+                state.clock.caught_up(signal, lag == 0, now)
+                if lag is not None:
+                    self.metrics.consumer_lag.labels(tp.topic, str(partition)).set(lag)
+
     def _consume(
-        self, record: KafkaRecord, signal: Signal, state: PartitionState, now: float, work: Delivery
+        self, record: KafkaRecord, signal: Signal, state: PartitionState, event: float, work: Delivery
     ) -> None:
-        """Decode one record into documents; what the trace buffer emits joins `work`."""
+        """Decode one record into documents, at `event` (its event time, seconds since the epoch);
+        what the trace buffer emits joins `work`."""
         tracker, offset, value = state.offsets[signal], record.offset, record.value
         try:
             if signal == "spans":
@@ -153,12 +188,12 @@ class RecordConsumer:
                 ack = tracker.track(offset, len(span_docs))
             size = len(value) // max(len(span_docs), 1) + DOCUMENT_MEMORY_BYTES
             for span_doc in span_docs:
-                out += state.buffer.add_span(span_doc, ack, size, now)
+                out += state.buffer.add_span(span_doc, ack, size, event)
         else:
             ack = tracker.track(offset, len(log_docs))
             size = len(value) // max(len(log_docs), 1) + DOCUMENT_MEMORY_BYTES
             for log_doc in log_docs:
-                out += state.buffer.add_log(log_doc, ack, size, now)
+                out += state.buffer.add_log(log_doc, ack, size, event)
 
     def _count_unparsed(self, record: KafkaRecord) -> None:
         """Lines the agent sent as JSON objects, indexed as plain messages instead: say where."""
@@ -177,8 +212,7 @@ class RecordConsumer:
 
     def emit_all(self, partitions: Sequence[int]) -> Delivery:
         """Every trace the partitions hold, emitted now whatever their window (a flush)."""
-        now = asyncio.get_running_loop().time()
-        return Delivery([o for p in partitions for o in self.partitions[p].buffer.due(now, everything=True)])
+        return Delivery([o for p in partitions for o in self.partitions[p].buffer.due(0, everything=True)])
 
     def sync_metrics(self) -> None:
         """Move what correlation counted since the last call into the metrics."""

@@ -49,7 +49,13 @@ class GroupConsumer(Protocol):
     def partitions_for_topic(self, topic: str) -> set[int] | None: ...
     def subscribe(self, topics: list[str], listener: ConsumerRebalanceListener) -> None: ...
     async def getmany(self, *, timeout_ms: int) -> Mapping[TopicPartition, Sequence[KafkaRecord]]: ...
-    def highwater(self, partition: TopicPartition) -> int | None: ...
+    def lag(self, partition: TopicPartition) -> int | None:
+        """Records behind the end of an assigned partition; None while unknown (not fetched yet)."""
+        ...
+
+    def pause(self, *partitions: TopicPartition) -> None: ...
+    def resume(self, *partitions: TopicPartition) -> None: ...
+    def paused(self) -> set[TopicPartition]: ...
     async def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None: ...
 
 
@@ -94,6 +100,22 @@ class KafkaConsumer(AIOKafkaConsumer):  # type: ignore[misc]
     async def refresh_metadata(self) -> None:
         """Learn the topics as they are now (one may have been created or grown since start)."""
         await self._client.force_metadata_update()
+
+    def lag(self, partition: TopicPartition) -> int | None:
+        highwater: int | None = self.highwater(partition)
+        if highwater is None:
+            return None
+        # aiokafka's position() is a coroutine that waits for a position to be known; the collector
+        # needs it at once, and None (not known yet) is an answer: read the assignment's state.
+        subscription = self._subscription.subscription
+        assignment = subscription.assignment if subscription is not None else None
+        if assignment is None or partition not in assignment.tps:
+            return None
+        state = assignment.state_value(partition)
+        if not state.has_valid_position:
+            return None
+        position: int = state.position
+        return max(highwater - position, 0)
 
 
 async def check_copartitioned(consumer: GroupConsumer, topics: Sequence[str]) -> None:

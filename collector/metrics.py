@@ -34,6 +34,11 @@ class CollectorMetrics:
             "Documents handed to Elasticsearch/Jaeger deliveries and not yet acknowledged",
             registry=r,
         )
+        self.paused_partitions = Gauge(
+            f"{p}paused_partitions",
+            "Topic-partitions paused because they were read ahead of their partner in event time",
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             f"{p}consumer_lag", "Records behind the end of a partition", ["topic", "partition"], registry=r
         )

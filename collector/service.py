@@ -54,9 +54,7 @@ class Collector:
         self.elasticsearch = elasticsearch
         self.jaeger = jaeger
         self.metrics = metrics
-        self.records = RecordConsumer(
-            config, metrics, highwater=consumer.highwater, spans_to_jaeger=jaeger is not None
-        )
+        self.records = RecordConsumer(config, metrics, lag=consumer.lag, spans_to_jaeger=jaeger is not None)
         self.deliveries = Deliveries(
             elasticsearch,
             jaeger,
@@ -127,8 +125,18 @@ class Collector:
         batch = await self.consumer.getmany(timeout_ms=200)
         async with self._lock:
             await self.records.consume(batch, self.deliveries.start)
+            self._align()
             if self.committer.due(asyncio.get_running_loop().time()):
                 await self.committer.commit(self.records.trackers(list(self.records.partitions)))
+
+    def _align(self) -> None:
+        """Pause each topic-partition read ahead of its partner in event time, resume the others."""
+        held, paused = self.records.held_back(), self.consumer.paused()
+        if held - paused:
+            self.consumer.pause(*(held - paused))
+        if paused - held:
+            self.consumer.resume(*(paused - held))
+        self.metrics.paused_partitions.set(len(held))
 
     async def _flush(self, partitions: list[int]) -> None:
         """Emit every trace the partitions hold, index it, and commit."""

@@ -115,6 +115,8 @@ class FakeConsumer:
         self.subscribed: list[str] = []
         self.listener: ConsumerRebalanceListener | None = None
         self.stopped = False
+        self.lags: dict[TopicPartition, int | None] = {}
+        self.paused_partitions: set[TopicPartition] = set()
 
     async def start(self) -> None:
         pass
@@ -135,8 +137,18 @@ class FakeConsumer:
     async def getmany(self, *, timeout_ms: int) -> dict[TopicPartition, list[Record]]:
         return self.polls.pop(0) if self.polls else {}
 
-    def highwater(self, partition: TopicPartition) -> int | None:
-        return None
+    def lag(self, partition: TopicPartition) -> int | None:
+        """Caught up, unless the test says how far behind a partition is."""
+        return self.lags.get(partition, 0)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.paused_partitions.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.paused_partitions.difference_update(partitions)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self.paused_partitions)
 
     async def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         if self.refuse_commits:
