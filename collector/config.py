@@ -44,6 +44,16 @@ class CorrelationConfig(Section):
     max_recent_traces: int = Field(
         default=5_000, ge=0, description="emitted traces remembered per partition for late arrivals"
     )
+    max_repairable_logs: int = Field(
+        default=20_000,
+        ge=0,
+        description="log documents of recent traces kept (all partitions) so a late span can rejoin them",
+    )
+    inference_skew_ms: float = Field(
+        default=1.0,
+        ge=0,
+        description="how far outside a span's time window a line may be stamped and still be inferred in it",
+    )
 
 
 class TimestampsConfig(Section):

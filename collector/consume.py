@@ -19,7 +19,7 @@ from aiokafka import TopicPartition
 from google.protobuf.message import DecodeError
 
 from tether.collector.config import CollectorConfig
-from tether.collector.correlate import Budget, Stats, TraceBuffer
+from tether.collector.correlate import Budget, RepairBudget, Stats, TraceBuffer
 from tether.collector.decode import DOCUMENT_MEMORY_BYTES, decode_logs, decode_spans, undecodable_letter
 from tether.collector.deliver import Delivery
 from tether.collector.documents import LogDoc, SpanDoc
@@ -35,6 +35,9 @@ log = logging.getLogger("tether.collector")
 # How far one topic of a partition may read ahead of the other, as a share of the correlation
 # window: more holds more traces in memory, less pauses and resumes (refetches) more often.
 ALIGNMENT_SLACK = 0.25
+
+# Services named in per-service correlation metrics; beyond it they are counted as "_other".
+MAX_SERVICE_LABELS = 500
 
 
 @dataclass
@@ -64,6 +67,8 @@ class RecordConsumer:
         self.stats = Stats()
         self._synced = Stats()
         self.budget = Budget(config.correlation.max_pending_traces, config.correlation.max_pending_bytes)
+        self.repair = RepairBudget(config.correlation.max_repairable_logs)
+        self._service_labels: set[str] = set()
         self.mapping = config.log_fields.mapping()
         self.window = TimestampWindow.of(config.timestamps.max_age_days, config.timestamps.max_ahead_hours)
         self.partitions: dict[int, PartitionState] = {}
@@ -220,6 +225,7 @@ class RecordConsumer:
         m = self.metrics
         for result, now_value, before in (
             ("span", s.logs_correlated, last.logs_correlated),
+            ("inferred", s.logs_inferred, last.logs_inferred),
             ("trace", s.logs_trace_only, last.logs_trace_only),
             ("none", s.logs_uncorrelated, last.logs_uncorrelated),
             ("untraced", s.logs_untraced, last.logs_untraced),
@@ -228,6 +234,23 @@ class RecordConsumer:
         m.late_arrivals.labels("span").inc(s.late_spans - last.late_spans)
         m.late_arrivals.labels("log").inc(s.late_logs - last.late_logs)
         m.evicted_traces.inc(s.evicted - last.evicted)
-        self._synced = Stats(**vars(s))
+        m.repaired_logs.inc(s.logs_repaired - last.logs_repaired)
+        m.unrepairable_logs.inc(s.logs_unrepairable - last.logs_unrepairable)
+        for (service, result), count in s.service_logs.items():
+            m.service_log_correlation.labels(self._service_label(service), result).inc(count)
+        for (service, logs), count in s.service_traces.items():
+            m.service_traces.labels(self._service_label(service), logs).inc(count)
+        s.service_logs.clear()
+        s.service_traces.clear()
+        self._synced = Stats(**{k: v for k, v in vars(s).items() if not isinstance(v, Counter)})
         m.buffered_traces.set(self.budget.traces)
         m.buffered_bytes.set(self.budget.bytes)
+
+    def _service_label(self, service: str) -> str:
+        """A service as a label value: a bounded number of them, the rest counted together."""
+        service = service or "unknown"
+        if service not in self._service_labels:
+            if len(self._service_labels) >= MAX_SERVICE_LABELS:
+                return "_other"
+            self._service_labels.add(service)
+        return service

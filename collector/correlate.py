@@ -8,6 +8,14 @@ updates the summary, a late log is enriched from the cached spans, and the summa
 again under the same id (a full document, so no scripted update is needed) at the next `due()`:
 once per poll however many late items it had, not once per item.
 
+A late span can also change how the trace's logs are joined (collector/log_correlation.py): the
+recent-trace cache keeps the log documents not joined to their own span (bounded in number by a
+RepairBudget shared by all partitions), and a late span writes again each one whose join it changed.
+
+Log documents of a traced line carry an external version too, 1 + the spans known when the document
+was built: a repaired document outranks the one it repairs, however the writes are ordered, and
+a replay of the earlier one is refused as superseded instead of undoing the repair.
+
 Deliveries run concurrently and retry, so an older version of a summary can reach Elasticsearch
 after a newer one. Each version therefore carries an external version that only grows as the
 summary learns more (its span count plus its log count): Elasticsearch keeps the version that
@@ -23,7 +31,10 @@ from typing import Any, Generic
 
 from typing_extensions import TypeVar
 
-from tether.collector.documents import LogDoc, SpanDoc, iso_timestamp
+from tether.collector.documents import LogDoc, SpanDoc
+from tether.collector.log_correlation import INFERRED, SPAN, Joined, apply, join, own_service
+from tether.collector.span_inference import SpanIndex
+from tether.collector.trace_summary import TraceSummary, worst_level
 from tether.schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
 
 # What stands for a document's Kafka record, to acknowledge once the document is indexed: the
@@ -42,114 +53,17 @@ class Output(Generic[Ack]):
     source: dict[str, Any]
     ack: Ack | None
     head: bytes | None = None  # LogDoc.head: the document's fields `source` does not hold
-    # An external version (trace summaries): Elasticsearch keeps the highest one written.
+    # An external version (trace summaries, traced logs): Elasticsearch keeps the highest written.
     version: int | None = None
 
 
-@dataclass(slots=True)  # not frozen: a frozen init costs measurably more, once per document
-class SpanInfo:
-    name: str
-    kind: str
-    status: str
-    duration_us: int
-    parent_id: str
-    service: str
-
-    @classmethod
-    def of(cls, doc: SpanDoc) -> SpanInfo:
-        span = doc.source["span"]
-        return cls(
-            span["name"],
-            span["kind"],
-            span["status"],
-            span["duration"]["us"],
-            doc.source.get("parent", {}).get("id", ""),
-            doc.source.get("service", {}).get("name", ""),
-        )
-
-
-@dataclass
-class TraceSummary:
-    """What is known about one trace; `document()` is its summary in tether-traces."""
-
-    trace_id: str
-    start_ns: int = 0
-    end_ns: int = 0
-    spans: dict[str, SpanInfo] = field(default_factory=dict)
-    roots: list[tuple[int, str]] = field(default_factory=list)  # (start, span id) of spans without parent
-    error_count: int = 0
-    logs_by_level: Counter[str] = field(default_factory=Counter)
-    services: set[str] = field(default_factory=set)
-    first_log_ns: int = 0  # the earliest log timestamp: the trace's time while no span is known
-    index_ns: int = 0  # fixed at first emission, so later versions land in the same daily index
-
-    def add_span(self, doc: SpanDoc) -> None:
-        if doc.span_id in self.spans:
-            return  # a replay
-        info = SpanInfo.of(doc)
-        self.spans[doc.span_id] = info
-        end = doc.timestamp_ns + doc.source["event"]["duration"]
-        self.start_ns = min(self.start_ns or doc.timestamp_ns, doc.timestamp_ns)
-        self.end_ns = max(self.end_ns, end)
-        self.error_count += info.status == "ERROR"
-        if info.service:
-            self.services.add(info.service)
-        if not info.parent_id:
-            self.roots.append((doc.timestamp_ns, doc.span_id))
-
-    def add_log(self, doc: LogDoc) -> None:
-        self.logs_by_level[doc.level or "unknown"] += 1
-        if doc.timestamp_ns and (not self.first_log_ns or doc.timestamp_ns < self.first_log_ns):
-            self.first_log_ns = doc.timestamp_ns
-
-    @property
-    def version(self) -> int:
-        """Grows with every span and log the summary learns (a replayed span is not counted twice):
-        the newer of two versions of one collector, and the fuller of two rebuilt ones."""
-        return len(self.spans) + self.logs_by_level.total()
-
-    @property
-    def timestamp_ns(self) -> int:
-        """The trace's start; until a span is known, its earliest log (0 when neither has a time)."""
-        return self.start_ns or self.first_log_ns
-
-    def root(self) -> SpanInfo | None:
-        """The earliest span without a parent; until one is seen, the first span stands in."""
-        root = self.spans.get(min(self.roots)[1]) if self.roots else None
-        if root is None and self.spans:
-            root = next(iter(self.spans.values()))
-        return root
-
-    def document(self) -> dict[str, Any]:
-        root = self.root()
-        document: dict[str, Any] = {
-            "@timestamp": iso_timestamp(self.timestamp_ns),
-            "trace": {
-                "id": self.trace_id,
-                # only what is known: no span yet, no root service or operation
-                "root": {"service": root.service, "operation": root.name} if root else {},
-                "start": iso_timestamp(self.start_ns),
-                "end": iso_timestamp(self.end_ns),
-                "duration": {"us": max(self.end_ns - self.start_ns, 0) // 1000},
-                "span_count": len(self.spans),
-                "error_count": self.error_count,
-                "log_count": self.logs_by_level.total(),
-                "logs_by_level": dict(self.logs_by_level),
-                "services": sorted(self.services),
-                "status": "ERROR" if self.error_count else "OK",
-                "complete": bool(self.roots),
-            },
-        }
-        if root is not None and not root.service:
-            del document["trace"]["root"]["service"]
-        if root is not None and root.service:
-            document["service"] = {"name": root.service}
-        return document
-
-    def output(self) -> Output[Any]:  # completes no record: its ack fits every buffer's outputs
-        if not self.index_ns:  # a logs-only first version fixes the day of its earliest log
-            self.index_ns = self.timestamp_ns or 1
-        return Output(TRACES_ALIAS, self.trace_id, self.index_ns, self.document(), None, version=self.version)
+def summary_output(summary: TraceSummary) -> Output[Any]:
+    """The summary's document; it completes no record, so its ack fits every buffer's outputs."""
+    if not summary.index_ns:  # a logs-only first version fixes the day of its earliest log
+        summary.index_ns = summary.timestamp_ns or 1
+    return Output(
+        TRACES_ALIAS, summary.trace_id, summary.index_ns, summary.document(), None, version=summary.version
+    )
 
 
 @dataclass
@@ -159,6 +73,22 @@ class _Pending(Generic[Ack]):
     logs: list[tuple[LogDoc, Ack]] = field(default_factory=list)
     deadline: float = 0.0
     size: int = 0
+
+
+@dataclass(slots=True)
+class _Repairable:
+    """A log document of an emitted trace that a late span may join better."""
+
+    doc: LogDoc
+    service: str  # the line's own
+    joined: Joined
+
+
+@dataclass
+class _Recent:
+    summary: TraceSummary
+    repairable: list[_Repairable] = field(default_factory=list)
+    index: SpanIndex | None = None  # rebuilt after a late span
 
 
 class Budget:
@@ -175,15 +105,37 @@ class Budget:
         return self.traces > self.max_traces or self.bytes > self.max_bytes
 
 
+class RepairBudget:
+    """Log documents kept for repair across every partition of one collector."""
+
+    def __init__(self, max_logs: int) -> None:
+        self.max_logs = max_logs
+        self.logs = 0
+
+
 @dataclass
 class Stats:
     logs_correlated: int = 0  # logs whose span was found
+    logs_inferred: int = 0  # logs without a span id, joined to an inferred span
     logs_trace_only: int = 0  # logs whose trace was known, but not their span
     logs_uncorrelated: int = 0  # traced logs with nothing known about their trace
     logs_untraced: int = 0
+    logs_repaired: int = 0  # indexed log documents written again, joined better by a late span
+    logs_unrepairable: int = 0  # not kept for repair: the repair budget was full
     late_spans: int = 0
     late_logs: int = 0
     evicted: int = 0
+    # per service: (service, correlation) of traced lines; (root service, "yes"/"no") of traces with logs
+    service_logs: Counter[tuple[str, str]] = field(default_factory=Counter)
+    service_traces: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+_COUNTED = {
+    "span": "logs_correlated",
+    "inferred": "logs_inferred",
+    "trace": "logs_trace_only",
+    "none": "logs_uncorrelated",
+}
 
 
 class TraceBuffer(Generic[Ack]):
@@ -194,15 +146,26 @@ class TraceBuffer(Generic[Ack]):
     """
 
     def __init__(
-        self, wait_seconds: float, budget: Budget, max_recent_traces: int, stats: Stats, *, partition: int
+        self,
+        wait_seconds: float,
+        budget: Budget,
+        max_recent_traces: int,
+        stats: Stats,
+        *,
+        partition: int,
+        repair: RepairBudget | None = None,
+        inference_skew_ns: int = 1_000_000,
     ) -> None:
         self.partition = partition
         self.wait_seconds = wait_seconds
         self.budget = budget
         self.max_recent_traces = max_recent_traces
         self.stats = stats
+        self.repair = repair if repair is not None else RepairBudget(0)
+        self.inference_skew_ns = inference_skew_ns
         self._pending: OrderedDict[str, _Pending[Ack]] = OrderedDict()
-        self._recent: OrderedDict[str, TraceSummary] = OrderedDict()
+        self._recent: OrderedDict[str, _Recent] = OrderedDict()
+        self._repairable: OrderedDict[str, None] = OrderedDict()  # recent traces keeping logs, oldest first
         self._stale: dict[str, TraceSummary] = {}  # recent summaries changed by late items, to rewrite
 
     @property
@@ -211,12 +174,18 @@ class TraceBuffer(Generic[Ack]):
 
     def add_span(self, doc: SpanDoc, offset: Ack, size: int, now: float) -> list[Output[Ack]]:
         recent = self._recent.get(doc.trace_id)
-        if recent is not None:  # late: index now, write the summary again
+        if recent is not None:  # late: index now, rejoin the trace's logs, write the summary again
             self.stats.late_spans += 1
-            recent.add_span(doc)
             self._recent.move_to_end(doc.trace_id)
-            self._stale[doc.trace_id] = recent
-            return [Output(SPANS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, offset)]
+            self._stale[doc.trace_id] = recent.summary
+            if not recent.summary.add_span(doc):
+                return [Output(SPANS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, offset)]
+            recent.index = None
+            out = self._repair(recent)
+            joined_here = [r.doc.level for r in recent.repairable if r.joined.span_id == doc.span_id]
+            _count_logs(doc, Counter(level or "unknown" for level in joined_here))
+            out.append(Output(SPANS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, offset))
+            return out
         pending = self._hold(doc.trace_id, size, now)
         pending.summary.add_span(doc)
         pending.spans.append((doc, offset))
@@ -228,12 +197,17 @@ class TraceBuffer(Generic[Ack]):
             doc.source["tether"]["correlation"] = "untraced"
             return [Output(LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, offset, doc.head)]
         recent = self._recent.get(doc.trace_id)
-        if recent is not None:  # late: enrich from what the trace had, write the summary again
+        if recent is not None:  # late: join what the trace had, write the summary again
             self.stats.late_logs += 1
-            recent.add_log(doc)
+            recent.summary.add_log(doc)
             self._recent.move_to_end(doc.trace_id)
-            self._stale[doc.trace_id] = recent
-            return [self._enriched(doc, offset, recent)]
+            self._stale[doc.trace_id] = recent.summary
+            if recent.index is None:
+                recent.index = SpanIndex(recent.summary, self.inference_skew_ns)
+            output, repairable = self._joined(doc, offset, recent.summary, recent.index)
+            if repairable is not None:
+                self._keep_for_repair(doc.trace_id, recent, [repairable])
+            return [output]
         pending = self._hold(doc.trace_id, size, now)
         pending.summary.add_log(doc)
         pending.logs.append((doc, offset))
@@ -242,12 +216,12 @@ class TraceBuffer(Generic[Ack]):
     def due(self, now: float, everything: bool = False) -> list[Output[Ack]]:
         """Emit the traces whose window is over (all of them with `everything`), and the summaries
         late items changed since the last call."""
-        out = [summary.output() for summary in self._stale.values()]
+        out = [summary_output(summary) for summary in self._stale.values()]
         self._stale.clear()
         while self._pending:
             trace_id, pending = next(iter(self._pending.items()))
             if not everything and pending.deadline > now:
-                break  # in first-seen order, so every later one is younger
+                break  # in first-seen order, so (but for skew between topics) every later one is younger
             out += self._emit(trace_id)
         return out
 
@@ -274,34 +248,115 @@ class TraceBuffer(Generic[Ack]):
         self.budget.traces -= 1
         self.budget.bytes -= pending.size
         summary = pending.summary
-        out = [Output(SPANS_ALIAS, d.doc_id, d.timestamp_ns, d.source, a) for d, a in pending.spans]
-        out += [self._enriched(doc, offset, summary) for doc, offset in pending.logs]
-        out.append(summary.output())
-        self._recent[trace_id] = summary
+        index = SpanIndex(summary, self.inference_skew_ns)
+        logs_out: list[Output[Ack]] = []
+        repairable: list[_Repairable] = []
+        by_span: dict[str, Counter[str]] = {}
+        for doc, offset in pending.logs:
+            output, kept = self._joined(doc, offset, summary, index)
+            logs_out.append(output)
+            if kept is not None:
+                repairable.append(kept)
+            span_id = output.source["span"]["id"] if "span" in output.source else ""
+            correlation = output.source["tether"]["correlation"]
+            if correlation in (SPAN, INFERRED):
+                by_span.setdefault(span_id, Counter())[doc.level or "unknown"] += 1
+        out: list[Output[Ack]] = []
+        for span_doc, span_offset in pending.spans:
+            levels = by_span.get(span_doc.span_id)
+            if levels:
+                _count_logs(span_doc, levels)
+            out.append(
+                Output(SPANS_ALIAS, span_doc.doc_id, span_doc.timestamp_ns, span_doc.source, span_offset)
+            )
+        out += logs_out
+        out.append(summary_output(summary))
+        root = summary.root()
+        self.stats.service_traces[(root.service if root else "", "yes" if pending.logs else "no")] += 1
+        recent = self._recent[trace_id] = _Recent(summary, index=index)
+        if repairable:
+            self._keep_for_repair(trace_id, recent, repairable)
         while len(self._recent) > self.max_recent_traces:
-            self._recent.popitem(last=False)
+            forgotten, old = self._recent.popitem(last=False)
+            self._forget_repairable(forgotten, old, dropped=False)
         return out
 
-    def _enriched(self, doc: LogDoc, offset: Ack, summary: TraceSummary) -> Output[Ack]:
-        source = doc.source
-        info = summary.spans.get(doc.span_id) if doc.span_id else None
-        if info is not None:
-            source["span"].update(
-                name=info.name, kind=info.kind, status=info.status, duration={"us": info.duration_us}
+    def _joined(
+        self, doc: LogDoc, offset: Ack, summary: TraceSummary, index: SpanIndex
+    ) -> tuple[Output[Ack], _Repairable | None]:
+        """The log's document joined to its trace, and what to keep of it for a repair (None once it
+        is joined to its own span: nothing can join it better)."""
+        service = own_service(doc)
+        joined = join(doc, summary, index, service)
+        apply(doc, joined, summary, service)
+        stats = self.stats
+        setattr(stats, _COUNTED[joined.correlation], getattr(stats, _COUNTED[joined.correlation]) + 1)
+        stats.service_logs[(service, joined.correlation)] += 1
+        output = Output(
+            LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, offset, doc.head, 1 + len(summary.spans)
+        )
+        return output, None if joined.correlation == SPAN else _Repairable(doc, service, joined)
+
+    def _repair(self, recent: _Recent) -> list[Output[Ack]]:
+        """Join the kept logs again after a late span; write each whose join changed (no ack: the
+        record that carried it was acknowledged with its first version)."""
+        if not recent.repairable:
+            return []
+        summary = recent.summary
+        index = recent.index = SpanIndex(summary, self.inference_skew_ns)
+        out: list[Output[Ack]] = []
+        for kept in recent.repairable:
+            joined = join(kept.doc, summary, index, kept.service)
+            if joined == kept.joined:
+                continue
+            kept.joined = joined
+            doc = kept.doc
+            apply(doc, joined, summary, kept.service)
+            self.stats.logs_repaired += 1
+            out.append(
+                Output(
+                    LOGS_ALIAS,
+                    doc.doc_id,
+                    doc.timestamp_ns,
+                    doc.source,
+                    None,
+                    doc.head,
+                    1 + len(summary.spans),
+                )
             )
-            if info.parent_id:
-                source["parent"] = {"id": info.parent_id}
-            if info.service and "service" not in source:
-                source["service"] = {"name": info.service}
-            source["tether"]["correlation"] = "span"
-            self.stats.logs_correlated += 1
-        elif summary.spans:
-            root = summary.root()
-            if root is not None and root.service and "service" not in source:
-                source["service"] = {"name": root.service}
-            source["tether"]["correlation"] = "trace"
-            self.stats.logs_trace_only += 1
-        else:
-            source["tether"]["correlation"] = "none"
-            self.stats.logs_uncorrelated += 1
-        return Output(LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, source, offset, doc.head)
+        return out
+
+    def _keep_for_repair(self, trace_id: str, recent: _Recent, logs: list[_Repairable]) -> None:
+        budget = self.repair
+        while budget.logs + len(logs) > budget.max_logs and self._repairable:
+            oldest = next(iter(self._repairable))
+            self._forget_repairable(oldest, self._recent[oldest], dropped=True)
+        room = max(budget.max_logs - budget.logs, 0)
+        self.stats.logs_unrepairable += max(len(logs) - room, 0)
+        logs = logs[:room]
+        if logs:
+            recent.repairable += logs
+            budget.logs += len(logs)
+            self._repairable[trace_id] = None
+
+    def _forget_repairable(self, trace_id: str, recent: _Recent, *, dropped: bool) -> None:
+        """Stop keeping a recent trace's logs: it left the cache, or (`dropped`) the budget is full."""
+        if trace_id not in self._repairable:
+            return
+        del self._repairable[trace_id]
+        self.repair.logs -= len(recent.repairable)
+        if dropped:
+            self.stats.logs_unrepairable += len(recent.repairable)
+        recent.repairable = []
+
+
+def _count_logs(doc: SpanDoc, levels: Counter[str]) -> None:
+    """A span document's logs: how many, by level, the worst (for "spans that logged errors")."""
+    if not levels:
+        return
+    span = doc.source["span"]
+    span["log_count"] = levels.total()
+    span["logs_by_level"] = dict(levels)
+    worst = worst_level(levels)
+    if worst:
+        span["worst_log_level"] = worst

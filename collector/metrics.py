@@ -19,6 +19,28 @@ class CollectorMetrics:
             ["result"],
             registry=r,
         )
+        self.service_log_correlation = Counter(
+            f"{p}service_log_correlation",
+            "Traced log lines by their own service and how they were joined (span, inferred, trace, none)",
+            ["service", "result"],
+            registry=r,
+        )
+        self.service_traces = Counter(
+            f"{p}service_traces",
+            "Traces emitted, by root service and whether any log line carried their trace id (logs=yes|no)",
+            ["service", "logs"],
+            registry=r,
+        )
+        self.repaired_logs = Counter(
+            f"{p}repaired_logs",
+            "Indexed log documents written again, joined better by a late span",
+            registry=r,
+        )
+        self.unrepairable_logs = Counter(
+            f"{p}unrepairable_logs",
+            "Log documents a late span could not repair: correlation.max_repairable_logs was full",
+            registry=r,
+        )
         self.late_arrivals = Counter(
             f"{p}late_arrivals", "Spans or logs arriving after their trace was emitted", ["kind"], registry=r
         )
