@@ -10,11 +10,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from grafana_foundation_sdk.builders import barchart, table, timeseries
 from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import elasticsearch as es
 from grafana_foundation_sdk.builders import prometheus as prom
-from grafana_foundation_sdk.builders import table, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import (
@@ -25,6 +25,7 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableSort,
 )
 from grafana_foundation_sdk.models.elasticsearch import TermsOrder
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 DASHBOARDS_DIR = Path(__file__).parent / "dashboards"
 
@@ -328,8 +329,137 @@ def _p95(buckets: str) -> str:
     return f"histogram_quantile(0.95, sum by (le) (rate({buckets}[{RATE}])))"
 
 
+def _select(*matchers: str) -> str:
+    """A PromQL label selector: the dashboard's `$instance`, and these matchers."""
+    return "{" + ",".join(('instance=~"$instance"', *matchers)) + "}"
+
+
+def _red_panels() -> list[timeseries.Panel]:
+    """Rate, errors and duration per service and operation, from the collector's span metrics
+    (collector/red_metrics.py: counted before sampling; pairs past the cap share `_overflow`)."""
+    by, instance = "service, operation", _select()
+    legend = "{{service}} {{operation}}"
+    requests = f"sum by ({by}) (rate(tether_collector_span_requests_total{instance}[{RATE}]))"
+    errors = f"sum by ({by}) (rate(tether_collector_span_errors_total{instance}[{RATE}]))"
+    buckets = f"sum by (le, {by}) (rate(tether_collector_span_duration_seconds_bucket{instance}[{RATE}]))"
+    return [
+        _prom_panel(
+            "Span requests by service and operation",
+            "Spans per second by service and span name (the RED rate), counted by the collectors as "
+            "they arrive, before any sampling. Pairs beyond red_metrics.max_series: _overflow.",
+            "reqps",
+            _prom(requests, legend, "A"),
+        ),
+        _prom_panel(
+            "Span error rate by service and operation",
+            "Share of spans with status ERROR, by service and span name.",
+            "percentunit",
+            _prom(f"{errors} / {requests}", legend, "A"),
+        ),
+        _prom_panel(
+            "Span duration p50 / p99 by service and operation",
+            "Percentiles of span duration from the collectors' histogram (tether_collector_span_duration_"
+            "seconds); as exact as its buckets (red_metrics.duration_buckets_ms).",
+            "s",
+            _prom(f"histogram_quantile(0.5, {buckets})", f"p50 {legend}", "A"),
+            _prom(f"histogram_quantile(0.99, {buckets})", f"p99 {legend}", "B"),
+        ).span(24),
+    ]
+
+
+CORRELATION_RESULTS = {"span": "green", "inferred": "blue", "trace": "orange", "none": "red"}
+
+
+def _correlation_health_panels() -> list[barchart.Panel | timeseries.Panel]:
+    """Per service: how its traced log lines were correlated, and how many of its traces had logs,
+    so a service that breaks context propagation or logs without ids stands out."""
+    lines = "tether_collector_service_log_correlation_total"
+    traces = "tether_collector_service_traces_total"
+    instance = _select()
+    by_result = f"sum by (service, result) (increase({lines}{instance}[$__range]))"
+    all_lines = f"sum by (service) (increase({lines}{instance}[$__range]))"
+    shares = (
+        barchart.Panel()
+        .title("Log correlation by service")
+        .description(
+            "Over the time range, each service's traced log lines by correlation result: joined to "
+            "their span, span inferred (no span id on the line), trace only, no trace found."
+        )
+        .datasource(PROMETHEUS)
+        .with_target(
+            prom.Dataquery()
+            .ref_id("A")
+            .datasource(PROMETHEUS)
+            .expr(f"{by_result} / ignoring (result) group_left {all_lines}")
+            .instant()
+            .format(PromQueryFormat.TABLE)
+        )
+        # One row per service, one column per result (no segment where a service had none of it).
+        .with_transformation(
+            DataTransformerConfig(
+                id_val="groupingToMatrix",
+                options={
+                    "columnField": "result",
+                    "rowField": "service",
+                    "valueField": "Value",
+                    "emptyValue": "null",
+                },
+            )
+        )
+        .with_transformation(
+            DataTransformerConfig(
+                id_val="organize",
+                options={
+                    "indexByName": {"service\\result": 0}
+                    | {r: i + 1 for i, r in enumerate(CORRELATION_RESULTS)},
+                    "renameByName": {"service\\result": "service"},
+                    "excludeByName": {},
+                },
+            )
+        )
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .stacking(common.StackingMode.NORMAL)
+        .legend(
+            cb.VizLegendOptions()
+            .show_legend(True)
+            .display_mode(common.LegendDisplayMode.LIST)
+            .placement(common.LegendPlacement.BOTTOM)
+        )
+        .tooltip(cb.VizTooltipOptions().mode(common.TooltipDisplayMode.MULTI).sort(common.SortOrder.NONE))
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+        .height(8)
+        .span(12)
+    )
+    for result, color in CORRELATION_RESULTS.items():
+        shares = shares.override_by_name(
+            result, [DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": color})]
+        )
+    joined, with_logs = _select('result=~"span|inferred"'), _select('logs="yes"')
+    over_time = _prom_panel(
+        "Correlation health by service",
+        "Share of each service's traced log lines joined to a span (named or inferred), and share of "
+        "the traces rooted in it that had logs.",
+        "percentunit",
+        _prom(
+            f"sum by (service) (rate({lines}{joined}[{RATE}]))"
+            f" / sum by (service) (rate({lines}{instance}[{RATE}]))",
+            "{{service}} lines joined to a span",
+            "A",
+        ),
+        _prom(
+            f"sum by (service) (rate({traces}{with_logs}[{RATE}]))"
+            f" / sum by (service) (rate({traces}{instance}[{RATE}]))",
+            "{{service}} traces with logs",
+            "B",
+        ),
+    )
+    return [shares, over_time.min(0).max(1)]
+
+
 def pipeline_dashboard() -> db.Dashboard:
-    i = '{instance=~"$instance"}'
+    i = _select()
     panels = [
         _prom_panel(
             "Agent throughput",
@@ -433,6 +563,8 @@ def pipeline_dashboard() -> db.Dashboard:
                 "A",
             ),
         ),
+        *_red_panels(),
+        *_correlation_health_panels(),
     ]
     instance = (
         db.QueryVariable("instance")

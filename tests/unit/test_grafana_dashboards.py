@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry, generate_latest
 
 from grafana.es_query import Unsupported, Variable, interpolate, search_body
 from grafana.generate import DASHBOARDS, DASHBOARDS_DIR, render
+from tether.collector.red_metrics import RedMetrics, RedMetricsConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASOURCES = ROOT / "grafana/provisioning/datasources/tether.yaml"
@@ -288,3 +290,76 @@ def test_every_committed_elasticsearch_target_translates() -> None:
                     )
                     count += 1
     assert count == 8
+
+
+def _prometheus_exprs(title: str) -> list[str]:
+    (panel,) = [p for p in _panels(_dashboards()["pipeline"]) if p["title"] == title]
+    assert panel["datasource"]["uid"] == "tether-prometheus"
+    return [target["expr"] for target in panel["targets"]]
+
+
+def _exposed_names(registry: CollectorRegistry) -> set[str]:
+    """The series names a scrape of the registry stores (histograms: _bucket, _sum, _count)."""
+    names = set()
+    for line in generate_latest(registry).decode().splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"} if kind == "histogram" else {name}
+    return names
+
+
+RED_PANELS = [
+    "Span requests by service and operation",
+    "Span error rate by service and operation",
+    "Span duration p50 / p99 by service and operation",
+]
+
+
+def test_red_panels_query_the_span_metrics_the_collector_exposes() -> None:
+    registry = CollectorRegistry()
+    RedMetrics(registry, RedMetricsConfig())
+    exposed = _exposed_names(registry)
+    used: set[str] = set()
+    for title in RED_PANELS:
+        for expr in _prometheus_exprs(title):
+            names = set(re.findall(r"\btether_\w+", expr))
+            assert names and names <= exposed, (title, expr, exposed)
+            assert "by (service, operation)" in expr or "by (le, service, operation)" in expr, expr
+            used |= names
+    assert used == {
+        "tether_collector_span_requests_total",
+        "tether_collector_span_errors_total",
+        "tether_collector_span_duration_seconds_bucket",
+    }
+    durations = _prometheus_exprs("Span duration p50 / p99 by service and operation")
+    assert [expr.split(",")[0] for expr in durations] == ["histogram_quantile(0.5", "histogram_quantile(0.99"]
+    (error_rate,) = _prometheus_exprs("Span error rate by service and operation")
+    errors, requests = error_rate.split(" / ")
+    assert "span_errors_total" in errors and "span_requests_total" in requests
+
+
+def test_correlation_health_panels_query_the_per_service_correlation_metrics() -> None:
+    # Named by the collector (issue 14): service_log_correlation_total{service, result in
+    # span|inferred|trace|none}, service_traces_total{service, logs in yes|no}.
+    lines, traces = "tether_collector_service_log_correlation_total", "tether_collector_service_traces_total"
+    (shares,) = _prometheus_exprs("Log correlation by service")
+    assert shares.count(lines) == 2 and "by (service, result)" in shares and "group_left" in shares
+    joined, with_logs = _prometheus_exprs("Correlation health by service")
+    assert joined.count(lines) == 2 and 'result=~"span|inferred"' in joined.split(" / ")[0]
+    assert with_logs.count(traces) == 2 and 'logs="yes"' in with_logs.split(" / ")[0]
+    assert 'logs="yes"' not in with_logs.split(" / ")[1]  # the share of all traces
+
+    (panel,) = [p for p in _panels(_dashboards()["pipeline"]) if p["title"] == "Log correlation by service"]
+    assert (panel["type"], panel["options"]["stacking"]) == ("barchart", "normal")
+    (target,) = panel["targets"]
+    assert (target["instant"], target["format"]) == (True, "table")
+    matrix, organize = panel["transformations"]
+    assert matrix["id"] == "groupingToMatrix"
+    assert (matrix["options"]["rowField"], matrix["options"]["columnField"]) == ("service", "result")
+    assert organize["options"]["renameByName"] == {"service\\result": "service"}
+    results = {o["matcher"]["options"] for o in panel["fieldConfig"]["overrides"]}
+    assert (
+        results
+        == {"span", "inferred", "trace", "none"}
+        == set(organize["options"]["indexByName"]) - {"service\\result"}
+    )
