@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from tether.collector.red_metrics import RedMetricsConfig
 from tether.collector.retention import RetentionDaysConfig
 from tether.config import HostPort, Section
 from tether.elasticsearch_security import ElasticsearchConnection
@@ -94,4 +95,5 @@ class CollectorConfig(Section):
     jaeger: JaegerSinkConfig = Field(default_factory=JaegerSinkConfig)
     log_fields: LogFieldsConfig = Field(default_factory=LogFieldsConfig)
     timestamps: TimestampsConfig = Field(default_factory=TimestampsConfig)
+    red_metrics: RedMetricsConfig = Field(default_factory=RedMetricsConfig)
     ops: OpsConfig = Field(default_factory=lambda: OpsConfig(endpoint=COLLECTOR_OPS_ENDPOINT))

@@ -27,6 +27,7 @@ from tether.collector.event_time import PartitionClock
 from tether.collector.kafka import KafkaRecord
 from tether.collector.metrics import CollectorMetrics
 from tether.collector.offsets import OffsetTracker, RecordAck
+from tether.collector.red_metrics import RedMetrics
 from tether.collector.timestamps import TimestampWindow
 from tether.schemas.records import Signal
 
@@ -36,7 +37,7 @@ log = logging.getLogger("tether.collector")
 # window: more holds more traces in memory, less pauses and resumes (refetches) more often.
 ALIGNMENT_SLACK = 0.25
 
-# Services named in per-service correlation metrics; beyond it they are counted as "_other".
+# Services named in per-service correlation metrics; beyond it they are counted as "_overflow".
 MAX_SERVICE_LABELS = 500
 
 
@@ -68,6 +69,7 @@ class RecordConsumer:
         self._synced = Stats()
         self.budget = Budget(config.correlation.max_pending_traces, config.correlation.max_pending_bytes)
         self.repair = RepairBudget(config.correlation.max_repairable_logs)
+        self.red_metrics = RedMetrics(metrics.registry, config.red_metrics)
         self._service_labels: set[str] = set()
         self.mapping = config.log_fields.mapping()
         self.window = TimestampWindow.of(config.timestamps.max_age_days, config.timestamps.max_ahead_hours)
@@ -185,6 +187,7 @@ class RecordConsumer:
             self.metrics.timestamps_out_of_range.labels(signal).inc(moved)
         out = work.outputs
         if signal == "spans":
+            self.red_metrics.observe(span_docs)  # before sampling, so they count every span
             # Parts: each span document, and the record as a whole when Jaeger receives it.
             if self.spans_to_jaeger:
                 ack = tracker.track(offset, len(span_docs) + 1)
@@ -251,6 +254,6 @@ class RecordConsumer:
         service = service or "unknown"
         if service not in self._service_labels:
             if len(self._service_labels) >= MAX_SERVICE_LABELS:
-                return "_other"
+                return "_overflow"
             self._service_labels.add(service)
         return service
