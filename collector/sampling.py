@@ -28,7 +28,6 @@ PROBABILITY = "probability"
 RATE = "rate"
 # Kept without a decision of its own: a late item whose trace the collector does not remember.
 UNKNOWN_TRACE = "unknown_trace"
-ERROR_LEVELS = ("error", "fatal")  # short level names, as in TraceSummary.logs_by_level
 
 _HASH_SPACE = 1 << 64
 # Part of the hash: changing it changes every probability decision, on every collector at once.
@@ -178,7 +177,7 @@ def _service_key(service: str, default_key: str) -> None:
 @dataclass(frozen=True, slots=True)
 class Decision:
     keep: bool
-    policy: str  # the policy that kept the trace, or the one that dropped it
+    policy: str  # the policy that kept the trace, or the one that dropped it ("" with sampling off)
     service: str  # the trace's root service, "" when unknown
 
 
@@ -260,7 +259,8 @@ class Sampler:
             return Decision(True, ERROR_SPAN, service)
         if self._keep_error_logs:
             levels = summary.logs_by_level
-            if levels["error"] or levels["fatal"]:  # a Counter: a missing level is 0, not added
+            # short level names; a Counter: a missing level reads 0 and is not added
+            if levels["error"] or levels["fatal"]:
                 return Decision(True, ERROR_LOG, service)
         if self._timed and self._slow(summary):
             return Decision(True, LATENCY, service)

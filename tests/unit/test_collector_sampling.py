@@ -17,6 +17,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 from prometheus_client import CollectorRegistry
 
+from tether.collector import sampling
 from tether.collector.correlate import TraceSummary
 from tether.collector.documents import LogDoc, SpanDoc, span_documents
 from tether.collector.sampling import Decision, Sampler, SamplingConfig, SamplingCounts
@@ -341,6 +342,15 @@ def test_a_rate_alone_is_not_sampled_by_the_default_probability() -> None:
     assert all(Sampler(settings).decide(rooted(t), T0 + n * SECOND).keep for n, t in enumerate(ids))
 
 
+def test_services_beyond_the_bucket_bound_share_one_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sampling, "MAX_RATE_BUCKETS", 2)
+    sampler = Sampler(config(probability=1.0, rate_per_service=1, rate_by_service={"named": 1}))
+    ids = iter(random_trace_ids(6, seed=18))
+    # one second's bucket each for the first two services and a configured one; then one shared
+    kept = [sampler.decide(rooted(next(ids), s), T0).keep for s in ("a", "b", "named", "c", "d", "a")]
+    assert kept == [True, True, True, True, False, False]
+
+
 def test_probability_samples_before_the_rate_limits() -> None:
     sampler = Sampler(config(probability=0.5, rate_per_service=1_000_000))
     found = decisions(sampler, [(rooted(t), T0) for t in random_trace_ids(2_000, seed=17)])
@@ -394,6 +404,13 @@ sampling:
         "sampling.latency: Value error, entry 1 repeats entry 0 (service 'search' operation 'GET /q'): "
         "keep one threshold"
     ]
+
+
+def test_the_documented_example_is_valid() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "sampling.md").read_text()
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    settings = parse_config(example, Root).sampling
+    assert settings.enabled and settings.latency and settings.rate_by_service
 
 
 def test_empty_names_in_latency_rules_are_errors() -> None:
