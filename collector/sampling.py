@@ -11,13 +11,15 @@ can still change: the rate limiter's state, and traces whose records straddle th
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from prometheus_client import CollectorRegistry, Counter
+import prometheus_client
+from prometheus_client import CollectorRegistry
 from pydantic import Field, field_validator, model_validator
 
-from tether.collector.correlate import TraceSummary
 from tether.config import Section
 
 # The policies, in the order they run; a kept document records the one that kept it.
@@ -35,7 +37,33 @@ _HASH_PERSON = b"tether-sampling"
 # Root services with a rate bucket of their own, per partition; more share one bucket.
 MAX_RATE_BUCKETS = 10_000
 OVERFLOW_SERVICE = "_other"
-UNKNOWN_SERVICE = "_unknown"  # the label of traces without a known root service ("")
+UNKNOWN_SERVICE = "unknown"  # the label of traces without a known root service (""), as elsewhere
+
+
+class SpanFacts(Protocol):
+    """What sampling reads of a span: collector TraceSummary's SpanInfo."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def service(self) -> str: ...
+    @property
+    def duration_us(self) -> int: ...
+
+
+class TraceFacts(Protocol):
+    """What sampling reads of a trace: the collector's TraceSummary (a protocol, so that this module
+    does not depend on where the summary lives nor on the rest of it)."""
+
+    @property
+    def trace_id(self) -> str: ...
+    @property
+    def error_count(self) -> int: ...  # spans of status ERROR
+    @property
+    def logs_by_level(self) -> Counter[str]: ...  # short level names: "error", "fatal", ...
+    @property
+    def spans(self) -> Mapping[str, SpanFacts]: ...
+    def root(self) -> SpanFacts | None: ...
 
 
 class LatencyRule(Section):
@@ -248,7 +276,7 @@ class Sampler:
         self._rates = dict(config.rate_by_service)
         self._buckets: dict[str, _TokenBucket] = {}
 
-    def decide(self, summary: TraceSummary, event_time_ns: int) -> Decision:
+    def decide(self, summary: TraceFacts, event_time_ns: int) -> Decision:
         """Keep or drop the trace whose window ended. `event_time_ns` advances the rate limiter: give
         the trace's time in the partition's event time (e.g. the Kafka timestamp of its first record)."""
         root = summary.root()
@@ -266,7 +294,7 @@ class Sampler:
             return Decision(True, LATENCY, service)
         return self._sample(summary.trace_id, service, event_time_ns)
 
-    def _slow(self, summary: TraceSummary) -> bool:
+    def _slow(self, summary: TraceFacts) -> bool:
         by_operation, by_service, default = self._by_operation, self._by_service, self._default_us
         for span in summary.spans.values():
             operations = by_operation.get(span.service)
@@ -306,13 +334,13 @@ class SamplingCounts:
 
     def __init__(self, registry: CollectorRegistry, max_services: int = 200) -> None:
         labels = ["decision", "policy", "service"]
-        self._traces = Counter(
+        self._traces = prometheus_client.Counter(
             "tether_collector_sampled_traces",
             "Traces kept or dropped by tail sampling, by the policy that decided and the root service",
             labels,
             registry=registry,
         )
-        self._items = Counter(
+        self._items = prometheus_client.Counter(
             "tether_collector_sampled_items",
             "Spans and log lines kept or dropped with their trace (late ones with its remembered decision)",
             [*labels, "kind"],

@@ -441,7 +441,7 @@ def test_counts_traces_and_items_by_decision_policy_and_service() -> None:
     assert sample(registry, traces, **kept) == 2
     assert sample(registry, items, **kept, kind="spans") == 4
     assert sample(registry, items, **kept, kind="logs") == 9
-    dropped = {"decision": "drop", "policy": "probability", "service": "_unknown"}
+    dropped = {"decision": "drop", "policy": "probability", "service": "unknown"}
     assert sample(registry, traces, **dropped) == 1
     assert sample(registry, items, **dropped, kind="logs") == 2
     assert sample(registry, items, **dropped, kind="spans") == 0
