@@ -18,9 +18,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from prometheus_client import CollectorRegistry
 
 from tether.collector import sampling
-from tether.collector.correlate import TraceSummary
 from tether.collector.documents import LogDoc, SpanDoc, span_documents
 from tether.collector.sampling import Decision, Sampler, SamplingConfig, SamplingCounts
+from tether.collector.trace_summary import TraceSummary
 from tether.config import ConfigError, Section, parse_config
 
 T0 = 1_704_164_645_000_000_000

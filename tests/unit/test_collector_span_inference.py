@@ -40,7 +40,7 @@ def span(
         name=f"op-{span_id[:4]}",
         start_time_unix_nano=T0 + start_ms * MS,
         end_time_unix_nano=T0 + end_ms * MS,
-        status=Status(code=Status.STATUS_CODE_ERROR if error else Status.STATUS_CODE_OK),  # type: ignore[arg-type]
+        status=Status(code=Status.STATUS_CODE_ERROR if error else Status.STATUS_CODE_OK),
     )
     request = ExportTraceServiceRequest(
         resource_spans=[
