@@ -8,6 +8,7 @@ from pydantic import Field
 
 from tether.collector.red_metrics import RedMetricsConfig
 from tether.collector.retention import RetentionDaysConfig
+from tether.collector.sampling import SamplingConfig
 from tether.config import HostPort, Section
 from tether.elasticsearch_security import ElasticsearchConnection
 from tether.grpc_security import GrpcClientSecurity
@@ -85,6 +86,11 @@ class JaegerSinkConfig(GrpcClientSecurity):
     enabled: bool = True
     endpoint: HostPort = Field(default="127.0.0.1:14317", description="host:port of its OTLP/gRPC receiver")
     timeout_seconds: float = Field(default=10.0, gt=0)
+    max_log_events_per_span: int = Field(
+        default=50,
+        ge=0,
+        description="log lines sent as events of their span; beyond, counted in dropped_events_count",
+    )
 
 
 class CollectorConfig(Section):
@@ -96,4 +102,5 @@ class CollectorConfig(Section):
     log_fields: LogFieldsConfig = Field(default_factory=LogFieldsConfig)
     timestamps: TimestampsConfig = Field(default_factory=TimestampsConfig)
     red_metrics: RedMetricsConfig = Field(default_factory=RedMetricsConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     ops: OpsConfig = Field(default_factory=lambda: OpsConfig(endpoint=COLLECTOR_OPS_ENDPOINT))

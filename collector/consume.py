@@ -24,10 +24,12 @@ from tether.collector.decode import DOCUMENT_MEMORY_BYTES, decode_logs, decode_s
 from tether.collector.deliver import Delivery
 from tether.collector.documents import LogDoc, SpanDoc
 from tether.collector.event_time import PartitionClock
+from tether.collector.held_exports import span_exports
 from tether.collector.kafka import KafkaRecord
 from tether.collector.metrics import CollectorMetrics
 from tether.collector.offsets import OffsetTracker, RecordAck
 from tether.collector.red_metrics import RedMetrics
+from tether.collector.sampling import Sampler, SamplingCounts
 from tether.collector.timestamps import TimestampWindow
 from tether.schemas.records import Signal
 
@@ -70,6 +72,7 @@ class RecordConsumer:
         self.budget = Budget(config.correlation.max_pending_traces, config.correlation.max_pending_bytes)
         self.repair = RepairBudget(config.correlation.max_repairable_logs)
         self.red_metrics = RedMetrics(metrics.registry, config.red_metrics)
+        self.sampling_counts = SamplingCounts(metrics.registry, MAX_SERVICE_LABELS)
         self._service_labels: set[str] = set()
         self.mapping = config.log_fields.mapping()
         self.window = TimestampWindow.of(config.timestamps.max_age_days, config.timestamps.max_ahead_hours)
@@ -85,7 +88,17 @@ class RecordConsumer:
             c = self.config.correlation
             state = PartitionState(
                 TraceBuffer(
-                    c.wait_seconds, self.budget, c.max_recent_traces, self.stats, partition=partition
+                    c.wait_seconds,
+                    self.budget,
+                    c.max_recent_traces,
+                    self.stats,
+                    partition=partition,
+                    repair=self.repair,
+                    inference_skew_ns=int(c.inference_skew_ms * 1_000_000),
+                    # one per partition: the rate limiter's state is the partition's own
+                    sampler=Sampler(self.config.sampling) if self.config.sampling.enabled else None,
+                    sampling_counts=self.sampling_counts,
+                    max_log_events=self.config.jaeger.max_log_events_per_span,
                 ),
                 PartitionClock(slack_ms=int(c.wait_seconds * 1000 * ALIGNMENT_SLACK)),
             )
@@ -138,6 +151,7 @@ class RecordConsumer:
         self._observe_positions(now)
         for state in self.partitions.values():
             work.outputs += state.buffer.due(state.clock.now_ms(wall_ms, now) / 1000)
+            _take_side_outputs(state.buffer, work)
         while len(work.outputs) > limit:
             head, work.outputs = work.outputs[:limit], work.outputs[limit:]
             await start_delivery(Delivery(head))
@@ -188,20 +202,26 @@ class RecordConsumer:
         out = work.outputs
         if signal == "spans":
             self.red_metrics.observe(span_docs)  # before sampling, so they count every span
-            # Parts: each span document, and the record as a whole when Jaeger receives it.
+            # Parts: each span document, and the record as a whole when Jaeger receives it (once
+            # each of its spans' traces is decided: collector/held_exports.py).
+            size = len(value) // max(len(span_docs), 1) + DOCUMENT_MEMORY_BYTES
             if self.spans_to_jaeger:
                 ack = tracker.track(offset, len(span_docs) + 1)
-                work.span_records.append((request, ack))
+                exports = span_exports(request, ack)
+                if not exports:
+                    work.released.append(ack)  # no span: nothing for Jaeger
+                for span_doc, export in zip(span_docs, exports, strict=True):
+                    out += state.buffer.add_span(span_doc, ack, size, event, export)
             else:
                 ack = tracker.track(offset, len(span_docs))
-            size = len(value) // max(len(span_docs), 1) + DOCUMENT_MEMORY_BYTES
-            for span_doc in span_docs:
-                out += state.buffer.add_span(span_doc, ack, size, event)
+                for span_doc in span_docs:
+                    out += state.buffer.add_span(span_doc, ack, size, event)
         else:
             ack = tracker.track(offset, len(log_docs))
             size = len(value) // max(len(log_docs), 1) + DOCUMENT_MEMORY_BYTES
             for log_doc in log_docs:
                 out += state.buffer.add_log(log_doc, ack, size, event)
+        _take_side_outputs(state.buffer, work)
 
     def _count_unparsed(self, record: KafkaRecord) -> None:
         """Lines the agent sent as JSON objects, indexed as plain messages instead: say where."""
@@ -220,7 +240,12 @@ class RecordConsumer:
 
     def emit_all(self, partitions: Sequence[int]) -> Delivery:
         """Every trace the partitions hold, emitted now whatever their window (a flush)."""
-        return Delivery([o for p in partitions for o in self.partitions[p].buffer.due(0, everything=True)])
+        work = Delivery()
+        for partition in partitions:
+            buffer = self.partitions[partition].buffer
+            work.outputs += buffer.due(0, everything=True)
+            _take_side_outputs(buffer, work)
+        return work
 
     def sync_metrics(self) -> None:
         """Move what correlation counted since the last call into the metrics."""
@@ -238,6 +263,7 @@ class RecordConsumer:
         m.late_arrivals.labels("log").inc(s.late_logs - last.late_logs)
         m.evicted_traces.inc(s.evicted - last.evicted)
         m.repaired_logs.inc(s.logs_repaired - last.logs_repaired)
+        m.log_events_dropped.inc(s.log_events_dropped - last.log_events_dropped)
         m.unrepairable_logs.inc(s.logs_unrepairable - last.logs_unrepairable)
         for (service, result), count in s.service_logs.items():
             m.service_log_correlation.labels(self._service_label(service), result).inc(count)
@@ -257,3 +283,19 @@ class RecordConsumer:
                 return "_overflow"
             self._service_labels.add(service)
         return service
+
+
+def _take_side_outputs(buffer: TraceBuffer[RecordAck], work: Delivery) -> None:
+    """What the buffer completed beside documents: parts dropped by sampling (done without a
+    document) and spans records ready for Jaeger."""
+    if buffer.released:
+        work.released += buffer.released
+        buffer.released = []
+    if buffer.exports:
+        for held in buffer.exports:
+            outgoing = held.outgoing()
+            if outgoing is None:  # every span of the record was dropped
+                work.released.append(held.ack)
+            else:
+                work.span_records.append((outgoing, held.ack))
+        buffer.exports = []

@@ -32,7 +32,9 @@ from typing import Any, Generic
 from typing_extensions import TypeVar
 
 from tether.collector.documents import LogDoc, SpanDoc
+from tether.collector.held_exports import HeldExport, SpanExport, add_log_events
 from tether.collector.log_correlation import INFERRED, SPAN, Joined, apply, join, own_service
+from tether.collector.sampling import Decision, Sampler, SamplingCounts
 from tether.collector.span_inference import SpanIndex
 from tether.collector.trace_summary import TraceSummary, worst_level
 from tether.schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
@@ -69,7 +71,7 @@ def summary_output(summary: TraceSummary) -> Output[Any]:
 @dataclass
 class _Pending(Generic[Ack]):
     summary: TraceSummary
-    spans: list[tuple[SpanDoc, Ack]] = field(default_factory=list)
+    spans: list[tuple[SpanDoc, Ack, SpanExport[Ack] | None]] = field(default_factory=list)
     logs: list[tuple[LogDoc, Ack]] = field(default_factory=list)
     deadline: float = 0.0
     size: int = 0
@@ -87,8 +89,13 @@ class _Repairable:
 @dataclass
 class _Recent:
     summary: TraceSummary
+    decision: Decision | None  # tail sampling's, followed by late items (None: sampling is off)
     repairable: list[_Repairable] = field(default_factory=list)
     index: SpanIndex | None = None  # rebuilt after a late span
+
+    @property
+    def dropped(self) -> bool:
+        return self.decision is not None and not self.decision.keep
 
 
 class Budget:
@@ -125,6 +132,7 @@ class Stats:
     late_spans: int = 0
     late_logs: int = 0
     evicted: int = 0
+    log_events_dropped: int = 0  # logs beyond jaeger.max_log_events_per_span, not sent as span events
     # per service: (service, correlation) of traced lines; (root service, "yes"/"no") of traces with logs
     service_logs: Counter[tuple[str, str]] = field(default_factory=Counter)
     service_traces: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -142,7 +150,10 @@ class TraceBuffer(Generic[Ack]):
     """The traces of one partition (the same number in both topics).
 
     Each span or log is added with what stands for its Kafka record (`offset`: the collector
-    passes the record's RecordAck), handed back as the `ack` of every Output built from it.
+    passes the record's RecordAck), handed back as the `ack` of every Output built from it. Two
+    more things come out beside the outputs, for the caller to take after each call: `released`,
+    the acks of parts that end without a document (tail sampling dropped their trace), and
+    `exports`, the spans records whose every span is decided, ready for Jaeger.
     """
 
     def __init__(
@@ -155,6 +166,9 @@ class TraceBuffer(Generic[Ack]):
         partition: int,
         repair: RepairBudget | None = None,
         inference_skew_ns: int = 1_000_000,
+        sampler: Sampler | None = None,
+        sampling_counts: SamplingCounts | None = None,
+        max_log_events: int = 0,
     ) -> None:
         self.partition = partition
         self.wait_seconds = wait_seconds
@@ -163,6 +177,11 @@ class TraceBuffer(Generic[Ack]):
         self.stats = stats
         self.repair = repair if repair is not None else RepairBudget(0)
         self.inference_skew_ns = inference_skew_ns
+        self.sampler = sampler if sampler is not None and sampler.enabled else None
+        self.sampling_counts = sampling_counts
+        self.max_log_events = max_log_events
+        self.released: list[Ack] = []
+        self.exports: list[HeldExport[Ack]] = []
         self._pending: OrderedDict[str, _Pending[Ack]] = OrderedDict()
         self._recent: OrderedDict[str, _Recent] = OrderedDict()
         self._repairable: OrderedDict[str, None] = OrderedDict()  # recent traces keeping logs, oldest first
@@ -172,42 +191,25 @@ class TraceBuffer(Generic[Ack]):
     def pending_traces(self) -> int:
         return len(self._pending)
 
-    def add_span(self, doc: SpanDoc, offset: Ack, size: int, now: float) -> list[Output[Ack]]:
+    def add_span(
+        self, doc: SpanDoc, offset: Ack, size: int, now: float, export: SpanExport[Ack] | None = None
+    ) -> list[Output[Ack]]:
         recent = self._recent.get(doc.trace_id)
-        if recent is not None:  # late: index now, rejoin the trace's logs, write the summary again
-            self.stats.late_spans += 1
-            self._recent.move_to_end(doc.trace_id)
-            self._stale[doc.trace_id] = recent.summary
-            if not recent.summary.add_span(doc):
-                return [Output(SPANS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, offset)]
-            recent.index = None
-            out = self._repair(recent)
-            joined_here = [r.doc.level for r in recent.repairable if r.joined.span_id == doc.span_id]
-            _count_logs(doc, Counter(level or "unknown" for level in joined_here))
-            out.append(Output(SPANS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, offset))
-            return out
+        if recent is not None:
+            return self._late_span(recent, doc, offset, export)
         pending = self._hold(doc.trace_id, size, now)
         pending.summary.add_span(doc)
-        pending.spans.append((doc, offset))
+        pending.spans.append((doc, offset, export))
         return self._evict()
 
     def add_log(self, doc: LogDoc, offset: Ack, size: int, now: float) -> list[Output[Ack]]:
-        if not doc.trace_id:
+        if not doc.trace_id:  # never sampled away
             self.stats.logs_untraced += 1
             doc.source["tether"]["correlation"] = "untraced"
             return [Output(LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, offset, doc.head)]
         recent = self._recent.get(doc.trace_id)
-        if recent is not None:  # late: join what the trace had, write the summary again
-            self.stats.late_logs += 1
-            recent.summary.add_log(doc)
-            self._recent.move_to_end(doc.trace_id)
-            self._stale[doc.trace_id] = recent.summary
-            if recent.index is None:
-                recent.index = SpanIndex(recent.summary, self.inference_skew_ns)
-            output, repairable = self._joined(doc, offset, recent.summary, recent.index)
-            if repairable is not None:
-                self._keep_for_repair(doc.trace_id, recent, [repairable])
-            return [output]
+        if recent is not None:
+            return self._late_log(recent, doc, offset)
         pending = self._hold(doc.trace_id, size, now)
         pending.summary.add_log(doc)
         pending.logs.append((doc, offset))
@@ -248,38 +250,116 @@ class TraceBuffer(Generic[Ack]):
         self.budget.traces -= 1
         self.budget.bytes -= pending.size
         summary = pending.summary
+        root = summary.root()
+        self.stats.service_traces[(root.service if root else "", "yes" if pending.logs else "no")] += 1
+        # Joined before sampling decides: correlation health counts every traced line.
         index = SpanIndex(summary, self.inference_skew_ns)
         logs_out: list[Output[Ack]] = []
         repairable: list[_Repairable] = []
-        by_span: dict[str, Counter[str]] = {}
+        by_span: dict[str, list[LogDoc]] = {}
         for doc, offset in pending.logs:
             output, kept = self._joined(doc, offset, summary, index)
             logs_out.append(output)
             if kept is not None:
                 repairable.append(kept)
-            span_id = output.source["span"]["id"] if "span" in output.source else ""
-            correlation = output.source["tether"]["correlation"]
-            if correlation in (SPAN, INFERRED):
-                by_span.setdefault(span_id, Counter())[doc.level or "unknown"] += 1
+            if output.source["tether"]["correlation"] in (SPAN, INFERRED):
+                by_span.setdefault(output.source["span"]["id"], []).append(doc)
+        decision = None
+        if self.sampler is not None:
+            decision = self.sampler.decide(summary, int(pending.deadline * 1_000_000_000))
+            if self.sampling_counts is not None:
+                self.sampling_counts.count_trace(decision, len(pending.spans), len(pending.logs))
+        recent = _Recent(summary, decision, index=index)
+        self._remember(trace_id, recent)
+        if recent.dropped:
+            self.released += [offset for _, offset, _ in pending.spans]
+            self.released += [offset for _, offset in pending.logs]
+            for _, _, export in pending.spans:
+                if export is not None and export.decided(keep=False):
+                    self.exports.append(export.held)
+            return []
         out: list[Output[Ack]] = []
-        for span_doc, span_offset in pending.spans:
-            levels = by_span.get(span_doc.span_id)
-            if levels:
-                _count_logs(span_doc, levels)
+        for span_doc, span_offset, export in pending.spans:
+            logs = by_span.get(span_doc.span_id)
+            if logs:
+                _count_logs(span_doc, Counter(log_doc.level or "unknown" for log_doc in logs))
+            self._export(export, logs)
             out.append(
                 Output(SPANS_ALIAS, span_doc.doc_id, span_doc.timestamp_ns, span_doc.source, span_offset)
             )
         out += logs_out
+        if decision is not None:
+            summary.sampling_policy = decision.policy
+            for output in out:
+                _mark_sampled(output.source, decision.policy)
         out.append(summary_output(summary))
-        root = summary.root()
-        self.stats.service_traces[(root.service if root else "", "yes" if pending.logs else "no")] += 1
-        recent = self._recent[trace_id] = _Recent(summary, index=index)
         if repairable:
             self._keep_for_repair(trace_id, recent, repairable)
+        return out
+
+    def _remember(self, trace_id: str, recent: _Recent) -> None:
+        self._recent[trace_id] = recent
         while len(self._recent) > self.max_recent_traces:
             forgotten, old = self._recent.popitem(last=False)
             self._forget_repairable(forgotten, old, dropped=False)
+
+    def _export(self, export: SpanExport[Ack] | None, logs: list[LogDoc] | None) -> None:
+        """A kept span's part of its record's Jaeger export, with its logs as span events."""
+        if export is None:
+            return
+        if logs:
+            self.stats.log_events_dropped += add_log_events(export.span, logs, self.max_log_events)
+        if export.decided(keep=True):
+            self.exports.append(export.held)
+
+    def _late_span(
+        self, recent: _Recent, doc: SpanDoc, offset: Ack, export: SpanExport[Ack] | None
+    ) -> list[Output[Ack]]:
+        """A span of an emitted trace: it follows the trace's sampling decision; if kept, it is
+        indexed now, rejoins the trace's kept logs, and the summary is written again."""
+        self.stats.late_spans += 1
+        self._recent.move_to_end(doc.trace_id)
+        if recent.decision is not None and self.sampling_counts is not None:
+            self.sampling_counts.count_items(recent.decision, "spans")
+        if recent.dropped:
+            self.released.append(offset)
+            if export is not None and export.decided(keep=False):
+                self.exports.append(export.held)
+            return []
+        self._stale[doc.trace_id] = recent.summary
+        out: list[Output[Ack]] = []
+        logs: list[LogDoc] = []
+        if recent.summary.add_span(doc):  # not a replay
+            recent.index = None
+            out = self._repair(recent)
+            logs = [kept.doc for kept in recent.repairable if kept.joined.span_id == doc.span_id]
+            _count_logs(doc, Counter(log_doc.level or "unknown" for log_doc in logs))
+        self._export(export, logs)
+        if recent.decision is not None:
+            _mark_sampled(doc.source, recent.decision.policy)
+        out.append(Output(SPANS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, offset))
         return out
+
+    def _late_log(self, recent: _Recent, doc: LogDoc, offset: Ack) -> list[Output[Ack]]:
+        """A log of an emitted trace: it follows the trace's sampling decision; if kept, it is
+        joined to what the trace had and the summary is written again."""
+        self.stats.late_logs += 1
+        self._recent.move_to_end(doc.trace_id)
+        if recent.decision is not None and self.sampling_counts is not None:
+            self.sampling_counts.count_items(recent.decision, "logs")
+        if recent.dropped:
+            self.released.append(offset)
+            return []
+        recent.summary.add_log(doc)
+        self._stale[doc.trace_id] = recent.summary
+        if recent.index is None:
+            recent.index = SpanIndex(recent.summary, self.inference_skew_ns)
+        output, repairable = self._joined(doc, offset, recent.summary, recent.index)
+        if repairable is not None:
+            self._keep_for_repair(doc.trace_id, recent, [repairable])
+        if recent.decision is not None:
+            _mark_sampled(doc.source, recent.decision.policy)
+        return [output]
 
     def _joined(
         self, doc: LogDoc, offset: Ack, summary: TraceSummary, index: SpanIndex
@@ -360,3 +440,8 @@ def _count_logs(doc: SpanDoc, levels: Counter[str]) -> None:
     worst = worst_level(levels)
     if worst:
         span["worst_log_level"] = worst
+
+
+def _mark_sampled(source: dict[str, Any], policy: str) -> None:
+    """Kept by tail sampling: say which policy kept the document's trace."""
+    source.setdefault("tether", {})["sampling"] = {"policy": policy}

@@ -58,9 +58,11 @@ class Delivery:
 
     outputs: list[Output[RecordAck]] = field(default_factory=list)
     span_records: list[tuple[ExportTraceServiceRequest, RecordAck]] = field(default_factory=list)
+    # parts that end without a document or an export (tail sampling dropped their trace)
+    released: list[RecordAck] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.outputs or self.span_records)
+        return bool(self.outputs or self.span_records or self.released)
 
 
 class Deliveries:
@@ -128,6 +130,8 @@ class Deliveries:
             if ack is not None:  # trace summaries complete no record
                 ack.done()
         for _, ack in span_records:
+            ack.done()
+        for ack in delivery.released:
             ack.done()
         self.metrics.inflight_documents.dec(len(outputs))
         self._delivered()

@@ -41,6 +41,11 @@ class CollectorMetrics:
             "Log documents a late span could not repair: correlation.max_repairable_logs was full",
             registry=r,
         )
+        self.log_events_dropped = Counter(
+            f"{p}log_events_dropped",
+            "Log lines not sent to Jaeger as span events: beyond jaeger.max_log_events_per_span",
+            registry=r,
+        )
         self.late_arrivals = Counter(
             f"{p}late_arrivals", "Spans or logs arriving after their trace was emitted", ["kind"], registry=r
         )

@@ -36,7 +36,7 @@ _HASH_SPACE = 1 << 64
 _HASH_PERSON = b"tether-sampling"
 # Root services with a rate bucket of their own, per partition; more share one bucket.
 MAX_RATE_BUCKETS = 10_000
-OVERFLOW_SERVICE = "_other"
+OVERFLOW_SERVICE = "_overflow"
 UNKNOWN_SERVICE = "unknown"  # the label of traces without a known root service (""), as elsewhere
 
 
@@ -330,7 +330,7 @@ Kind = Literal["spans", "logs"]
 
 class SamplingCounts:
     """tether_collector_sampled_{traces,items}_total by decision (keep, drop), policy and root
-    service; at most `max_services` service labels, the others counted as service="_other"."""
+    service; at most `max_services` service labels, the others counted as service="_overflow"."""
 
     def __init__(self, registry: CollectorRegistry, max_services: int = 200) -> None:
         labels = ["decision", "policy", "service"]

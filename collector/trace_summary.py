@@ -65,6 +65,7 @@ class TraceSummary:
     log_services: set[str] = field(default_factory=set)  # services that logged with this trace id
     first_log_ns: int = 0  # the earliest log timestamp: the trace's time while no span is known
     index_ns: int = 0  # fixed at first emission, so later versions land in the same daily index
+    sampling_policy: str = ""  # the tail sampling policy that kept the trace ("": sampling is off)
 
     def add_span(self, doc: SpanDoc) -> bool:
         """Learn a span; False for a replay of one already known."""
@@ -146,6 +147,8 @@ class TraceSummary:
             # logged with this trace id but sent no span: context propagated, tracing not set up
             trace["services_without_spans"] = sorted(self.log_services - self.services)
         document: dict[str, Any] = {"@timestamp": iso_timestamp(self.timestamp_ns), "trace": trace}
+        if self.sampling_policy:
+            document["tether"] = {"sampling": {"policy": self.sampling_policy}}
         if root is not None and not root.service:
             del trace["root"]["service"]
         if root is not None and root.service:

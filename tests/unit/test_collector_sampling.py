@@ -459,4 +459,4 @@ def test_service_labels_are_capped() -> None:
         for s in metric.samples
         if s.name.endswith("_total")
     }
-    assert by_service == {"a": 2, "b": 1, "_other": 2}
+    assert by_service == {"a": 2, "b": 1, "_overflow": 2}
