@@ -167,6 +167,9 @@ class CollectorProcess(TetherProcess):
     group: str
     wait_seconds: float = 2.0
     name: str = "collector"
+    kafka_options: str = ""  # more keys of the kafka section, e.g. "max_poll_records: 5"
+    correlation_options: str = ""  # more keys of the correlation section
+    jaeger_enabled: bool = True
 
     def __post_init__(self) -> None:
         self.kind = "collector"
@@ -177,10 +180,10 @@ class CollectorProcess(TetherProcess):
         self.config = self.root / f"{self.name}.yaml"
         self.config.write_text(f"""
 kafka: {{bootstrap_servers: "{self.stack.kafka.bootstrap}", group_id: "{self.group}",
-        logs_topic: {self.logs_topic}, spans_topic: {self.spans_topic}}}
-correlation: {{wait_seconds: {self.wait_seconds}}}
+        logs_topic: {self.logs_topic}, spans_topic: {self.spans_topic}, {self.kafka_options}}}
+correlation: {{wait_seconds: {self.wait_seconds}, {self.correlation_options}}}
 elasticsearch: {{url: "{self.stack.elasticsearch.url}", replicas: 0}}
-jaeger: {{endpoint: "{self.stack.jaeger.otlp_grpc_endpoint}"}}
+jaeger: {{endpoint: "{self.stack.jaeger.otlp_grpc_endpoint}", enabled: {str(self.jaeger_enabled).lower()}}}
 ops: {{endpoint: "127.0.0.1:{self.ops_port}"}}
 """)
 
