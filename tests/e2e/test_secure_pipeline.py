@@ -32,6 +32,7 @@ from tests.e2e.collector_harness import Producer, TraceSpec
 from tether.stack import SecureStack
 from tether.stack.credentials import ELASTICSEARCH_SUPERUSER
 from tether.stack.kafka import ensure_topics
+from tether.stack.secure_kafka_acls import AclBinding, create_acls, documented_acls, users_of
 
 pytestmark = pytest.mark.stack
 
@@ -60,7 +61,12 @@ def least_privilege_user(stack: SecureStack, secrets: Path) -> tuple[str, Path]:
 
 
 def kafka_yaml(
-    stack: SecureStack, logs_topic: str, spans_topic: str, password_file: Path, client_cert: str = ""
+    stack: SecureStack,
+    logs_topic: str,
+    spans_topic: str,
+    password_file: Path,
+    client_cert: str = "",
+    username: str | None = None,
 ) -> str:
     return f"""
 kafka:
@@ -69,9 +75,16 @@ kafka:
   spans_topic: {spans_topic}
   security_protocol: SASL_SSL
   tls: {{ca_file: "{stack.certificates.ca.cert}"{client_cert}}}
-  sasl: {{mechanism: SCRAM-SHA-512, username: {stack.credentials.kafka_username},
+  sasl: {{mechanism: SCRAM-SHA-512, username: {username or stack.credentials.kafka_username},
           password_file: "{password_file}"}}
 """
+
+
+def documented_kafka_user(stack: SecureStack, username: str) -> tuple[str, Path]:
+    """A Kafka user of docs/security.md's ACLs (the stack created exactly those) and its password
+    file; the ACLs must name it, or the doc no longer documents what this test runs."""
+    assert username in users_of(documented_acls()), f"docs/security.md grants {username} no ACLs"
+    return username, stack.credentials.secret_file(f"kafka-password-{username}")
 
 
 def client_certificate(paths: Any) -> str:
@@ -88,10 +101,12 @@ def collector_yaml(
     elasticsearch_ca: Path | None = None,
     jaeger_server_name: str | None = None,
     elasticsearch_client_cert: str = "",
+    kafka_user: tuple[str, Path] | None = None,
 ) -> str:
     server_name = f", server_name: {jaeger_server_name}" if jaeger_server_name else ""
+    username, password_file = kafka_user or (None, stack.secrets_dir / "kafka-password")
     return (
-        kafka_yaml(stack, logs_topic, spans_topic, stack.secrets_dir / "kafka-password")
+        kafka_yaml(stack, logs_topic, spans_topic, password_file, username=username)
         + f"""  group_id: "{group}"
 correlation: {{wait_seconds: 3}}
 elasticsearch:
@@ -166,8 +181,11 @@ async def test_secured_pipeline_delivers_once_with_the_documented_role(
 ) -> None:
     stack = secure_stack
     run = f"secure-{uuid.uuid4().hex[:10]}"
-    logs_topic, spans_topic = f"e2e.{run}.logs", f"e2e.{run}.spans"
-    await create_topics(stack, logs_topic, spans_topic)
+    # The stack's own topics and the documented group, as the documented Kafka users: the stack
+    # granted them exactly the ACLs of docs/security.md, so this proves those are enough.
+    logs_topic, spans_topic = stack.config.topics
+    agent_user = documented_kafka_user(stack, "tether-agent")
+    collector_user = documented_kafka_user(stack, "tether-collector")
     username, password_file = least_privilege_user(stack, tmp_path)
     otlp_port, agent_ops, collector_ops = free_port(), free_port(), free_port()
     (tmp_path / "logs").mkdir()
@@ -182,7 +200,7 @@ files: {{include: ["{tmp_path}/logs/*.log"], poll_interval_seconds: 0.1}}
 otlp: {{grpc_endpoint: "127.0.0.1:{otlp_port}", http_endpoint: "127.0.0.1:{free_port()}"}}
 ops: {{endpoint: "127.0.0.1:{agent_ops}"}}
 """
-        + kafka_yaml(stack, logs_topic, spans_topic, stack.secrets_dir / "kafka-password")
+        + kafka_yaml(stack, logs_topic, spans_topic, agent_user[1], username=agent_user[0])
     )
     collector_config = tmp_path / "collector.yaml"
     collector_config.write_text(
@@ -190,9 +208,10 @@ ops: {{endpoint: "127.0.0.1:{agent_ops}"}}
             stack,
             logs_topic,
             spans_topic,
-            f"e2e-{run}",
+            "tether-collector",
             f'username: {username}\n  password_file: "{password_file}"',
             collector_ops,
+            kafka_user=collector_user,
         )
     )
     agent_log, collector_log = tmp_path / "agent.out", tmp_path / "collector.out"
@@ -317,6 +336,56 @@ ops: {{endpoint: "127.0.0.1:{ops_port}"}}
     assert sorted(ids_by_body) == sorted(lines), agent.tail()
     assert all(len(ids) == 1 for ids in ids_by_body.values()), ids_by_body
     assert len({r["id"] for r in records}) == len(lines)
+    assert ready == 200 and status == 0, agent.tail()
+
+
+async def test_agent_without_the_acls_is_refused_then_delivers_once_granted(
+    secure_stack: SecureStack, tmp_path: Path
+) -> None:
+    """The documented agent user, on topics its ACLs do not name: refused (the key and the ACLs to
+    grant), spooling, not ready; once the doc's ACLs are granted on these topics, it connects on
+    its own and what it spooled arrives."""
+    stack = secure_stack
+    run = f"acl-{uuid.uuid4().hex[:10]}"
+    logs_topic, spans_topic = f"e2e.{run}.logs", f"e2e.{run}.spans"
+    await create_topics(stack, logs_topic, spans_topic)
+    username, password_file = documented_kafka_user(stack, "tether-agent")
+    (tmp_path / "logs").mkdir()
+    log_path = tmp_path / "logs" / "app.log"
+    lines = [json.dumps({"level": "info", "message": f"{run} line {n}"}) for n in range(20)]
+    log_path.write_text("\n".join(lines) + "\n")
+    ops_port = free_port()
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"""
+agent_id: {run}
+data_dir: {tmp_path / "state"}
+files: {{include: ["{tmp_path}/logs/*.log"], poll_interval_seconds: 0.1}}
+otlp: {{grpc_endpoint: "127.0.0.1:{free_port()}", http_endpoint: "127.0.0.1:{free_port()}"}}
+ops: {{endpoint: "127.0.0.1:{ops_port}"}}
+"""
+        + kafka_yaml(stack, logs_topic, spans_topic, password_file, username=username)
+    )
+    agent = TetherProcess("agent", config, tmp_path / "agent.out", ops_port)
+    agent.launch()
+    try:
+        agent.wait_listening(ops_port)
+        refusal = "kafka.sasl.username: Kafka refused this user access to topic"
+        await asyncio.to_thread(assert_refusing_but_alive, agent, refusal)
+        status, body = agent.get("/readyz")
+        assert status == 503 and b"Write and Describe on kafka.logs_topic" in body, body
+        renamed = {"tether.logs": logs_topic, "tether.spans": spans_topic}
+        granted = [
+            AclBinding(b.principal, b.resource_type, renamed[b.resource_name], b.operation)
+            for b in documented_acls()
+            if b.username == username
+        ]
+        await create_acls(stack.kafka.bootstrap, granted, **stack.kafka.client_options())
+        records = await consume_secure(stack, logs_topic, len(lines), within=75.0)
+        ready = agent.get("/readyz")[0]
+    finally:
+        status = agent.stop()
+    assert sorted(r["body"] for r in records) == sorted(lines), agent.tail()
     assert ready == 200 and status == 0, agent.tail()
 
 
