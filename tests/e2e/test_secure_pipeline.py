@@ -67,10 +67,11 @@ def kafka_yaml(
     password_file: Path,
     client_cert: str = "",
     username: str | None = None,
+    bootstrap: str | None = None,
 ) -> str:
     return f"""
 kafka:
-  bootstrap_servers: "{stack.kafka.bootstrap}"
+  bootstrap_servers: "{bootstrap or stack.kafka.bootstrap}"
   logs_topic: {logs_topic}
   spans_topic: {spans_topic}
   security_protocol: SASL_SSL
@@ -285,18 +286,40 @@ async def consume_secure(stack: SecureStack, topic: str, expected: int, within: 
     return log_records(records)
 
 
+@pytest.mark.parametrize(
+    "refusal", ["wrong password", "expired client certificate", "untrusted client certificate"]
+)
 async def test_agent_refused_by_kafka_retries_then_delivers_spooled_once(
-    secure_stack: SecureStack, tmp_path: Path
+    secure_stack: SecureStack, tmp_path: Path, refusal: str
 ) -> None:
     stack = secure_stack
     run = f"agent-{uuid.uuid4().hex[:10]}"
     logs_topic, spans_topic = f"e2e.{run}.logs", f"e2e.{run}.spans"
     await create_topics(stack, logs_topic, spans_topic)
     good_password = stack.secrets_dir / "kafka-password"
-    wrong = tmp_path / "kafka-password"
-    wrong.write_text("not-the-password\n")
-    bad_kafka, setting = kafka_yaml(stack, logs_topic, spans_topic, wrong), "kafka.sasl.password"
-    good_kafka = kafka_yaml(stack, logs_topic, spans_topic, good_password)
+    if refusal == "wrong password":
+        wrong = tmp_path / "kafka-password"
+        wrong.write_text("not-the-password\n")
+        bad_kafka, setting = kafka_yaml(stack, logs_topic, spans_topic, wrong), "kafka.sasl.password"
+        good_kafka = kafka_yaml(stack, logs_topic, spans_topic, good_password)
+    else:  # the listener that requires a client certificate; a wrong one fails the TLS handshake
+        wrong_certificate = (
+            stack.certificates.expired_client
+            if refusal == "expired client certificate"
+            else stack.certificates.untrusted_server  # signed by a CA the broker does not trust
+        )
+        bad_kafka, good_kafka = (
+            kafka_yaml(
+                stack,
+                logs_topic,
+                spans_topic,
+                good_password,
+                client_certificate(certificate),
+                bootstrap=stack.kafka.mtls_bootstrap,
+            )
+            for certificate in (wrong_certificate, stack.certificates.client)
+        )
+        setting = "kafka.tls.cert_file"
     (tmp_path / "logs").mkdir()
     log_path = tmp_path / "logs" / "app.log"
     ops_port = free_port()

@@ -110,8 +110,20 @@ def test_credentials_with_fields_of_another_version_still_load(secure: SecureSta
 def test_kafka_listens_only_with_sasl_ssl_on_its_port(secure: SecureStack, tmp_path: Path) -> None:
     properties = secure.kafka.server_properties(tmp_path / "data")
     settings = dict(line.split("=", 1) for line in properties.splitlines() if "=" in line)
-    assert settings["listeners"] == "SASL_SSL://127.0.0.1:19092,CONTROLLER://127.0.0.1:19094"
-    assert settings["advertised.listeners"] == "SASL_SSL://127.0.0.1:19092"
+    assert settings["listeners"] == (
+        "SASL_SSL://127.0.0.1:19092,MTLS://127.0.0.1:19095,CONTROLLER://127.0.0.1:19094"
+    )
+    assert settings["advertised.listeners"] == "SASL_SSL://127.0.0.1:19092,MTLS://127.0.0.1:19095"
+    assert (
+        settings["listener.security.protocol.map"] == "SASL_SSL:SASL_SSL,MTLS:SASL_SSL,CONTROLLER:PLAINTEXT"
+    )
+    # a client certificate: asked for on SASL_SSL, required on MTLS (the same SCRAM logins on both)
+    assert settings["ssl.client.auth"] == "requested"
+    assert settings["listener.name.mtls.ssl.client.auth"] == "required"
+    for listener in ("sasl_ssl", "mtls"):
+        for mechanism in ("scram-sha-256", "scram-sha-512"):
+            assert "ScramLoginModule" in settings[f"listener.name.{listener}.{mechanism}.sasl.jaas.config"]
+    assert secure.kafka.mtls_bootstrap == "127.0.0.1:19095"
     assert settings["sasl.enabled.mechanisms"] == "SCRAM-SHA-256,SCRAM-SHA-512"
     assert settings["ssl.keystore.location"] == str(secure.certificates.server.bundle)
     assert settings["ssl.truststore.location"] == str(secure.certificates.ca.cert)

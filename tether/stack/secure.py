@@ -52,6 +52,7 @@ class SecureStackConfig(StackConfig):
     cache_dir: Path = field(default_factory=default_secure_cache_dir)
     kafka_port: int = 19092
     kafka_controller_port: int = 19094
+    kafka_mtls_port: int = 19095  # SASL_SSL that requires a client certificate
     elasticsearch_port: int = 19200  # transport: +100
     elasticsearch_heap: str = "512m"
     jaeger_otlp_grpc_port: int = 24317
@@ -99,6 +100,7 @@ class SecureStack(Stack):
             deploy_dir=deploy,
             certificates=self.certificates,
             credentials_file=self.credentials_file,
+            mtls_port=c.kafka_mtls_port,
         )
         self.elasticsearch = SecureElasticsearchServer(
             version=ELASTICSEARCH_VERSION,

@@ -18,7 +18,9 @@ INTER_BROKER_MECHANISM = "SCRAM-SHA-512"
 
 # The controller listener stays PLAINTEXT on 127.0.0.1: only this one process speaks on it.
 # Clients verify the broker (CA, hostname); the broker verifies a client certificate when one is
-# presented (`requested`), so an expired or foreign one is refused, and SCRAM decides who may connect.
+# presented (`requested`), and SCRAM decides who may connect. Java's `requested` lets a handshake
+# with a certificate it cannot verify go on without it, so a second listener, MTLS, requires one:
+# SASL_SSL as well (the same users and ACLs), refusing a client without a valid certificate.
 # The StandardAuthorizer enforces ACLs: the broker (`admin`) and the stack's own client (`tether`,
 # which makes topics and reads them in tests) are super users, and so is ANONYMOUS, the principal
 # of the PLAINTEXT controller listener the broker registers through (no client listener has it:
@@ -27,11 +29,12 @@ SECURE_SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@{host}:{controller_port}
-listeners=SASL_SSL://{host}:{port},CONTROLLER://{host}:{controller_port}
-advertised.listeners=SASL_SSL://{host}:{port}
+listeners=SASL_SSL://{host}:{port},MTLS://{host}:{mtls_port},CONTROLLER://{host}:{controller_port}
+advertised.listeners=SASL_SSL://{host}:{port},MTLS://{host}:{mtls_port}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=SASL_SSL
-listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=SASL_SSL:SASL_SSL,MTLS:SASL_SSL,CONTROLLER:PLAINTEXT
+listener.name.mtls.ssl.client.auth=required
 sasl.enabled.mechanisms={mechanisms}
 sasl.mechanism.inter.broker.protocol={inter_broker_mechanism}
 {jaas_lines}
@@ -61,6 +64,11 @@ message.max.bytes=8388608
 class SecureKafkaServer(KafkaServer):
     certificates: StackCertificates
     credentials_file: Path  # credentials.json, made by the secure stack's set-up before start
+    mtls_port: int  # the listener that requires a client certificate
+
+    @property
+    def mtls_bootstrap(self) -> str:
+        return f"{self.host}:{self.mtls_port}"
 
     @property
     def credentials(self) -> StackCredentials:
@@ -69,7 +77,8 @@ class SecureKafkaServer(KafkaServer):
     def describe(self) -> str:
         return (
             f"Kafka {self.version} (KRaft) SASL_SSL bootstrap {self.bootstrap} "
-            f"({', '.join(SCRAM_MECHANISMS)}), topics {', '.join(self.topics)}"
+            f"({', '.join(SCRAM_MECHANISMS)}; client certificate required at {self.mtls_bootstrap}), "
+            f"ACLs, topics {', '.join(self.topics)}"
         )
 
     def server_properties(self, data_dir: Path) -> str:
@@ -79,12 +88,14 @@ class SecureKafkaServer(KafkaServer):
             f'username="{c.kafka_admin_username}" password="{c.kafka_admin_password}";'
         )
         jaas_lines = "\n".join(
-            f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config={login}"
+            f"listener.name.{listener}.{mechanism.lower()}.sasl.jaas.config={login}"
+            for listener in ("sasl_ssl", "mtls")
             for mechanism in SCRAM_MECHANISMS
         )
         return SECURE_SERVER_PROPERTIES.format(
             host=self.host,
             port=self.port,
+            mtls_port=self.mtls_port,
             controller_port=self.controller_port,
             mechanisms=",".join(SCRAM_MECHANISMS),
             inter_broker_mechanism=INTER_BROKER_MECHANISM,
