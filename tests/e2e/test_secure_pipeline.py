@@ -12,6 +12,7 @@ arrives exactly once.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import time
@@ -416,7 +417,14 @@ ops: {{endpoint: "127.0.0.1:{ops_port}"}}
 
 
 @pytest.mark.parametrize(
-    "refusal", ["revoked API key", "untrusted CA", "wrong hostname", "expired client certificate"]
+    "refusal",
+    [
+        "revoked API key",
+        "unknown API key",
+        "untrusted CA",
+        "wrong hostname",
+        "expired client certificate",
+    ],
 )
 async def test_collector_refused_retries_then_delivers_uncommitted_once(
     secure_stack: SecureStack, tmp_path: Path, refusal: str
@@ -435,6 +443,7 @@ async def test_collector_refused_retries_then_delivers_uncommitted_once(
     api_key_file = stack.secrets_dir / "api-key-encoded"
     good: dict[str, Any] = {"elasticsearch_auth": f'api_key_file: "{api_key_file}"'}
     bad: dict[str, Any] = dict(good)
+    why = ""  # what the refusal must also say, past the setting
     if refusal == "revoked API key":
         key = stack.elasticsearch_admin.create_api_key(
             f"revoked-{run}", {"tether_collector": documented_collector_role()}
@@ -443,6 +452,13 @@ async def test_collector_refused_retries_then_delivers_uncommitted_once(
         revoked = tmp_path / "api-key"
         revoked.write_text(key.encoded + "\n")
         bad["elasticsearch_auth"], setting = f'api_key_file: "{revoked}"', "elasticsearch.api_key"
+        why = f"api key [{key.id}] has been invalidated"
+    elif refusal == "unknown API key":  # well formed, but no cluster ever made it
+        unknown_id = uuid.uuid4().hex[:20]
+        unknown = tmp_path / "api-key"
+        unknown.write_text(base64.b64encode(f"{unknown_id}:{uuid.uuid4().hex}".encode()).decode() + "\n")
+        bad["elasticsearch_auth"], setting = f'api_key_file: "{unknown}"', "elasticsearch.api_key"
+        why = f"unable to find apikey with id {unknown_id}"
     elif refusal == "untrusted CA":
         bad["elasticsearch_ca"], setting = stack.certificates.untrusted_ca.cert, "elasticsearch.tls.ca_file"
     elif refusal == "wrong hostname":
@@ -458,6 +474,7 @@ async def test_collector_refused_retries_then_delivers_uncommitted_once(
     collector.launch()
     try:
         await asyncio.to_thread(assert_refusing_but_alive, collector, setting)
+        assert why in collector.tail(200_000), collector.tail()
     finally:
         assert collector.stop() == 0, collector.tail()
     config.write_text(collector_yaml(stack, logs_topic, spans_topic, f"e2e-{run}", ops_port=ops_port, **good))
