@@ -21,11 +21,13 @@ from aiokafka.errors import KafkaError
 
 from tether.agent.partition_memory import PartitionMemory
 from tether.agent.sinks.kafka import PartitionMismatchError
-from tether.kafka_errors import KafkaSecurityError
+from tether.kafka_errors import KafkaSecurityError, explain_authorization
 
 log = logging.getLogger("tether.agent.kafka")
 
 SETTING = "kafka.bootstrap_servers"
+# What docs/security.md grants the agent; said when Kafka refuses it a topic's metadata.
+AGENT_ACLS = "Write and Describe on kafka.logs_topic and kafka.spans_topic"
 
 
 class StartableSink(Protocol):
@@ -102,10 +104,13 @@ class KafkaConnector:
     def _failed(self, error: Exception) -> float:
         """Count and log a failed attempt; the seconds to wait before the next one."""
         self.attempts += 1
+        acl_refusal = explain_authorization(error, AGENT_ACLS)
+        if acl_refusal is not None:  # authenticated, but its ACLs do not cover the topics
+            error = KafkaSecurityError(acl_refusal)
         self.refused = isinstance(error, KafkaSecurityError)
         self.last_error = str(error) if self.refused else repr(error)
         delay = random.uniform(0, min(self.max_backoff_seconds, 0.5 * 2 ** min(self.attempts, 8)))
-        if self.refused:  # TLS or SASL: reachable, but a setting must change (it names which)
+        if self.refused:  # TLS, SASL or ACLs: reachable, but a setting must change (it names which)
             log.error(
                 "Kafka refused the connection; accepting into the spool meanwhile and retrying",
                 extra={

@@ -48,7 +48,14 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
 def _reason(body: Any) -> tuple[str, str]:
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
-        return str(error.get("type", "")), str(error.get("reason", ""))
+        reason = str(error.get("reason", ""))
+        # Why each credential failed, e.g. "API key: unable to find apikey with id ..." or "...
+        # has been invalidated": the one part of a 401 that says which fix applies. It names the
+        # key's id, never its secret.
+        detail = error.get("additional_unsuccessful_credentials")
+        if detail:
+            reason = f"{reason}; {detail}" if reason else str(detail)
+        return str(error.get("type", "")), reason
     return "", str(error or "")
 
 
@@ -70,6 +77,11 @@ def explain_status(
             return (
                 f"{key}: {connection.address} requires authentication ({reason}): set username and "
                 "password, or api_key"
+            )
+        if key.endswith(".api_key"):
+            return (
+                f"{key}: authentication failed at {connection.address} ({reason}): the cluster "
+                "does not know this key, or it expired or was invalidated; make a new one"
             )
         return f"{key}: authentication failed at {connection.address} ({reason})"
     if status == 403 and error_type == "security_exception":

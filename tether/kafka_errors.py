@@ -12,9 +12,12 @@ from collections.abc import Iterator
 
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
     IllegalSaslStateError,
     KafkaError,
     SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
     UnsupportedSaslMechanismError,
 )
 
@@ -104,6 +107,33 @@ def _explain_one(error: BaseException, config: KafkaSecurity, broker: str) -> st
             "takes no SASL; use its protocol (PLAINTEXT or SSL) and remove kafka.sasl"
         )
     return None
+
+
+_RESOURCES: dict[type[KafkaError], str] = {
+    TopicAuthorizationFailedError: "topic",
+    GroupAuthorizationFailedError: "group",
+    ClusterAuthorizationFailedError: "cluster",
+}
+
+
+def explain_authorization(error: BaseException, needs: str) -> str | None:
+    """An ACL refusal (the user authenticated but may not use a topic, group or the cluster), told
+    as the user to fix and the ACLs it `needs`; None for any other error."""
+    for cause in _causes(error):
+        resource = next((r for kind, r in _RESOURCES.items() if isinstance(cause, kind)), None)
+        if resource is not None:
+            names = ", ".join(sorted(repr(str(a)) for a in _flatten(cause.args))) if cause.args else ""
+            return (
+                f"kafka.sasl.username: Kafka refused this user access to {resource} {names} "
+                f"({type(cause).__name__}): grant it {needs} (Kafka ACLs, docs/security.md), "
+                "or set a user that has them"
+            ).replace("  ", " ")
+    return None
+
+
+def _flatten(args: tuple[object, ...]) -> list[object]:
+    # aiokafka raises TopicAuthorizationFailedError(topic) or (set of topics)
+    return [item for arg in args for item in (arg if isinstance(arg, set | frozenset | list) else [arg])]
 
 
 async def diagnose(config: KafkaSecurity, bootstrap_servers: str, timeout_ms: int = 10_000) -> str | None:

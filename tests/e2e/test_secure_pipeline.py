@@ -12,6 +12,7 @@ arrives exactly once.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import time
@@ -32,6 +33,7 @@ from tests.e2e.collector_harness import Producer, TraceSpec
 from tether.stack import SecureStack
 from tether.stack.credentials import ELASTICSEARCH_SUPERUSER
 from tether.stack.kafka import ensure_topics
+from tether.stack.secure_kafka_acls import AclBinding, create_acls, documented_acls, users_of
 
 pytestmark = pytest.mark.stack
 
@@ -60,18 +62,31 @@ def least_privilege_user(stack: SecureStack, secrets: Path) -> tuple[str, Path]:
 
 
 def kafka_yaml(
-    stack: SecureStack, logs_topic: str, spans_topic: str, password_file: Path, client_cert: str = ""
+    stack: SecureStack,
+    logs_topic: str,
+    spans_topic: str,
+    password_file: Path,
+    client_cert: str = "",
+    username: str | None = None,
+    bootstrap: str | None = None,
 ) -> str:
     return f"""
 kafka:
-  bootstrap_servers: "{stack.kafka.bootstrap}"
+  bootstrap_servers: "{bootstrap or stack.kafka.bootstrap}"
   logs_topic: {logs_topic}
   spans_topic: {spans_topic}
   security_protocol: SASL_SSL
   tls: {{ca_file: "{stack.certificates.ca.cert}"{client_cert}}}
-  sasl: {{mechanism: SCRAM-SHA-512, username: {stack.credentials.kafka_username},
+  sasl: {{mechanism: SCRAM-SHA-512, username: {username or stack.credentials.kafka_username},
           password_file: "{password_file}"}}
 """
+
+
+def documented_kafka_user(stack: SecureStack, username: str) -> tuple[str, Path]:
+    """A Kafka user of docs/security.md's ACLs (the stack created exactly those) and its password
+    file; the ACLs must name it, or the doc no longer documents what this test runs."""
+    assert username in users_of(documented_acls()), f"docs/security.md grants {username} no ACLs"
+    return username, stack.credentials.secret_file(f"kafka-password-{username}")
 
 
 def client_certificate(paths: Any) -> str:
@@ -88,10 +103,12 @@ def collector_yaml(
     elasticsearch_ca: Path | None = None,
     jaeger_server_name: str | None = None,
     elasticsearch_client_cert: str = "",
+    kafka_user: tuple[str, Path] | None = None,
 ) -> str:
     server_name = f", server_name: {jaeger_server_name}" if jaeger_server_name else ""
+    username, password_file = kafka_user or (None, stack.secrets_dir / "kafka-password")
     return (
-        kafka_yaml(stack, logs_topic, spans_topic, stack.secrets_dir / "kafka-password")
+        kafka_yaml(stack, logs_topic, spans_topic, password_file, username=username)
         + f"""  group_id: "{group}"
 correlation: {{wait_seconds: 3}}
 elasticsearch:
@@ -166,8 +183,11 @@ async def test_secured_pipeline_delivers_once_with_the_documented_role(
 ) -> None:
     stack = secure_stack
     run = f"secure-{uuid.uuid4().hex[:10]}"
-    logs_topic, spans_topic = f"e2e.{run}.logs", f"e2e.{run}.spans"
-    await create_topics(stack, logs_topic, spans_topic)
+    # The stack's own topics and the documented group, as the documented Kafka users: the stack
+    # granted them exactly the ACLs of docs/security.md, so this proves those are enough.
+    logs_topic, spans_topic = stack.config.topics
+    agent_user = documented_kafka_user(stack, "tether-agent")
+    collector_user = documented_kafka_user(stack, "tether-collector")
     username, password_file = least_privilege_user(stack, tmp_path)
     otlp_port, agent_ops, collector_ops = free_port(), free_port(), free_port()
     (tmp_path / "logs").mkdir()
@@ -182,7 +202,7 @@ files: {{include: ["{tmp_path}/logs/*.log"], poll_interval_seconds: 0.1}}
 otlp: {{grpc_endpoint: "127.0.0.1:{otlp_port}", http_endpoint: "127.0.0.1:{free_port()}"}}
 ops: {{endpoint: "127.0.0.1:{agent_ops}"}}
 """
-        + kafka_yaml(stack, logs_topic, spans_topic, stack.secrets_dir / "kafka-password")
+        + kafka_yaml(stack, logs_topic, spans_topic, agent_user[1], username=agent_user[0])
     )
     collector_config = tmp_path / "collector.yaml"
     collector_config.write_text(
@@ -190,9 +210,10 @@ ops: {{endpoint: "127.0.0.1:{agent_ops}"}}
             stack,
             logs_topic,
             spans_topic,
-            f"e2e-{run}",
+            "tether-collector",
             f'username: {username}\n  password_file: "{password_file}"',
             collector_ops,
+            kafka_user=collector_user,
         )
     )
     agent_log, collector_log = tmp_path / "agent.out", tmp_path / "collector.out"
@@ -266,18 +287,40 @@ async def consume_secure(stack: SecureStack, topic: str, expected: int, within: 
     return log_records(records)
 
 
+@pytest.mark.parametrize(
+    "refusal", ["wrong password", "expired client certificate", "untrusted client certificate"]
+)
 async def test_agent_refused_by_kafka_retries_then_delivers_spooled_once(
-    secure_stack: SecureStack, tmp_path: Path
+    secure_stack: SecureStack, tmp_path: Path, refusal: str
 ) -> None:
     stack = secure_stack
     run = f"agent-{uuid.uuid4().hex[:10]}"
     logs_topic, spans_topic = f"e2e.{run}.logs", f"e2e.{run}.spans"
     await create_topics(stack, logs_topic, spans_topic)
     good_password = stack.secrets_dir / "kafka-password"
-    wrong = tmp_path / "kafka-password"
-    wrong.write_text("not-the-password\n")
-    bad_kafka, setting = kafka_yaml(stack, logs_topic, spans_topic, wrong), "kafka.sasl.password"
-    good_kafka = kafka_yaml(stack, logs_topic, spans_topic, good_password)
+    if refusal == "wrong password":
+        wrong = tmp_path / "kafka-password"
+        wrong.write_text("not-the-password\n")
+        bad_kafka, setting = kafka_yaml(stack, logs_topic, spans_topic, wrong), "kafka.sasl.password"
+        good_kafka = kafka_yaml(stack, logs_topic, spans_topic, good_password)
+    else:  # the listener that requires a client certificate; a wrong one fails the TLS handshake
+        wrong_certificate = (
+            stack.certificates.expired_client
+            if refusal == "expired client certificate"
+            else stack.certificates.untrusted_server  # signed by a CA the broker does not trust
+        )
+        bad_kafka, good_kafka = (
+            kafka_yaml(
+                stack,
+                logs_topic,
+                spans_topic,
+                good_password,
+                client_certificate(certificate),
+                bootstrap=stack.kafka.mtls_bootstrap,
+            )
+            for certificate in (wrong_certificate, stack.certificates.client)
+        )
+        setting = "kafka.tls.cert_file"
     (tmp_path / "logs").mkdir()
     log_path = tmp_path / "logs" / "app.log"
     ops_port = free_port()
@@ -310,7 +353,11 @@ ops: {{endpoint: "127.0.0.1:{ops_port}"}}
         status = agent.stop()
     # Every line arrives. The spooled batches and the file read again from its last acknowledged
     # checkpoint both reach Kafka (at least once); each line keeps one record id, which makes the
-    # copy one document in Elasticsearch.
+    # copy one document in Elasticsearch. Measured: each of the 40 lines twice (80 records), as a
+    # file's checkpoint advances only once Kafka acknowledged (docs/architecture.md), never when
+    # the batch is spooled; at most twice, or something else sends again.
+    copies = Counter(record["id"] for record in records)
+    assert max(copies.values()) <= 2, copies
     ids_by_body: dict[str, set[str]] = {}
     for record in records:
         ids_by_body.setdefault(record["body"], set()).add(record["id"])
@@ -320,11 +367,68 @@ ops: {{endpoint: "127.0.0.1:{ops_port}"}}
     assert ready == 200 and status == 0, agent.tail()
 
 
+async def test_agent_without_the_acls_is_refused_then_delivers_once_granted(
+    secure_stack: SecureStack, tmp_path: Path
+) -> None:
+    """The documented agent user, on topics its ACLs do not name: refused (the key and the ACLs to
+    grant), spooling, not ready; once the doc's ACLs are granted on these topics, it connects on
+    its own and what it spooled arrives."""
+    stack = secure_stack
+    run = f"acl-{uuid.uuid4().hex[:10]}"
+    logs_topic, spans_topic = f"e2e.{run}.logs", f"e2e.{run}.spans"
+    await create_topics(stack, logs_topic, spans_topic)
+    username, password_file = documented_kafka_user(stack, "tether-agent")
+    (tmp_path / "logs").mkdir()
+    log_path = tmp_path / "logs" / "app.log"
+    lines = [json.dumps({"level": "info", "message": f"{run} line {n}"}) for n in range(20)]
+    log_path.write_text("\n".join(lines) + "\n")
+    ops_port = free_port()
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"""
+agent_id: {run}
+data_dir: {tmp_path / "state"}
+files: {{include: ["{tmp_path}/logs/*.log"], poll_interval_seconds: 0.1}}
+otlp: {{grpc_endpoint: "127.0.0.1:{free_port()}", http_endpoint: "127.0.0.1:{free_port()}"}}
+ops: {{endpoint: "127.0.0.1:{ops_port}"}}
+"""
+        + kafka_yaml(stack, logs_topic, spans_topic, password_file, username=username)
+    )
+    agent = TetherProcess("agent", config, tmp_path / "agent.out", ops_port)
+    agent.launch()
+    try:
+        agent.wait_listening(ops_port)
+        refusal = "kafka.sasl.username: Kafka refused this user access to topic"
+        await asyncio.to_thread(assert_refusing_but_alive, agent, refusal)
+        status, body = agent.get("/readyz")
+        assert status == 503 and b"Write and Describe on kafka.logs_topic" in body, body
+        renamed = {"tether.logs": logs_topic, "tether.spans": spans_topic}
+        granted = [
+            AclBinding(b.principal, b.resource_type, renamed[b.resource_name], b.operation)
+            for b in documented_acls()
+            if b.username == username
+        ]
+        await create_acls(stack.kafka.bootstrap, granted, **stack.kafka.client_options())
+        records = await consume_secure(stack, logs_topic, len(lines), within=75.0)
+        ready = agent.get("/readyz")[0]
+    finally:
+        status = agent.stop()
+    assert sorted(r["body"] for r in records) == sorted(lines), agent.tail()
+    assert ready == 200 and status == 0, agent.tail()
+
+
 # The collector refused by Elasticsearch or Jaeger: it holds, and delivers once fixed
 
 
 @pytest.mark.parametrize(
-    "refusal", ["revoked API key", "untrusted CA", "wrong hostname", "expired client certificate"]
+    "refusal",
+    [
+        "revoked API key",
+        "unknown API key",
+        "untrusted CA",
+        "wrong hostname",
+        "expired client certificate",
+    ],
 )
 async def test_collector_refused_retries_then_delivers_uncommitted_once(
     secure_stack: SecureStack, tmp_path: Path, refusal: str
@@ -343,6 +447,7 @@ async def test_collector_refused_retries_then_delivers_uncommitted_once(
     api_key_file = stack.secrets_dir / "api-key-encoded"
     good: dict[str, Any] = {"elasticsearch_auth": f'api_key_file: "{api_key_file}"'}
     bad: dict[str, Any] = dict(good)
+    why = ""  # what the refusal must also say, past the setting
     if refusal == "revoked API key":
         key = stack.elasticsearch_admin.create_api_key(
             f"revoked-{run}", {"tether_collector": documented_collector_role()}
@@ -351,6 +456,13 @@ async def test_collector_refused_retries_then_delivers_uncommitted_once(
         revoked = tmp_path / "api-key"
         revoked.write_text(key.encoded + "\n")
         bad["elasticsearch_auth"], setting = f'api_key_file: "{revoked}"', "elasticsearch.api_key"
+        why = f"api key [{key.id}] has been invalidated"
+    elif refusal == "unknown API key":  # well formed, but no cluster ever made it
+        unknown_id = uuid.uuid4().hex[:20]
+        unknown = tmp_path / "api-key"
+        unknown.write_text(base64.b64encode(f"{unknown_id}:{uuid.uuid4().hex}".encode()).decode() + "\n")
+        bad["elasticsearch_auth"], setting = f'api_key_file: "{unknown}"', "elasticsearch.api_key"
+        why = f"unable to find apikey with id {unknown_id}"
     elif refusal == "untrusted CA":
         bad["elasticsearch_ca"], setting = stack.certificates.untrusted_ca.cert, "elasticsearch.tls.ca_file"
     elif refusal == "wrong hostname":
@@ -366,6 +478,7 @@ async def test_collector_refused_retries_then_delivers_uncommitted_once(
     collector.launch()
     try:
         await asyncio.to_thread(assert_refusing_but_alive, collector, setting)
+        assert why in collector.tail(200_000), collector.tail()
     finally:
         assert collector.stop() == 0, collector.tail()
     config.write_text(collector_yaml(stack, logs_topic, spans_topic, f"e2e-{run}", ops_port=ops_port, **good))

@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.errors import SaslAuthenticationFailed, UnsupportedSaslMechanismError
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    UnsupportedSaslMechanismError,
+)
 
 from tests.unit.tls_certificates import Authority, authority
 from tests.unit.tls_servers import server_context
@@ -22,7 +27,7 @@ from tether.agent.partition_memory import PartitionMemory
 from tether.agent.sinks.kafka import KafkaSink
 from tether.collector.config import KafkaSourceConfig
 from tether.collector.kafka import KafkaConsumer
-from tether.kafka_errors import KafkaSecurityError, diagnose, explain
+from tether.kafka_errors import KafkaSecurityError, diagnose, explain, explain_authorization
 from tether.kafka_security import KafkaSecurity
 
 PASSWORD = "kafka-Pa55word-never-shown"
@@ -184,3 +189,32 @@ async def test_collector_consumer_keeps_retrying(
         await consumer.stop()
     refusals = [r for r in caplog.records if r.getMessage() == "Kafka refused the connection; retrying"]
     assert refusals[0].error.startswith("kafka.tls.ca_file: certificate verify failed")  # type: ignore[attr-defined]
+
+
+async def test_an_acl_refusal_names_the_user_key_and_the_acls_to_grant(tmp_path: Path) -> None:
+    """Authenticated, but the topics' metadata is refused: the agent says the ACLs it needs, keeps
+    retrying and is not ready; aiokafka raises TopicAuthorizationFailedError with the topic."""
+
+    class RefusedTopics:
+        partitions = 0
+
+        async def start(self) -> None:
+            raise TopicAuthorizationFailedError("tether.logs")
+
+    stop = asyncio.Event()
+    connector = KafkaConnector(
+        RefusedTopics(), "kafka-1:9093", PartitionMemory(tmp_path, "l", "s"), lambda _: None, 0.05
+    )
+    connecting = asyncio.create_task(connector.run(stop))
+    while connector.attempts < 2:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(connecting, 10)
+    reason = connector.not_ready_reason()
+    assert connector.refused and connector.fatal is None
+    assert reason is not None and "kafka.sasl.username: Kafka refused this user access to topic" in reason
+    assert "'tether.logs'" in reason and "Write and Describe on kafka.logs_topic" in reason
+    group = explain_authorization(GroupAuthorizationFailedError("tether-collector"), "Read on the group")
+    assert group is not None and group.startswith("kafka.sasl.username:")
+    assert "group 'tether-collector'" in group
+    assert explain_authorization(ConnectionRefusedError(111, "refused"), "anything") is None

@@ -110,8 +110,20 @@ def test_credentials_with_fields_of_another_version_still_load(secure: SecureSta
 def test_kafka_listens_only_with_sasl_ssl_on_its_port(secure: SecureStack, tmp_path: Path) -> None:
     properties = secure.kafka.server_properties(tmp_path / "data")
     settings = dict(line.split("=", 1) for line in properties.splitlines() if "=" in line)
-    assert settings["listeners"] == "SASL_SSL://127.0.0.1:19092,CONTROLLER://127.0.0.1:19094"
-    assert settings["advertised.listeners"] == "SASL_SSL://127.0.0.1:19092"
+    assert settings["listeners"] == (
+        "SASL_SSL://127.0.0.1:19092,MTLS://127.0.0.1:19095,CONTROLLER://127.0.0.1:19094"
+    )
+    assert settings["advertised.listeners"] == "SASL_SSL://127.0.0.1:19092,MTLS://127.0.0.1:19095"
+    assert (
+        settings["listener.security.protocol.map"] == "SASL_SSL:SASL_SSL,MTLS:SASL_SSL,CONTROLLER:PLAINTEXT"
+    )
+    # a client certificate: asked for on SASL_SSL, required on MTLS (the same SCRAM logins on both)
+    assert settings["ssl.client.auth"] == "requested"
+    assert settings["listener.name.mtls.ssl.client.auth"] == "required"
+    for listener in ("sasl_ssl", "mtls"):
+        for mechanism in ("scram-sha-256", "scram-sha-512"):
+            assert "ScramLoginModule" in settings[f"listener.name.{listener}.{mechanism}.sasl.jaas.config"]
+    assert secure.kafka.mtls_bootstrap == "127.0.0.1:19095"
     assert settings["sasl.enabled.mechanisms"] == "SCRAM-SHA-256,SCRAM-SHA-512"
     assert settings["ssl.keystore.location"] == str(secure.certificates.server.bundle)
     assert settings["ssl.truststore.location"] == str(secure.certificates.ca.cert)
@@ -121,11 +133,42 @@ def test_kafka_listens_only_with_sasl_ssl_on_its_port(secure: SecureStack, tmp_p
 def test_kafka_scram_users_for_both_mechanisms(secure: SecureStack) -> None:
     arguments = secure.kafka.format_arguments()
     users = arguments[1::2]
-    assert arguments[0::2] == ["--add-scram"] * 4
     c = secure.credentials
+    assert sorted(c.kafka_user_passwords) == ["tether-agent", "tether-collector"]  # docs/security.md's
+    assert arguments[0::2] == ["--add-scram"] * 8
     for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
         assert f"{mechanism}=[name=tether,password={c.kafka_password}]" in users
         assert f"{mechanism}=[name=admin,password={c.kafka_admin_password}]" in users
+        for name, password in c.kafka_user_passwords.items():
+            assert f"{mechanism}=[name={name},password={password}]" in users
+            assert secure.secrets_dir.joinpath(f"kafka-password-{name}").read_text() == password
+
+
+def test_kafka_enforces_acls_with_the_stacks_own_users_as_super_users(
+    secure: SecureStack, tmp_path: Path
+) -> None:
+    properties = secure.kafka.server_properties(tmp_path / "data")
+    settings = dict(line.split("=", 1) for line in properties.splitlines() if "=" in line)
+    assert settings["authorizer.class.name"].endswith(".StandardAuthorizer")
+    assert settings["super.users"].split(";") == ["User:admin", "User:tether", "User:ANONYMOUS"]
+    assert settings["allow.everyone.if.no.acl.found"] == "false"
+
+
+def test_new_documented_kafka_users_remake_only_kafkas_data(secure: SecureStack) -> None:
+    """Credentials of an older stack (no documented users): the users are added and Kafka's data,
+    formatted without them, goes; Elasticsearch's stays."""
+    record = json.loads(secure.credentials_file.read_text())
+    del record["kafka_user_passwords"]
+    secure.credentials_file.write_text(json.dumps(record))
+    kafka_data, es_data = secure.kafka.home / "data", secure.elasticsearch.base / "data"
+    kafka_data.mkdir(parents=True)
+    es_data.mkdir(parents=True)
+    lines: list[str] = []
+    secure.set_up_security(report=lines.append)
+    assert sorted(secure.credentials.kafka_user_passwords) == ["tether-agent", "tether-collector"]
+    assert secure.credentials.kafka_password == record["kafka_password"]
+    assert not kafka_data.exists() and es_data.exists()
+    assert any("new Kafka users" in line for line in lines)
 
 
 @pytest.mark.stack

@@ -37,6 +37,8 @@ class StackCredentials:
     service_token: str | None = field(default=None, repr=False)
     api_key_id: str | None = None  # the `tether` user's API key, made once the node runs
     api_key: str | None = field(default=None, repr=False)
+    # Kafka users of docs/security.md's ACLs (tether-agent, tether-collector): name -> password.
+    kafka_user_passwords: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def secrets_dir(self) -> Path:
@@ -50,8 +52,8 @@ class StackCredentials:
         return base64.b64encode(f"{self.api_key_id}:{self.api_key}".encode()).decode()
 
     def secret_file(self, name: str) -> Path:
-        """secrets/<name>: kafka-password, elasticsearch-password, elastic-password, service-token,
-        api-key-id, api-key, api-key-encoded."""
+        """secrets/<name>: kafka-password, kafka-password-<user> (tether-agent, tether-collector),
+        elasticsearch-password, elastic-password, service-token, api-key-id, api-key, api-key-encoded."""
         return self.secrets_dir / name
 
     def with_service_token(self, name: str, token: str) -> StackCredentials:
@@ -63,6 +65,25 @@ class StackCredentials:
         updated = replace(self, api_key_id=api_key_id, api_key=api_key)
         updated.save()
         return updated
+
+    def kafka_password_of(self, username: str) -> str:
+        """The password of the stack's admin, `tether`, or a user of the documented ACLs."""
+        known = {
+            self.kafka_username: self.kafka_password,
+            self.kafka_admin_username: self.kafka_admin_password,
+            **self.kafka_user_passwords,
+        }
+        return known[username]
+
+    def with_kafka_users(self, usernames: list[str]) -> tuple[StackCredentials, bool]:
+        """These Kafka users too (new random passwords for new ones); True when some were added."""
+        missing = [name for name in usernames if name not in self.kafka_user_passwords]
+        if not missing:
+            return self, False
+        passwords = {**self.kafka_user_passwords, **{name: _new_password() for name in missing}}
+        updated = replace(self, kafka_user_passwords=passwords)
+        updated.save()
+        return updated, True
 
     def save(self) -> None:
         record = {k: v for k, v in asdict(self).items() if k != "file"}
@@ -76,6 +97,7 @@ class StackCredentials:
             "api-key": self.api_key,
             "api-key-encoded": self.api_key_encoded,
         }
+        singles.update({f"kafka-password-{name}": value for name, value in self.kafka_user_passwords.items()})
         self.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for name, value in singles.items():
             if value is not None:

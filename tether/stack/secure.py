@@ -29,6 +29,7 @@ from tether.stack.secure_elasticsearch import SECURITY_MARKER, SecureElasticsear
 from tether.stack.secure_elasticsearch_admin import ElasticsearchSecurityAdmin
 from tether.stack.secure_jaeger import SecureJaegerServer
 from tether.stack.secure_kafka import SecureKafkaServer
+from tether.stack.secure_kafka_acls import documented_acls, users_of
 
 
 def default_secure_cache_dir() -> Path:
@@ -51,6 +52,7 @@ class SecureStackConfig(StackConfig):
     cache_dir: Path = field(default_factory=default_secure_cache_dir)
     kafka_port: int = 19092
     kafka_controller_port: int = 19094
+    kafka_mtls_port: int = 19095  # SASL_SSL that requires a client certificate
     elasticsearch_port: int = 19200  # transport: +100
     elasticsearch_heap: str = "512m"
     jaeger_otlp_grpc_port: int = 24317
@@ -72,7 +74,7 @@ class SecureStackConfig(StackConfig):
 
 
 class SecureStack(Stack):
-    """Kafka SASL_SSL + SCRAM, Elasticsearch https + users + API key, Jaeger OTLP over TLS.
+    """Kafka SASL_SSL + SCRAM + ACLs, Elasticsearch https + users + API key, Jaeger OTLP over TLS.
 
     Paths are known before set-up; `credentials` is readable once `up` has made them.
     """
@@ -98,6 +100,7 @@ class SecureStack(Stack):
             deploy_dir=deploy,
             certificates=self.certificates,
             credentials_file=self.credentials_file,
+            mtls_port=c.kafka_mtls_port,
         )
         self.elasticsearch = SecureElasticsearchServer(
             version=ELASTICSEARCH_VERSION,
@@ -159,22 +162,29 @@ class SecureStack(Stack):
         ensure_certificates(self.certificates.directory)
         if not had_certificates:
             report(f"certificates: made a local CA and certificates in {self.certificates.directory}")
-        _, made = ensure_credentials(self.credentials_file)
+        credentials, made = ensure_credentials(self.credentials_file)
+        _, added = credentials.with_kafka_users(users_of(documented_acls()))
         if made:
             report(f"credentials: made new users and passwords in {self.credentials_file}")
             self._forget_old_users()
+        elif added:  # docs/security.md names a Kafka user the broker's data was formatted without
+            report(f"credentials: new Kafka users of docs/security.md in {self.credentials_file}")
+            self._forget_old_users(kafka_only=True)
 
-    def _forget_old_users(self) -> None:
+    def _forget_old_users(self, kafka_only: bool = False) -> None:
         """Users live in Kafka's data (its format), Elasticsearch's config files (written once, then
         marked) and .security index: new credentials need all made again, or the servers would
-        still expect the old passwords."""
-        running = [s.name for s in self.servers if s.process.is_running()]
+        still expect the old passwords. New Kafka users alone need only Kafka's data made again."""
+        servers = (self.kafka,) if kafka_only else self.servers
+        running = [s.name for s in servers if s.process.is_running()]
         if running:
             raise StackError(
                 f"new credentials were made while {', '.join(running)} still run with the old ones: "
                 "run `tether stack down --secure` and `up --secure` again"
             )
         shutil.rmtree(self.kafka.home / "data", ignore_errors=True)
+        if kafka_only:
+            return
         shutil.rmtree(self.elasticsearch.base / "data", ignore_errors=True)
         (self.elasticsearch.home / "config" / SECURITY_MARKER).unlink(missing_ok=True)
 
