@@ -112,6 +112,9 @@ class Producer:
             bootstrap_servers=stack.kafka.bootstrap, acks="all", **kafka_options
         )
         self._offset = 0
+        # A new file each time, as a real agent's: record ids (agent, fingerprint, offset) of two
+        # producers never meet, or a versioned write of one would be refused as the other's replay.
+        self.fingerprint = os.urandom(8).hex()
 
     async def __aenter__(self) -> Producer:
         await self._producer.start()
@@ -129,7 +132,7 @@ class Producer:
         records = encode_file_lines(
             file_lines,
             path="/e2e/app.log",
-            fingerprint="fp",
+            fingerprint=self.fingerprint,
             agent_id=self.agent_id,
             observed_ns=time.time_ns(),
             partitions=PARTITIONS,
