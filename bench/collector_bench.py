@@ -30,11 +30,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from elasticsearch import AsyncElasticsearch
 from elasticsearch.helpers import async_bulk
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from tests.e2e.agent_harness import free_port
+from tests.e2e.agent_harness import PARTITIONS, free_port
 from tests.e2e.collector_harness import Producer, TraceSpec, create_topics, new_topics
 from tether.agent.encode import FileLine, encode_file_lines
 from tether.agent.parse import parse_line
@@ -71,8 +72,13 @@ def collector_run(
     *,
     max_pending_mb: int,
     bulk_max_docs: int,
+    sampling: float | None = None,
+    records: int = 0,
 ) -> dict[str, float]:
+    """Run the collector until it has indexed `expected` documents of `run`; with `sampling` (a
+    probability), until it has consumed all `records` and holds and delivers nothing more."""
     ops = free_port()
+    sampled = f"sampling: {{enabled: true, probability: {sampling}}}" if sampling is not None else ""
     config = work / "collector.yaml"
     config.write_text(f"""
 log_level: warning
@@ -82,6 +88,7 @@ correlation: {{wait_seconds: 1, max_pending_bytes: {max_pending_mb * 1024 * 1024
 elasticsearch: {{url: "{stack.elasticsearch.url}", replicas: 0, bulk_max_docs: {bulk_max_docs}}}
 jaeger: {{enabled: false}}
 ops: {{endpoint: "127.0.0.1:{ops}"}}
+{sampled}
 """)
     tether = str(Path(sys.executable).with_name("tether"))
     pin = ["taskset", "-c", "1"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
@@ -97,9 +104,7 @@ ops: {{endpoint: "127.0.0.1:{ops}"}}
         # Throughput counts from the first record consumed: joining a new consumer group waits
         # out the broker's group.initial.rebalance.delay.ms (3 s), which is not indexing speed.
         first_record: float | None = None
-        while _metric(ops, "tether_collector_documents_out_total") < expected or (
-            asyncio.run(_indexed(stack, run)) < expected
-        ):
+        while not _finished(ops, stack, run, expected, records if sampling is not None else 0):
             if process.poll() is not None:
                 raise RuntimeError((work / "collector.err").read_text()[-3000:])
             if first_record is None and _metric(ops, "tether_collector_records_in_total") > 0:
@@ -117,17 +122,46 @@ ops: {{endpoint: "127.0.0.1:{ops}"}}
             )
             / 1024
         )
+        indexed = _metric(ops, "tether_collector_documents_out_total") if sampling is not None else expected
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
+    items = expected * 9 // 10  # 3 spans and 6 lines of every 10 documents: the input
     return {
-        "documents": expected,
+        "documents": indexed,
         "startup_s": (first_record or began) - began,
         "seconds": elapsed,
-        "docs_per_s": expected / elapsed,
-        "cpu_s_per_million": cpu / expected * 1e6,
+        "docs_per_s": indexed / elapsed,
+        "items_per_s": items / elapsed,
+        "cpu_s_per_million": cpu / indexed * 1e6,
+        "cpu_s_per_million_items": cpu / items * 1e6,
         "peak_rss_mb": rss,
     }
+
+
+def _finished(ops: int, stack: Stack, run: str, expected: int, records: int) -> bool:
+    """Every document indexed; or, sampling (`records` given), every record consumed and nothing
+    held or in flight."""
+    if records:
+        return (
+            _metric(ops, "tether_collector_records_in_total") >= records
+            and _metric(ops, "tether_collector_buffered_traces") == 0
+            and _metric(ops, "tether_collector_inflight_documents") == 0
+        )
+    return _metric(ops, "tether_collector_documents_out_total") >= expected and (
+        asyncio.run(_indexed(stack, run)) >= expected
+    )
+
+
+async def records_in(stack: Stack, *topics: str) -> int:
+    """How many records the topics hold (all preloaded: their end offsets)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka.bootstrap)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for topic in topics for p in range(PARTITIONS)]
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
 
 
 async def _indexed(stack: Stack, run: str) -> int:
@@ -235,6 +269,12 @@ def main() -> None:
     # peak RSS should follow these, not the size of the preload.
     parser.add_argument("--max-pending-mb", type=int, default=64)
     parser.add_argument("--bulk-max-docs", type=int, default=5000)
+    parser.add_argument(
+        "--sampling",
+        type=float,
+        metavar="P",
+        help="tail sampling on, keeping this share of the traces (and every error): its cost",
+    )
     args = parser.parse_args()
     stack = Stack()
     stack.up(report=lambda line: print(f"[stack] {line}", file=sys.stderr))
@@ -263,6 +303,8 @@ def main() -> None:
                     run,
                     max_pending_mb=args.max_pending_mb,
                     bulk_max_docs=args.bulk_max_docs,
+                    sampling=args.sampling,
+                    records=asyncio.run(records_in(stack, logs_topic, spans_topic)),
                 )
     ceiling = {
         "docs_per_s_before": ceilings[0]["docs_per_s"],
@@ -271,7 +313,7 @@ def main() -> None:
     }
     print(
         f"traces={args.traces} documents={expected} "
-        f"max_pending_mb={args.max_pending_mb} bulk_max_docs={args.bulk_max_docs}"
+        f"max_pending_mb={args.max_pending_mb} bulk_max_docs={args.bulk_max_docs} sampling={args.sampling}"
     )
     print("collector          " + "  ".join(f"{k}={v:,.1f}" for k, v in collector.items()))
     print("ceiling_async_bulk " + "  ".join(f"{k}={v:,.1f}" for k, v in ceiling.items()))

@@ -251,26 +251,19 @@ class RecordConsumer:
         """Move what correlation counted since the last call into the metrics."""
         s, last = self.stats, self._synced
         m = self.metrics
-        for result, now_value, before in (
-            ("span", s.logs_correlated, last.logs_correlated),
-            ("inferred", s.logs_inferred, last.logs_inferred),
-            ("trace", s.logs_trace_only, last.logs_trace_only),
-            ("none", s.logs_uncorrelated, last.logs_uncorrelated),
-            ("untraced", s.logs_untraced, last.logs_untraced),
-        ):
-            m.correlation.labels(result).inc(now_value - before)
+        service_logs, service_traces = s.fold()
+        for (service, result), count in service_logs.items():
+            m.correlation.labels(result).inc(count)
+            m.service_log_correlation.labels(self._service_label(service), result).inc(count)
+        for (service, logs), count in service_traces.items():
+            m.service_traces.labels(self._service_label(service), logs).inc(count)
+        m.correlation.labels("untraced").inc(s.logs_untraced - last.logs_untraced)
         m.late_arrivals.labels("span").inc(s.late_spans - last.late_spans)
         m.late_arrivals.labels("log").inc(s.late_logs - last.late_logs)
         m.evicted_traces.inc(s.evicted - last.evicted)
         m.repaired_logs.inc(s.logs_repaired - last.logs_repaired)
         m.log_events_dropped.inc(s.log_events_dropped - last.log_events_dropped)
         m.unrepairable_logs.inc(s.logs_unrepairable - last.logs_unrepairable)
-        for (service, result), count in s.service_logs.items():
-            m.service_log_correlation.labels(self._service_label(service), result).inc(count)
-        for (service, logs), count in s.service_traces.items():
-            m.service_traces.labels(self._service_label(service), logs).inc(count)
-        s.service_logs.clear()
-        s.service_traces.clear()
         self._synced = Stats(**{k: v for k, v in vars(s).items() if not isinstance(v, Counter)})
         m.buffered_traces.set(self.budget.traces)
         m.buffered_bytes.set(self.budget.bytes)

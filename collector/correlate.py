@@ -33,7 +33,7 @@ from typing_extensions import TypeVar
 
 from tether.collector.documents import LogDoc, SpanDoc
 from tether.collector.held_exports import HeldExport, SpanExport, add_log_events
-from tether.collector.log_correlation import INFERRED, SPAN, Joined, apply, join, own_service
+from tether.collector.log_correlation import INFERRED, SPAN, Joined, apply, apply_span, join
 from tether.collector.sampling import Decision, Sampler, SamplingCounts
 from tether.collector.span_inference import SpanIndex
 from tether.collector.trace_summary import TraceSummary, worst_level
@@ -122,10 +122,9 @@ class RepairBudget:
 
 @dataclass
 class Stats:
-    logs_correlated: int = 0  # logs whose span was found
-    logs_inferred: int = 0  # logs without a span id, joined to an inferred span
-    logs_trace_only: int = 0  # logs whose trace was known, but not their span
-    logs_uncorrelated: int = 0  # traced logs with nothing known about their trace
+    """What correlation counted. Traced lines are counted once, per (own service, correlation), in
+    `service_logs`, which `fold()` moves into the totals (the metrics take it from there)."""
+
     logs_untraced: int = 0
     logs_repaired: int = 0  # indexed log documents written again, joined better by a late span
     logs_unrepairable: int = 0  # not kept for repair: the repair budget was full
@@ -133,17 +132,28 @@ class Stats:
     late_logs: int = 0
     evicted: int = 0
     log_events_dropped: int = 0  # logs beyond jaeger.max_log_events_per_span, not sent as span events
-    # per service: (service, correlation) of traced lines; (root service, "yes"/"no") of traces with logs
     service_logs: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # (root service, "yes"/"no"): traces emitted, and whether any line carried their id
     service_traces: Counter[tuple[str, str]] = field(default_factory=Counter)
+    correlations: Counter[str] = field(default_factory=Counter)  # folded totals by correlation
 
+    def fold(self) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]:
+        """Take the per-service counts since the last fold, adding them to the totals."""
+        logs, traces = self.service_logs, self.service_traces
+        for (_, correlation), count in logs.items():
+            self.correlations[correlation] += count
+        self.service_logs, self.service_traces = Counter(), Counter()
+        return logs, traces
 
-_COUNTED = {
-    "span": "logs_correlated",
-    "inferred": "logs_inferred",
-    "trace": "logs_trace_only",
-    "none": "logs_uncorrelated",
-}
+    def logs(self, correlation: str) -> int:
+        """Traced lines joined as `correlation` so far, folded or not."""
+        pending = sum(count for (_, c), count in self.service_logs.items() if c == correlation)
+        return self.correlations[correlation] + pending
+
+    def summary(self) -> dict[str, int]:
+        """Every count, for the log line at stop."""
+        counts = {key: value for key, value in vars(self).items() if isinstance(value, int)}
+        return counts | {f"logs_{c}": self.logs(c) for c in ("span", "inferred", "trace", "none")}
 
 
 class TraceBuffer(Generic[Ack]):
@@ -257,13 +267,42 @@ class TraceBuffer(Generic[Ack]):
         logs_out: list[Output[Ack]] = []
         repairable: list[_Repairable] = []
         by_span: dict[str, list[LogDoc]] = {}
+        spans, service_logs, version = summary.spans, self.stats.service_logs, 1 + len(summary.spans)
         for doc, offset in pending.logs:
-            output, kept = self._joined(doc, offset, summary, index)
-            logs_out.append(output)
-            if kept is not None:
-                repairable.append(kept)
-            if output.source["tether"]["correlation"] in (SPAN, INFERRED):
-                by_span.setdefault(output.source["span"]["id"], []).append(doc)
+            source = doc.source
+            info = spans.get(doc.span_id) if doc.span_id else None
+            if info is not None and "inference" not in source["tether"] and "parent" not in source:
+                # A line naming a span that arrived, on its first emission: apply_span, inlined
+                # (the common case, once per line; the fields it would reset are not there yet).
+                joined_to = doc.span_id
+                service = source["service"]["name"] if "service" in source else ""
+                source["tether"]["correlation"] = SPAN
+                source["span"] = {
+                    "id": joined_to,
+                    "name": info.name,
+                    "kind": info.kind,
+                    "status": info.status,
+                    "duration": {"us": info.duration_us},
+                }
+                if info.parent_id:
+                    source["parent"] = {"id": info.parent_id}
+                if not service and info.service:
+                    source["service"] = {"name": info.service}
+                service_logs[(service, SPAN)] += 1
+                logs_out.append(
+                    Output(LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, source, offset, doc.head, version)
+                )
+            else:
+                output, joined_to, kept = self._joined(doc, offset, summary, index)
+                logs_out.append(output)
+                if kept is not None:
+                    repairable.append(kept)
+            if joined_to:
+                joined_logs = by_span.get(joined_to)
+                if joined_logs is None:
+                    by_span[joined_to] = [doc]
+                else:
+                    joined_logs.append(doc)
         decision = None
         if self.sampler is not None:
             decision = self.sampler.decide(summary, int(pending.deadline * 1_000_000_000))
@@ -282,7 +321,7 @@ class TraceBuffer(Generic[Ack]):
         for span_doc, span_offset, export in pending.spans:
             logs = by_span.get(span_doc.span_id)
             if logs:
-                _count_logs(span_doc, Counter(log_doc.level or "unknown" for log_doc in logs))
+                _count_logs(span_doc, logs)
             self._export(export, logs)
             out.append(
                 Output(SPANS_ALIAS, span_doc.doc_id, span_doc.timestamp_ns, span_doc.source, span_offset)
@@ -333,7 +372,7 @@ class TraceBuffer(Generic[Ack]):
             recent.index = None
             out = self._repair(recent)
             logs = [kept.doc for kept in recent.repairable if kept.joined.span_id == doc.span_id]
-            _count_logs(doc, Counter(log_doc.level or "unknown" for log_doc in logs))
+            _count_logs(doc, logs)
         self._export(export, logs)
         if recent.decision is not None:
             _mark_sampled(doc.source, recent.decision.policy)
@@ -354,7 +393,7 @@ class TraceBuffer(Generic[Ack]):
         self._stale[doc.trace_id] = recent.summary
         if recent.index is None:
             recent.index = SpanIndex(recent.summary, self.inference_skew_ns)
-        output, repairable = self._joined(doc, offset, recent.summary, recent.index)
+        output, _, repairable = self._joined(doc, offset, recent.summary, recent.index)
         if repairable is not None:
             self._keep_for_repair(doc.trace_id, recent, [repairable])
         if recent.decision is not None:
@@ -363,19 +402,27 @@ class TraceBuffer(Generic[Ack]):
 
     def _joined(
         self, doc: LogDoc, offset: Ack, summary: TraceSummary, index: SpanIndex
-    ) -> tuple[Output[Ack], _Repairable | None]:
-        """The log's document joined to its trace, and what to keep of it for a repair (None once it
-        is joined to its own span: nothing can join it better)."""
-        service = own_service(doc)
-        joined = join(doc, summary, index, service)
-        apply(doc, joined, summary, service)
-        stats = self.stats
-        setattr(stats, _COUNTED[joined.correlation], getattr(stats, _COUNTED[joined.correlation]) + 1)
-        stats.service_logs[(service, joined.correlation)] += 1
+    ) -> tuple[Output[Ack], str, _Repairable | None]:
+        """The log's document joined to its trace, the span it is joined to ("" if none), and what
+        to keep of it for a repair (None once it is joined to its own span: nothing can do better)."""
+        source = doc.source
+        service = source["service"]["name"] if "service" in source else ""
+        span_id = doc.span_id
+        info = summary.spans.get(span_id) if span_id else None
+        repairable = None
+        if info is not None:  # the common case, kept short
+            apply_span(doc, span_id, info, service, SPAN)
+            correlation = SPAN
+        else:
+            joined = join(doc, summary, index, service)
+            apply(doc, joined, summary, service)
+            correlation, span_id = joined.correlation, joined.span_id
+            repairable = _Repairable(doc, service, joined)
+        self.stats.service_logs[(service, correlation)] += 1
         output = Output(
-            LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, offset, doc.head, 1 + len(summary.spans)
+            LOGS_ALIAS, doc.doc_id, doc.timestamp_ns, source, offset, doc.head, 1 + len(summary.spans)
         )
-        return output, None if joined.correlation == SPAN else _Repairable(doc, service, joined)
+        return output, span_id if correlation is SPAN or correlation == INFERRED else "", repairable
 
     def _repair(self, recent: _Recent) -> list[Output[Ack]]:
         """Join the kept logs again after a late span; write each whose join changed (no ack: the
@@ -430,13 +477,17 @@ class TraceBuffer(Generic[Ack]):
         recent.repairable = []
 
 
-def _count_logs(doc: SpanDoc, levels: Counter[str]) -> None:
+def _count_logs(doc: SpanDoc, logs: list[LogDoc]) -> None:
     """A span document's logs: how many, by level, the worst (for "spans that logged errors")."""
-    if not levels:
+    if not logs:
         return
+    levels: dict[str, int] = {}
+    for log_doc in logs:
+        level = log_doc.level or "unknown"
+        levels[level] = levels.get(level, 0) + 1
     span = doc.source["span"]
-    span["log_count"] = levels.total()
-    span["logs_by_level"] = dict(levels)
+    span["log_count"] = len(logs)
+    span["logs_by_level"] = levels
     worst = worst_level(levels)
     if worst:
         span["worst_log_level"] = worst

@@ -19,6 +19,8 @@ class CollectorMetrics:
             ["result"],
             registry=r,
         )
+        for result in ("span", "inferred", "trace", "none", "untraced"):
+            self.correlation.labels(result)  # every result shows, 0 until counted
         self.service_log_correlation = Counter(
             f"{p}service_log_correlation",
             "Traced log lines by their own service and how they were joined (span, inferred, trace, none)",

@@ -209,4 +209,4 @@ async def run_collector(config: CollectorConfig, stop: asyncio.Event | None = No
     finally:
         await collector.stop()
         await ops.stop()
-        log.info("collector stopped", extra=vars(collector.records.stats))
+        log.info("collector stopped", extra=collector.records.stats.summary())

@@ -26,14 +26,20 @@ class Inference:
 
 
 class SpanIndex:
-    """A trace's spans by service, built once per emission for all of its lines."""
+    """A trace's spans by service, built once per emission for all of its lines that need it."""
 
     def __init__(self, summary: TraceSummary, skew_ns: int) -> None:
         self.summary = summary
         self.skew_ns = skew_ns
-        self.by_service: dict[str, list[tuple[str, SpanInfo]]] = {}
-        for span_id, info in summary.spans.items():
-            self.by_service.setdefault(info.service, []).append((span_id, info))
+        self._by_service: dict[str, list[tuple[str, SpanInfo]]] | None = None  # built when first asked
+
+    @property
+    def by_service(self) -> dict[str, list[tuple[str, SpanInfo]]]:
+        if self._by_service is None:
+            self._by_service = {}
+            for span_id, info in self.summary.spans.items():
+                self._by_service.setdefault(info.service, []).append((span_id, info))
+        return self._by_service
 
     def infer(self, service: str, timestamp_ns: int) -> Inference | None:
         """The span of a line of `service` stamped `timestamp_ns`; None when the trace has no span."""

@@ -4,6 +4,7 @@ and the summary document written to tether-traces."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ _SEVERITY = {level: rank for rank, level in enumerate(LEVEL_ORDER)}
 MAX_LISTED_ORPHANS = 20
 
 
-def worst_level(levels: Counter[str]) -> str:
+def worst_level(levels: Mapping[str, int]) -> str:
     """The most severe level of `levels` ("" when none is a known level)."""
     known = [level for level in levels if level in _SEVERITY]
     return max(known, key=_SEVERITY.__getitem__) if known else ""

@@ -169,7 +169,7 @@ def test_correlation_results_without_the_span() -> None:
     assert logs_out[1]["service"]["name"] == "frontend"  # from the trace's root
     assert logs_out[2]["tether"]["correlation"] == "none"
     assert logs_out[2]["service"]["name"] == "billing"  # its own is kept
-    assert (b.stats.logs_trace_only, b.stats.logs_uncorrelated) == (1, 1)
+    assert (b.stats.logs("trace"), b.stats.logs("none")) == (1, 1)
 
 
 def test_late_span_and_late_log_update_the_summary_under_the_same_id() -> None:
