@@ -359,7 +359,7 @@ async def test_every_elasticsearch_panel_query_returns_what_the_pipeline_indexed
 ) -> None:
     logs_topic, spans_topic, run = new_topics("grafana")
     await create_topics(stack, logs_topic, spans_topic)
-    await asyncio.to_thread(_update_existing_mappings, stack)
+    await asyncio.to_thread(update_existing_mappings, stack)
     collector = CollectorProcess(stack, tmp_path, logs_topic, spans_topic, group=run, wait_seconds=1)
     collector.start()
     collector.wait_assigned()
@@ -407,7 +407,7 @@ async def test_every_elasticsearch_panel_query_returns_what_the_pipeline_indexed
     assert sorted(checked) == sorted(CHECKS), "every check ran once, on a committed panel"
 
 
-def _update_existing_mappings(stack: Stack) -> None:
+def update_existing_mappings(stack: Stack) -> None:
     """Give indices that already exist the fields of the current templates (additive only).
 
     Elasticsearch applies an index template when it creates an index, never afterwards, so a daily
