@@ -125,7 +125,7 @@ def _terms_body(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The terms aggregation and the metric aggregations Grafana adds inside it for ordering by a metric."""
     settings = dict(bucket.get("settings") or {})
-    _check_keys("terms settings", settings, {"size", "order", "orderBy", "min_doc_count"})
+    _check_keys("terms settings", settings, {"size", "order", "orderBy", "min_doc_count", "missing"})
     terms: dict[str, Any] = {
         "field": bucket["field"],
         "size": _int(settings.get("size"), DEFAULT_SIZE),
@@ -133,6 +133,10 @@ def _terms_body(
     }
     if "min_doc_count" in settings:
         terms["min_doc_count"] = int(settings["min_doc_count"])
+    if "missing" in settings:  # Grafana passes a string setting as is: the key of valueless documents
+        if not isinstance(settings["missing"], str):
+            raise Unsupported("terms missing must be a string")
+        terms["missing"] = settings["missing"]
     extra: dict[str, Any] = {}
     order_by = settings.get("orderBy")
     if order_by is not None:

@@ -39,6 +39,24 @@ PROMETHEUS = DataSourceRef(type_val="prometheus", uid=PROMETHEUS_UID)
 TIME_FIELD = "@timestamp"
 RATE = "$__rate_interval"
 ERROR_LEVELS = "(error OR fatal OR critical OR panic)"
+# The worst levels that make a trace or span count as "logged errors": the collector's short names
+# (collector/trace_summary.py LEVEL_ORDER), from error up.
+ERROR_LOG_LEVELS = ("error", "fatal")
+# The log levels the collector counts per trace (trace.logs_by_level.<level>), most severe first.
+LOG_LEVELS = ("fatal", "error", "warn", "info", "debug", "trace")
+ERROR_TRACE_COLUMNS = [
+    "@timestamp",
+    "trace.id",
+    "trace.root.service",
+    "trace.root.operation",
+    "trace.duration.us",
+    "trace.status",
+    "trace.worst_log_level",
+    "trace.log_count",
+    *(f"trace.logs_by_level.{level}" for level in LOG_LEVELS),
+]
+# The bucket of a broken trace in which no service logged without spans (only orphan spans).
+NO_SERVICE_WITHOUT_SPANS = "(none)"
 
 
 def _service_variable(datasource: DataSourceRef, field: str) -> db.QueryVariable:
@@ -60,19 +78,21 @@ def _es(datasource: DataSourceRef, query: str) -> es.Dataquery:
     return es.Dataquery().ref_id("A").datasource(datasource).time_field(TIME_FIELD).query(query)
 
 
-def _terms(agg_id: str, field: str, size: int = 10, order_by: str = "_count") -> es.Terms:
-    return (
-        es.Terms()
-        .id(agg_id)
-        .field(field)
-        .settings(
-            es.ElasticsearchTermsSettings()
-            .size(str(size))
-            .order(TermsOrder.DESC)
-            .order_by(order_by)
-            .min_doc_count("1")
-        )
+def _terms(
+    agg_id: str, field: str, size: int = 10, order_by: str = "_count", missing: str | None = None
+) -> es.Terms:
+    """A terms bucket; `missing` is the key of the documents that have no value of the field
+    (without it they are left out)."""
+    settings = (
+        es.ElasticsearchTermsSettings()
+        .size(str(size))
+        .order(TermsOrder.DESC)
+        .order_by(order_by)
+        .min_doc_count("1")
     )
+    if missing is not None:
+        settings = settings.missing(missing)
+    return es.Terms().id(agg_id).field(field).settings(settings)
 
 
 def _histogram(agg_id: str) -> es.DateHistogram:
@@ -179,7 +199,7 @@ def logs_dashboard() -> db.Dashboard:
     )
 
 
-def _organize(columns: list[str]) -> DataTransformerConfig:
+def _organize(columns: list[str], rename: dict[str, str] | None = None) -> DataTransformerConfig:
     """Keep and order the given columns of a raw-data table (Grafana's `organize` transformation)."""
     return DataTransformerConfig(
         id_val="organize",
@@ -187,8 +207,66 @@ def _organize(columns: list[str]) -> DataTransformerConfig:
             "indexByName": {name: i for i, name in enumerate(columns)},
             "includeByName": dict.fromkeys(columns, True),
             "excludeByName": {},
-            "renameByName": {},
+            "renameByName": rename or {},
         },
+    )
+
+
+def _error_traces_panel(root: str) -> table.Panel:
+    """Trace summaries whose worst log level is error or fatal: a flag the collector writes, so no
+    join of tether-logs to tether-traces is needed. Raw documents, because the counts by level live in
+    a flattened field (trace.logs_by_level), which has no numeric aggregations."""
+    levels = " OR ".join(ERROR_LOG_LEVELS)
+    return (
+        table.Panel()
+        .title("Traces whose spans logged errors")
+        .description(
+            "The latest traces with an error or fatal log line (trace.worst_log_level), with their log "
+            "lines by level; trace.id opens the trace in Jaeger."
+        )
+        .datasource(TRACES)
+        .with_target(
+            _es(TRACES, f"{root} AND trace.worst_log_level:({levels})").metrics(
+                [es.RawData().id("1").settings(es.ElasticsearchRawDataSettings().size("100"))]
+            )
+        )
+        .with_transformation(
+            _organize(
+                ERROR_TRACE_COLUMNS,
+                {f"trace.logs_by_level.{level}": f"{level} logs" for level in LOG_LEVELS},
+            )
+        )
+        .override_by_name("trace.id", [_trace_link()])
+        .height(10)
+        .span(24)
+    )
+
+
+def _broken_propagation_panel(root: str) -> table.Panel:
+    """Traces with spans whose parent never arrived, or with services that logged under the trace id
+    but sent no span: per root service and per service that sent no spans."""
+    broken = "(trace.orphan_span_count:>0 OR trace.services_without_spans:*)"
+    return (
+        table.Panel()
+        .title("Broken propagation by service")
+        .description(
+            "Traces whose context propagation broke, by root service and by the service that logged with "
+            f"the trace id but sent no span ({NO_SERVICE_WITHOUT_SPANS}: only spans whose parent never "
+            "arrived): traces, and spans without their parent."
+        )
+        .datasource(TRACES)
+        .with_target(
+            _es(TRACES, f"{root} AND {broken}")
+            .metrics([es.Count().id("1"), es.Sum().id("2").field("trace.orphan_span_count")])
+            .bucket_aggs(
+                [
+                    _terms("3", "trace.root.service", size=50),
+                    _terms("4", "trace.services_without_spans", size=50, missing=NO_SERVICE_WITHOUT_SPANS),
+                ]
+            )
+        )
+        .height(10)
+        .span(12)
     )
 
 
@@ -311,6 +389,8 @@ def traces_dashboard() -> db.Dashboard:
         .with_panel(operations)
         .with_panel(slowest)
         .with_panel(spans)
+        .with_panel(_error_traces_panel(root))
+        .with_panel(_broken_propagation_panel(root))
     )
 
 

@@ -9,6 +9,7 @@ metrics that a real agent and a real collector expose on /metrics.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -25,7 +26,7 @@ import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from grafana.es_query import Variable, search_body
-from grafana.generate import DASHBOARDS, DASHBOARDS_DIR
+from grafana.generate import DASHBOARDS, DASHBOARDS_DIR, ERROR_TRACE_COLUMNS, NO_SERVICE_WITHOUT_SPANS
 from tests.e2e.agent_harness import AgentProcess
 from tests.e2e.collector_harness import (
     CollectorProcess,
@@ -35,6 +36,7 @@ from tests.e2e.collector_harness import (
     new_topics,
     wait_for_count,
 )
+from tether.schemas.indices import TEMPLATE_NAMES, index_template
 from tether.stack import Stack
 
 pytestmark = pytest.mark.stack
@@ -45,6 +47,10 @@ ALIAS = {
     "tether-es-traces": "tether-traces",
 }
 TRACES = 18
+ERROR_LEVELS = {"error", "fatal"}
+# Traces with a fatal line (status OK), a span whose parent is never sent, a service that logs with
+# the trace id but sends no span, and both.
+FATAL, ORPHAN, NO_SPANS, BOTH = {5}, {6, 10}, {7, 10}, {10}
 
 
 @dataclass
@@ -52,18 +58,26 @@ class Produced:
     """What this run sent, and so what every panel must show."""
 
     run: str
-    services: list[str]
+    services: list[str]  # the root services
     from_ms: int
     to_ms: int
-    traces: list[dict[str, Any]] = field(default_factory=list)  # id, service, operation, status, duration_us
+    # id, service, operation, status, duration_us, levels (Counter of its log levels), orphans (count),
+    # without_spans (services that logged but sent no span)
+    traces: list[dict[str, Any]] = field(default_factory=list)
     spans: list[tuple[str, str, int]] = field(default_factory=list)  # service, name, duration_us
     logs: list[tuple[str, str, bool]] = field(default_factory=list)  # service, level, traced
+    log_only_services: list[str] = field(default_factory=list)  # log with trace ids, send no spans
+
+    @property
+    def all_services(self) -> list[str]:
+        return self.services + self.log_only_services
 
 
 def _make(run: str) -> tuple[Produced, list[TraceSpec], list[bytes]]:
     services = [f"{run}-web", f"{run}-api", f"{run}-db"]
     base_ns = time.time_ns() - 120 * 1_000_000_000
     produced = Produced(run, services, base_ns // 1_000_000 - 60_000, time.time_ns() // 1_000_000 + 60_000)
+    produced.log_only_services = [f"{run}-queue"]
     specs, untraced = [], []
     for k in range(TRACES):
         service = services[k % 3]
@@ -93,6 +107,32 @@ def _make(run: str) -> tuple[Produced, list[TraceSpec], list[bytes]]:
                 status=Status(code=Status.STATUS_CODE_ERROR if error else Status.STATUS_CODE_OK),
             ),
         ]
+        produced.spans += [(service, operation, duration_us), (service, f"{run} child", duration_us // 2)]
+        if k in ORPHAN:  # its parent is never sent; inside the root's time, so the duration stays
+            spec.spans.append(
+                Span(
+                    trace_id=spec.trace_id,
+                    span_id=os.urandom(8),
+                    parent_span_id=os.urandom(8),
+                    name=f"{run} orphan",
+                    kind=Span.SPAN_KIND_INTERNAL,
+                    start_time_unix_nano=start + 150_000,
+                    end_time_unix_nano=start + 150_000 + duration_us * 100,
+                )
+            )
+            produced.spans.append((service, f"{run} orphan", duration_us // 10))
+        levels = (
+            [("info", root_id, service)]
+            + ([("error", child_id, service)] if error else [])
+            + ([("fatal", child_id, service)] if k in FATAL else [])
+            + ([("warn", root_id, service)] * (k % 3 == 0))
+            + ([("info", root_id, produced.log_only_services[0])] if k in NO_SPANS else [])
+        )
+        for n, (level, span_id, logger) in enumerate(levels):
+            spec.lines.append(
+                _line(start + 200_000 + n, level, logger, f"{run} log {k}.{n}", spec.trace_id, span_id)
+            )
+            produced.logs.append((logger, level, True))
         produced.traces.append(
             {
                 "id": spec.trace_id.hex(),
@@ -100,19 +140,11 @@ def _make(run: str) -> tuple[Produced, list[TraceSpec], list[bytes]]:
                 "operation": operation,
                 "status": "ERROR" if error else "OK",
                 "duration_us": duration_us,
+                "levels": Counter(level for level, _, _ in levels),
+                "orphans": int(k in ORPHAN),
+                "without_spans": produced.log_only_services if k in NO_SPANS else [],
             }
         )
-        produced.spans += [(service, operation, duration_us), (service, f"{run} child", duration_us // 2)]
-        levels = (
-            [("info", root_id)]
-            + ([("error", child_id)] if error else [])
-            + ([("warn", root_id)] * (k % 3 == 0))
-        )
-        for n, (level, span_id) in enumerate(levels):
-            spec.lines.append(
-                _line(start + 200_000 + n, level, service, f"{run} log {k}.{n}", spec.trace_id, span_id)
-            )
-            produced.logs.append((service, level, True))
         specs.append(spec)
     for n in range(2):  # untraced lines count in the volume panels, never in the error table
         untraced.append(_line(base_ns + n, "info", services[0], f"{run} untraced {n}", None, None))
@@ -188,10 +220,10 @@ def _volume_by_service(p: Produced, response: dict[str, Any], ids: list[str]) ->
 @check("Error logs")
 def _error_logs(p: Produced, response: dict[str, Any], ids: list[str]) -> None:
     hits = [hit["_source"] for hit in response["hits"]["hits"]]
-    assert len(hits) == sum(level == "error" for _, level, _ in p.logs) > 0
-    trace_ids = {t["id"] for t in p.traces if t["status"] == "ERROR"}
+    assert len(hits) == sum(level in ERROR_LEVELS for _, level, _ in p.logs) > 0
+    trace_ids = {t["id"] for t in p.traces if ERROR_LEVELS & set(t["levels"])}
     for source in hits:
-        assert source["log"]["level"] == "error" and source["service"]["name"] in p.services
+        assert source["log"]["level"] in ERROR_LEVELS and source["service"]["name"] in p.services
         assert source["trace"]["id"] in trace_ids and source["span"]["name"] == f"{p.run} child"
     stamps = [hit["sort"][0] for hit in response["hits"]["hits"]]
     assert stamps == sorted(stamps, reverse=True)  # newest first
@@ -255,6 +287,64 @@ def _span_latency(p: Produced, response: dict[str, Any], ids: list[str]) -> None
         _percentiles_within(rows[key]["2"]["values"], min(durations), max(durations))
 
 
+def _flatten(source: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A document's fields the way Grafana's raw-data response makes columns of them (dotted keys)."""
+    flat: dict[str, Any] = {}
+    for key, value in source.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+@check("Traces whose spans logged errors")
+def _error_traces(p: Produced, response: dict[str, Any], ids: list[str]) -> None:
+    expected = {t["id"]: t for t in p.traces if ERROR_LEVELS & set(t["levels"])}
+    hits = [_flatten(hit["_source"]) for hit in response["hits"]["hits"]]
+    assert sorted(hit["trace.id"] for hit in hits) == sorted(expected)
+    assert any(t["levels"]["fatal"] and not t["levels"]["error"] for t in expected.values())
+    for hit in hits:
+        trace = expected[hit["trace.id"]]
+        worst = "fatal" if trace["levels"]["fatal"] else "error"
+        counts = {
+            key.rsplit(".", 1)[1]: n for key, n in hit.items() if key.startswith("trace.logs_by_level.")
+        }
+        assert (hit["trace.worst_log_level"], counts, hit["trace.log_count"]) == (
+            worst,
+            dict(trace["levels"]),
+            trace["levels"].total(),
+        )
+        assert (hit["trace.root.service"], hit["trace.root.operation"], hit["trace.status"]) == (
+            trace["service"],
+            trace["operation"],
+            trace["status"],
+        )
+        assert hit["trace.duration.us"] == trace["duration_us"]
+        # Every column the table keeps is there, and no count by level is left out of them.
+        assert {c for c in ERROR_TRACE_COLUMNS if not c.startswith("trace.logs_by_level.")} <= set(hit)
+        assert {f"trace.logs_by_level.{level}" for level in counts} <= set(ERROR_TRACE_COLUMNS)
+    stamps = [hit["sort"][0] for hit in response["hits"]["hits"]]
+    assert stamps == sorted(stamps, reverse=True)  # newest first
+
+
+@check("Broken propagation by service")
+def _broken_propagation(p: Produced, response: dict[str, Any], ids: list[str]) -> None:
+    expected: Counter[tuple[str, str]] = Counter()
+    orphans: Counter[tuple[str, str]] = Counter()
+    for t in p.traces:
+        if t["orphans"] or t["without_spans"]:
+            for service in t["without_spans"] or [NO_SERVICE_WITHOUT_SPANS]:
+                expected[t["service"], service] += 1
+                orphans[t["service"], service] += t["orphans"]
+    rows = dict(_rows(response["aggregations"], ids))
+    assert {key: bucket["doc_count"] for key, bucket in rows.items()} == dict(expected)
+    assert {key: bucket["2"]["value"] for key, bucket in rows.items()} == {k: orphans[k] for k in expected}
+    # Both kinds of breakage, alone and together, are in the answer.
+    assert {service for _, service in expected} == {NO_SERVICE_WITHOUT_SPANS, *p.log_only_services}
+    assert sum(orphans.values()) == len(ORPHAN) and sum(expected.values()) == len(ORPHAN | NO_SPANS)
+
+
 def _targets(datasource_type: str) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
     for name in DASHBOARDS:
         dashboard = json.loads((DASHBOARDS_DIR / f"{name}.json").read_text())
@@ -269,6 +359,7 @@ async def test_every_elasticsearch_panel_query_returns_what_the_pipeline_indexed
 ) -> None:
     logs_topic, spans_topic, run = new_topics("grafana")
     await create_topics(stack, logs_topic, spans_topic)
+    await asyncio.to_thread(update_existing_mappings, stack)
     collector = CollectorProcess(stack, tmp_path, logs_topic, spans_topic, group=run, wait_seconds=1)
     collector.start()
     collector.wait_assigned()
@@ -278,15 +369,26 @@ async def test_every_elasticsearch_panel_query_returns_what_the_pipeline_indexed
             await producer.spans(spec.span_request(spec.spans))
             await producer.lines(spec.lines)
         await producer.lines(untraced)
-    in_run = {"terms": {"service.name": produced.services}}
-    trace_ids = [t["id"] for t in produced.traces]
+    in_run = {"terms": {"service.name": produced.all_services}}
     logs = await wait_for_count(stack, "tether-logs", in_run, len(produced.logs))
     spans = await wait_for_count(stack, "tether-spans", in_run, len(produced.spans))
-    summaries = await wait_for_count(stack, "tether-traces", {"terms": {"trace.id": trace_ids}}, TRACES)
+    # Each summary once it counts all its logs (a summary written before a late line is written again).
+    counted = [
+        {
+            "bool": {
+                "filter": [
+                    {"term": {"trace.id": t["id"]}},
+                    {"term": {"trace.log_count": t["levels"].total()}},
+                ]
+            }
+        }
+        for t in produced.traces
+    ]
+    summaries = await wait_for_count(stack, "tether-traces", {"bool": {"should": counted}}, TRACES)
     assert collector.stop() == 0, collector.tail()
     assert (len(logs), len(spans), len(summaries)) == (len(produced.logs), len(produced.spans), TRACES)
 
-    variables = {"service": Variable(produced.services)}
+    variables = {"service": Variable(produced.all_services)}
     checked = []
     for dashboard, panel, target in _targets("elasticsearch"):
         body = search_body(
@@ -303,6 +405,26 @@ async def test_every_elasticsearch_panel_query_returns_what_the_pipeline_indexed
         CHECKS[panel["title"]](produced, response, ids)
         checked.append(panel["title"])
     assert sorted(checked) == sorted(CHECKS), "every check ran once, on a committed panel"
+
+
+def update_existing_mappings(stack: Stack) -> None:
+    """Give indices that already exist the fields of the current templates (additive only).
+
+    Elasticsearch applies an index template when it creates an index, never afterwards, so a daily
+    index created before a field was added to the template (on a stack that outlives a change of the
+    schemas) would keep the field unindexed until the next day's index; a fresh stack needs nothing.
+    """
+    for name in TEMPLATE_NAMES:
+        template = index_template(name)
+        for alias in template["template"].get("aliases", {}):
+            request = urllib.request.Request(
+                f"{stack.elasticsearch.url}/{alias}/_mapping?allow_no_indices=true",
+                data=json.dumps({"properties": template["template"]["mappings"]["properties"]}).encode(),
+                headers={"Content-Type": "application/json"},
+                method="PUT",
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert json.loads(response.read())["acknowledged"]
 
 
 def _exposed(metrics_text: str) -> set[str]:

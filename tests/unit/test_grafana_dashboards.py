@@ -14,8 +14,16 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from grafana.es_query import Unsupported, Variable, interpolate, search_body
-from grafana.generate import DASHBOARDS, DASHBOARDS_DIR, render
+from grafana.generate import (
+    DASHBOARDS,
+    DASHBOARDS_DIR,
+    ERROR_LOG_LEVELS,
+    ERROR_TRACE_COLUMNS,
+    LOG_LEVELS,
+    render,
+)
 from tether.collector.red_metrics import RedMetrics, RedMetricsConfig
+from tether.collector.trace_summary import LEVEL_ORDER
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASOURCES = ROOT / "grafana/provisioning/datasources/tether.yaml"
@@ -246,6 +254,63 @@ def test_the_translator_builds_a_raw_data_request_and_the_all_value() -> None:
     }
 
 
+def test_the_translator_passes_a_terms_missing_key() -> None:
+    target = {
+        "metrics": [{"id": "1", "type": "count"}],
+        "bucketAggs": [{"id": "2", "type": "terms", "field": "f", "settings": {"size": "5", "missing": "-"}}],
+    }
+    body = search_body(target, time_field="@timestamp", from_ms=0, to_ms=1)
+    assert body["aggs"] == {"2": {"terms": {"field": "f", "size": 5, "order": {}, "missing": "-"}}}
+    target["bucketAggs"][0]["settings"]["missing"] = 0  # type: ignore[index]
+    with pytest.raises(Unsupported):
+        search_body(target, time_field="@timestamp", from_ms=0, to_ms=1)
+
+
+def _traces_panel(title: str) -> dict[str, Any]:
+    (panel,) = [p for p in _panels(_dashboards()["traces"]) if p["title"] == title]
+    assert panel["datasource"]["uid"] == "tether-es-traces"
+    return panel
+
+
+def test_error_traces_table_lists_traces_by_worst_log_level_with_counts_by_level() -> None:
+    panel = _traces_panel("Traces whose spans logged errors")
+    (target,) = panel["targets"]
+    # The levels from error up, in the collector's order of severity.
+    assert list(ERROR_LOG_LEVELS) == list(LEVEL_ORDER[LEVEL_ORDER.index("error") :])
+    assert f"trace.worst_log_level:({' OR '.join(ERROR_LOG_LEVELS)})" in target["query"]
+    assert [m["type"] for m in target["metrics"]] == ["raw_data"] and "bucketAggs" not in target
+    # A column for every level the collector counts, so no count is hidden.
+    assert sorted(LOG_LEVELS) == sorted(LEVEL_ORDER)
+    (organize,) = panel["transformations"]
+    shown = [name for name, _ in sorted(organize["options"]["indexByName"].items(), key=lambda kv: kv[1])]
+    assert shown == ERROR_TRACE_COLUMNS
+    assert set(organize["options"]["includeByName"]) == set(shown)
+    assert {f"trace.logs_by_level.{level}" for level in LEVEL_ORDER} <= set(shown)
+    for column in shown:  # everything but the flattened counts is a mapped field of the summary
+        if not column.startswith("trace.logs_by_level."):
+            assert column in _template_fields("tether-traces"), column
+    (override,) = panel["fieldConfig"]["overrides"]
+    assert override["matcher"] == {"id": "byName", "options": "trace.id"}
+    (link,) = override["properties"][0]["value"]
+    assert link["internal"]["datasourceUid"] == "tether-jaeger"
+
+
+def test_broken_propagation_panel_groups_broken_traces_by_service() -> None:
+    panel = _traces_panel("Broken propagation by service")
+    (target,) = panel["targets"]
+    assert "(trace.orphan_span_count:>0 OR trace.services_without_spans:*)" in target["query"]
+    assert [(b["type"], b["field"]) for b in target["bucketAggs"]] == [
+        ("terms", "trace.root.service"),
+        ("terms", "trace.services_without_spans"),
+    ]
+    # Traces broken only by orphan spans have no services_without_spans: kept under a key of their own.
+    assert target["bucketAggs"][1]["settings"]["missing"] == "(none)"
+    assert [(m["type"], m.get("field")) for m in target["metrics"]] == [
+        ("count", None),
+        ("sum", "trace.orphan_span_count"),
+    ]
+
+
 def test_lucene_interpolation_matches_grafana() -> None:
     assert interpolate("s:$service", {"service": Variable("a b")}) == "s:a\\ b"
     assert interpolate("s:${service}", {"service": Variable(["x"])}) == 's:("x")'
@@ -289,7 +354,7 @@ def test_every_committed_elasticsearch_target_translates() -> None:
                         variables={"service": Variable(["a"])},
                     )
                     count += 1
-    assert count == 8
+    assert count == 10
 
 
 def _prometheus_exprs(title: str) -> list[str]:

@@ -14,12 +14,24 @@ from typing import Any, Literal
 
 import pytest
 
+from tether.collector.trace_summary import LEVEL_ORDER
 from tether.schemas.indices import TEMPLATE_NAMES, index_template
 
 NDJSON = Path(__file__).resolve().parents[2] / "deploy" / "kibana" / "tether.ndjson"
 KNOWN_TYPES = {"index-pattern", "search"}
 JAEGER_TRACE_URL = "http://localhost:16686/trace/{{value}}"
 INDEX_REF = "kibanaSavedObjectMeta.searchSourceJSON.index"
+# Every saved search: its data view and its Lucene query. The levels are the collector's short names
+# from error up (collector/trace_summary.py LEVEL_ORDER), the gaps its trace summary flags.
+SAVED_SEARCHES = {
+    "tether-error-logs": ("tether-logs", "log.level:error"),
+    "tether-error-traces": ("tether-traces", "trace.worst_log_level:(error OR fatal)"),
+    "tether-error-spans": ("tether-spans", "span.worst_log_level:(error OR fatal)"),
+    "tether-broken-propagation": (
+        "tether-traces",
+        "trace.services_without_spans:* OR trace.orphan_span_count:>0",
+    ),
+}
 
 # What Kibana needs of a field: a time field must be a date, sort and query fields must be
 # aggregatable / searchable, a column only has to exist.
@@ -125,7 +137,7 @@ NOT_AGGREGATABLE = {"text", "object", "flattened"}  # flattened keys are, the ro
 def test_ndjson_parses_one_known_object_per_line_with_unique_ids() -> None:
     lines = [line for line in NDJSON.read_text().splitlines() if line.strip()]
     objects = load_objects()
-    assert len(objects) == len(lines) == 4
+    assert len(objects) == len(lines) == 7
     assert {o["type"] for o in objects} <= KNOWN_TYPES
     keys = [(o["type"], o["id"]) for o in objects]
     assert len(set(keys)) == len(keys), keys
@@ -142,11 +154,13 @@ def test_references_resolve_within_the_file() -> None:
     for obj in objects:
         for ref in obj["references"]:
             assert (ref["type"], ref["id"]) in ids, (obj["id"], ref)
-    (search,) = [o for o in objects if o["type"] == "search"]
-    # Kibana 8 exports keep the data view out of searchSourceJSON and name the reference instead.
-    source = search_source(search)
-    assert "index" not in source and source["indexRefName"] == INDEX_REF
-    assert data_view_of(search, objects)["id"] == "tether-logs"
+    searches = [o for o in objects if o["type"] == "search"]
+    assert {search["id"] for search in searches} == set(SAVED_SEARCHES)
+    for search in searches:
+        # Kibana 8 exports keep the data view out of searchSourceJSON and name the reference instead.
+        source = search_source(search)
+        assert "index" not in source and source["indexRefName"] == INDEX_REF
+        assert data_view_of(search, objects)["id"] == SAVED_SEARCHES[search["id"]][0]
 
 
 def test_data_views_cover_the_three_aliases_on_timestamp_with_a_jaeger_link() -> None:
@@ -159,13 +173,51 @@ def test_data_views_cover_the_three_aliases_on_timestamp_with_a_jaeger_link() ->
         assert formats["trace.id"]["params"]["urlTemplate"] == JAEGER_TRACE_URL
 
 
+def _search(object_id: str) -> dict[str, Any]:
+    (search,) = [o for o in load_objects() if o["type"] == "search" and o["id"] == object_id]
+    return search
+
+
 def test_saved_search_is_error_logs_with_trace_service_and_span() -> None:
-    (search,) = [o for o in load_objects() if o["type"] == "search"]
+    search = _search("tether-error-logs")
     attributes = search["attributes"]
     assert attributes["columns"][:3] == ["trace.id", "service.name", "span.name"]
     assert attributes["sort"] == [["@timestamp", "desc"]]
     # Lucene, so that the e2e test runs exactly this string as a query_string query.
     assert search_source(search)["query"] == {"query": "log.level:error", "language": "lucene"}
+
+
+@pytest.mark.parametrize("object_id", sorted(SAVED_SEARCHES))
+def test_saved_searches_run_their_lucene_query_newest_first_with_the_trace_first(object_id: str) -> None:
+    search = _search(object_id)
+    attributes = search["attributes"]
+    # Lucene, so that the e2e test runs exactly this string as a query_string query.
+    assert search_source(search)["query"] == {"query": SAVED_SEARCHES[object_id][1], "language": "lucene"}
+    assert attributes["sort"] == [["@timestamp", "desc"]]
+    assert attributes["columns"][0] == "trace.id"  # the data view formats it as a link to Jaeger
+    assert attributes["title"].startswith("tether: ") and attributes["description"]
+
+
+def test_log_searches_show_the_counts_by_level_and_broken_propagation_the_gaps() -> None:
+    traces = _search("tether-error-traces")["attributes"]["columns"]
+    assert {"trace.root.service", "trace.worst_log_level", "trace.log_count", "trace.logs_by_level"} <= set(
+        traces
+    )
+    spans = _search("tether-error-spans")["attributes"]["columns"]
+    assert {
+        "service.name",
+        "span.name",
+        "span.worst_log_level",
+        "span.log_count",
+        "span.logs_by_level",
+    } <= set(spans)
+    broken = _search("tether-broken-propagation")["attributes"]["columns"]
+    assert {"trace.services_without_spans", "trace.orphan_span_count", "trace.orphan_spans"} <= set(broken)
+    # The error queries name the collector's levels from error up, no more and no less.
+    worst = LEVEL_ORDER[LEVEL_ORDER.index("error") :]
+    for object_id in ("tether-error-traces", "tether-error-spans"):
+        query = SAVED_SEARCHES[object_id][1]
+        assert query.endswith(":(" + " OR ".join(worst) + ")"), query
 
 
 # --- every field exists in the index templates --------------------------------------------------------
@@ -186,6 +238,11 @@ def test_field_uses_cover_what_the_objects_name() -> None:
     assert ("tether-logs", "log.level", "query") in uses
     assert ("tether-logs", "span.name", "column") in uses
     assert ("tether-traces", "trace.id", "format") in uses
+    assert ("tether-traces", "trace.worst_log_level", "query") in uses
+    assert ("tether-spans", "span.worst_log_level", "query") in uses
+    assert ("tether-traces", "trace.services_without_spans", "query") in uses
+    assert ("tether-traces", "trace.orphan_span_count", "query") in uses
+    assert ("tether-traces", "trace.logs_by_level", "column") in uses
 
 
 def test_mapped_type_walks_nested_properties_and_refuses_unknown_fields() -> None:
