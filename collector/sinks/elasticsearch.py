@@ -12,7 +12,7 @@ from functools import cache, partial
 from typing import Any, Protocol
 
 import orjson
-from elasticsearch import AsyncElasticsearch, TransportError
+from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 from elasticsearch.serializer import OrjsonSerializer
 
 from tether.collector.config import ElasticsearchSinkConfig
@@ -160,6 +160,27 @@ class ElasticsearchSink:
                     meta=body.get("_meta"),
                 ),
                 what=f"installing index template {name}",
+            )
+            await self._add_fields_to_existing_indices(name, body)
+
+    async def _add_fields_to_existing_indices(self, name: str, body: dict[str, Any]) -> None:
+        """A template applies only to indices created after it: add its fields (only adds, never
+        changes one) to the daily indices that exist, or a field new in this version would not be
+        searchable in today's index until tomorrow's. Best effort: without the privilege for it,
+        say so and go on."""
+        try:
+            await self.client.indices.put_mapping(
+                index=",".join(body["index_patterns"]),
+                properties=body["template"]["mappings"]["properties"],
+                allow_no_indices=True,
+                ignore_unavailable=True,
+            )
+        except ApiError as error:
+            log.warning(
+                "the index template's fields were not added to existing daily indices; new fields "
+                "become searchable from the next daily index (grant indices:admin/mapping/put on "
+                "tether-* to add them at start, docs/security.md)",
+                extra={"template": name, "status": error.status_code, "error": error.error},
             )
 
     async def index(self, requests: Sequence[Indexable]) -> list[Rejection]:

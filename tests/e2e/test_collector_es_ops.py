@@ -26,6 +26,9 @@ from tests.e2e.collector_harness import (
     search,
     wait_for_count,
 )
+from tether.collector.config import ElasticsearchSinkConfig
+from tether.collector.metrics import CollectorMetrics
+from tether.collector.sinks.elasticsearch import ElasticsearchSink
 from tether.schemas.indices import DEADLETTER_ALIAS, LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
 from tether.stack import Stack
 
@@ -219,4 +222,50 @@ async def test_retention_deletes_back_dated_daily_indices_and_only_those(
                 collector.stop()
         for name in old | kept:
             await es.indices.delete(index=name, ignore_unavailable=True)
+        await es.close()
+
+
+async def test_template_fields_new_in_an_upgrade_reach_existing_daily_indices(stack: Stack) -> None:
+    """A daily index made by an older template lacks a newer field: installing the templates at
+    start adds it, so it is searchable in that index at once, not from the next day on."""
+    es = AsyncElasticsearch(stack.elasticsearch.url)
+    index = f"{LOGS_ALIAS}-1969.{random.randrange(1, 13):02d}.{random.randrange(1, 29):02d}"
+    old_template = f"tether-test-older-{index}"
+    try:
+        await es.indices.delete(index=index, ignore_unavailable=True)
+        # as an older collector's template made it (only the highest-priority template applies):
+        # no tether.inference
+        await es.indices.put_index_template(
+            name=old_template,
+            index_patterns=[index],
+            priority=1000,
+            template={"mappings": {"dynamic": False, "properties": {"message": {"type": "text"}}}},
+        )
+        await es.indices.create(index=index)
+        await es.indices.delete_index_template(name=old_template)
+        await es.index(
+            index=index, id="old", document={"message": "m", "tether": {"inference": "root"}}, refresh=True
+        )
+        found = await es.count(index=index, query={"term": {"tether.inference": "root"}})
+        assert found["count"] == 0  # stored, but not mapped: not searchable
+
+        sink = ElasticsearchSink(
+            ElasticsearchSinkConfig(url=stack.elasticsearch.url, replicas=0), CollectorMetrics()
+        )
+        try:
+            await sink.install_templates()
+        finally:
+            await sink.close()
+        mapping = await es.indices.get_mapping(index=index)
+        tether_fields = mapping[index]["mappings"]["properties"]["tether"]["properties"]
+        assert tether_fields["inference"] == {"type": "keyword"}
+        # documents written from now on are searchable by it (those before stay as they were)
+        await es.index(
+            index=index, id="new", document={"message": "m", "tether": {"inference": "root"}}, refresh=True
+        )
+        found = await es.search(index=index, query={"term": {"tether.inference": "root"}})
+        assert [hit["_id"] for hit in found["hits"]["hits"]] == ["new"]
+    finally:
+        await es.indices.delete(index=index, ignore_unavailable=True)
+        await es.options(ignore_status=404).indices.delete_index_template(name=old_template)
         await es.close()

@@ -70,9 +70,9 @@ async def test_refused_collector_retries_not_ready_and_stops(tmp_path: Path) -> 
                         statuses.append(response.status)
                 except aiohttp.ClientConnectionError:
                     continue
-                if len(statuses) >= 20 and len(elasticsearch.requests) == 4:  # 2 s and more, refused
+                if len(statuses) >= 20 and len(elasticsearch.requests) == 8:  # 2 s and more, refused
                     break
         stop.set()
         await asyncio.wait_for(running, 15)  # ends although the consumer never started
-    assert len(elasticsearch.requests) == 4  # the four index templates
+    assert len(elasticsearch.requests) == 8  # the four index templates, their fields on existing indices
     assert statuses and set(statuses) == {503}
