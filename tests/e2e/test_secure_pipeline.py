@@ -513,6 +513,88 @@ async def test_collector_refused_retries_then_delivers_uncommitted_once(
     assert ready == 200 and status == 0, diagnostics
 
 
+def documented_grants(username: str, renamed: dict[str, str], resource_type: str) -> list[AclBinding]:
+    """docs/security.md's ACLs of `username` on `resource_type`, for the resources `renamed` maps."""
+    return [
+        AclBinding(b.principal, b.resource_type, renamed[b.resource_name], b.operation)
+        for b in documented_acls()
+        if b.username == username and b.resource_type == resource_type
+    ]
+
+
+async def test_collector_without_the_acls_is_refused_then_consumes_once_granted(
+    secure_stack: SecureStack, tmp_path: Path
+) -> None:
+    """The documented collector user on topics and a group its ACLs do not name: refused the
+    topics (not "does not exist"), then, once those are granted, refused the group; each time
+    it names the user and the ACLs to grant, retries and is not ready. Once the doc's ACLs are
+    granted it consumes on its own, and every record arrives once."""
+    stack = secure_stack
+    run = f"cacl-{uuid.uuid4().hex[:10]}"
+    logs_topic, spans_topic, group = f"e2e.{run}.logs", f"e2e.{run}.spans", f"e2e-{run}"
+    await create_topics(stack, logs_topic, spans_topic)
+    traces = [TraceSpec.make(n, run=run) for n in range(3)]
+    async with Producer(
+        stack, logs_topic, spans_topic, agent_id=run, **stack.kafka.client_options()
+    ) as producer:
+        for trace in traces:
+            await producer.lines(trace.lines)
+            await producer.spans(trace.span_request(trace.spans))
+    ops_port = free_port()
+    config = tmp_path / "collector.yaml"
+    config.write_text(
+        collector_yaml(
+            stack,
+            logs_topic,
+            spans_topic,
+            group,
+            f'api_key_file: "{stack.secrets_dir / "api-key-encoded"}"',
+            ops_port,
+            kafka_user=documented_kafka_user(stack, "tether-collector"),
+        )
+    )
+    collector = TetherProcess("collector", config, tmp_path / "collector.out", ops_port)
+    collector.launch()
+    refused = "kafka.sasl.username: Kafka refused this user access to"
+    try:
+        await asyncio.to_thread(assert_refusing_but_alive, collector, f"{refused} topic '{logs_topic}'")
+        assert "does not exist" not in collector.tail(200_000), collector.tail()
+        assert "Read and Describe on kafka.logs_topic" in collector.tail(200_000), collector.tail()
+        renamed = {"tether.logs": logs_topic, "tether.spans": spans_topic, "tether-collector": group}
+        await create_acls(
+            stack.kafka.bootstrap,
+            documented_grants("tether-collector", renamed, "topic"),
+            **stack.kafka.client_options(),
+        )
+        await asyncio.to_thread(assert_refusing_but_alive, collector, f"{refused} group '{group}'")
+        await create_acls(
+            stack.kafka.bootstrap,
+            documented_grants("tether-collector", renamed, "group"),
+            **stack.kafka.client_options(),
+        )
+        expected_logs = sum(len(t.lines) for t in traces)
+        expected_spans = sum(len(t.spans) for t in traces)
+        log_hits = await wait_for_hits(
+            stack, "tether-logs", {"match_phrase": {"message": run}}, expected_logs, within=45.0
+        )
+        span_hits = await wait_for_hits(
+            stack,
+            "tether-spans",
+            {"terms": {"trace.id": [t.trace_id.hex() for t in traces]}},
+            expected_spans,
+            within=20.0,
+        )
+        ready = collector.get("/readyz")[0]
+    finally:
+        status = collector.stop()
+    diagnostics = collector.tail()
+    assert "Kafka accepts the collector's user again" in collector.tail(200_000), diagnostics
+    assert len(log_hits) == expected_logs, diagnostics
+    assert Counter(hit["_source"]["message"] for hit in log_hits).most_common(1)[0][1] == 1
+    assert len({hit["_id"] for hit in span_hits}) == len(span_hits) == expected_spans, diagnostics
+    assert ready == 200 and status == 0, diagnostics
+
+
 def jaeger_span_ids(stack: SecureStack, trace_id: str, within: float = 30.0) -> list[str]:
     """The span ids Jaeger's query API has for `trace_id` (duplicates kept), once it has them."""
     deadline = time.monotonic() + within
