@@ -91,6 +91,7 @@ class KafkaConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         self._attempts = 0
         self._retry_in = 0.0  # seconds
         self._retry_at = 0.0  # loop time
+        self._assignment_refused: object | None = None  # the group's assignment at the refusal
         super().__init__(
             bootstrap_servers=config.bootstrap_servers,
             group_id=config.group_id,
@@ -148,10 +149,11 @@ class KafkaConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         running) is logged with what to grant and retried with backoff instead of raised.
 
         aiokafka's group coordinator tries again as soon as its error has been raised here, so
-        while refused this does not ask before the backoff is over: it waits up to `timeout_ms`
-        (one poll, so that a stop is not held up) and returns nothing."""
+        while refused this does not ask before the backoff is over (unless that retry has joined
+        the group meanwhile): it waits up to `timeout_ms` (one poll, so that a stop is not held
+        up) and returns nothing."""
         loop = asyncio.get_running_loop()
-        if self._refusal is not None and loop.time() < self._retry_at:
+        if self._refusal is not None and loop.time() < self._retry_at and not self._rejoined():
             await asyncio.sleep(min(timeout_ms / 1000, self._retry_at - loop.time()))
             return {}
         try:
@@ -161,7 +163,7 @@ class KafkaConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         except ACL_REFUSALS as error:
             self._refused(_explain(error), "Kafka refused the collector's user; retrying")
             return {}
-        if self._refusal is not None and self._joined():
+        if self._refusal is not None and (records or self._rejoined()):
             self._access_granted()
         return records
 
@@ -174,13 +176,20 @@ class KafkaConsumer(AIOKafkaConsumer):  # type: ignore[misc]
             problem = _explain(error)
             self._refused(problem, "Kafka refused the offset commit; retrying")
             raise CommitFailedError(problem) from error
+        self._access_granted()
 
-    def _joined(self) -> bool:
+    def _assignment(self) -> object | None:
         subscription = self._subscription.subscription
-        return subscription is not None and subscription.assignment is not None
+        return subscription.assignment if subscription is not None else None
+
+    def _rejoined(self) -> bool:
+        """Whether the group assigned partitions since the last refusal (a new assignment)."""
+        assignment = self._assignment()
+        return assignment is not None and assignment is not self._assignment_refused
 
     def _refused(self, problem: str | None, message: str) -> None:
         self._refusal = problem or message
+        self._assignment_refused = self._assignment()
         self._attempts += 1
         self._retry_in = backoff_seconds(self._attempts)
         self._retry_at = asyncio.get_running_loop().time() + self._retry_in

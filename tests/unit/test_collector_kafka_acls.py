@@ -62,7 +62,7 @@ class Broker:
     polls: list[KafkaError | dict[TopicPartition, list[Any]]] = field(default_factory=list)
     commits: list[KafkaError | None] = field(default_factory=list)
     asked: int = 0
-    joined: bool = False
+    assignment: object | None = None  # the group's (a new object at each join), None before
 
 
 @pytest.fixture
@@ -77,7 +77,6 @@ def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[Broker]:
         answer = broker.polls.pop(0) if broker.polls else {}
         if isinstance(answer, KafkaError):
             raise answer
-        broker.joined = broker.joined or bool(answer)  # records come to members of the group
         return answer
 
     async def commit(self: AIOKafkaConsumer, offsets: Any = None) -> None:
@@ -88,7 +87,7 @@ def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[Broker]:
     monkeypatch.setattr(AIOKafkaConsumer, "start", start)
     monkeypatch.setattr(AIOKafkaConsumer, "getmany", getmany)
     monkeypatch.setattr(AIOKafkaConsumer, "commit", commit)
-    monkeypatch.setattr(KafkaConsumer, "_joined", lambda self: broker.joined)
+    monkeypatch.setattr(KafkaConsumer, "_assignment", lambda self: broker.assignment)
     monkeypatch.setattr("tether.collector.kafka.backoff_seconds", lambda attempt: 0.05 * attempt)
     yield broker
 
@@ -157,6 +156,22 @@ async def test_a_refused_group_is_retried_after_the_backoff_then_consumed(
     assert len(refusals(caplog)) == 2
 
 
+async def test_a_join_during_the_backoff_ends_it_but_the_same_assignment_does_not(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tether.collector.kafka.backoff_seconds", lambda attempt: 30.0)
+    made = await consumer([])
+    await made.start()
+    broker.assignment = before = object()  # a member of the group, then its ACL is revoked
+    broker.polls = [GroupAuthorizationFailedError(GROUP)]
+    assert await made.getmany(timeout_ms=10) == {} and made.refusal is not None
+    assert await made.getmany(timeout_ms=10) == {} and broker.asked == 1  # still that assignment
+    broker.assignment = object()  # aiokafka's retry joined the group again (access granted)
+    assert broker.assignment is not before
+    assert await asyncio.wait_for(made.getmany(timeout_ms=10), 1) == {}
+    assert broker.asked == 2 and made.refusal is None  # without waiting out the 30 s
+
+
 async def test_a_refused_commit_fails_as_a_commit_and_says_what_to_grant(broker: Broker) -> None:
     made = await consumer([])
     await made.start()
@@ -165,7 +180,8 @@ async def test_a_refused_commit_fails_as_a_commit_and_says_what_to_grant(broker:
     with pytest.raises(CommitFailedError) as failed:  # the Committer's: stays uncommitted, retried
         await made.commit(offsets)
     assert f"group '{GROUP}'" in str(failed.value) and made.refusal is not None
-    await made.commit(offsets)  # not what tells access is back: a successful poll in the group does
+    await made.commit(offsets)  # granted again
+    assert made.refusal is None
 
 
 async def test_a_collector_is_not_ready_while_kafka_refuses_its_consumer() -> None:
