@@ -265,9 +265,10 @@ class Delivery:
 
 
 def _describe(error: BaseException) -> str:
-    """For logs: the broker client's own error when the sink wrapped one, as it says what happened."""
+    """For logs: the sink's message (it may name the setting to fix) and the broker client's own
+    error when the sink wrapped one, as that says what happened."""
     if isinstance(error, SinkError) and error.__cause__ is not None:
-        return repr(error.__cause__)
+        return f"{error} ({error.__cause__!r})"
     return repr(error)
 
 

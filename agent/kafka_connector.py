@@ -20,14 +20,12 @@ from typing import Protocol
 from aiokafka.errors import KafkaError
 
 from tether.agent.partition_memory import PartitionMemory
-from tether.agent.sinks.kafka import PartitionMismatchError
+from tether.agent.sinks.kafka import AGENT_ACLS, PartitionMismatchError
 from tether.kafka_errors import KafkaSecurityError, explain_authorization
 
 log = logging.getLogger("tether.agent.kafka")
 
 SETTING = "kafka.bootstrap_servers"
-# What docs/security.md grants the agent; said when Kafka refuses it a topic's metadata.
-AGENT_ACLS = "Write and Describe on kafka.logs_topic and kafka.spans_topic"
 
 
 class StartableSink(Protocol):

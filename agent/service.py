@@ -62,9 +62,10 @@ async def run_agent(config: AgentConfig, stop: asyncio.Event | None = None) -> N
     ops = OpsServer(
         config.ops.endpoint,
         metrics.registry,
-        ready=lambda: connector.connected and delivery.ready(),
+        ready=lambda: connector.connected and sink.refusal is None and delivery.ready(),
         not_ready_reason=lambda: (
             connector.not_ready_reason()
+            or (None if sink.refusal is None else f"Kafka refused the sends: {sink.refusal}")
             or (None if delivery.ready() else "spool full: Kafka is not keeping up")
         ),
     )

@@ -74,7 +74,8 @@ class Collector:
     def ready(self) -> bool:
         jaeger_healthy = self.jaeger is None or self.jaeger.healthy
         elasticsearch_ready = self.elasticsearch.healthy and not self.elasticsearch.write_blocked
-        return self.started and elasticsearch_ready and jaeger_healthy
+        kafka_accepts = self.consumer.refusal is None  # e.g. an ACL revoked while running
+        return self.started and kafka_accepts and elasticsearch_ready and jaeger_healthy
 
     async def start(self) -> None:
         await self.elasticsearch.install_templates()

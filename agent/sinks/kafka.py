@@ -1,7 +1,9 @@
 """The Kafka sink: an idempotent aiokafka producer (acks=all) whose send returns only once acked.
 
 It implements the `Sink` protocol: aiokafka's errors leave it as SinkUnavailable, or SinkReset
-when the producer had to be replaced, so that delivery needs nothing of aiokafka.
+when the producer had to be replaced, so that delivery needs nothing of aiokafka. A send refused
+by Kafka's ACLs (the user may describe a topic but not write to it) is SinkUnavailable too, as it
+is spooled and retried, and `refusal` says what to grant until a send to that topic succeeds.
 """
 
 from __future__ import annotations
@@ -12,19 +14,21 @@ from collections.abc import Mapping
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
     KafkaConnectionError,
     KafkaError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
+    TopicAuthorizationFailedError,
     UnknownProducerId,
 )
 
 from tether.agent.config import KafkaSinkConfig
 from tether.agent.sinks import kafka_batch
 from tether.agent.sinks.sink import SinkReset, SinkUnavailable
-from tether.kafka_errors import KafkaSecurityError, diagnose
+from tether.kafka_errors import KafkaSecurityError, diagnose, explain_authorization
 from tether.schemas.records import LOGS_SCHEMA, SCHEMA_HEADER, SPANS_SCHEMA, Signal
 
 log = logging.getLogger("tether.agent.kafka")
@@ -39,6 +43,11 @@ PRODUCER_STATE_ERRORS = (
     ProducerFenced,
 )
 
+# What docs/security.md grants the agent; said when Kafka refuses it a topic (or, before Kafka
+# 3.0, the cluster's IdempotentWrite).
+AGENT_ACLS = "Write and Describe on kafka.logs_topic and kafka.spans_topic"
+ACL_REFUSALS = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
+
 _SCHEMAS: dict[Signal, bytes] = {"logs": LOGS_SCHEMA, "spans": SPANS_SCHEMA}
 
 
@@ -52,6 +61,12 @@ class KafkaSink:
         self.partitions = 0
         self._topics: dict[Signal, str] = {"logs": config.logs_topic, "spans": config.spans_topic}
         self._producer = self._new_producer()
+        self._refusals: dict[str, str] = {}  # topic -> what Kafka refused and what to grant
+
+    @property
+    def refusal(self) -> str | None:
+        """Why Kafka refuses the agent's sends (the setting to fix), or None."""
+        return "; ".join(self._refusals[topic] for topic in sorted(self._refusals)) or None
 
     def _new_producer(self) -> AIOKafkaProducer:
         config = self.config
@@ -113,8 +128,23 @@ class KafkaSink:
             except PRODUCER_STATE_ERRORS as error:
                 await self._replace_producer(producer, error)
                 raise SinkReset("Kafka producer state lost; a new producer is ready") from error
+        except ACL_REFUSALS as error:
+            raise SinkUnavailable(self._refused(topic, error)) from error
         except KafkaError as error:  # including a replacement producer that could not start
             raise SinkUnavailable("Kafka did not acknowledge") from error
+        if self._refusals.pop(topic, None) is not None:
+            log.info("Kafka accepts the agent's sends again", extra={"topic": topic})
+
+    def _refused(self, topic: str, error: KafkaError) -> str:
+        """Remember (and log, the first time) that Kafka refuses the user `topic`; what to grant."""
+        problem = explain_authorization(error, AGENT_ACLS) or repr(error)
+        if topic not in self._refusals:
+            log.error(
+                "Kafka refused the agent's sends; spooling and retrying",
+                extra={"error": problem, "topic": topic},
+            )
+        self._refusals[topic] = problem
+        return problem
 
     async def _replace_producer(self, broken: AIOKafkaProducer, error: Exception) -> None:
         if broken is not self._producer:

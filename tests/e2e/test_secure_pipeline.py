@@ -417,6 +417,67 @@ ops: {{endpoint: "127.0.0.1:{ops_port}"}}
     assert ready == 200 and status == 0, agent.tail()
 
 
+async def test_agent_that_may_describe_but_not_write_spools_then_delivers_once_granted(
+    secure_stack: SecureStack, tmp_path: Path
+) -> None:
+    """The documented agent user with Describe but not Write on its topics: it connects (the
+    metadata is allowed) but every send is refused. It says the key and the ACLs to grant, is not
+    ready, spools; once Write is granted the spool drains on its own, every line once."""
+    stack = secure_stack
+    run = f"wacl-{uuid.uuid4().hex[:10]}"
+    logs_topic, spans_topic = f"e2e.{run}.logs", f"e2e.{run}.spans"
+    await create_topics(stack, logs_topic, spans_topic)
+    username, password_file = documented_kafka_user(stack, "tether-agent")
+    renamed = {"tether.logs": logs_topic, "tether.spans": spans_topic}
+    grants = documented_grants(username, renamed, "topic")
+    describe = [b for b in grants if b.operation == "Describe"]
+    assert describe and len(describe) < len(grants), grants  # the doc grants more than Describe
+    await create_acls(stack.kafka.bootstrap, describe, **stack.kafka.client_options())
+    (tmp_path / "logs").mkdir()
+    log_path = tmp_path / "logs" / "app.log"
+    lines = [json.dumps({"level": "info", "message": f"{run} line {n}"}) for n in range(20)]
+    log_path.write_text("\n".join(lines[:10]) + "\n")
+    ops_port = free_port()
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"""
+agent_id: {run}
+data_dir: {tmp_path / "state"}
+files: {{include: ["{tmp_path}/logs/*.log"], poll_interval_seconds: 0.1}}
+otlp: {{grpc_endpoint: "127.0.0.1:{free_port()}", http_endpoint: "127.0.0.1:{free_port()}"}}
+ops: {{endpoint: "127.0.0.1:{ops_port}"}}
+spool: {{spill_after_seconds: 1}}
+"""
+        + kafka_yaml(stack, logs_topic, spans_topic, password_file, username=username)
+    )
+    agent = TetherProcess("agent", config, tmp_path / "agent.out", ops_port)
+    agent.launch()
+    try:
+        agent.wait_listening(ops_port)
+        wait_for_output(agent, "connected to Kafka")  # Describe is enough for that
+        refusal = f"kafka.sasl.username: Kafka refused this user access to topic '{logs_topic}'"
+        await asyncio.to_thread(assert_refusing_but_alive, agent, refusal)
+        with log_path.open("a") as handle:  # while refused, too
+            handle.write("\n".join(lines[10:]) + "\n")
+        status, body = agent.get("/readyz")
+        assert status == 503 and b"Write and Describe on kafka.logs_topic" in body, body
+        deadline = time.monotonic() + 10
+        while agent.samples().get("tether_agent_spool_batches", 0) < 2:  # both writes, spooled
+            assert time.monotonic() < deadline, agent.tail()
+            await asyncio.sleep(0.25)
+        await create_acls(stack.kafka.bootstrap, grants, **stack.kafka.client_options())
+        records = await consume_secure(stack, logs_topic, len(lines), within=30.0)
+        deadline = time.monotonic() + 10
+        while (ready := agent.get("/readyz")[0]) != 200 and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.25)
+        spooled = agent.samples().get("tether_agent_spool_batches")
+    finally:
+        status = agent.stop()
+    assert sorted(r["body"] for r in records) == sorted(lines), agent.tail()  # each line once
+    assert "Kafka accepts the agent's sends again" in agent.tail(200_000), agent.tail()
+    assert ready == 200 and spooled == 0 and status == 0, agent.tail()
+
+
 # The collector refused by Elasticsearch or Jaeger: it holds, and delivers once fixed
 
 
@@ -510,6 +571,88 @@ async def test_collector_refused_retries_then_delivers_uncommitted_once(
         assert sorted(jaeger[trace.trace_id.hex()]) == sorted(s.span_id.hex() for s in trace.spans), (
             diagnostics
         )
+    assert ready == 200 and status == 0, diagnostics
+
+
+def documented_grants(username: str, renamed: dict[str, str], resource_type: str) -> list[AclBinding]:
+    """docs/security.md's ACLs of `username` on `resource_type`, for the resources `renamed` maps."""
+    return [
+        AclBinding(b.principal, b.resource_type, renamed[b.resource_name], b.operation)
+        for b in documented_acls()
+        if b.username == username and b.resource_type == resource_type
+    ]
+
+
+async def test_collector_without_the_acls_is_refused_then_consumes_once_granted(
+    secure_stack: SecureStack, tmp_path: Path
+) -> None:
+    """The documented collector user on topics and a group its ACLs do not name: refused the
+    topics (not "does not exist"), then, once those are granted, refused the group; each time
+    it names the user and the ACLs to grant, retries and is not ready. Once the doc's ACLs are
+    granted it consumes on its own, and every record arrives once."""
+    stack = secure_stack
+    run = f"cacl-{uuid.uuid4().hex[:10]}"
+    logs_topic, spans_topic, group = f"e2e.{run}.logs", f"e2e.{run}.spans", f"e2e-{run}"
+    await create_topics(stack, logs_topic, spans_topic)
+    traces = [TraceSpec.make(n, run=run) for n in range(3)]
+    async with Producer(
+        stack, logs_topic, spans_topic, agent_id=run, **stack.kafka.client_options()
+    ) as producer:
+        for trace in traces:
+            await producer.lines(trace.lines)
+            await producer.spans(trace.span_request(trace.spans))
+    ops_port = free_port()
+    config = tmp_path / "collector.yaml"
+    config.write_text(
+        collector_yaml(
+            stack,
+            logs_topic,
+            spans_topic,
+            group,
+            f'api_key_file: "{stack.secrets_dir / "api-key-encoded"}"',
+            ops_port,
+            kafka_user=documented_kafka_user(stack, "tether-collector"),
+        )
+    )
+    collector = TetherProcess("collector", config, tmp_path / "collector.out", ops_port)
+    collector.launch()
+    refused = "kafka.sasl.username: Kafka refused this user access to"
+    try:
+        await asyncio.to_thread(assert_refusing_but_alive, collector, f"{refused} topic '{logs_topic}'")
+        assert "does not exist" not in collector.tail(200_000), collector.tail()
+        assert "Read and Describe on kafka.logs_topic" in collector.tail(200_000), collector.tail()
+        renamed = {"tether.logs": logs_topic, "tether.spans": spans_topic, "tether-collector": group}
+        await create_acls(
+            stack.kafka.bootstrap,
+            documented_grants("tether-collector", renamed, "topic"),
+            **stack.kafka.client_options(),
+        )
+        await asyncio.to_thread(assert_refusing_but_alive, collector, f"{refused} group '{group}'")
+        await create_acls(
+            stack.kafka.bootstrap,
+            documented_grants("tether-collector", renamed, "group"),
+            **stack.kafka.client_options(),
+        )
+        expected_logs = sum(len(t.lines) for t in traces)
+        expected_spans = sum(len(t.spans) for t in traces)
+        log_hits = await wait_for_hits(
+            stack, "tether-logs", {"match_phrase": {"message": run}}, expected_logs, within=45.0
+        )
+        span_hits = await wait_for_hits(
+            stack,
+            "tether-spans",
+            {"terms": {"trace.id": [t.trace_id.hex() for t in traces]}},
+            expected_spans,
+            within=20.0,
+        )
+        ready = collector.get("/readyz")[0]
+    finally:
+        status = collector.stop()
+    diagnostics = collector.tail()
+    assert "Kafka accepts the collector's user again" in collector.tail(200_000), diagnostics
+    assert len(log_hits) == expected_logs, diagnostics
+    assert Counter(hit["_source"]["message"] for hit in log_hits).most_common(1)[0][1] == 1
+    assert len({hit["_id"] for hit in span_hits}) == len(span_hits) == expected_spans, diagnostics
     assert ready == 200 and status == 0, diagnostics
 
 

@@ -117,6 +117,7 @@ class FakeConsumer:
         self.stopped = False
         self.lags: dict[TopicPartition, int | None] = {}
         self.paused_partitions: set[TopicPartition] = set()
+        self.refusal: str | None = None  # as KafkaConsumer says why Kafka refuses it
 
     async def start(self) -> None:
         pass

@@ -10,10 +10,15 @@ import asyncio
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaConnectionError, KafkaError, OutOfOrderSequenceNumber
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    TopicAuthorizationFailedError,
+)
 
 from tether.agent.config import KafkaSinkConfig
-from tether.agent.sinks.kafka import KafkaSink
+from tether.agent.sinks.kafka import AGENT_ACLS, KafkaSink
 from tether.agent.sinks.sink import SinkReset, SinkUnavailable
 from tether.schemas.records import LOGS_SCHEMA, SCHEMA_HEADER, SPANS_SCHEMA
 
@@ -112,3 +117,24 @@ async def test_a_replacement_that_cannot_start_is_sink_unavailable(monkeypatch: 
     with pytest.raises(SinkUnavailable) as raised:
         await sink.send("logs", {0: b"a"})
     assert isinstance(raised.value.__cause__, KafkaConnectionError)
+
+
+async def test_a_send_refused_by_acls_says_what_to_grant_until_a_send_succeeds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Describe but no Write on the topic: the metadata is there, every produce is refused.
+    producer = FakeProducer(error=TopicAuthorizationFailedError("l"))
+    sink = _sink(monkeypatch, producer)
+    assert sink.refusal is None
+    with pytest.raises(SinkUnavailable) as raised:  # spooled and retried, like Kafka down
+        await sink.send("logs", {0: b"a"})
+    assert str(raised.value).startswith("kafka.sasl.username: Kafka refused this user access to topic 'l'")
+    assert AGENT_ACLS in str(raised.value) and isinstance(
+        raised.value.__cause__, TopicAuthorizationFailedError
+    )
+    assert sink.refusal == str(raised.value)
+    producer.error = None  # Write granted
+    await sink.send("spans", {0: b"s"})
+    assert sink.refusal is not None  # a send to the other topic says nothing of this one
+    await sink.send("logs", {0: b"a"})
+    assert sink.refusal is None
