@@ -34,7 +34,7 @@ from typing_extensions import TypeVar
 from tether.collector.documents import LogDoc, SpanDoc
 from tether.collector.held_exports import HeldExport, SpanExport, add_log_events
 from tether.collector.log_correlation import INFERRED, SPAN, Joined, apply, apply_span, join
-from tether.collector.sampling import Decision, Sampler, SamplingCounts
+from tether.collector.sampling import UNKNOWN_TRACE, Decision, Sampler, SamplingCounts
 from tether.collector.span_inference import SpanIndex
 from tether.collector.trace_summary import TraceSummary, worst_level
 from tether.schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
@@ -68,6 +68,13 @@ def summary_output(summary: TraceSummary) -> Output[Any]:
     )
 
 
+# An item whose own time (a span's end, a line's timestamp) is older than its record's by more than
+# this (or two windows, if longer) starts a trace sampling keeps as `unknown_trace`: SDK batching
+# and the agent's own delay are seconds, so it is most likely a late item of a trace decided before
+# (forgotten, or before a restart). Spooled by an agent during a Kafka outage, it is kept too.
+LATE_AFTER_SECONDS = 30.0
+
+
 @dataclass
 class _Pending(Generic[Ack]):
     summary: TraceSummary
@@ -75,6 +82,9 @@ class _Pending(Generic[Ack]):
     logs: list[tuple[LogDoc, Ack]] = field(default_factory=list)
     deadline: float = 0.0
     size: int = 0
+    # Its first item happened long before its record was sent: likely the late tail of a trace
+    # this collector no longer remembers (or never saw: a restart). Sampling keeps it.
+    late_unknown: bool = False
 
 
 @dataclass(slots=True)
@@ -207,7 +217,7 @@ class TraceBuffer(Generic[Ack]):
         recent = self._recent.get(doc.trace_id)
         if recent is not None:
             return self._late_span(recent, doc, offset, export)
-        pending = self._hold(doc.trace_id, size, now)
+        pending = self._hold(doc.trace_id, size, now, doc.timestamp_ns + doc.source["event"]["duration"])
         pending.summary.add_span(doc)
         pending.spans.append((doc, offset, export))
         return self._evict()
@@ -220,7 +230,7 @@ class TraceBuffer(Generic[Ack]):
         recent = self._recent.get(doc.trace_id)
         if recent is not None:
             return self._late_log(recent, doc, offset)
-        pending = self._hold(doc.trace_id, size, now)
+        pending = self._hold(doc.trace_id, size, now, doc.timestamp_ns)
         pending.summary.add_log(doc)
         pending.logs.append((doc, offset))
         return self._evict()
@@ -237,11 +247,12 @@ class TraceBuffer(Generic[Ack]):
             out += self._emit(trace_id)
         return out
 
-    def _hold(self, trace_id: str, size: int, now: float) -> _Pending[Ack]:
+    def _hold(self, trace_id: str, size: int, now: float, happened_ns: int) -> _Pending[Ack]:
         pending = self._pending.get(trace_id)
         if pending is None:
+            late = happened_ns and now - happened_ns / 1e9 > max(2 * self.wait_seconds, LATE_AFTER_SECONDS)
             pending = self._pending[trace_id] = _Pending(
-                TraceSummary(trace_id), deadline=now + self.wait_seconds
+                TraceSummary(trace_id), deadline=now + self.wait_seconds, late_unknown=bool(late)
             )
             self.budget.traces += 1
         pending.size += size
@@ -305,7 +316,10 @@ class TraceBuffer(Generic[Ack]):
                     joined_logs.append(doc)
         decision = None
         if self.sampler is not None:
-            decision = self.sampler.decide(summary, int(pending.deadline * 1_000_000_000))
+            if pending.late_unknown:
+                decision = Decision(True, UNKNOWN_TRACE, root.service if root else "")
+            else:
+                decision = self.sampler.decide(summary, int(pending.deadline * 1_000_000_000))
             if self.sampling_counts is not None:
                 self.sampling_counts.count_trace(decision, len(pending.spans), len(pending.logs))
         recent = _Recent(summary, decision, index=index)

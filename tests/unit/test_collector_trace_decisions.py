@@ -4,6 +4,7 @@ Jaeger, logs, summary) while every record is still acknowledged and committed.""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -75,8 +76,13 @@ def exported_spans(jaeger: FakeJaeger) -> dict[bytes, Span]:
     }
 
 
+def on_time(record: Record, after_ms: int = 0) -> Record:
+    """Sent when its items happened (T0), or `after_ms` later."""
+    return dataclasses.replace(record, timestamp=T0 // 1_000_000 + after_ms)
+
+
 async def run(c: Collector, consumer: FakeConsumer, *records: Record) -> None:
-    consumer.polls.append(poll(*records))
+    consumer.polls.append(poll(*(r if r.timestamp else on_time(r) for r in records)))
     await c.poll()
     await spin()
     await c.poll()  # the commit after the deliveries were acknowledged
@@ -158,3 +164,25 @@ async def test_a_record_whose_spans_were_all_dropped_is_committed_without_an_exp
     await run(c, consumer, spans_record(0, (os.urandom(16), os.urandom(8), False)))
     assert jaeger.calls == [] and es.received == []
     assert consumer.committed == {(SPANS, 0): 1}
+
+
+async def test_a_trace_first_seen_long_after_it_happened_is_kept_as_unknown() -> None:
+    """Its items were sent a minute after they happened: most likely the late tail of a trace decided
+    before (forgotten, or before a restart), so sampling keeps it rather than lose a kept trace's end."""
+    consumer, es, jaeger = FakeConsumer(), FakeElasticsearch(), FakeJaeger()
+    sampling = {"enabled": True, "probability": 0.0}
+    c = Collector(settings(sampling=sampling), consumer, es, jaeger, CollectorMetrics(), commit_interval=0)
+    late_trace, late_span = os.urandom(16), os.urandom(8)
+    await run(
+        c,
+        consumer,
+        on_time(spans_record(0, (late_trace, late_span, False)), after_ms=60_000),
+        on_time(spans_record(1, (os.urandom(16), os.urandom(8), False)), after_ms=2_000),  # on time
+    )
+    kept = {(o.alias, o.doc_id): o.source for o in es.received}
+    assert set(kept) == {
+        (SPANS_ALIAS, f"{late_trace.hex()}-{late_span.hex()}"),
+        (TRACES_ALIAS, late_trace.hex()),
+    }
+    assert all(source["tether"]["sampling"] == {"policy": "unknown_trace"} for source in kept.values())
+    assert set(exported_spans(jaeger)) == {late_span}
