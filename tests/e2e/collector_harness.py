@@ -173,6 +173,8 @@ class CollectorProcess(TetherProcess):
     kafka_options: str = ""  # more keys of the kafka section, e.g. "max_poll_records: 5"
     correlation_options: str = ""  # more keys of the correlation section
     jaeger_enabled: bool = True
+    jaeger_options: str = ""  # more keys of the jaeger section, e.g. "max_log_events_per_span: 3"
+    sampling: str = ""  # keys of the sampling section, e.g. "enabled: true, probability: 0.3"
 
     def __post_init__(self) -> None:
         self.kind = "collector"
@@ -186,7 +188,9 @@ kafka: {{bootstrap_servers: "{self.stack.kafka.bootstrap}", group_id: "{self.gro
         logs_topic: {self.logs_topic}, spans_topic: {self.spans_topic}, {self.kafka_options}}}
 correlation: {{wait_seconds: {self.wait_seconds}, {self.correlation_options}}}
 elasticsearch: {{url: "{self.stack.elasticsearch.url}", replicas: 0}}
-jaeger: {{endpoint: "{self.stack.jaeger.otlp_grpc_endpoint}", enabled: {str(self.jaeger_enabled).lower()}}}
+jaeger: {{endpoint: "{self.stack.jaeger.otlp_grpc_endpoint}", enabled: {str(self.jaeger_enabled).lower()},
+        {self.jaeger_options}}}
+sampling: {{{self.sampling}}}
 ops: {{endpoint: "127.0.0.1:{self.ops_port}"}}
 """)
 
