@@ -238,13 +238,25 @@ class RecordConsumer:
         )
         self._unparsed.clear()
 
-    def emit_all(self, partitions: Sequence[int]) -> Delivery:
-        """Every trace the partitions hold, emitted now whatever their window (a flush)."""
+    def let_go(self, partitions: Sequence[int]) -> Delivery:
+        """Before the partitions go to another member (or the process stops): emit the traces whose
+        window is over, and let go of those still in it, unemitted. Their records stay
+        unacknowledged, so uncommitted, and whoever reads the partitions next replays them whole:
+        a trace is never correlated or sampled in two parts by two owners."""
+        now = asyncio.get_running_loop().time()
+        wall_ms = time.time_ns() // 1_000_000
         work = Delivery()
+        released = 0
         for partition in partitions:
-            buffer = self.partitions[partition].buffer
-            work.outputs += buffer.due(0, everything=True)
-            _take_side_outputs(buffer, work)
+            state = self.partitions[partition]
+            work.outputs += state.buffer.due(state.clock.now_ms(wall_ms, now) / 1000)
+            _take_side_outputs(state.buffer, work)
+            released += state.buffer.let_go()
+        if released:
+            log.info(
+                "traces still in their window left to the partitions' next reader",
+                extra={"traces": released, "partitions": list(partitions)},
+            )
         return work
 
     def sync_metrics(self) -> None:

@@ -247,6 +247,16 @@ class TraceBuffer(Generic[Ack]):
             out += self._emit(trace_id)
         return out
 
+    def let_go(self) -> int:
+        """Forget the traces still in their window, unemitted (their records stay unacknowledged:
+        the partition's next reader replays them); return how many."""
+        released = len(self._pending)
+        for pending in self._pending.values():
+            self.budget.traces -= 1
+            self.budget.bytes -= pending.size
+        self._pending.clear()
+        return released
+
     def _hold(self, trace_id: str, size: int, now: float, happened_ns: int) -> _Pending[Ack]:
         pending = self._pending.get(trace_id)
         if pending is None:

@@ -140,8 +140,9 @@ class Collector:
         self.metrics.paused_partitions.set(len(held))
 
     async def _flush(self, partitions: list[int]) -> None:
-        """Emit every trace the partitions hold, index it, and commit."""
-        await self.deliveries.deliver(self.records.emit_all(partitions))
+        """Index what the partitions can emit, let go of traces still in their window (the next
+        reader replays them whole), and commit what is done."""
+        await self.deliveries.deliver(self.records.let_go(partitions))
         await self.committer.commit(self.records.trackers(partitions))
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:

@@ -163,25 +163,34 @@ async def test_a_refused_commit_is_counted_and_polling_goes_on(caplog: pytest.Lo
     assert sample(c, "tether_collector_commits_total") == 1
 
 
-async def test_a_revoked_partition_is_flushed_and_committed() -> None:
+async def test_a_revoked_partition_leaves_traces_in_their_window_to_the_next_reader() -> None:
+    """Emitting a trace still in its window would let two owners decide it in two parts (tail
+    sampling, correlation): it is let go unemitted and uncommitted, and the next reader replays it
+    whole."""
     consumer, es, jaeger = FakeConsumer(), FakeElasticsearch(), FakeJaeger()
     c = collector(consumer, es, jaeger, config(wait_seconds=60))  # traces held past the test
     trace, span = os.urandom(16), os.urandom(8)
-    await next_poll(
-        c, consumer, log_record(0, trace, span, partition=2), span_record(0, trace, span, partition=2)
-    )
+    records = (log_record(0, trace, span, partition=2), span_record(0, trace, span, partition=2))
+    await next_poll(c, consumer, *records)
     await next_poll(c, consumer, log_record(0, partition=3))  # untraced: indexed at once
     await next_poll(c, consumer)
     assert consumer.committed == {(LOGS, 2): 0, (SPANS, 2): 0, (LOGS, 3): 1}  # the trace is held
-    held = len(es.received)
 
     await c.on_revoked({TopicPartition(LOGS, 2), TopicPartition(SPANS, 2), TopicPartition(LOGS, 9)})
-    flushed = es.received[held:]
-    assert sorted(o.alias for o in flushed) == [LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS]
-    [log] = [o for o in flushed if o.alias == LOGS_ALIAS]
-    assert log.source["tether"]["correlation"] == "span"  # correlated before it was flushed
-    assert consumer.committed == {(LOGS, 2): 1, (SPANS, 2): 1, (LOGS, 3): 1}
+    await spin()
+    assert [o.alias for o in es.received] == [LOGS_ALIAS]  # the untraced line only
+    assert consumer.committed == {(LOGS, 2): 0, (SPANS, 2): 0, (LOGS, 3): 1}
     assert set(c.records.partitions) == {3}  # partition 3 was not revoked
+    assert c.records.budget.traces == 0 and c.records.budget.bytes == 0
+
+    next_reader = collector(consumer, es, jaeger, config(wait_seconds=0))
+    await next_poll(next_reader, consumer, *records)  # read again from the committed offsets
+    await next_poll(next_reader, consumer)
+    [log] = [
+        o for o in es.received if o.alias == LOGS_ALIAS and o.source["tether"]["correlation"] != "untraced"
+    ]
+    assert log.source["tether"]["correlation"] == "span"  # whole: the line met its span
+    assert consumer.committed == {(LOGS, 2): 1, (SPANS, 2): 1, (LOGS, 3): 1}
 
 
 async def test_late_acks_of_a_revoked_partition_do_not_touch_its_next_assignment() -> None:
@@ -227,17 +236,17 @@ async def test_deliveries_beyond_max_concurrent_bulks_hold_polling_back() -> Non
     assert sample(c, "tether_collector_inflight_documents") == 0
 
 
-async def test_stop_flushes_what_is_held_commits_and_closes() -> None:
+async def test_stop_indexes_what_is_due_and_leaves_the_rest_uncommitted() -> None:
     consumer, es, jaeger = FakeConsumer(), FakeElasticsearch(), FakeJaeger()
     c = collector(consumer, es, jaeger, config(wait_seconds=60))
     trace, span = os.urandom(16), os.urandom(8)
     await next_poll(c, consumer, log_record(4, trace, span), span_record(6, trace, span))
-    assert es.received == []
+    await next_poll(c, consumer, log_record(5))  # untraced: indexed at once
     await c.stop()
-    assert sorted(o.alias for o in es.received) == [LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS]
-    assert consumer.committed == {(LOGS, 0): 5, (SPANS, 0): 7}
+    assert [o.alias for o in es.received] == [LOGS_ALIAS]
+    assert consumer.committed == {(LOGS, 0): 4, (SPANS, 0): 6}  # the next start reads the trace again
     assert consumer.stopped and es.closed and jaeger.closed
-    assert sample(c, "tether_collector_inflight_documents") == 0  # the flush went through the gauge too
+    assert sample(c, "tether_collector_inflight_documents") == 0
 
 
 async def test_start_subscribes_to_copartitioned_topics_only() -> None:
@@ -259,12 +268,11 @@ async def test_stop_gives_up_on_a_sink_that_never_answers_and_commits_nothing_he
     # Jaeger refusing until its setting is fixed: SIGTERM must still end the collector.
     monkeypatch.setattr("tether.collector.service.STOP_DELIVERY_GRACE_SECONDS", 0.2)
     consumer, es, jaeger = FakeConsumer(), FakeElasticsearch(), FakeJaeger(hold=True)
-    c = collector(consumer, es, jaeger, config(wait_seconds=60))
+    c = collector(consumer, es, jaeger, config(wait_seconds=0))
     trace, span = os.urandom(16), os.urandom(8)
     await next_poll(c, consumer, span_record(6, trace, span))
-    assert jaeger.calls == []  # held with its trace
+    assert len(jaeger.calls) == 1  # its window is over: exported, never answered
     await asyncio.wait_for(c.stop(), 5)
-    assert len(jaeger.calls) == 1  # flushed on stop, never answered
     assert consumer.committed.get((SPANS, 0), 0) <= 6  # the held record 6 is consumed again next start
     assert consumer.stopped and es.closed and jaeger.closed
     assert c.deliveries.in_flight == 0
