@@ -19,15 +19,15 @@ class KafkaSinkConfig(KafkaSecurity):
     bootstrap_servers: str = Field(description="host:port[,host:port] of the Kafka brokers")
     logs_topic: str = LOGS_TOPIC
     spans_topic: str = SPANS_TOPIC
-    # zstd's fast mode by default: a host agent's core is dearer than the bytes (BENCHMARKS.md has the
-    # ratios and costs of each level, and of lz4).
+    # zstd's fast mode by default: a host agent's core is dearer than the bytes
+    # (docs/performance-history.md has the ratios and costs of each level, and of lz4).
     compression: Literal["zstd", "lz4", "gzip", "snappy", "none"] = "zstd"
     zstd_level: int = Field(
         default=-3,
         ge=-7,
         le=22,
         description="zstd level of record batches; negative levels are zstd's fast mode (less CPU, "
-        "larger batches), 1 and up compress more (BENCHMARKS.md compares them)",
+        "larger batches), 1 and up compress more (docs/performance-history.md compares them)",
     )
     lz4_level: int = Field(
         default=0,
@@ -63,7 +63,7 @@ class FileSourceConfig(Section):
         default=2 * 1024 * 1024,
         ge=4096,
         description="bytes read and encoded at a time; larger chunks spread the per-chunk and per-record "
-        "costs over more lines (BENCHMARKS.md)",
+        "costs over more lines (docs/performance-history.md)",
     )
     max_line_bytes: int = Field(default=256 * 1024, ge=64)
     long_lines: Literal["truncate", "drop"] = "truncate"

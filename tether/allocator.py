@@ -4,7 +4,7 @@ glibc serves large blocks (above a threshold that adapts up to the largest block
 fresh `mmap`s and gives the top of its heap back to the kernel whenever more than twice that
 threshold is free. The agent allocates and frees a few MB per file chunk (the chunk, one request
 per partition, their compressed batches), so each chunk's memory was handed back and faulted in
-again, zero-filled by the kernel, a measurable share of the agent's CPU (BENCHMARKS.md has the
+again, zero-filled by the kernel, a measurable share of the agent's CPU (docs/performance-history.md has the
 figures). Keeping freed memory for reuse costs no more resident memory than
 the process's own peak, which its configuration bounds.
 """

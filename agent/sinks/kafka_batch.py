@@ -3,7 +3,8 @@
 aiokafka compresses each record batch with zstd at a fixed level 3 and lz4 at a fixed level 9 (high
 compression mode, slow) and has no option for either. On the agent's records (OTLP log requests of
 JSON lines) lower levels and zstd's fast mode cost much less CPU for a little less compression, and
-compression is the largest single cost of the agent after parsing (BENCHMARKS.md has the figures).
+compression is the largest single cost of the agent after parsing (docs/performance-history.md has
+the figures).
 So the sink's producer gets this builder instead of aiokafka's: the same
 wire format (an uncompressed batch is byte-identical to aiokafka's, and lz4 is the same frame
 format aiokafka writes, see tests/unit/test_agent_kafka_batch.py), the records compressed at the
