@@ -143,8 +143,8 @@ ClusterOption = Annotated[
         "--cluster",
         help="The cluster stack: 3 Kafka brokers (KRaft; topics with replication factor 3 and "
         "min.insync.replicas 2), 2 Elasticsearch nodes (one replica per shard) and Jaeger, on their own "
-        "ports (29092.., 29200.., 34317) and state directory "
-        "[default: $TETHER_CLUSTER_STACK_DIR or ~/.cache/tether/stack-cluster]. See docs/cluster-stack.md.",
+        "ports (29092.., 29200.., 34317) and state directory ($TETHER_CLUSTER_STACK_DIR or "
+        "~/.cache/tether/stack-cluster). See docs/cluster-stack.md.",
     ),
 ]
 BrokersOption = Annotated[

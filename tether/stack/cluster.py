@@ -18,6 +18,8 @@ import os
 import signal
 import time
 import urllib.parse
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -197,8 +199,20 @@ class ClusterStack(Stack):
         )
 
     def down(self, report: Report = print) -> None:
+        """Stop every server at once: one broker after another, the last ones wait for a controlled
+        shutdown that a quorum without its other voters can no longer grant (then SIGKILL after 30 s)."""
         self._check_topology(record=False)
-        super().down(report=report)
+        pids = [server.process.read_pid() for server in self.servers]
+        for server, pid, stopped in zip(self.servers, pids, self.stop(self.servers), strict=True):
+            report(f"{server.name}: {'stopped pid ' + str(pid) if stopped else 'not running'}")
+
+    @staticmethod
+    def stop(servers: Sequence[Server]) -> list[bool]:
+        """Stop `servers` concurrently (see `down`); True for each one that was running."""
+        if not servers:
+            return []
+        with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+            return list(pool.map(lambda server: server.process.stop(), servers))
 
     def _check_topology(self, *, record: bool) -> None:
         """Broker and node counts are part of the data (quorum voters, shard copies): a cluster made
@@ -209,8 +223,9 @@ class ClusterStack(Stack):
             if recorded != self.config.topology:
                 raise StackError(
                     f"{path} records {recorded}, not {self.config.topology}: use those counts, or run "
-                    f"`tether stack down` with them and remove {self.config.cache_dir} and "
-                    f"{self.config.elasticsearch_base} to make a new cluster"
+                    f"`tether stack down --brokers {recorded.get('brokers')} "
+                    f"--es-nodes {recorded.get('elasticsearch_nodes')}` and remove "
+                    f"{self.config.cache_dir} and {self.config.elasticsearch_base} to make a new cluster"
                 )
         elif record:
             self.config.cache_dir.mkdir(parents=True, exist_ok=True)
