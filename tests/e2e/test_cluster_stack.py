@@ -41,14 +41,23 @@ def es_request(url: str, method: str = "GET", body: Any = None) -> tuple[int, An
 
 
 async def topic_min_insync_replicas(bootstrap: str, topic: str) -> str:
+    """The topic's min.insync.replicas, once the broker asked knows the topic (a topic just made
+    reaches each broker's metadata a moment later)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
     await admin.start()
     try:
-        (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        deadline = time.monotonic() + 15
+        while True:
+            (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+            ((error, message, _type, _name, entries),) = response.resources
+            values = [str(value) for name, value, *_ in entries if name == "min.insync.replicas"]
+            if error == 0 and values:
+                return values[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no configs of {topic}: error {error} {message}")
+            await asyncio.sleep(0.5)
     finally:
         await admin.close()
-    ((_error, _message, _type, _name, entries),) = response.resources
-    return next(str(value) for name, value, *_ in entries if name == "min.insync.replicas")
 
 
 def es_bulk(url: str, ndjson: str) -> dict[str, Any]:

@@ -202,5 +202,25 @@ async def ensure_replicated_topics(
         ]
         if missing:
             await admin.create_topics(missing)
+            await _wait_fully_replicated(admin, [t.name for t in missing], replication_factor)
     finally:
         await admin.close()
+
+
+async def _wait_fully_replicated(admin: Any, topics: list[str], replication_factor: int) -> None:
+    """Until every partition of `topics` has a leader and all its replicas in sync, so what the caller
+    does next (produce, kill a leader) meets the topic as the cluster will keep it."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        described = await admin.describe_topics(topics)
+        ready = len(described) == len(topics) and all(
+            not topic.get("error_code")
+            and topic["partitions"]
+            and all(p["leader"] >= 0 and len(p["isr"]) == replication_factor for p in topic["partitions"])
+            for topic in described
+        )
+        if ready:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise StackError(f"topics {', '.join(topics)} not fully replicated after 30s: {described}")
+        await asyncio.sleep(0.2)
