@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tether.stack import SecureStack, SecureStackConfig, Stack, StackConfig
+from tether.stack import ClusterStack, ClusterStackConfig, SecureStack, SecureStackConfig, Stack, StackConfig
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +41,30 @@ def secure_stack() -> Iterator[SecureStack]:
         stack.up(report=lambda line: print(f"[secure stack] {line}", flush=True))
     except BaseException:
         stop_started()  # a failed start leaves no half stack behind
+        raise
+    yield stack
+    if os.environ.get("TETHER_KEEP_STACK") != "1":
+        stop_started()
+
+
+@pytest.fixture(scope="session")
+def cluster_stack() -> Iterator[ClusterStack]:
+    """Three Kafka brokers (topics: replication factor 3, min.insync.replicas 2), two Elasticsearch
+    nodes (one replica per shard) and Jaeger, on their own ports (`tether stack up --cluster`).
+    Reuses a running cluster; stops only what it started, and only without TETHER_KEEP_STACK=1."""
+    stack = ClusterStack(ClusterStackConfig())
+    started = [server for server in stack.servers if not server.process.is_running()]
+
+    def stop_started() -> None:
+        # All at once: brokers stopped one by one leave the last without a quorum to shut down with.
+        for server, stopped in zip(started, stack.stop(started), strict=True):
+            if stopped:
+                print(f"[cluster stack] {server.name}: stopped", flush=True)
+
+    try:
+        stack.up(report=lambda line: print(f"[cluster stack] {line}", flush=True))
+    except BaseException:
+        stop_started()  # a failed start leaves no half cluster behind
         raise
     yield stack
     if os.environ.get("TETHER_KEEP_STACK") != "1":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
@@ -136,9 +137,57 @@ SecureOption = Annotated[
 ]
 
 
-def _stack(cache_dir: Path | None, secure: bool = False) -> Stack:
-    from tether.stack import SecureStack, SecureStackConfig, Stack, StackConfig
+ClusterOption = Annotated[
+    bool,
+    typer.Option(
+        "--cluster",
+        help="The cluster stack: 3 Kafka brokers (KRaft; topics with replication factor 3 and "
+        "min.insync.replicas 2), 2 Elasticsearch nodes (one replica per shard) and Jaeger, on their own "
+        "ports (29092.., 29200.., 34317) and state directory ($TETHER_CLUSTER_STACK_DIR or "
+        "~/.cache/tether/stack-cluster). See docs/cluster-stack.md.",
+    ),
+]
+BrokersOption = Annotated[
+    int | None,
+    typer.Option("--brokers", min=3, help="Kafka brokers of the cluster stack (implies --cluster) [3]."),
+]
+ElasticsearchNodesOption = Annotated[
+    int | None,
+    typer.Option(
+        "--es-nodes", min=2, help="Elasticsearch nodes of the cluster stack (implies --cluster) [2]."
+    ),
+]
 
+
+def _stack(
+    cache_dir: Path | None,
+    secure: bool = False,
+    cluster: bool = False,
+    brokers: int | None = None,
+    es_nodes: int | None = None,
+) -> Stack:
+    from tether.stack import (
+        ClusterStack,
+        ClusterStackConfig,
+        SecureStack,
+        SecureStackConfig,
+        Stack,
+        StackConfig,
+    )
+    from tether.stack.health import StackError
+
+    if cluster or brokers is not None or es_nodes is not None:
+        if secure:
+            typer.secho("--secure and the cluster stack cannot be combined", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
+        try:
+            config = ClusterStackConfig(brokers=brokers or 3, elasticsearch_nodes=es_nodes or 2)
+            if cache_dir:
+                config = dataclasses.replace(config, cache_dir=cache_dir)
+        except StackError as error:
+            typer.secho(str(error), fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from error
+        return ClusterStack(config)
     if secure:
         return SecureStack(SecureStackConfig(cache_dir=cache_dir) if cache_dir else None)
     return Stack(StackConfig(cache_dir=cache_dir) if cache_dir else None)
@@ -149,11 +198,14 @@ def stack_up(
     cache_dir: CacheDirOption = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each server to be healthy.")] = 180.0,
     secure: SecureOption = False,
+    cluster: ClusterOption = False,
+    brokers: BrokersOption = None,
+    es_nodes: ElasticsearchNodesOption = None,
 ) -> None:
     """Provision (cached), start and health-check Kafka, Elasticsearch and Jaeger. Idempotent."""
     from tether.stack.health import StackError
 
-    stack = _stack(cache_dir, secure)
+    stack = _stack(cache_dir, secure, cluster, brokers, es_nodes)
     try:
         stack.up(report=typer.echo, timeout=timeout)
     except StackError as error:
@@ -163,16 +215,34 @@ def stack_up(
 
 
 @stack_app.command("down")
-def stack_down(cache_dir: CacheDirOption = None, secure: SecureOption = False) -> None:
+def stack_down(
+    cache_dir: CacheDirOption = None,
+    secure: SecureOption = False,
+    cluster: ClusterOption = False,
+    brokers: BrokersOption = None,
+    es_nodes: ElasticsearchNodesOption = None,
+) -> None:
     """Stop exactly the processes `stack up` started (by pid). Data stays in the cache directory."""
-    stack = _stack(cache_dir, secure)
-    stack.down(report=typer.echo)
+    from tether.stack.health import StackError
+
+    stack = _stack(cache_dir, secure, cluster, brokers, es_nodes)
+    try:
+        stack.down(report=typer.echo)
+    except StackError as error:
+        typer.secho(f"stack down failed: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from error
 
 
 @stack_app.command("status")
-def stack_status(cache_dir: CacheDirOption = None, secure: SecureOption = False) -> None:
+def stack_status(
+    cache_dir: CacheDirOption = None,
+    secure: SecureOption = False,
+    cluster: ClusterOption = False,
+    brokers: BrokersOption = None,
+    es_nodes: ElasticsearchNodesOption = None,
+) -> None:
     """Tell which servers are up, where they listen and where their logs are. Exit 1 if any is down."""
-    stack = _stack(cache_dir, secure)
+    stack = _stack(cache_dir, secure, cluster, brokers, es_nodes)
     if not _print_status(stack):
         raise typer.Exit(1)
 
