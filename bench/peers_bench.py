@@ -174,6 +174,7 @@ class OtelcolUnderTest(PeerUnderTest):
     def _exported(self, signal: str) -> float:
         text = self.scrape()
         failed = prometheus_sum(text, f"otelcol_exporter_send_failed_{signal}")
+        failed += prometheus_sum(text, f"otelcol_exporter_enqueue_failed_{signal}")
         if failed:
             raise RuntimeError(f"otelcol failed to send {failed:.0f} {signal}")
         return prometheus_sum(text, f"otelcol_exporter_sent_{signal}")
@@ -211,10 +212,14 @@ class RsyslogUnderTest(PeerUnderTest):
         # rsyslog has no metrics endpoint: what Kafka acknowledged is read from the topic's
         # high watermarks (one record a line; the producer is idempotent, so none twice).
         self.loop = asyncio.new_event_loop()
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        self.loop.run_until_complete(self.consumer.start())
+        self.consumer = self.loop.run_until_complete(self._open_consumer())
         self.partitions = [TopicPartition(self.logs_topic, p) for p in range(PARTITIONS)]
         return True
+
+    async def _open_consumer(self) -> AIOKafkaConsumer:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        return consumer
 
     def delivered_lines(self) -> float:
         offsets = self.loop.run_until_complete(self.consumer.end_offsets(self.partitions))

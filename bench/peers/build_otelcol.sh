@@ -38,6 +38,8 @@ processors:
 exporters:
   - gomod: $contrib/exporter/kafkaexporter $CONTRIB_VERSION
 providers:
+  # env is the builder's default scheme: the collector refuses to start without its provider
+  - gomod: go.opentelemetry.io/collector/confmap/provider/envprovider $STABLE_VERSION
   - gomod: go.opentelemetry.io/collector/confmap/provider/fileprovider $STABLE_VERSION
 MANIFEST
 began=$(date +%s)

@@ -31,8 +31,8 @@ def test_otelcol_file_pipeline_parses_json_keys_by_trace_and_waits_for_all_repli
         include="/tmp/logs/*.log",
     )
     config = yaml.safe_load(yaml.safe_dump(config))  # what the Collector reads
-    assert config["service"]["pipelines"] == {"logs": {"receivers": ["filelog"], "exporters": ["kafka"]}}
-    (parser,) = config["receivers"]["filelog"]["operators"]
+    assert config["service"]["pipelines"] == {"logs": {"receivers": ["file_log"], "exporters": ["kafka"]}}
+    (parser,) = config["receivers"]["file_log"]["operators"]
     assert parser["type"] == "json_parser"
     assert parser["trace"]["trace_id"]["parse_from"] == "attributes.trace_id"
     assert parser["severity"]["parse_from"] == "attributes.level"
@@ -43,7 +43,7 @@ def test_otelcol_file_pipeline_parses_json_keys_by_trace_and_waits_for_all_repli
     assert producer["required_acks"] == "all"
     assert producer["compression"] == "zstd"
     assert producer["compression_params"]["level"] == configs.PEER_ZSTD_LEVEL
-    assert "sending_queue" not in kafka  # the Collector's default for files
+    assert kafka["sending_queue"] == {"block_on_overflow": True}  # waits for Kafka, drops nothing
 
 
 def test_otelcol_span_pipeline_answers_after_kafka() -> None:
@@ -58,8 +58,8 @@ def test_otelcol_span_pipeline_answers_after_kafka() -> None:
     kafka = config["exporters"]["kafka"]
     assert kafka["brokers"] == ["a:1", "b:2"]
     assert kafka["partition_traces_by_id"] is True
-    assert kafka["sending_queue"] == {"enabled": False}
-    assert "filelog" not in config["receivers"]
+    assert kafka["sending_queue"] == {"block_on_overflow": True, "wait_for_result": True}
+    assert "file_log" not in config["receivers"]
 
 
 def test_rsyslog_config_parses_json_and_produces_keyed_idempotent_zstd(tmp_path: Path) -> None:
