@@ -255,19 +255,36 @@ def topic_bytes(data_dir: Path, topic: str) -> int:
     return sum(segment.stat().st_size for segment in data_dir.glob(f"{topic}-*/*.log"))
 
 
+async def delete_topics(bootstrap: str, topics: list[str]) -> None:
+    """Each phase makes 16 partitions; the broker's restarts (the e2e outage tests) recover every
+    partition it holds, so a bench leaves none behind unless asked."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        await admin.delete_topics(topics)
+    finally:
+        await admin.close()
+
+
 def run_phase(
     name: str,
     runner: Callable[[], dict[str, float]],
     factory: Callable[..., AgentUnderTest],
-    data_dir: Path,
+    stack: Stack,
     topic_of: Callable[[AgentUnderTest], str],
     count_key: str,
+    keep_topics: bool,
 ) -> dict[str, float]:
     made: list[AgentUnderTest] = []
     with in_agents_place(factory, made):
         figures = runner()
     time.sleep(1)  # the broker's appends are in its segments before the sizes are read
-    figures["kafka_bytes_per_item"] = topic_bytes(data_dir, topic_of(made[-1])) / figures[count_key]
+    measured = topic_bytes(stack.kafka.home / "data", topic_of(made[-1]))
+    figures["kafka_bytes_per_item"] = measured / figures[count_key]
+    if not keep_topics:
+        asyncio.run(delete_topics(stack.kafka.bootstrap, [made[-1].logs_topic, made[-1].spans_topic]))
     print(f"[peers] {name}: " + fmt(figures), file=sys.stderr)
     return figures
 
@@ -307,6 +324,7 @@ def main() -> None:
     parser.add_argument("--spans-per-request", type=int, default=512)
     parser.add_argument("--concurrency", type=int, default=16, help="OTLP requests in flight")
     parser.add_argument("--json", type=Path, help="also write the figures there")
+    parser.add_argument("--keep-topics", action="store_true", help="leave each phase's topics in Kafka")
     args = parser.parse_args()
 
     OtelcolUnderTest.binary = build("build_otelcol.sh")
@@ -314,7 +332,6 @@ def main() -> None:
     stack = Stack()
     if any(pid is None for _, pid, _, _ in stack.status()):
         stack.up(report=lambda line: print(f"[stack] {line}", file=sys.stderr))
-    data_dir = stack.kafka.home / "data"
 
     def zstd3_agent(*a: Any, **k: Any) -> AgentUnderTest:
         return AgentUnderTest(
@@ -341,9 +358,10 @@ def main() -> None:
                     f"file -> Kafka, {name}",
                     lambda: agent_bench.bench_file(stack, work, args.lines),
                     factory,
-                    data_dir,
+                    stack,
                     lambda process: process.logs_topic,
                     "lines",
+                    args.keep_topics,
                 )
         if args.spans:
             for name, factory in spans.items():
@@ -353,9 +371,10 @@ def main() -> None:
                         stack, work, args.spans, args.spans_per_request, args.concurrency
                     ),
                     factory,
-                    data_dir,
+                    stack,
                     lambda process: process.spans_topic,
                     "spans",
+                    args.keep_topics,
                 )
     found = versions(OtelcolUnderTest.binary, RsyslogUnderTest.root)
     print(f"cpu={os.cpu_count()} python={sys.version.split()[0]}")
