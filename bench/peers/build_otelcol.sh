@@ -14,17 +14,9 @@ CONTRIB_VERSION=${CONTRIB_VERSION:-v0.165.1}
 PEERS_CACHE=${PEERS_CACHE:-$HOME/.cache/tether/peers}
 out=$PEERS_CACHE/otelcol-$CORE_VERSION
 binary=$out/otelcol-peer
-if [ -x "$binary" ]; then
-  echo "$binary"
-  exit 0
-fi
-command -v go >/dev/null || { echo "go is not on PATH (the Jaeger build of tether stack needs it too)" >&2; exit 1; }
 mkdir -p "$out"
-# The builder itself, as the Jaeger build gets its modules: the module proxy, no cgo.
-export CGO_ENABLED=0 GOBIN=$out/bin
-[ -x "$GOBIN/builder" ] || go install "go.opentelemetry.io/collector/cmd/builder@${CORE_VERSION}"
 contrib=github.com/open-telemetry/opentelemetry-collector-contrib
-cat > "$out/manifest.yaml" <<MANIFEST
+cat > "$out/manifest.next.yaml" <<MANIFEST
 dist:
   name: otelcol-peer
   description: OpenTelemetry Collector peer of the tether benchmarks
@@ -42,6 +34,18 @@ providers:
   - gomod: go.opentelemetry.io/collector/confmap/provider/envprovider $STABLE_VERSION
   - gomod: go.opentelemetry.io/collector/confmap/provider/fileprovider $STABLE_VERSION
 MANIFEST
+# The cached binary stands while it was built from this very manifest.
+if [ -x "$binary" ] && cmp -s "$out/manifest.next.yaml" "$out/manifest.yaml"; then
+  rm "$out/manifest.next.yaml"
+  echo "$binary"
+  exit 0
+fi
+mv "$out/manifest.next.yaml" "$out/manifest.yaml"
+rm -f "$binary"
+command -v go >/dev/null || { echo "go is not on PATH (the Jaeger build of tether stack needs it too)" >&2; exit 1; }
+# The builder itself, as the Jaeger build gets its modules: the module proxy, no cgo.
+export CGO_ENABLED=0 GOBIN=$out/bin
+[ -x "$GOBIN/builder" ] || go install "go.opentelemetry.io/collector/cmd/builder@${CORE_VERSION}"
 began=$(date +%s)
 "$GOBIN/builder" --config "$out/manifest.yaml" >"$out/build.log" 2>&1 || {
   tail -40 "$out/build.log" >&2
