@@ -1,0 +1,126 @@
+"""Configurations of the peers that bench/peers_bench.py runs beside the agent.
+
+Each is set up to do the agent's job on the agent's terms (the fairness rules of issue 15): the same
+generated lines read from a file, JSON parsed, records keyed by trace id, acks=all with an idempotent
+producer, zstd, into the same Kafka, one core. What each still does differently is said where it is
+configured.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+# zstd's own default level, which both peers' clients use when asked for zstd: librdkafka (rsyslog)
+# and franz-go (the Collector's "SpeedDefault"). The agent runs once at this level too.
+PEER_ZSTD_LEVEL = 3
+
+
+def otelcol_config(
+    *,
+    bootstrap: str,
+    logs_topic: str,
+    spans_topic: str,
+    metrics_port: int,
+    include: str | None = None,
+    grpc_endpoint: str | None = None,
+) -> dict[str, Any]:
+    """The OpenTelemetry Collector: filelog + json_parser -> kafka (logs) when `include` is given,
+    otlp (gRPC) -> kafka (traces) when `grpc_endpoint` is."""
+    exporter: dict[str, Any] = {
+        "brokers": bootstrap.split(","),
+        "logs": {"topic": logs_topic, "encoding": "otlp_proto"},
+        "traces": {"topic": spans_topic, "encoding": "otlp_proto"},
+        # each log record / span goes out keyed by its trace id, as the agent's records are
+        "partition_logs_by_trace_id": True,
+        "partition_traces_by_id": True,
+        "producer": {
+            "required_acks": "all",  # franz-go is idempotent with acks=all, as the agent is
+            "compression": "zstd",
+            "compression_params": {"level": PEER_ZSTD_LEVEL},
+            "linger": "10ms",  # the agent's linger_ms
+        },
+        # Lossless, as the agent is: at its default a full queue drops what the file_log receiver
+        # hands it (seen: 142,800 of 300,000 lines refused), where the agent waits for Kafka.
+        "sending_queue": {"block_on_overflow": True},
+    }
+    receivers: dict[str, Any] = {}
+    pipelines: dict[str, Any] = {}
+    if include is not None:
+        receivers["file_log"] = {
+            "include": [include],
+            "start_at": "beginning",
+            "poll_interval": "50ms",  # the agent bench's poll interval
+            "operators": [
+                {
+                    # the five correlation fields the agent extracts, into their OTLP fields; the
+                    # rest of the object stays parsed in attributes (the agent keeps the raw body)
+                    "type": "json_parser",
+                    "timestamp": {
+                        "parse_from": 'attributes["@timestamp"]',
+                        "layout_type": "gotime",
+                        "layout": "2006-01-02T15:04:05.999999999Z07:00",
+                    },
+                    "severity": {"parse_from": "attributes.level"},
+                    "trace": {
+                        "trace_id": {"parse_from": "attributes.trace_id"},
+                        "span_id": {"parse_from": "attributes.span_id"},
+                    },
+                }
+            ],
+        }
+        pipelines["logs"] = {"receivers": ["file_log"], "exporters": ["kafka"]}
+    if grpc_endpoint is not None:
+        receivers["otlp"] = {"protocols": {"grpc": {"endpoint": grpc_endpoint}}}
+        pipelines["traces"] = {"receivers": ["otlp"], "exporters": ["kafka"]}
+        # The agent answers an OTLP request once Kafka acknowledged it (or its spool fsynced it);
+        # with wait_for_result the Collector answers after Kafka's ack too, its 10 senders kept.
+        exporter["sending_queue"]["wait_for_result"] = True
+    if not pipelines:
+        raise ValueError("give include (file logs) or grpc_endpoint (OTLP spans), or both")
+    return {
+        "receivers": receivers,
+        "exporters": {"kafka": exporter},
+        "service": {
+            "pipelines": pipelines,
+            "telemetry": {
+                "logs": {"level": "warn"},
+                "metrics": {
+                    "level": "basic",
+                    "readers": [
+                        {"pull": {"exporter": {"prometheus": {"host": "127.0.0.1", "port": metrics_port}}}}
+                    ],
+                },
+            },
+        },
+    }
+
+
+def rsyslog_config(*, bootstrap: str, topic: str, include: str, state_dir: Path) -> str:
+    """rsyslog: imfile -> mmjsonparse -> omkafka, keyed by the parsed trace id. What goes to Kafka
+    is the parsed object written back as JSON (so the parse is real work that reaches the topic)."""
+    brokers = ",".join(f'"{broker}"' for broker in bootstrap.split(","))
+    producer = [
+        "acks=all",
+        "enable.idempotence=true",
+        "compression.codec=zstd",
+        f"compression.level={PEER_ZSTD_LEVEL}",
+        "linger.ms=10",
+    ]
+    conf_params = ",".join(f'"{param}"' for param in producer)
+    return f"""\
+global(workDirectory="{state_dir}" maxMessageSize="64k")
+module(load="imfile" mode="inotify")
+module(load="mmjsonparse")
+module(load="omkafka")
+template(name="peer_trace_key" type="string" string="%$!trace_id%")
+template(name="peer_json" type="string" string="%$!all-json-plain%")
+input(type="imfile" file="{include}" tag="app" ruleset="peer" addMetadata="off")
+ruleset(name="peer") {{
+  # the whole line is the JSON object: no "@cee:" cookie
+  action(type="mmjsonparse" cookie="" useRawMsg="on")
+  action(type="omkafka" broker=[{brokers}] topic="{topic}"
+         key="peer_trace_key" dynaKey="on" partitions.auto="on"
+         template="peer_json" confParam=[{conf_params}])
+}}
+"""
