@@ -41,11 +41,11 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "bench" / "peers")]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import agent_bench
 from agent_bench import AGENT_CORE, PARTITIONS, AgentUnderTest, free_port
-from configs import PEER_ZSTD_LEVEL, otelcol_config, rsyslog_config
+from peers.configs import PEER_ZSTD_LEVEL, otelcol_config, rsyslog_config
 
 from tether.stack import Stack
 
