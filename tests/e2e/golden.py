@@ -221,7 +221,7 @@ async def _all(es: AsyncElasticsearch, index: str, query: dict[str, Any], field_
         query=query,
         size=10_000,
         track_total_hits=True,
-        source=[field_name],
+        source_includes=[field_name],
         ignore_unavailable=True,
     )
     total = response["hits"]["total"]["value"]
