@@ -64,8 +64,9 @@ class GoldenSource(threading.Thread):
     and `untraced` more lines, then the trace's spans in one OTLP export.
 
     `rotations` (after trace t: "rename" or "copytruncate") rotate the file between two traces, as
-    logrotate would. `day` puts every timestamp on that (UTC) day, at noon, so the run's documents
-    go to daily indices of their own."""
+    logrotate would, and call `after_rotation` at once, before the agent's next poll. `day` puts
+    every timestamp on that (UTC) day, at noon, so the run's documents go to daily indices of
+    their own."""
 
     def __init__(
         self,
@@ -83,6 +84,7 @@ class GoldenSource(threading.Thread):
         self.total_traces, self.untraced, self.pace = traces, untraced, pace_seconds
         self.day = day
         self.rotations: dict[int, str] = {}
+        self.after_rotation: Callable[[], None] = lambda: None  # e.g. kill -9 the agent, racing it
         self.traces_sent = 0
         self.export_failures = 0  # exports sent again (the agent was down)
         self.error: BaseException | None = None
@@ -106,6 +108,8 @@ class GoldenSource(threading.Thread):
                     elif rotation == "copytruncate":  # the app keeps its handle
                         shutil.copyfile(self.log_path, self.log_path.with_name(self.log_path.name + ".2"))
                         os.truncate(self.log_path, 0)
+                    if rotation:
+                        self.after_rotation()
                     self.traces_sent = t + 1
                     time.sleep(self.pace)
         except BaseException as error:  # the test reads it: a thread's exception is otherwise lost

@@ -138,7 +138,7 @@ async def test_agent_killed_after_a_checkpoint_is_written(stack: Stack, tmp_path
     reads from the checkpoint on."""
     async with pipeline(stack, tmp_path, agent_failpoints="agent.after_checkpoint=6") as p:
         p.collector()
-        source = p.source()
+        source = p.source(traces=100, pace_seconds=0.05)  # a chunk read in every poll
         source.start()
         await _crashed(p.agent)
         assert source.traces_sent < source.total_traces, "crashed after the stream: no fault mid-stream"
@@ -168,19 +168,24 @@ async def test_collector_killed_between_the_elasticsearch_ack_and_the_commit(
 
 @pytest.mark.parametrize("rotation", ["rename", "copytruncate"])
 async def test_rotation_racing_a_kill_9_of_the_agent(stack: Stack, tmp_path: Path, rotation: str) -> None:
-    """The agent dies right after the file is rotated, before it could notice: the restart finds
-    the rotated file (or the copy) by its identity and reads what was left of it."""
+    """The agent dies the moment the file is rotated, before its next poll: the trace's lines written
+    just before are only in the rotated file (or the copy), which the restart must find by its
+    identity and read on under the same ids."""
     async with pipeline(stack, tmp_path) as p:
         p.collector()
         source = p.source()
         source.rotations = {19: rotation, 39: rotation}
+        kills: list[int] = []
+
+        def kill_the_agent() -> None:
+            p.agent.kill9()
+            kills.append(source.traces_sent)
+
+        source.after_rotation = kill_the_agent
         source.start()
-        await wait_until(lambda: source.traces_sent >= 20, 60, "the first rotation")
-        p.agent.kill9()  # within a poll interval (0.1 s) of the rotation
-        await _restart_agent(p.agent)
-        await wait_until(lambda: source.traces_sent >= 40, 60, "the second rotation")
-        p.agent.kill9()
-        await _restart_agent(p.agent)
+        for rotations in (1, 2):
+            await wait_until(lambda n=rotations: len(kills) >= n, 60, f"rotation {rotations} and its kill")
+            await _restart_agent(p.agent)
         await asyncio.to_thread(source.finish)
         await check(stack, p.golden, diagnostics=p.diagnostics)
         p.stop_all()
