@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from tether import failpoints
 from tether.agent.durable import write_atomically
 
 FileKey = tuple[int, int]  # (st_dev, st_ino): which file, while it exists
@@ -132,3 +133,4 @@ class Checkpoints:
             }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(self.path, orjson.dumps(entries))
+        failpoints.reach("agent.after_checkpoint")

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tether import failpoints
 from tether.agent.batch import Batch
 from tether.agent.config import SpoolConfig
 from tether.agent.encode import UntracedSpreader
@@ -176,6 +177,7 @@ class Delivery:
             batch = repartition(batch, live, self._spreader.next_partition(live))
         started = time.monotonic()
         await self.sink.send(batch.signal, batch.records)
+        failpoints.reach("agent.after_kafka_ack")
         self.metrics.send_latency.observe(time.monotonic() - started)
         topic = self.sink.topic(batch.signal)
         self.metrics.kafka_records.labels(topic).inc(len(batch.records))

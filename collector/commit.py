@@ -11,6 +11,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import OffsetAndMetadata
 
+from tether import failpoints
 from tether.collector.config import KafkaSourceConfig
 from tether.collector.metrics import CollectorMetrics
 from tether.collector.offsets import OffsetTracker
@@ -57,6 +58,7 @@ class Committer:
                     offsets[TopicPartition(self.topics[signal], partition)] = OffsetAndMetadata(watermark, "")
         if not offsets:
             return
+        failpoints.reach("collector.before_commit")  # Elasticsearch acked up to here
         try:
             await self.consumer.commit(offsets)
         except CommitFailedError as error:

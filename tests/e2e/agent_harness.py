@@ -144,6 +144,7 @@ class AgentProcess(TetherProcess):
     def __post_init__(self) -> None:
         run = uuid.uuid4().hex[:10]
         self.logs_topic, self.spans_topic = f"agent.{run}.logs", f"agent.{run}.spans"
+        self.agent_id = f"agent-{run}"  # its lines' documents carry it (tether.agent_id)
         self.grpc_port, self.http_port, self.ops_port = free_port(), free_port(), free_port()
         self.log_dir = self.root / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -152,7 +153,7 @@ class AgentProcess(TetherProcess):
         self.kind = "agent"
         self.config.write_text(
             f"""
-agent_id: agent-{run}
+agent_id: {self.agent_id}
 data_dir: {self.root / "state"}
 shutdown_grace_seconds: 20
 kafka: {{bootstrap_servers: "{self.stack.kafka.bootstrap}", logs_topic: {self.logs_topic},
