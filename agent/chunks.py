@@ -21,6 +21,7 @@ from dataclasses import astuple, dataclass
 from typing import Any, Literal, Protocol
 
 from tether import native
+from tether.agent.body_keys import BodyKeys
 from tether.agent.container_logs import LogFormat, pod_container, unwrap
 from tether.agent.encode import FileLine, encode_file_lines
 from tether.agent.parse import parse_line, parse_timestamp
@@ -75,12 +76,14 @@ class PythonChunkEncoder:
         mapping: LogFieldMapping,
         max_line_bytes: int,
         long_lines: Literal["truncate", "drop"] = "truncate",
+        move_routing_keys: bool = True,
     ) -> None:
         self.agent_id = agent_id
         self.partitions = partitions
         self.mapping = mapping
         self.max_line_bytes = max_line_bytes
         self.long_lines = long_lines
+        self.body_keys = BodyKeys(mapping) if move_routing_keys else None
 
     def encode(
         self,
@@ -115,7 +118,7 @@ class PythonChunkEncoder:
             raw = raw.rstrip(b"\r")
             if not raw.strip():
                 continue
-            parsed = parse_line(raw, self.mapping, truncated=truncated)
+            parsed = parse_line(raw, self.mapping, truncated=truncated, body_keys=self.body_keys)
             parse_errors += parsed.parse_error
             invalid += parsed.invalid_utf8
             lines.append(FileLine(parsed, start, stream, runtime_time))
@@ -164,8 +167,10 @@ class NativeChunkEncoder:
         mapping: LogFieldMapping,
         max_line_bytes: int,
         long_lines: Literal["truncate", "drop"] = "truncate",
+        move_routing_keys: bool = True,
     ) -> None:
         self._encode_chunk: Any = native.extension().encode_chunk
+        self._move_routing_keys = move_routing_keys
         self.agent_id = agent_id
         self.partitions = partitions
         self.max_line_bytes = max_line_bytes
@@ -203,6 +208,7 @@ class NativeChunkEncoder:
             skipping,
             flush_before,
             None if pod is None else astuple(pod),
+            self._move_routing_keys,
         )
         return EncodedChunk(dict(records), lines, parse_errors, truncated, invalid, consumed, skipping)
 
@@ -214,6 +220,7 @@ def chunk_encoder(
     mapping: LogFieldMapping,
     max_line_bytes: int,
     long_lines: Literal["truncate", "drop"],
+    move_routing_keys: bool = True,
 ) -> ChunkEncoder:
     """The native encoder when tether.native finds it installed, else the reference."""
     if native.choose("file_lines").native:
@@ -223,6 +230,7 @@ def chunk_encoder(
             mapping=mapping,
             max_line_bytes=max_line_bytes,
             long_lines=long_lines,
+            move_routing_keys=move_routing_keys,
         )
     return PythonChunkEncoder(
         agent_id=agent_id,
@@ -230,4 +238,5 @@ def chunk_encoder(
         mapping=mapping,
         max_line_bytes=max_line_bytes,
         long_lines=long_lines,
+        move_routing_keys=move_routing_keys,
     )

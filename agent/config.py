@@ -66,6 +66,12 @@ class FileSourceConfig(Section):
         "costs over more lines (docs/performance-history.md)",
     )
     max_line_bytes: int = Field(default=256 * 1024, ge=64)
+    original_body: bool = Field(
+        default=False,
+        description="keep each line whole in its record's body; by default the keys the record "
+        "carries in its own fields (timestamp, level, trace and span id, service) leave the body, "
+        "~40 % fewer bytes on Kafka with the same documents (agent/body_keys.py)",
+    )
     long_lines: Literal["truncate", "drop"] = "truncate"
     partial_line_timeout_seconds: float = Field(
         default=5.0, gt=0, description="a last line without newline is shipped after this long unchanged"

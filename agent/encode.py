@@ -33,6 +33,7 @@ from tether.schemas.records import (
     ATTR_K8S_NAMESPACE,
     ATTR_K8S_POD_NAME,
     ATTR_K8S_POD_UID,
+    ATTR_KEYS_MOVED,
     ATTR_LOG_IOSTREAM,
     ATTR_PARSE_ERROR,
     ATTR_RECORD_OFFSET,
@@ -108,6 +109,7 @@ def encode_file_lines(
     parse_error_attr = KeyValue(key=ATTR_PARSE_ERROR, value=AnyValue(bool_value=True))
     truncated_attr = KeyValue(key=ATTR_TRUNCATED, value=AnyValue(bool_value=True))
     invalid_utf8_attr = KeyValue(key=ATTR_INVALID_UTF8, value=AnyValue(bool_value=True))
+    keys_moved_attr = KeyValue(key=ATTR_KEYS_MOVED, value=AnyValue(bool_value=True))
     stream_attrs = {s: _string_attr(ATTR_LOG_IOSTREAM, s) for s in ("stdout", "stderr")}
     default_service = pod.container if pod is not None else ""
     for line in lines:
@@ -122,6 +124,8 @@ def encode_file_lines(
             attributes.append(truncated_attr)
         if p.invalid_utf8:
             attributes.append(invalid_utf8_attr)
+        if p.keys_moved:
+            attributes.append(keys_moved_attr)
         grouped[partition][p.service or default_service].append(
             LogRecord(
                 time_unix_nano=p.time_unix_nano or runtime_time_ns(line.runtime_time) or observed_ns,

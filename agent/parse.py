@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from tether.agent.body_keys import BodyKeys, without_members
 from tether.schemas.log_fields import LogFieldMapping
 
 MAX_UNIX_NANO = 2**64 - 1  # time_unix_nano is a fixed64
@@ -19,7 +20,7 @@ _JSON_SPACE = " \t\r\n"  # what JSON allows before a value
 
 @dataclass(slots=True)
 class ParsedLine:
-    text: str  # the original line, UTF-8 decoded (invalid bytes replaced)
+    text: str  # the body: the line, UTF-8 decoded (invalid bytes replaced), maybe less its keys
     time_unix_nano: int  # 0 when the line has no usable timestamp
     level: str
     severity_number: int
@@ -29,9 +30,14 @@ class ParsedLine:
     parse_error: bool
     invalid_utf8: bool = False
     truncated: bool = False
+    keys_moved: bool = False  # the routing keys left the body (agent/body_keys.py)
 
 
-def parse_line(raw: bytes, mapping: LogFieldMapping, truncated: bool = False) -> ParsedLine:
+def parse_line(
+    raw: bytes, mapping: LogFieldMapping, truncated: bool = False, body_keys: BodyKeys | None = None
+) -> ParsedLine:
+    """The line's routing fields; with `body_keys`, its body without the keys they came from,
+    when agent/body_keys.py allows."""
     try:
         text = raw.decode("utf-8")
         source: bytes | str = raw
@@ -59,9 +65,13 @@ def parse_line(raw: bytes, mapping: LogFieldMapping, truncated: bool = False) ->
         severity = mapping.severity_number(level) if level else 0
     trace_id, parent_span_id = trace_context(mapping.lookup(record, mapping.trace_id, scalar=True)[1])
     span_id = _hex_id(mapping.lookup(record, mapping.span_id, scalar=True)[1], 8)
+    time_unix_nano = parse_timestamp(mapping.lookup(record, mapping.timestamp, scalar=True)[1])
+    moved = None
+    if body_keys is not None and not truncated and not invalid_utf8:
+        moved = _moved_keys(body_keys.movable(raw, record), time_unix_nano, level, trace_id, span_id)
     return ParsedLine(
-        text=text,
-        time_unix_nano=parse_timestamp(mapping.lookup(record, mapping.timestamp, scalar=True)[1]),
+        text=without_members(raw, moved).decode() if moved else text,
+        time_unix_nano=time_unix_nano,
         level=level,
         severity_number=severity,
         trace_id=trace_id,
@@ -70,7 +80,26 @@ def parse_line(raw: bytes, mapping: LogFieldMapping, truncated: bool = False) ->
         parse_error=False,
         invalid_utf8=invalid_utf8,
         truncated=truncated,
+        keys_moved=bool(moved),
     )
+
+
+def _moved_keys(
+    found: list[tuple[str, Any]] | None, time_unix_nano: int, level: str, trace_id: bytes, span_id: bytes
+) -> set[str] | None:
+    """The keys that leave the body: all the roles found, when the record carries every value."""
+    if found is None:
+        return None
+    (ts_key, _), (level_key, _), (trace_key, trace), (span_key, _), (service_key, service) = found
+    carried = (
+        (not ts_key or time_unix_nano != 0)
+        and (not level_key or level != "")
+        and (not trace_key or (isinstance(trace, str) and len(trace) == 32 and trace_id != b""))
+        and (not span_key or span_id != b"")
+        and (not service_key or _string(service) != "")
+    )
+    keys = {key for key, _ in found if key}
+    return keys if carried and keys else None
 
 
 def trace_context(value: Any) -> tuple[bytes, bytes]:

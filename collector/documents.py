@@ -23,11 +23,13 @@ from tether.schemas.records import (
     ATTR_FILE_FINGERPRINT,
     ATTR_FILE_PATH,
     ATTR_INVALID_UTF8,
+    ATTR_KEYS_MOVED,
     ATTR_LOG_IOSTREAM,
     ATTR_PARSE_ERROR,
     ATTR_RECORD_ID,
     ATTR_RECORD_OFFSET,
     ATTR_TRUNCATED,
+    DOCUMENT_JSON_MAX_DEPTH,
     FILE_SCOPE,
     K8S_ATTRIBUTES,
     record_id,
@@ -36,7 +38,7 @@ from tether.schemas.records import (
 # A file line nested deeper (objects and arrays, its own object counting 1) is indexed as a plain
 # message: orjson.dumps, which encodes its document, stops at 254 levels. The native path leaves
 # such lines to this one at the same depth (collector_docs.rs JSON_MAX_DEPTH).
-JSON_MAX_DEPTH = 200
+JSON_MAX_DEPTH = DOCUMENT_JSON_MAX_DEPTH
 
 SPAN_KINDS = {k: n.removeprefix("SPAN_KIND_").lower() for n, k in Span.SpanKind.items()}
 STATUS_CODES = {k: n.removeprefix("STATUS_CODE_") for n, k in Status.StatusCode.items()}
@@ -200,6 +202,7 @@ def log_documents(
                     offset = attrs.pop(ATTR_RECORD_OFFSET)
                     doc_record_id = doc_record_id or record_id(agent_id, fingerprint, offset)
                 parse_error = bool(attrs.pop(ATTR_PARSE_ERROR, False))
+                keys_moved = bool(attrs.pop(ATTR_KEYS_MOVED, False))
                 file_path = attrs.pop(ATTR_FILE_PATH, scope.get(ATTR_FILE_PATH))
                 trace_id, span_id = record.trace_id.hex(), record.span_id.hex()
                 timestamp_ns = record.time_unix_nano or record.observed_time_unix_nano
@@ -230,7 +233,7 @@ def log_documents(
                     try:
                         if not record.body.HasField("string_value"):
                             raise UnusableLineError("not_a_string")
-                        source.update(_expand_json_line(record.body.string_value, mapping))
+                        source.update(_expand_json_line(record.body.string_value, mapping, keys_moved))
                     except UnusableLineError as error:
                         source["message"] = _body_text(record.body)
                         source["tether"].update(parse_error=True, parse_error_reason=error.reason)
@@ -295,9 +298,12 @@ _file_log_documents: Any = (
 )
 
 
-def _expand_json_line(line: str, mapping: LogFieldMapping) -> dict[str, Any]:
+def _expand_json_line(line: str, mapping: LogFieldMapping, keys_moved: bool = False) -> dict[str, Any]:
     """message and the remaining payload of an original JSON line (its routing fields are typed);
-    UnusableLineError when the line is not a JSON object of at most JSON_MAX_DEPTH levels."""
+    UnusableLineError when the line is not a JSON object of at most JSON_MAX_DEPTH levels.
+
+    `keys_moved`: the agent took the routing keys out of the line already (agent/body_keys.py,
+    only when these lookups would find the very keys it took), so none is looked up again."""
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -317,7 +323,8 @@ def _expand_json_line(line: str, mapping: LogFieldMapping) -> dict[str, Any]:
         template = mapping.lookup(record, mapping.message_template, scalar=True)[1]
         if isinstance(template, str):
             out["message"] = render_template(template, record)
-    for role in (mapping.timestamp, mapping.level, mapping.trace_id, mapping.span_id, mapping.service):
+    routing = (mapping.timestamp, mapping.level, mapping.trace_id, mapping.span_id, mapping.service)
+    for role in () if keys_moved else routing:
         found, _ = mapping.lookup(record, role, scalar=True)
         if found is not None:
             used.append(found)

@@ -35,6 +35,11 @@ ATTR_RECORD_ID: Final = "log.record.uid"  # deterministic: agent id, file finger
 ATTR_PARSE_ERROR: Final = "tether.parse_error"  # the line was not a JSON object
 ATTR_TRUNCATED: Final = "tether.truncated"  # the line was longer than max_line_bytes and cut there
 ATTR_INVALID_UTF8: Final = "tether.invalid_utf8"  # invalid bytes were replaced by U+FFFD
+# The body is the line without the keys its record carries in fields (agent/body_keys.py).
+ATTR_KEYS_MOVED: Final = "tether.keys_moved"
+# The collector indexes a file line nested deeper than this as its text (collector/documents.py),
+# so the agent leaves such lines whole.
+DOCUMENT_JSON_MAX_DEPTH: Final = 200
 # Set on OTLP log records whose malformed ids the agent cleared (bool true): a trace id that is
 # not empty and not valid (its span id is cleared with it), or a span id neither empty nor 8 bytes.
 ATTR_INVALID_TRACE_ID: Final = "tether.invalid_trace_id"

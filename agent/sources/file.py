@@ -95,6 +95,7 @@ class FileSource:
             mapping=mapping,
             max_line_bytes=config.max_line_bytes,
             long_lines=config.long_lines,
+            move_routing_keys=not config.original_body,
         )
         log.info("file line encoder", extra={"encoder": self.encoder.name})
 

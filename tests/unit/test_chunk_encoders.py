@@ -24,6 +24,7 @@ from tether.schemas.records import (
     ATTR_FILE_FINGERPRINT,
     ATTR_FILE_PATH,
     ATTR_INVALID_UTF8,
+    ATTR_KEYS_MOVED,
     ATTR_RECORD_OFFSET,
     ATTR_TRUNCATED,
 )
@@ -77,21 +78,25 @@ def _realistic(count: int) -> bytes:
 LongLines = Literal["truncate", "drop"]
 
 
-def _encoders(max_line: int, long_lines: LongLines) -> tuple[PythonChunkEncoder, NativeChunkEncoder]:
+def _encoders(
+    max_line: int, long_lines: LongLines, move_routing_keys: bool = True
+) -> tuple[PythonChunkEncoder, NativeChunkEncoder]:
+    """Both encoders; routing keys leave the bodies unless told otherwise, as by default."""
     common: dict[str, Any] = {
         "agent_id": "agent-7",
         "partitions": 8,
         "mapping": default_mapping(),
         "max_line_bytes": max_line,
         "long_lines": long_lines,
+        "move_routing_keys": move_routing_keys,
     }
     return PythonChunkEncoder(**common), NativeChunkEncoder(**common)
 
 
 def _both(
-    data: bytes, max_line: int, long_lines: LongLines = "truncate"
+    data: bytes, max_line: int, long_lines: LongLines = "truncate", move_routing_keys: bool = True
 ) -> tuple[EncodedChunk, EncodedChunk]:
-    reference, native = _encoders(max_line, long_lines)
+    reference, native = _encoders(max_line, long_lines, move_routing_keys)
     arguments = {
         "fingerprint": "0123456789abcdef",
         "path": "/var/log/app.log",
@@ -104,9 +109,12 @@ def _both(
 @pytest.mark.parametrize("max_line", [262_144, 384, 64])
 @pytest.mark.parametrize("source", ["edge", "realistic"])
 @pytest.mark.parametrize("long_lines", ["truncate", "drop"])
-def test_native_bytes_equal_reference(source: str, max_line: int, long_lines: LongLines) -> None:
+@pytest.mark.parametrize("move_routing_keys", [True, False])
+def test_native_bytes_equal_reference(
+    source: str, max_line: int, long_lines: LongLines, move_routing_keys: bool
+) -> None:
     data = EDGE_LINES if source == "edge" else _realistic(3000)
-    reference, native = _both(data, max_line, long_lines)
+    reference, native = _both(data, max_line, long_lines, move_routing_keys)
     assert reference.lines > 0
     if max_line == 64:  # over-long lines are there, cut or left out
         assert reference.truncated > 0
@@ -142,8 +150,13 @@ def test_records_carry_the_offsets_of_their_lines_and_the_scope_the_file(
                 assert offset.key == ATTR_RECORD_OFFSET and offset.value.WhichOneof("value") == "int_value"
                 at = offset.value.int_value - base
                 assert at == 0 or data[at - 1 : at] == b"\n"
-                if not {f.key for f in flags} & {ATTR_INVALID_UTF8, ATTR_TRUNCATED}:
-                    assert data[at:].startswith(record.body.string_value.encode())
+                keys = {f.key for f in flags}
+                line = data[at:].split(b"\n", 1)[0].rstrip(b"\r")
+                if ATTR_KEYS_MOVED in keys:  # the line's members but the moved ones, in order
+                    kept = orjson.loads(record.body.string_value).items()
+                    assert [item for item in orjson.loads(line).items() if item in kept] == list(kept)
+                elif not keys & {ATTR_INVALID_UTF8, ATTR_TRUNCATED}:
+                    assert line.startswith(record.body.string_value.encode())
                 seen.append(at)
     assert len(seen) == native.lines == len(set(seen))
 

@@ -39,7 +39,7 @@ LongLines = Literal["truncate", "drop"]
 
 
 def _encoders(
-    max_line: int, long_lines: LongLines = "truncate"
+    max_line: int, long_lines: LongLines = "truncate", move_routing_keys: bool = False
 ) -> tuple[PythonChunkEncoder, NativeChunkEncoder]:
     common: dict[str, Any] = {
         "agent_id": "agent-7",
@@ -47,6 +47,7 @@ def _encoders(
         "mapping": default_mapping(),
         "max_line_bytes": max_line,
         "long_lines": long_lines,
+        "move_routing_keys": move_routing_keys,
     }
     return PythonChunkEncoder(**common), NativeChunkEncoder(**common)
 
@@ -62,7 +63,10 @@ def _both(
     skipping: int = 0,
     flush_before: int = 0,
 ) -> tuple[EncodedChunk, EncodedChunk]:
+    """Both encoders' chunks with whole bodies (these tests read the contents back); with the
+    routing keys moved, as by default, both encoders must agree too."""
     reference, native = _encoders(max_line, long_lines)
+    moving = _encoders(max_line, long_lines, move_routing_keys=True)
     arguments: dict[str, Any] = {
         "fingerprint": "0123456789abcdef",
         "path": path,
@@ -72,6 +76,7 @@ def _both(
         "skipping": skipping,
         "flush_before": flush_before,
     }
+    assert moving[0].encode(data, base, **arguments) == moving[1].encode(data, base, **arguments)
     return reference.encode(data, base, **arguments), native.encode(data, base, **arguments)
 
 

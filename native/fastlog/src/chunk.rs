@@ -14,11 +14,11 @@ use std::collections::HashMap;
 use pyo3::prelude::*;
 use pyo3::types::PyFloat;
 
-use crate::constants::ATTR_SERVICE_NAME;
+use crate::constants::{ATTR_SERVICE_NAME, DOCUMENT_JSON_MAX_DEPTH};
 use crate::container_log::{self, Format};
-use crate::field_mapping::{FieldMapping, Routing, ScanPlan};
+use crate::field_mapping::{FieldMapping, Mask, Routing, ScanPlan};
 use crate::hex::{decode_id, trace_context};
-use crate::json_scan;
+use crate::json_scan::{self, Member, Members, NO_SLOT};
 use crate::json_value::{Found, V};
 use crate::log_record::{kv_string, put_record, Consts, Rec};
 use crate::timestamps::{parse_ts, parse_ts_str, Ts};
@@ -54,6 +54,49 @@ fn id_of<const N: usize>(v: Option<&V>) -> Option<[u8; N]> {
         Some(V::S(s)) => decode_id::<N>(s.as_bytes()),
         _ => None,
     }
+}
+
+/// body_keys.py: a line with more `{` and `[` than the collector's depth limit may be indexed as
+/// its text, which must then be all of it.
+#[inline]
+fn deep_enough_for_text(line: &[u8]) -> bool {
+    line.iter().filter(|&&c| c == b'{' || c == b'[').count() > DOCUMENT_JSON_MAX_DEPTH
+}
+
+/// Whether a role's value, when the line has one, is carried by the record (`check`).
+#[inline]
+fn carries(value: Option<&V>, check: impl FnOnce() -> bool) -> bool {
+    value.is_none() || check()
+}
+
+/// A string of exactly `len` characters (a plain hex id: a traceparent or a Cloud trace name
+/// says more than the record keeps, so such a line keeps its keys).
+#[inline]
+fn is_hex_of(value: Option<&V>, len: usize) -> bool {
+    matches!(value, Some(V::S(s)) if s.len() == len)
+}
+
+/// agent/body_keys.py without_members: the line less every top-level member whose key slot is
+/// in `keys`, the kept members joined by ',' between the line's own head and tail.
+fn without_members(out: &mut Vec<u8>, line: &[u8], members: &[Member], keys: Mask) {
+    out.clear();
+    let (Some(first), Some(last)) = (members.first(), members.last()) else {
+        out.extend_from_slice(line);
+        return;
+    };
+    out.extend_from_slice(&line[..first.start as usize]);
+    let mut sep = false;
+    for m in members {
+        if m.slot != NO_SLOT && keys & ((1 as Mask) << m.slot) != 0 {
+            continue;
+        }
+        if sep {
+            out.push(b',');
+        }
+        out.extend_from_slice(&line[m.start as usize..m.end as usize]);
+        sep = true;
+    }
+    out.extend_from_slice(&line[last.end as usize..]);
 }
 
 fn is_ascii_space(c: u8) -> bool {
@@ -125,6 +168,8 @@ pub(crate) struct Params<'a> {
     pub(crate) format: Format,
     pub(crate) skipping: u8,
     pub(crate) flush_before: u64,
+    /// files.original_body false: the routing keys leave the body (agent/body_keys.py)
+    pub(crate) move_keys: bool,
 }
 
 /// How far `process` goes (a profiling aid; production runs FULL).
@@ -148,6 +193,8 @@ pub(crate) fn process(
         counts: Counts::default(),
         chunk_utf8: std::str::from_utf8(chunk).is_ok(),
         sev_cache: HashMap::default(),
+        body: Vec::new(),
+        members: Members::new(),
     };
     // A container log's records (container_log::unwrap), else the chunk's lines. One loop and one
     // call of `line` for both: with two, LLVM no longer inlined the JSON scanner and the encoder
@@ -228,6 +275,9 @@ struct Sink<'s, 'p> {
     /// the whole chunk is UTF-8 (a line of it needs no check of its own)
     chunk_utf8: bool,
     sev_cache: HashMap<Vec<u8>, i32, ahash::RandomState>,
+    /// a line's body without its routing keys, reused from line to line
+    body: Vec<u8>,
+    members: Members,
 }
 
 impl Sink<'_, '_> {
@@ -265,7 +315,9 @@ impl Sink<'_, '_> {
         }
 
         let mut found = Found::new();
-        let parsed = json_scan::parse_line(text, &p.plan.keys, &mut found);
+        self.members.clear();
+        let members = p.move_keys.then_some(&mut self.members);
+        let parsed = json_scan::parse_line_members(text, &p.plan.keys, &mut found, members);
         if self.stage == STAGE_JSON {
             std::hint::black_box((&found, &parsed));
             return Ok(());
@@ -284,6 +336,7 @@ impl Sink<'_, '_> {
             trace: None,
             span: None,
             observed: p.observed,
+            moved: false,
         };
         let level_buf: Cow<[u8]>;
         let service_buf: Cow<[u8]>;
@@ -354,6 +407,28 @@ impl Sink<'_, '_> {
                     parent_span
                 };
                 rec.trace = trace;
+                if p.move_keys && !truncated && !inv && !deep_enough_for_text(text.as_bytes()) {
+                    if let Some(keys) = m.movable_keys(found, mask) {
+                        let carried = keys != 0
+                            && carries(m.lookup(Routing::Timestamp, found, mask), || ts != 0)
+                            && carries(level, || !rec.level.is_empty())
+                            && carries(m.lookup(Routing::TraceId, found, mask), || {
+                                is_hex_of(m.lookup(Routing::TraceId, found, mask), 32)
+                                    && rec.trace.is_some()
+                            })
+                            && carries(m.lookup(Routing::SpanId, found, mask), || span.is_some())
+                            && carries(m.lookup(Routing::Service, found, mask), || {
+                                !matches!(
+                                    to_text(m.lookup(Routing::Service, found, mask)),
+                                    Text::Str("")
+                                )
+                            });
+                        if carried {
+                            without_members(&mut self.body, text.as_bytes(), &self.members, keys);
+                            rec.moved = true;
+                        }
+                    }
+                }
                 service_buf = text_bytes(to_text(m.lookup_service(found, mask)))?;
                 service = &service_buf;
                 partition = match &rec.trace {
@@ -397,6 +472,9 @@ impl Sink<'_, '_> {
                 g.services.len() - 1
             }
         };
+        if rec.moved {
+            rec.body = &self.body;
+        }
         put_record(&mut g.services[si].1, p.consts, &rec);
         Ok(())
     }

@@ -51,6 +51,7 @@ pub(crate) fn encode(
         format: Format::Plain,
         skipping: 0,
         flush_before: 0,
+        move_keys: false,
     };
     let (groups, counts, consumed, _) = process(chunk, &params, STAGE_FULL).unwrap();
     assert_eq!(consumed, chunk.len());

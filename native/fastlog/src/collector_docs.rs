@@ -11,9 +11,9 @@
 //! returns None and the caller takes the Python path, which stays the specification.
 
 use crate::constants::{
-    ATTR_AGENT_ID, ATTR_FILE_FINGERPRINT, ATTR_FILE_PATH, ATTR_INVALID_UTF8, ATTR_LOG_IOSTREAM,
-    ATTR_PARSE_ERROR, ATTR_RECORD_ID, ATTR_RECORD_OFFSET, ATTR_SERVICE_NAME, ATTR_TRUNCATED,
-    FILE_SCOPE,
+    ATTR_AGENT_ID, ATTR_FILE_FINGERPRINT, ATTR_FILE_PATH, ATTR_INVALID_UTF8, ATTR_KEYS_MOVED,
+    ATTR_LOG_IOSTREAM, ATTR_PARSE_ERROR, ATTR_RECORD_ID, ATTR_RECORD_OFFSET, ATTR_SERVICE_NAME,
+    ATTR_TRUNCATED, FILE_SCOPE,
 };
 use crate::expand_line::expand_json_line;
 use crate::field_mapping::FieldMapping;
@@ -444,6 +444,7 @@ fn log_record<'a>(
     let file_path = take(&mut attrs, ATTR_FILE_PATH).or(file.path);
     let truncated = take(&mut attrs, ATTR_TRUNCATED).is_some_and(Scalar::truthy);
     let invalid_utf8 = take(&mut attrs, ATTR_INVALID_UTF8).is_some_and(Scalar::truthy);
+    let keys_moved = take(&mut attrs, ATTR_KEYS_MOVED).is_some_and(Scalar::truthy);
     let iostream = match take(&mut attrs, ATTR_LOG_IOSTREAM) {
         Some(Scalar::Str(s)) => Some(s),
         _ => None,
@@ -496,7 +497,7 @@ fn log_record<'a>(
         h.extend_from_slice(b",\"message\":");
         json_str(h, body);
     } else {
-        expand_json_line(h, body, mapping)?;
+        expand_json_line(h, body, mapping, keys_moved)?;
     }
     if !attrs.is_empty() {
         h.extend_from_slice(b",\"attributes\":");

@@ -13,6 +13,8 @@ pub(crate) const ATTR_RECORD_ID: &str = "log.record.uid";
 pub(crate) const ATTR_PARSE_ERROR: &str = "tether.parse_error";
 pub(crate) const ATTR_TRUNCATED: &str = "tether.truncated";
 pub(crate) const ATTR_INVALID_UTF8: &str = "tether.invalid_utf8";
+/// The body is the line without the keys the record carries in its own fields.
+pub(crate) const ATTR_KEYS_MOVED: &str = "tether.keys_moved";
 /// OTLP log records whose malformed trace id / span id the agent cleared.
 pub(crate) const ATTR_INVALID_TRACE_ID: &str = "tether.invalid_trace_id";
 pub(crate) const ATTR_INVALID_SPAN_ID: &str = "tether.invalid_span_id";
@@ -51,6 +53,7 @@ pub(crate) fn all() -> Vec<(&'static str, Value)> {
         ("ATTR_PARSE_ERROR", Str(ATTR_PARSE_ERROR)),
         ("ATTR_TRUNCATED", Str(ATTR_TRUNCATED)),
         ("ATTR_INVALID_UTF8", Str(ATTR_INVALID_UTF8)),
+        ("ATTR_KEYS_MOVED", Str(ATTR_KEYS_MOVED)),
         ("ATTR_INVALID_TRACE_ID", Str(ATTR_INVALID_TRACE_ID)),
         ("ATTR_INVALID_SPAN_ID", Str(ATTR_INVALID_SPAN_ID)),
         ("ATTR_LOG_IOSTREAM", Str(ATTR_LOG_IOSTREAM)),
@@ -88,7 +91,7 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), names.len());
-        assert_eq!(names.len(), 22);
+        assert_eq!(names.len(), 23);
     }
 
     #[test]

@@ -68,11 +68,13 @@ fn remove_nested(node: &mut Vec<(Key, J)>, parts: &[&str]) {
     }
 }
 
-/// Appends `,"message":...` and `,"data":{...}` as the reference's _expand_json_line gives them.
+/// Appends `,"message":...` and `,"data":{...}` as the reference's _expand_json_line gives them;
+/// `keys_moved`: the agent took the routing keys out of the line already.
 pub(crate) fn expand_json_line(
     out: &mut Vec<u8>,
     line: &str,
     mapping: &FieldMapping,
+    keys_moved: bool,
 ) -> Option<()> {
     let record = J::Obj(parse_object(line)?);
     let mut used: Vec<&str> = Vec::with_capacity(6);
@@ -105,7 +107,8 @@ pub(crate) fn expand_json_line(
             _ => return None,
         });
     }
-    for role in &mapping.routing {
+    let routing: &[Vec<Name>] = if keys_moved { &[] } else { &mapping.routing };
+    for role in routing {
         if let Some((key, _)) = lookup(&record, role, true) {
             used.push(key);
         }
@@ -227,7 +230,7 @@ mod tests {
 
     fn expand(line: &str) -> Option<String> {
         let mut out = Vec::new();
-        expand_json_line(&mut out, line, &mapping())?;
+        expand_json_line(&mut out, line, &mapping(), false)?;
         Some(String::from_utf8(out).unwrap())
     }
 

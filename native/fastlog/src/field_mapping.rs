@@ -169,6 +169,10 @@ pub(crate) struct ScanPlan {
     implied_when: Vec<Alias>,
     /// FieldMapping::service_when
     service_when: Vec<(Alias, Vec<Alias>)>,
+    /// FieldMapping::message_template: a line rendering one keeps its keys (movable_keys)
+    templates: Vec<Alias>,
+    /// slots of keys that name (or begin) a message, template or data name: never moved
+    unmovable: Mask,
 }
 
 /// The slots a line has, one bit each.
@@ -213,11 +217,33 @@ impl ScanPlan {
             let conditions = when.iter().map(&mut alias).collect::<Result<_, _>>()?;
             service_when.push((alias(name)?, conditions));
         }
+        let templates = mapping
+            .message_template
+            .iter()
+            .map(&mut alias)
+            .collect::<Result<_, _>>()?;
+        let blocked: Vec<&str> = [&mapping.message, &mapping.message_template, &mapping.data]
+            .into_iter()
+            .flatten()
+            .flat_map(|name| {
+                [
+                    Some(name.full.as_str()),
+                    name.parts.first().map(String::as_str),
+                ]
+            })
+            .flatten()
+            .collect();
+        let unmovable = keys
+            .iter()
+            .filter(|(key, _)| blocked.contains(&key.as_str()))
+            .fold(0, |bits, (_, &slot)| bits | (1 as Mask) << slot);
         Ok(ScanPlan {
             keys: Keys::new(keys),
             roles,
             implied_when,
             service_when,
+            templates,
+            unmovable,
         })
     }
 
@@ -254,6 +280,40 @@ impl ScanPlan {
                     .flatten()
             })
         })
+    }
+
+    /// agent/body_keys.py moved_keys: the slots of the top-level keys the routing roles read
+    /// their values from, or None when one reads a nested path or a key that must stay (a
+    /// message, template or data name), or the line has a message template (rendered from the
+    /// line's own keys). Each role's first name with a scalar wins, as in `lookup`.
+    pub(crate) fn movable_keys(&self, found: &Found, mask: Mask) -> Option<Mask> {
+        if self
+            .templates
+            .iter()
+            .any(|alias| Self::resolve(alias, found, mask, false).is_some())
+        {
+            return None;
+        }
+        let mut moved: Mask = 0;
+        for role in &self.roles {
+            for alias in role {
+                let bit = (1 as Mask) << alias.flat;
+                if mask & bit != 0 {
+                    if slot_value(found, alias.flat).unwrap().is_container() {
+                        continue; // lookup's next name, with no nested try
+                    }
+                    if self.unmovable & bit != 0 {
+                        return None;
+                    }
+                    moved |= bit;
+                    break;
+                }
+                if Self::resolve(alias, found, mask, true).is_some() {
+                    return None; // a nested path stays where it is
+                }
+            }
+        }
+        Some(moved)
     }
 
     /// One name's value: the flat key, else the nested path; with `scalar`, a container does

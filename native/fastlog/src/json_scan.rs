@@ -15,6 +15,8 @@ use crate::alias_keys::Keys;
 use crate::constants::ORJSON_MAX_DEPTH;
 use crate::field_mapping::Mask;
 use crate::hex::HEX;
+use smallvec::SmallVec;
+
 use crate::json_value::{Found, ValVisitor, V};
 
 struct Bad;
@@ -460,7 +462,32 @@ fn next_slot<'a>(found: &mut Found<'a>) -> *mut (u8, V<'a>) {
 /// seen, with each top-level key found in `keys` pushed to `found` (empty on entry; its
 /// contents are meaningless after None) in document order with its slot. `found` is the
 /// caller's: returning it (~330 bytes) was a memcpy per line.
+#[cfg(test)]
 pub(crate) fn parse_line<'a>(text: &'a str, keys: &Keys, found: &mut Found<'a>) -> Option<Mask> {
+    parse_line_members(text, keys, found, None)
+}
+
+/// One top-level member of a line: its text from the key's opening quote to the value's end,
+/// and the alias slot of its key (NO_SLOT for keys not in `keys`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Member {
+    pub(crate) start: u32,
+    pub(crate) end: u32,
+    pub(crate) slot: u8,
+}
+
+pub(crate) const NO_SLOT: u8 = u8::MAX;
+pub(crate) type Members = SmallVec<[Member; 16]>;
+
+/// parse_line, also pushing every top-level member to `members` (when given) in document
+/// order, so that routing keys can be cut out of the line (agent/body_keys.py).
+#[inline(always)]
+pub(crate) fn parse_line_members<'a>(
+    text: &'a str,
+    keys: &Keys,
+    found: &mut Found<'a>,
+    mut members: Option<&mut Members>,
+) -> Option<Mask> {
     let mut s = Scanner {
         text,
         b: text.as_bytes(),
@@ -476,6 +503,7 @@ pub(crate) fn parse_line<'a>(text: &'a str, keys: &Keys, found: &mut Found<'a>) 
         loop {
             s.expect(b'"').ok()?;
             let start = s.i;
+            let member_start = start - 1;
             let slot = if s.string().ok()? {
                 let key: String = serde_json::from_str(&text[start - 1..s.i]).ok()?;
                 keys.get(&key)
@@ -502,6 +530,13 @@ pub(crate) fn parse_line<'a>(text: &'a str, keys: &Keys, found: &mut Found<'a>) 
                     mask |= 1 << slot;
                 }
                 None => s.skip_value(1).ok()?,
+            }
+            if let Some(members) = members.as_deref_mut() {
+                members.push(Member {
+                    start: member_start as u32,
+                    end: s.i as u32,
+                    slot: slot.unwrap_or(NO_SLOT),
+                });
             }
             s.ws();
             match s.peek() {

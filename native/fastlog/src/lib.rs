@@ -108,12 +108,13 @@ impl FieldMapping {
 /// reference agent/container_logs.py::unwrap, with `skipping` and `flush_before`); consumed: the
 /// bytes of the chunk the records stand for. pod: (namespace, pod, uid, container, restart
 /// count) of a Kubernetes container's file (agent/container_logs.py::pod_container), or None.
+/// move_routing_keys: bodies leave out the keys their records carry (agent/body_keys.py).
 /// The GIL is released while parsing and encoding.
 #[pyfunction]
 #[pyo3(signature = (chunk, base_offset, mapping, partitions, untraced_partition, agent_id,
                     fingerprint, path, observed_ns, max_line_bytes=constants::DEFAULT_MAX_LINE_BYTES,
                     ts_fallback=None, drop_long_lines=false, log_format="plain", skipping=0,
-                    flush_before=0, pod=None))]
+                    flush_before=0, pod=None, move_routing_keys=false))]
 #[allow(clippy::too_many_arguments)]
 fn encode_chunk<'py>(
     py: Python<'py>,
@@ -133,6 +134,7 @@ fn encode_chunk<'py>(
     skipping: u8,
     flush_before: u64,
     pod: Option<PodTuple>,
+    move_routing_keys: bool,
 ) -> PyResult<EncodeResult<'py>> {
     encode_chunk_until(
         py,
@@ -148,6 +150,7 @@ fn encode_chunk<'py>(
         ts_fallback,
         drop_long_lines,
         (log_format, skipping, flush_before, pod),
+        move_routing_keys,
     )
 }
 
@@ -158,7 +161,7 @@ fn encode_chunk<'py>(
 #[pyo3(signature = (stage, chunk, base_offset, mapping, partitions, untraced_partition, agent_id,
                     fingerprint, path, observed_ns, max_line_bytes=constants::DEFAULT_MAX_LINE_BYTES,
                     ts_fallback=None, drop_long_lines=false, log_format="plain", skipping=0,
-                    flush_before=0, pod=None))]
+                    flush_before=0, pod=None, move_routing_keys=false))]
 #[allow(clippy::too_many_arguments)]
 fn encode_chunk_stage<'py>(
     py: Python<'py>,
@@ -179,6 +182,7 @@ fn encode_chunk_stage<'py>(
     skipping: u8,
     flush_before: u64,
     pod: Option<PodTuple>,
+    move_routing_keys: bool,
 ) -> PyResult<EncodeResult<'py>> {
     encode_chunk_until(
         py,
@@ -194,6 +198,7 @@ fn encode_chunk_stage<'py>(
         ts_fallback,
         drop_long_lines,
         (log_format, skipping, flush_before, pod),
+        move_routing_keys,
     )
 }
 
@@ -212,6 +217,7 @@ fn encode_chunk_until<'py>(
     ts_fallback: Option<Py<PyAny>>,
     drop_long_lines: bool,
     (log_format, skipping, flush_before, pod): (&str, u8, u64, Option<PodTuple>),
+    move_keys: bool,
 ) -> PyResult<EncodeResult<'py>> {
     if partitions == 0 {
         return Err(PyValueError::new_err("partitions must be > 0"));
@@ -248,6 +254,7 @@ fn encode_chunk_until<'py>(
         format,
         skipping,
         flush_before,
+        move_keys,
     };
     let (groups, counts, consumed, skipping) =
         py.detach(|| chunk::process(data, &params, stage))?;

@@ -4,8 +4,8 @@
 use crate::constants::{
     ATTR_AGENT_ID, ATTR_FILE_FINGERPRINT, ATTR_FILE_PATH, ATTR_INVALID_UTF8,
     ATTR_K8S_CONTAINER_NAME, ATTR_K8S_CONTAINER_RESTART_COUNT, ATTR_K8S_NAMESPACE,
-    ATTR_K8S_POD_NAME, ATTR_K8S_POD_UID, ATTR_LOG_IOSTREAM, ATTR_PARSE_ERROR, ATTR_RECORD_OFFSET,
-    ATTR_TRUNCATED, FILE_SCOPE,
+    ATTR_K8S_POD_NAME, ATTR_K8S_POD_UID, ATTR_KEYS_MOVED, ATTR_LOG_IOSTREAM, ATTR_PARSE_ERROR,
+    ATTR_RECORD_OFFSET, ATTR_TRUNCATED, FILE_SCOPE,
 };
 use crate::container_log::{STDERR, STDOUT};
 use crate::wire::{ld_len, put_ld, put_varint, varint_len};
@@ -50,6 +50,7 @@ pub(crate) struct Consts {
     pub(crate) perr_attr: Vec<u8>, // field 6 (attributes) with its tag and length
     pub(crate) trunc_attr: Vec<u8>,
     pub(crate) inv_attr: Vec<u8>,
+    pub(crate) moved_attr: Vec<u8>,
     pub(crate) offset_key: Vec<u8>, // KeyValue.key field (tag, len, "log.file.record_offset")
     pub(crate) agent_kv: Vec<u8>,   // Resource.attributes entry (tag 0x0a, len, KeyValue)
     pub(crate) scope: Vec<u8>,      // ScopeLogs.scope entry, with the file's path and fingerprint
@@ -115,6 +116,7 @@ impl Consts {
             perr_attr: wrap(0x32, kv_bool_true(ATTR_PARSE_ERROR)),
             trunc_attr: wrap(0x32, kv_bool_true(ATTR_TRUNCATED)),
             inv_attr: wrap(0x32, kv_bool_true(ATTR_INVALID_UTF8)),
+            moved_attr: wrap(0x32, kv_bool_true(ATTR_KEYS_MOVED)),
             offset_key,
             agent_kv: wrap(0x0a, kv_string(ATTR_AGENT_ID, agent_id.as_bytes())),
             scope: wrap(0x0a, scope_inner),
@@ -137,6 +139,8 @@ pub(crate) struct Rec<'a> {
     pub(crate) trace: Option<[u8; 16]>,
     pub(crate) span: Option<[u8; 8]>,
     pub(crate) observed: u64,
+    /// the body is the line without its routing keys (tether.keys_moved)
+    pub(crate) moved: bool,
 }
 
 /// Appends ScopeLogs.log_records entry (tag 0x12, length, LogRecord) for one record.
@@ -164,6 +168,9 @@ pub(crate) fn put_record(out: &mut Vec<u8>, c: &Consts, r: &Rec) {
     }
     if r.inv {
         n += c.inv_attr.len();
+    }
+    if r.moved {
+        n += c.moved_attr.len();
     }
     if r.trace.is_some() {
         n += 18;
@@ -211,6 +218,9 @@ pub(crate) fn put_record(out: &mut Vec<u8>, c: &Consts, r: &Rec) {
     if r.inv {
         out.extend_from_slice(&c.inv_attr);
     }
+    if r.moved {
+        out.extend_from_slice(&c.moved_attr);
+    }
     if let Some(t) = &r.trace {
         out.push(0x4a);
         out.push(16);
@@ -246,6 +256,7 @@ mod tests {
             trace: None,
             span: None,
             observed: 0,
+            moved: false,
         }
     }
 
