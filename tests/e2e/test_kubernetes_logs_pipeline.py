@@ -33,11 +33,16 @@ POD_PATH = re.compile(r"/pods/([^_/]+)_([^_/]+)_([^_/]+)/([^/]+)/(\d+)\.log")
 
 
 def _bodies(root: Path) -> dict[tuple[str, int], str]:
-    """(path, offset) -> body of each record the agent makes of the uncompressed files (the
-    reference encoder, checked against the runtimes' files in tests/unit/test_container_logs.py)."""
+    """(path, offset) -> the whole content of each record the agent makes of the uncompressed
+    files (the reference encoder, checked against the runtimes' files in
+    tests/unit/test_container_logs.py; routing keys left in, so the test can read them)."""
 
     encoder = PythonChunkEncoder(
-        agent_id="x", partitions=1, mapping=default_mapping(), max_line_bytes=256 * 1024
+        agent_id="x",
+        partitions=1,
+        mapping=default_mapping(),
+        max_line_bytes=256 * 1024,
+        move_routing_keys=False,
     )
     out: dict[tuple[str, int], str] = {}
     for path in sorted(root.glob("var/log/pods/*/*/*.log*")):
