@@ -19,11 +19,13 @@ class KafkaSinkConfig(KafkaSecurity):
     bootstrap_servers: str = Field(description="host:port[,host:port] of the Kafka brokers")
     logs_topic: str = LOGS_TOPIC
     spans_topic: str = SPANS_TOPIC
-    # zstd's fast mode by default: a host agent's core is dearer than the bytes
-    # (docs/performance-history.md has the ratios and costs of each level, and of lz4).
+    # zstd 1 by default: with the routing keys out of the bodies (agent/body_keys.py) a line is
+    # ~260 B of OTLP instead of ~380, so level 1 costs less CPU per line than -3 did on whole
+    # lines and puts ~57 B per line on Kafka instead of ~122 (docs/performance-history.md has the
+    # ratios and costs of each level, and of lz4).
     compression: Literal["zstd", "lz4", "gzip", "snappy", "none"] = "zstd"
     zstd_level: int = Field(
-        default=-3,
+        default=1,
         ge=-7,
         le=22,
         description="zstd level of record batches; negative levels are zstd's fast mode (less CPU, "

@@ -47,6 +47,7 @@ import agent_bench
 from agent_bench import AGENT_CORE, PARTITIONS, AgentUnderTest, free_port
 from peers.configs import PEER_ZSTD_LEVEL, otelcol_config, rsyslog_config
 
+from tether.agent.config import KafkaSinkConfig
 from tether.stack import Stack
 
 PEERS_DIR = ROOT / "bench" / "peers"
@@ -333,13 +334,17 @@ def main() -> None:
     if any(pid is None for _, pid, _, _ in stack.status()):
         stack.up(report=lambda line: print(f"[stack] {line}", file=sys.stderr))
 
-    def zstd3_agent(*a: Any, **k: Any) -> AgentUnderTest:
-        return AgentUnderTest(
-            *a, **{**k, "overrides": [*k.get("overrides", ()), f"kafka.zstd_level={PEER_ZSTD_LEVEL}"]}
-        )
+    def configured(*overrides: str) -> Callable[..., AgentUnderTest]:
+        def make(*a: Any, **k: Any) -> AgentUnderTest:
+            return AgentUnderTest(*a, **{**k, "overrides": [*k.get("overrides", ()), *overrides]})
 
+        return make
+
+    zstd3_agent = configured(f"kafka.zstd_level={PEER_ZSTD_LEVEL}")
     files = {
         "agent": AgentUnderTest,
+        # the defaults before issue 15: whole lines as bodies, zstd -3 (the CPU per line to stay under)
+        "agent before": configured("files.original_body=true", "kafka.zstd_level=-3"),
         f"agent zstd {PEER_ZSTD_LEVEL}": zstd3_agent,
         "otelcol": OtelcolUnderTest,
         "rsyslog": RsyslogUnderTest,
@@ -379,7 +384,11 @@ def main() -> None:
     found = versions(OtelcolUnderTest.binary, RsyslogUnderTest.root)
     print(f"cpu={os.cpu_count()} python={sys.version.split()[0]}")
     level = PEER_ZSTD_LEVEL
-    print(f"compression: zstd, the agent at its default (-3) and at {level}, the peers at {level}")
+    default = KafkaSinkConfig(bootstrap_servers="-").zstd_level
+    print(
+        f"compression: zstd, the agent at its default ({default}) and at {level}, the peers at {level};"
+        " 'agent before': whole lines as bodies at zstd -3, the defaults before issue 15"
+    )
     for name, version in found.items():
         print(f"{name}: {version}")
     for phase, runs in results.items():

@@ -60,7 +60,9 @@ fn id_of<const N: usize>(v: Option<&V>) -> Option<[u8; N]> {
 /// its text, which must then be all of it.
 #[inline]
 fn deep_enough_for_text(line: &[u8]) -> bool {
-    line.iter().filter(|&&c| c == b'{' || c == b'[').count() > DOCUMENT_JSON_MAX_DEPTH
+    // every opening bracket is closed: fewer bytes than twice the limit cannot hold more
+    line.len() > 2 * DOCUMENT_JSON_MAX_DEPTH
+        && memchr::memchr2_iter(b'{', b'[', line).count() > DOCUMENT_JSON_MAX_DEPTH
 }
 
 /// Whether a role's value, when the line has one, is carried by the record (`check`).
@@ -361,14 +363,13 @@ impl Sink<'_, '_> {
             Some(mask) => {
                 let found = &found;
                 let m = p.plan;
-                let ts = match parse_ts(m.lookup(Routing::Timestamp, found, mask)) {
+                let ts_value = m.lookup(Routing::Timestamp, found, mask);
+                let ts = match parse_ts(ts_value) {
                     Ts::Ns(ns) => ns,
-                    Ts::Fallback => {
-                        match (p.ts_fallback, m.lookup(Routing::Timestamp, found, mask)) {
-                            (Some(f), Some(V::S(s))) => py_call_ts(f, s)?,
-                            _ => 0,
-                        }
-                    }
+                    Ts::Fallback => match (p.ts_fallback, ts_value) {
+                        (Some(f), Some(V::S(s))) => py_call_ts(f, s)?,
+                        _ => 0,
+                    },
                 };
                 if ts != 0 {
                     rec.time = ts;
@@ -396,11 +397,13 @@ impl Sink<'_, '_> {
                         }
                     },
                 };
-                let (trace, parent_span) = match m.lookup(Routing::TraceId, found, mask) {
+                let trace_value = m.lookup(Routing::TraceId, found, mask);
+                let (trace, parent_span) = match trace_value {
                     Some(V::S(s)) => trace_context(s),
                     _ => (None, None),
                 };
-                let span = id_of::<8>(m.lookup(Routing::SpanId, found, mask));
+                let span_value = m.lookup(Routing::SpanId, found, mask);
+                let span = id_of::<8>(span_value);
                 rec.span = if span.is_some() || trace.is_none() {
                     span
                 } else {
@@ -410,13 +413,12 @@ impl Sink<'_, '_> {
                 if p.move_keys && !truncated && !inv && !deep_enough_for_text(text.as_bytes()) {
                     if let Some(keys) = m.movable_keys(found, mask) {
                         let carried = keys != 0
-                            && carries(m.lookup(Routing::Timestamp, found, mask), || ts != 0)
+                            && carries(ts_value, || ts != 0)
                             && carries(level, || !rec.level.is_empty())
-                            && carries(m.lookup(Routing::TraceId, found, mask), || {
-                                is_hex_of(m.lookup(Routing::TraceId, found, mask), 32)
-                                    && rec.trace.is_some()
+                            && carries(trace_value, || {
+                                is_hex_of(trace_value, 32) && rec.trace.is_some()
                             })
-                            && carries(m.lookup(Routing::SpanId, found, mask), || span.is_some())
+                            && carries(span_value, || span.is_some())
                             && carries(m.lookup(Routing::Service, found, mask), || {
                                 !matches!(
                                     to_text(m.lookup(Routing::Service, found, mask)),
