@@ -68,13 +68,26 @@ class BodyKeys:
 
 def without_members(raw: bytes, keys: set[str]) -> bytes:
     """A JSON object's text (valid, as orjson took it) less every top-level member whose key is in
-    `keys`: the line's head up to its first member, the kept members joined by ",", the tail after
-    its last member."""
+    `keys`: the line's head up to its first member, then its kept members, the text between two
+    that were neighbours kept as written and others joined by ",", then its tail after its last
+    member (the Rust path copies runs of neighbours at once)."""
     members = top_level_members(raw)
     if not members:
         return raw
-    kept = [raw[start:end] for key, start, end in members if key not in keys]
-    return raw[: members[0][1]] + b",".join(kept) + raw[members[-1][2] :]
+    runs: list[bytes] = []
+    run_start = run_end = -1
+    for key, start, end in members:
+        if key in keys:
+            if run_start >= 0:
+                runs.append(raw[run_start:run_end])
+            run_start = -1
+        elif run_start >= 0:
+            run_end = end
+        else:
+            run_start, run_end = start, end
+    if run_start >= 0:
+        runs.append(raw[run_start:run_end])
+    return raw[: members[0][1]] + b",".join(runs) + raw[members[-1][2] :]
 
 
 def top_level_members(raw: bytes) -> list[tuple[str, int, int]]:

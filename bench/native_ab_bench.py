@@ -22,6 +22,7 @@ runs): each build runs 1 and 3 chunks, and the difference is divided by 2 chunks
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import subprocess
@@ -77,7 +78,7 @@ def mapping_of(module: Any, yaml_path: Path) -> Any:
         return module.FieldMapping(**base)
 
 
-def measure(yaml_path: Path, repeat: int) -> float:
+def measure(yaml_path: Path, repeat: int, options: dict[str, Any]) -> float:
     """ns per line, best of `repeat` (run in the child process)."""
     import tether_fastlog
 
@@ -86,22 +87,32 @@ def measure(yaml_path: Path, repeat: int) -> float:
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
-        tether_fastlog.encode_chunk(chunk, 0, mapping, 8, 0, "agent", "fp", "/var/log/a.log", 1)
+        tether_fastlog.encode_chunk(chunk, 0, mapping, 8, 0, "agent", "fp", "/var/log/a.log", 1, **options)
         best = min(best, time.perf_counter() - start)
     return best / LINES * 1e9
 
 
-def run(module_dir: str | None, yaml_path: Path, repeat: int) -> float:
+def _option_args(options: list[str]) -> list[str]:
+    return [arg for option in options for arg in ("--option", option)]
+
+
+def _options(options: list[str]) -> dict[str, Any]:
+    """`name=value` (the value read as JSON) -> encode_chunk keyword arguments."""
+    return {name: json.loads(value) for name, _, value in (option.partition("=") for option in options)}
+
+
+def run(module_dir: str | None, yaml_path: Path, repeat: int, options: list[str]) -> float:
     env = dict(os.environ)
     if module_dir:
         env["PYTHONPATH"] = module_dir
     else:
         env.pop("PYTHONPATH", None)
     command = [sys.executable, __file__, "--child", str(yaml_path), "--repeat", str(repeat)]
+    command += _option_args(options)
     return float(subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout)
 
 
-def instructions(module_dir: str | None, yaml_path: Path) -> float:
+def instructions(module_dir: str | None, yaml_path: Path, options: list[str]) -> float:
     """Instructions per line of encode_chunk: (3 chunks - 1 chunk) / 2 chunks, under callgrind."""
     counts = []
     for repeat in (1, 3):
@@ -119,6 +130,7 @@ def instructions(module_dir: str | None, yaml_path: Path) -> float:
             str(yaml_path),
             "--repeat",
             str(repeat),
+            *_option_args(options),
         ]
         done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
         collected = [line for line in done.stderr.splitlines() if "Collected" in line]
@@ -135,24 +147,32 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--instructions", action="store_true", help="count instructions (valgrind)")
+    parser.add_argument(
+        "--now-option",
+        action="append",
+        default=[],
+        help="name=value (JSON) keyword argument of encode_chunk for the installed build only, "
+        "e.g. move_routing_keys=true",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--option", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(measure(args.child, args.repeat))
+        print(measure(args.child, args.repeat, _options(args.option)))
         return
     if not args.before or not args.before_mapping:
         parser.error("--before and --before-mapping are required")
     now_mapping = ROOT / "schemas" / "log_fields.yaml"
     if args.instructions:
-        before = instructions(args.before, args.before_mapping)
-        now = instructions(None, now_mapping)
+        before = instructions(args.before, args.before_mapping, [])
+        now = instructions(None, now_mapping, args.now_option)
         print(f"encode_chunk, {LINES} JSON lines, instructions per line (callgrind)")
         print(f"  before {before:.0f}\n  now    {now:.0f}\n  now / before: {now / before:.3f}")
         return
     results: dict[str, list[float]] = {"before": [], "now": []}
     for _ in range(args.rounds):
-        results["before"].append(run(args.before, args.before_mapping, args.repeat))
-        results["now"].append(run(None, now_mapping, args.repeat))
+        results["before"].append(run(args.before, args.before_mapping, args.repeat, []))
+        results["now"].append(run(None, now_mapping, args.repeat, args.now_option))
     print(f"encode_chunk, {LINES} JSON lines, best of {args.repeat} per process, {args.rounds} rounds")
     for name, values in results.items():
         print(f"  {name:6} {' '.join(f'{v:.0f}' for v in values)} ns/line (min {min(values):.0f})")

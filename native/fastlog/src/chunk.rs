@@ -79,7 +79,8 @@ fn is_hex_of(value: Option<&V>, len: usize) -> bool {
 }
 
 /// agent/body_keys.py without_members: the line less every top-level member whose key slot is
-/// in `keys`, the kept members joined by ',' between the line's own head and tail.
+/// in `keys`. Kept members that were neighbours keep the text between them; others are joined by
+/// ','. Copied in runs: on a usual line the moved keys lead or trail, so one or two copies.
 fn without_members(out: &mut Vec<u8>, line: &[u8], members: &[Member], keys: Mask) {
     out.clear();
     let (Some(first), Some(last)) = (members.first(), members.last()) else {
@@ -87,18 +88,30 @@ fn without_members(out: &mut Vec<u8>, line: &[u8], members: &[Member], keys: Mas
         return;
     };
     out.extend_from_slice(&line[..first.start as usize]);
-    let mut sep = false;
+    let mut run: Option<(usize, usize)> = None; // kept neighbours not yet copied
+    let mut wrote = false;
     for m in members {
-        if m.slot != NO_SLOT && keys & ((1 as Mask) << m.slot) != 0 {
-            continue;
+        let moved = m.slot != NO_SLOT && keys & ((1 as Mask) << m.slot) != 0;
+        match (&mut run, moved) {
+            (Some((_, end)), false) => *end = m.end as usize,
+            (None, false) => run = Some((m.start as usize, m.end as usize)),
+            (Some(_), true) => flush(out, line, run.take(), &mut wrote),
+            (None, true) => {}
         }
-        if sep {
+    }
+    flush(out, line, run, &mut wrote);
+    out.extend_from_slice(&line[last.end as usize..]);
+}
+
+#[inline(always)]
+fn flush(out: &mut Vec<u8>, line: &[u8], run: Option<(usize, usize)>, wrote: &mut bool) {
+    if let Some((start, end)) = run {
+        if *wrote {
             out.push(b',');
         }
-        out.extend_from_slice(&line[m.start as usize..m.end as usize]);
-        sep = true;
+        out.extend_from_slice(&line[start..end]);
+        *wrote = true;
     }
-    out.extend_from_slice(&line[last.end as usize..]);
 }
 
 fn is_ascii_space(c: u8) -> bool {
@@ -363,7 +376,8 @@ impl Sink<'_, '_> {
             Some(mask) => {
                 let found = &found;
                 let m = p.plan;
-                let ts_value = m.lookup(Routing::Timestamp, found, mask);
+                let ts_at = m.lookup_at(Routing::Timestamp, found, mask);
+                let ts_value = ts_at.map(|(v, _)| v);
                 let ts = match parse_ts(ts_value) {
                     Ts::Ns(ns) => ns,
                     Ts::Fallback => match (p.ts_fallback, ts_value) {
@@ -375,7 +389,8 @@ impl Sink<'_, '_> {
                     rec.time = ts;
                     has_time = true;
                 }
-                let level = m.lookup(Routing::Level, found, mask);
+                let level_at = m.lookup_at(Routing::Level, found, mask);
+                let level = level_at.map(|(v, _)| v);
                 level_buf = text_bytes(to_text(level))?;
                 rec.level = &level_buf;
                 rec.sev = match level {
@@ -397,12 +412,14 @@ impl Sink<'_, '_> {
                         }
                     },
                 };
-                let trace_value = m.lookup(Routing::TraceId, found, mask);
+                let trace_at = m.lookup_at(Routing::TraceId, found, mask);
+                let trace_value = trace_at.map(|(v, _)| v);
                 let (trace, parent_span) = match trace_value {
                     Some(V::S(s)) => trace_context(s),
                     _ => (None, None),
                 };
-                let span_value = m.lookup(Routing::SpanId, found, mask);
+                let span_at = m.lookup_at(Routing::SpanId, found, mask);
+                let span_value = span_at.map(|(v, _)| v);
                 let span = id_of::<8>(span_value);
                 rec.span = if span.is_some() || trace.is_none() {
                     span
@@ -410,8 +427,12 @@ impl Sink<'_, '_> {
                     parent_span
                 };
                 rec.trace = trace;
+                let service_at = m.lookup_at(Routing::Service, found, mask);
+                let service_value = service_at.map(|(v, _)| v);
                 if p.move_keys && !truncated && !inv && !deep_enough_for_text(text.as_bytes()) {
-                    if let Some(keys) = m.movable_keys(found, mask) {
+                    let at = [ts_at, level_at, trace_at, span_at, service_at]
+                        .map(|a| a.map(|(_, at)| at));
+                    if let Some(keys) = m.movable_keys(&at, found, mask) {
                         let carried = keys != 0
                             && carries(ts_value, || ts != 0)
                             && carries(level, || !rec.level.is_empty())
@@ -419,11 +440,8 @@ impl Sink<'_, '_> {
                                 is_hex_of(trace_value, 32) && rec.trace.is_some()
                             })
                             && carries(span_value, || span.is_some())
-                            && carries(m.lookup(Routing::Service, found, mask), || {
-                                !matches!(
-                                    to_text(m.lookup(Routing::Service, found, mask)),
-                                    Text::Str("")
-                                )
+                            && carries(service_value, || {
+                                !matches!(to_text(service_value), Text::Str(""))
                             });
                         if carried {
                             without_members(&mut self.body, text.as_bytes(), &self.members, keys);
@@ -431,7 +449,8 @@ impl Sink<'_, '_> {
                         }
                     }
                 }
-                service_buf = text_bytes(to_text(m.lookup_service(found, mask)))?;
+                let service_value = service_value.or_else(|| m.conditional_service(found, mask));
+                service_buf = text_bytes(to_text(service_value))?;
                 service = &service_buf;
                 partition = match &rec.trace {
                     Some(t) => {

@@ -175,6 +175,13 @@ pub(crate) struct ScanPlan {
     unmovable: Mask,
 }
 
+/// Where a role's value was: under the top-level key of this slot, or at a nested path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum At {
+    Flat(u8),
+    Nested,
+}
+
 /// The slots a line has, one bit each.
 pub(crate) type Mask = u128;
 pub(crate) const MAX_ALIAS_KEYS: usize = Mask::BITS as usize;
@@ -255,38 +262,53 @@ impl ScanPlan {
     }
 
     /// LogFieldMapping.lookup(record, names, scalar=True)[1], on what parse_line kept.
+    #[cfg(test)]
     pub(crate) fn lookup<'f, 'a>(
         &self,
         role: Routing,
         found: &'f Found<'a>,
         mask: Mask,
     ) -> Option<&'f V<'a>> {
-        self.roles[role as usize]
-            .iter()
-            .find_map(|alias| Self::resolve(alias, found, mask, true))
+        self.lookup_at(role, found, mask).map(|(v, _)| v)
     }
 
-    /// LogFieldMapping.lookup_service: the service role's names, then the conditional ones.
-    pub(crate) fn lookup_service<'f, 'a>(
+    /// `lookup`, and where the value was: under a top-level key (its slot) or a nested path.
+    pub(crate) fn lookup_at<'f, 'a>(
+        &self,
+        role: Routing,
+        found: &'f Found<'a>,
+        mask: Mask,
+    ) -> Option<(&'f V<'a>, At)> {
+        self.roles[role as usize]
+            .iter()
+            .find_map(|alias| Self::resolve_at(alias, found, mask, true))
+    }
+
+    /// The service of a `service_when` name, for a line whose service role found none
+    /// (LogFieldMapping.lookup_service: the role's names, then these).
+    pub(crate) fn conditional_service<'f, 'a>(
         &self,
         found: &'f Found<'a>,
         mask: Mask,
     ) -> Option<&'f V<'a>> {
-        self.lookup(Routing::Service, found, mask).or_else(|| {
-            self.service_when.iter().find_map(|(name, when)| {
-                when.iter()
-                    .all(|w| Self::resolve(w, found, mask, false).is_some())
-                    .then(|| Self::resolve(name, found, mask, true))
-                    .flatten()
-            })
+        self.service_when.iter().find_map(|(name, when)| {
+            when.iter()
+                .all(|w| Self::resolve(w, found, mask, false).is_some())
+                .then(|| Self::resolve(name, found, mask, true))
+                .flatten()
         })
     }
 
-    /// agent/body_keys.py moved_keys: the slots of the top-level keys the routing roles read
-    /// their values from, or None when one reads a nested path or a key that must stay (a
-    /// message, template or data name), or the line has a message template (rendered from the
-    /// line's own keys). Each role's first name with a scalar wins, as in `lookup`.
-    pub(crate) fn movable_keys(&self, found: &Found, mask: Mask) -> Option<Mask> {
+    /// agent/body_keys.py BodyKeys.movable: the slots of the top-level keys the routing roles
+    /// read their values from (`at`, each role's `lookup_at`), or None when one reads a nested
+    /// path or a key that must stay (a message, template or data name), or the line has a
+    /// message template (rendered from the line's own keys).
+    pub(crate) fn movable_keys(
+        &self,
+        at: &[Option<At>],
+        found: &Found,
+        mask: Mask,
+    ) -> Option<Mask> {
         if self
             .templates
             .iter()
@@ -295,23 +317,15 @@ impl ScanPlan {
             return None;
         }
         let mut moved: Mask = 0;
-        for role in &self.roles {
-            for alias in role {
-                let bit = (1 as Mask) << alias.flat;
-                if mask & bit != 0 {
-                    if slot_value(found, alias.flat).unwrap().is_container() {
-                        continue; // lookup's next name, with no nested try
-                    }
-                    if self.unmovable & bit != 0 {
-                        return None;
-                    }
-                    moved |= bit;
-                    break;
-                }
-                if Self::resolve(alias, found, mask, true).is_some() {
-                    return None; // a nested path stays where it is
-                }
+        for place in at.iter().flatten() {
+            let At::Flat(slot) = *place else {
+                return None; // a nested path stays where it is
+            };
+            let bit = (1 as Mask) << slot;
+            if self.unmovable & bit != 0 {
+                return None;
             }
+            moved |= bit;
         }
         Some(moved)
     }
@@ -324,9 +338,19 @@ impl ScanPlan {
         mask: Mask,
         scalar: bool,
     ) -> Option<&'f V<'a>> {
+        Self::resolve_at(alias, found, mask, scalar).map(|(v, _)| v)
+    }
+
+    #[inline(always)]
+    fn resolve_at<'f, 'a>(
+        alias: &Alias,
+        found: &'f Found<'a>,
+        mask: Mask,
+        scalar: bool,
+    ) -> Option<(&'f V<'a>, At)> {
         if mask & ((1 as Mask) << alias.flat) != 0 {
             let v = slot_value(found, alias.flat).unwrap();
-            return (!scalar || !v.is_container()).then_some(v);
+            return (!scalar || !v.is_container()).then_some((v, At::Flat(alias.flat)));
         }
         let (root, rest) = alias.nested.as_ref()?;
         if mask & ((1 as Mask) << root) == 0 {
@@ -336,7 +360,7 @@ impl ScanPlan {
         for part in rest {
             node = node.get(part)?;
         }
-        (!scalar || !node.is_container()).then_some(node)
+        (!scalar || !node.is_container()).then_some((node, At::Nested))
     }
 }
 
