@@ -57,7 +57,12 @@ class ElasticsearchConnection(SecretSection):
 
     SECRETS = ("password", "api_key")
 
-    url: str = Field(default=DEFAULT_URL, description="http(s)://host:port of a node (or a load balancer)")
+    url: str = Field(
+        default=DEFAULT_URL,
+        description="http(s)://host:port of a node (or a load balancer), or several nodes of one "
+        "cluster separated by commas: requests are spread over them and one that fails is retried "
+        "on another",
+    )
     cloud_id: str | None = Field(default=None, description="Elastic Cloud deployment id, instead of url")
     username: str | None = Field(default=None, description="basic authentication, with password")
     password: SecretStr | None = None
@@ -72,12 +77,24 @@ class ElasticsearchConnection(SecretSection):
     @field_validator("url")
     @classmethod
     def _plain_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("expected http(s)://host:port, for example https://127.0.0.1:9200")
-        if parts.username or parts.password:  # would be printed wherever the url is
-            raise ValueError("credentials do not belong in the url: use username and password(_file)")
-        return value
+        urls = [url.strip() for url in value.split(",")]
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    f"expected http(s)://host:port, for example https://127.0.0.1:9200, not {url!r}"
+                    " (several nodes: separated by commas)"
+                )
+            if parts.username or parts.password:  # would be printed wherever the url is
+                raise ValueError("credentials do not belong in the url: use username and password(_file)")
+        if len({urlsplit(url).scheme for url in urls}) > 1:
+            raise ValueError("all nodes http:// or all https://, not both")
+        return ",".join(urls)
+
+    @property
+    def urls(self) -> list[str]:
+        """The nodes of `url`, one or more."""
+        return self.url.split(",")
 
     @model_validator(mode="after")
     def _credentials(self) -> ElasticsearchConnection:
@@ -108,7 +125,7 @@ class ElasticsearchConnection(SecretSection):
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of AsyncElasticsearch for this connection."""
         kwargs: dict[str, Any] = (
-            {"cloud_id": self.cloud_id} if self.cloud_id is not None else {"hosts": [self.url]}
+            {"cloud_id": self.cloud_id} if self.cloud_id is not None else {"hosts": self.urls}
         )
         password, api_key = self.secret("password"), self.secret("api_key")
         if self.username is not None and password is not None:

@@ -72,8 +72,13 @@ class ClusterPipeline:
             name=f"collector-{len(self.collectors) + 1}",
         )
         # The harness's single-node default is no replica; on two nodes each shard gets a copy on
-        # the other, so a node's death loses no acknowledged document.
-        collector.config.write_text(collector.config.read_text().replace("replicas: 0", "replicas: 1"))
+        # the other, so a node's death loses no acknowledged document. The collector is given
+        # both nodes, as a user gives a cluster: a request to a dead one is retried on the other.
+        nodes = ",".join(node.url for node in self.stack.elasticsearch_nodes)
+        config = collector.config.read_text().replace("replicas: 0", "replicas: 1")
+        assert f'url: "{self.stack.elasticsearch.url}"' in config
+        config = config.replace(f'url: "{self.stack.elasticsearch.url}"', f'url: "{nodes}"')
+        collector.config.write_text(config)
         self.collectors.append(collector)
         collector.start()
         return collector
@@ -255,7 +260,8 @@ async def test_elasticsearch_node_killed_mid_stream_and_brought_back(
     cluster_stack: ClusterStack, tmp_path: Path
 ) -> None:
     """kill -9 of node 2, holding the primaries of the run's indices, while the collector writes to
-    node 1: their replicas on node 1 are promoted, writes go on with the cluster yellow, and node 2
+    both nodes (node 1 is the only master, so node 2 is the one that may die): requests to node 2
+    fail over to node 1, its replicas are promoted, writes go on with the cluster yellow, and node 2
     recovers its copies when it is back."""
     victim = next(node for node in cluster_stack.elasticsearch_nodes if not node.is_master)
     es = AsyncElasticsearch(cluster_stack.elasticsearch.url)

@@ -258,6 +258,12 @@ def test_elasticsearch_fingerprint_is_normalized() -> None:
     assert "ssl_context" not in kwargs
 
 
+def test_elasticsearch_nodes_of_one_cluster() -> None:
+    connection = ElasticsearchConnection.model_validate({"url": "https://es1:9200, https://es2:9200"})
+    assert connection.urls == ["https://es1:9200", "https://es2:9200"] and connection.https
+    assert connection.client_kwargs()["hosts"] == connection.urls
+
+
 @pytest.mark.parametrize(
     ("section", "expected"),
     [
@@ -268,6 +274,8 @@ def test_elasticsearch_fingerprint_is_normalized() -> None:
         ("{cloud_id: 'a:b', url: 'https://es:9200'}", "give url or cloud_id"),
         ("{url: 'https://es:9200', tls: {ssl_assert_fingerprint: 'abc'}}", "64 hex digits"),
         ("{api_key_id: x}", "api_key_id needs api_key"),
+        ("{url: 'http://es1:9200,es2:9200'}", "not 'es2:9200' (several nodes: separated by commas)"),
+        ("{url: 'http://es1:9200,https://es2:9200'}", "all https://, not both"),
     ],
 )
 def test_elasticsearch_settings_that_do_not_fit(section: str, expected: str) -> None:
