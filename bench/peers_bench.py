@@ -47,6 +47,7 @@ import agent_bench
 from agent_bench import AGENT_CORE, PARTITIONS, AgentUnderTest, free_port
 from peers.configs import PEER_ZSTD_LEVEL, otelcol_config, rsyslog_config
 
+from tests.e2e.otelcol_harness import prometheus_sum
 from tether.agent.config import KafkaSinkConfig
 from tether.stack import Stack
 
@@ -62,16 +63,6 @@ def build(script: str) -> Path:
     if took > 5:
         print(f"[peers] {script} built in {took:.0f} s", file=sys.stderr)
     return Path(done.stdout.strip().splitlines()[-1])
-
-
-def prometheus_sum(text: str, name: str) -> float:
-    """The sum of every series of `name` (with or without the `_total` suffix)."""
-    total = 0.0
-    for line in text.splitlines():
-        for candidate in (name, name + "_total"):
-            if line.startswith(candidate + " ") or line.startswith(candidate + "{"):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 class PeerUnderTest(AgentUnderTest):

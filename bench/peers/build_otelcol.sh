@@ -2,9 +2,14 @@
 # Builds the OpenTelemetry Collector peer for bench/peers_bench.py with the collector's own builder
 # (ocb, go.opentelemetry.io/collector/cmd/builder) from the Go module proxy: the filelog receiver
 # (its stanza operators include json_parser), the otlp receiver, the batch processor and the kafka
-# exporter, nothing else. Output: $PEERS_CACHE/otelcol-$CORE_VERSION/otelcol-peer (cached: a second
-# run does nothing). Versions follow the approved Go list of the tool library: one release
-# throughout, core v0.165.0 / v1.71.0 with contrib v0.165.1.
+# exporter for the agent's peer runs; the kafka receiver (with the kafka exporter's otlp_json, or the
+# debug exporter, behind it) for the collector tier's (bench/collector_peer_bench.py) and for the
+# interop test (tests/e2e/test_otelcol_interop.py). The contrib elasticsearch exporter and file
+# exporter are not in it: the module proxy refuses the first (403 at v0.165.1, v0.165.0 and the
+# v0.161.0 zip) and the second's v0.165.1 (a test dependency, otlpencodingextension, is refused).
+# Output: $PEERS_CACHE/otelcol-$CORE_VERSION/otelcol-peer (cached: a second run does nothing).
+# Versions follow the approved Go list of the tool library: one release throughout, core v0.165.0 /
+# v1.71.0 with contrib v0.165.1.
 #
 #   bench/peers/build_otelcol.sh            # prints the binary's path
 set -euo pipefail
@@ -25,10 +30,12 @@ dist:
 receivers:
   - gomod: $contrib/receiver/filelogreceiver $CONTRIB_VERSION
   - gomod: go.opentelemetry.io/collector/receiver/otlpreceiver $CORE_VERSION
+  - gomod: $contrib/receiver/kafkareceiver $CONTRIB_VERSION
 processors:
   - gomod: go.opentelemetry.io/collector/processor/batchprocessor $CORE_VERSION
 exporters:
   - gomod: $contrib/exporter/kafkaexporter $CONTRIB_VERSION
+  - gomod: go.opentelemetry.io/collector/exporter/debugexporter $CORE_VERSION
 providers:
   # env is the builder's default scheme: the collector refuses to start without its provider
   - gomod: go.opentelemetry.io/collector/confmap/provider/envprovider $STABLE_VERSION

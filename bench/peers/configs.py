@@ -96,6 +96,61 @@ def otelcol_config(
     }
 
 
+def otelcol_consumer_config(
+    *,
+    bootstrap: str,
+    logs_topic: str,
+    spans_topic: str,
+    group_id: str,
+    metrics_port: int,
+    exporters: dict[str, Any],
+) -> dict[str, Any]:
+    """The OpenTelemetry Collector as a consumer of the agent's topics, the place of the tether
+    collector: the kafka receiver decoding otlp_proto (what the agent writes) from the earliest
+    offset of a group of its own, logs and traces into every exporter of `exporters`."""
+    receiver: dict[str, Any] = {
+        "brokers": bootstrap.split(","),
+        "group_id": group_id,
+        "client_id": group_id,
+        "initial_offset": "earliest",  # a backlog replay, as the tether collector's new group reads
+        "logs": {"topics": [logs_topic], "encoding": "otlp_proto"},
+        "traces": {"topics": [spans_topic], "encoding": "otlp_proto"},
+    }
+    names = list(exporters)
+    return {
+        "receivers": {"kafka": receiver},
+        "exporters": exporters,
+        "service": {
+            "pipelines": {
+                "logs": {"receivers": ["kafka"], "exporters": names},
+                "traces": {"receivers": ["kafka"], "exporters": names},
+            },
+            "telemetry": {
+                "logs": {"level": "warn"},
+                "metrics": {
+                    "level": "basic",
+                    "readers": [
+                        {"pull": {"exporter": {"prometheus": {"host": "127.0.0.1", "port": metrics_port}}}}
+                    ],
+                },
+            },
+        },
+    }
+
+
+def otelcol_json_to_kafka(*, bootstrap: str, logs_topic: str, spans_topic: str) -> dict[str, Any]:
+    """A kafka exporter writing OTLP JSON (the Collector's own pdata JSON marshaller, as its file
+    exporter writes) to two topics: what the interop test reads back, and the bench's peer sink
+    that, like an Elasticsearch exporter, encodes every item as JSON and ships it with acks."""
+    return {
+        "brokers": bootstrap.split(","),
+        "logs": {"topic": logs_topic, "encoding": "otlp_json"},
+        "traces": {"topic": spans_topic, "encoding": "otlp_json"},
+        "producer": {"required_acks": "all", "linger": "10ms"},
+        "sending_queue": {"block_on_overflow": True},  # lossless: waits for Kafka, drops nothing
+    }
+
+
 def rsyslog_config(*, bootstrap: str, topic: str, include: str, state_dir: Path) -> str:
     """rsyslog: imfile -> mmjsonparse -> omkafka, keyed by the parsed trace id. What goes to Kafka
     is the parsed object written back as JSON (so the parse is real work that reaches the topic)."""

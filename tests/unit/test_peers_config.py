@@ -85,3 +85,26 @@ def test_rsyslog_config_parses_json_and_produces_keyed_idempotent_zstd(tmp_path:
     }
     assert 'broker=["127.0.0.1:9092","127.0.0.1:9093"]' in text
     assert f'workDirectory="{tmp_path}"' in text
+
+
+def test_otelcol_consumer_reads_both_agent_topics_as_otlp_proto_from_the_start() -> None:
+    configs = load_configs()
+    sink = configs.otelcol_json_to_kafka(bootstrap="k:1", logs_topic="out.l", spans_topic="out.s")
+    config = configs.otelcol_consumer_config(
+        bootstrap="a:1,b:2",
+        logs_topic="agent.l",
+        spans_topic="agent.s",
+        group_id="g",
+        metrics_port=8888,
+        exporters={"kafka": sink, "debug": {"verbosity": "basic"}},
+    )
+    config = yaml.safe_load(yaml.safe_dump(config))  # what the Collector reads
+    receiver = config["receivers"]["kafka"]
+    assert receiver["brokers"] == ["a:1", "b:2"]
+    assert receiver["logs"] == {"topics": ["agent.l"], "encoding": "otlp_proto"}
+    assert receiver["traces"] == {"topics": ["agent.s"], "encoding": "otlp_proto"}
+    assert receiver["initial_offset"] == "earliest"
+    assert config["service"]["pipelines"]["logs"] == {"receivers": ["kafka"], "exporters": ["kafka", "debug"]}
+    assert config["service"]["pipelines"]["traces"]["exporters"] == ["kafka", "debug"]
+    assert sink["logs"] == {"topic": "out.l", "encoding": "otlp_json"}
+    assert sink["producer"]["required_acks"] == "all"
