@@ -83,15 +83,18 @@ def otelcol_config(
         "exporters": {"kafka": exporter},
         "service": {
             "pipelines": pipelines,
-            "telemetry": {
-                "logs": {"level": "warn"},
-                "metrics": {
-                    "level": "basic",
-                    "readers": [
-                        {"pull": {"exporter": {"prometheus": {"host": "127.0.0.1", "port": metrics_port}}}}
-                    ],
-                },
-            },
+            "telemetry": _telemetry(metrics_port),
+        },
+    }
+
+
+def _telemetry(metrics_port: int) -> dict[str, Any]:
+    """Warnings only, and the Collector's own metrics (what the benches read) on a local port."""
+    return {
+        "logs": {"level": "warn"},
+        "metrics": {
+            "level": "basic",
+            "readers": [{"pull": {"exporter": {"prometheus": {"host": "127.0.0.1", "port": metrics_port}}}}],
         },
     }
 
@@ -125,15 +128,7 @@ def otelcol_consumer_config(
                 "logs": {"receivers": ["kafka"], "exporters": names},
                 "traces": {"receivers": ["kafka"], "exporters": names},
             },
-            "telemetry": {
-                "logs": {"level": "warn"},
-                "metrics": {
-                    "level": "basic",
-                    "readers": [
-                        {"pull": {"exporter": {"prometheus": {"host": "127.0.0.1", "port": metrics_port}}}}
-                    ],
-                },
-            },
+            "telemetry": _telemetry(metrics_port),
         },
     }
 
