@@ -59,7 +59,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from agent_bench import realistic_line
 from elasticsearch import Elasticsearch
-from footprint_bench import line_pool
+from footprint_bench import line_pool, proc_cpu_seconds
 
 from tests.e2e.agent_harness import AgentProcess, TetherProcess
 from tests.e2e.collector_harness import CollectorProcess
@@ -321,10 +321,19 @@ def run_once(stack: Stack, work: Path, args: argparse.Namespace) -> dict[str, An
             child.start()
         since, until = began + args.warmup, began + seconds
         deadline = until + args.drain
+        # CPU seconds of the agent and the collector through the measured window: a pipeline that
+        # falls behind shows here (and in the load average) as well as in its latency
+        processes = {"agent": agent, "collector": collector}
+        cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in processes}
         while time.time() < deadline:
             while not markers.empty():
                 poller.add(*markers.get())
             poller.poll()
+            for name, process in processes.items():
+                marks = cpu[name]
+                if (not marks and time.time() >= since) or (len(marks) == 1 and time.time() >= until):
+                    assert process.process is not None
+                    marks.append((time.time(), proc_cpu_seconds(process.process.pid)))
             if time.time() > until + 2 and not any(child.is_alive() for child in children):
                 while not markers.empty():
                     poller.add(*markers.get())
@@ -339,6 +348,11 @@ def run_once(stack: Stack, work: Path, args: argparse.Namespace) -> dict[str, An
             "agent_lines_read": agent_metrics.get("tether_agent_file_lines_total", 0),
             "agent_spans_received": agent_metrics.get("tether_agent_otlp_received_total", 0),
         }
+        for name, marks in cpu.items():
+            if len(marks) == 2:
+                figures["load"][f"{name}_cpu_share"] = (marks[1][1] - marks[0][1]) / (
+                    marks[1][0] - marks[0][0]
+                )
         return figures
     finally:
         for child in children:
