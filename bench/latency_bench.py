@@ -28,6 +28,10 @@ is at most one poll period plus a search round trip (the mean of that interval i
 resolution). The documents carry no time of their own ingestion (`event.ingested` is mapped but
 not written by the collector), so the split between pipeline and Elasticsearch refresh is not shown.
 
+The stack is shared: Elasticsearch's write queue (bulks waiting, sampled each second of the window)
+and the agent's and collector's CPU shares are printed with the figures, so a run slowed by other
+writers to the same Elasticsearch can be told from one slowed by the pipeline.
+
 Traced lines and spans wait in the collector for the correlation window (a trace is held for
 `wait_seconds` after its first item), untraced lines do not: both kinds are reported. Only markers
 written in the measured window (after the warm-up) count.
@@ -234,6 +238,12 @@ class Poller:
             self.previous_sent[kind] = sent
 
 
+def write_queue_depth(es: Elasticsearch) -> int:
+    """Bulk requests waiting in Elasticsearch's write thread pools, every node."""
+    stats = es.nodes.stats(metric="thread_pool")
+    return sum(int(node["thread_pool"]["write"]["queue"]) for node in stats["nodes"].values())
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -325,7 +335,14 @@ def run_once(stack: Stack, work: Path, args: argparse.Namespace) -> dict[str, An
         # falls behind shows here (and in the load average) as well as in its latency
         processes = {"agent": agent, "collector": collector}
         cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in processes}
+        # Elasticsearch's write queue through the window: the stack is shared, and bulks of other
+        # writers queued ahead of the collector's show as latency that is neither tether's nor load's
+        write_queue: list[int] = []
+        sampled = 0.0
         while time.time() < deadline:
+            if since <= time.time() < until and time.time() - sampled >= 1:
+                sampled = time.time()
+                write_queue.append(write_queue_depth(es))
             while not markers.empty():
                 poller.add(*markers.get())
             poller.poll()
@@ -348,6 +365,9 @@ def run_once(stack: Stack, work: Path, args: argparse.Namespace) -> dict[str, An
             "agent_lines_read": agent_metrics.get("tether_agent_file_lines_total", 0),
             "agent_spans_received": agent_metrics.get("tether_agent_otlp_received_total", 0),
         }
+        if write_queue:
+            figures["load"]["es_write_queue_mean"] = statistics.fmean(write_queue)
+            figures["load"]["es_write_queue_max"] = max(write_queue)
         for name, marks in cpu.items():
             if len(marks) == 2:
                 figures["load"][f"{name}_cpu_share"] = (marks[1][1] - marks[0][1]) / (
@@ -415,7 +435,8 @@ def main() -> None:
         f"Jaeger export {'off' if args.no_jaeger else 'on'}"
     )
     print("load average at the end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
-    print(f"agent: {figures['load']}")
+    shown = "  ".join(f"{k}={v:,.3g}" for k, v in figures["load"].items())
+    print(f"pipeline: {shown}")
     print(table(figures, args.wait_seconds))
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, **figures}, indent=2))
