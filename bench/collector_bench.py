@@ -51,8 +51,10 @@ from tether.schemas.indices import daily_index
 from tether.schemas.log_fields import default_mapping
 from tether.stack import Stack
 
-# The collector's default elasticsearch.max_concurrent_bulks, given to the ceiling too.
+# The collector's defaults for elasticsearch.max_concurrent_bulks and bulk_max_docs, given to the
+# ceiling too.
 CONCURRENT_BULKS = ElasticsearchSinkConfig.model_fields["max_concurrent_bulks"].default
+BULK_MAX_DOCS = ElasticsearchSinkConfig.model_fields["bulk_max_docs"].default
 
 
 def operations(traces: Iterable[TraceSpec]) -> list[TraceSpec]:
@@ -287,7 +289,7 @@ def main() -> None:
     # The collector's memory bounds (correlation.max_pending_bytes, elasticsearch.bulk_max_docs):
     # peak RSS should follow these, not the size of the preload.
     parser.add_argument("--max-pending-mb", type=int, default=64)
-    parser.add_argument("--bulk-max-docs", type=int, default=5000)
+    parser.add_argument("--bulk-max-docs", type=int, default=BULK_MAX_DOCS)
     parser.add_argument(
         "--sampling",
         type=float,

@@ -97,7 +97,14 @@ class Bench:
     def collector(self, agent: AgentProcess, way: str) -> CollectorProcess:
         a = self.args
         kafka = f"max_poll_records: {a.max_poll_records}" if a.max_poll_records else ""
-        correlation = f"max_pending_traces: {a.max_pending_traces}" if a.max_pending_traces else ""
+        correlation = ", ".join(
+            f"{key}: {value}"
+            for key, value in (
+                ("max_pending_traces", a.max_pending_traces),
+                ("max_recent_traces", a.max_recent_traces),
+            )
+            if value
+        )
         return CollectorProcess(
             self.stack,
             self.work / way,
@@ -196,6 +203,7 @@ def main() -> None:
     parser.add_argument("--wait-seconds", type=float, default=5.0, help="correlation.wait_seconds")
     parser.add_argument("--max-pending-traces", type=int, default=0, help="correlation.max_pending_traces")
     parser.add_argument("--max-poll-records", type=int, default=0, help="kafka.max_poll_records")
+    parser.add_argument("--max-recent-traces", type=int, default=0, help="correlation.max_recent_traces")
     parser.add_argument("--jaeger", action="store_true", help="export spans to Jaeger too")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for each phase")
     args = parser.parse_args()
@@ -212,6 +220,7 @@ def main() -> None:
         f"traces={traffic.traces} spans={traffic.spans} traced_lines={traffic.traced_lines} "
         f"untraced_lines={traffic.untraced_lines} rate={args.rate}/s wait_seconds={args.wait_seconds} "
         f"max_pending_traces={args.max_pending_traces or 'default'} "
+        f"max_recent_traces={args.max_recent_traces or 'default'} "
         f"max_poll_records={args.max_poll_records or 'default'} jaeger={args.jaeger}",
         flush=True,
     )

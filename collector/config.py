@@ -26,11 +26,16 @@ class KafkaSourceConfig(KafkaSecurity):
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     max_poll_records: int = Field(default=100, ge=1)
     fetch_max_bytes: int = Field(
-        default=8 * 1024 * 1024,
+        default=4 * 1024 * 1024,
         ge=64 * 1024,
         description="bytes fetched per request; bounds what one poll holds",
     )
-    max_partition_fetch_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
+    max_partition_fetch_bytes: int = Field(
+        default=512 * 1024,
+        ge=64 * 1024,
+        description="bytes fetched per topic-partition and request, held until consumed (both "
+        "topics of every assigned partition); a larger record batch still comes whole",
+    )
 
 
 class CorrelationConfig(Section):
@@ -44,7 +49,10 @@ class CorrelationConfig(Section):
         description="estimated memory of held traces, all partitions (record bytes + ~2 kB per document)",
     )
     max_recent_traces: int = Field(
-        default=5_000, ge=0, description="emitted traces remembered per partition for late arrivals"
+        default=10_000,
+        ge=0,
+        description="emitted traces remembered (all partitions) for late arrivals: ~2 kB each for a "
+        "few spans, more for larger traces",
     )
     max_repairable_logs: int = Field(
         default=20_000,
@@ -69,7 +77,12 @@ class TimestampsConfig(Section):
 class ElasticsearchSinkConfig(ElasticsearchConnection):
     replicas: int = Field(default=1, ge=0)
     shards: int = Field(default=1, ge=1)
-    bulk_max_docs: int = Field(default=5000, ge=1, description="documents per bulk request and per delivery")
+    bulk_max_docs: int = Field(
+        default=2000,
+        ge=1,
+        description="documents per bulk request and per delivery; with max_concurrent_bulks, bounds "
+        "the documents in flight (~2.5 kB each in memory)",
+    )
     bulk_max_bytes: int = Field(
         default=10 * 1024 * 1024, ge=64 * 1024, description="bytes of one bulk request body (approximate)"
     )

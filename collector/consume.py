@@ -19,7 +19,7 @@ from aiokafka import TopicPartition
 from google.protobuf.message import DecodeError
 
 from tether.collector.config import CollectorConfig
-from tether.collector.correlate import Budget, RepairBudget, Stats, TraceBuffer
+from tether.collector.correlate import Budget, RecentBudget, RepairBudget, Stats, TraceBuffer
 from tether.collector.decode import DOCUMENT_MEMORY_BYTES, decode_logs, decode_spans, undecodable_letter
 from tether.collector.deliver import Delivery
 from tether.collector.documents import LogDoc, SpanDoc
@@ -71,6 +71,7 @@ class RecordConsumer:
         self._synced = Stats()
         self.budget = Budget(config.correlation.max_pending_traces, config.correlation.max_pending_bytes)
         self.repair = RepairBudget(config.correlation.max_repairable_logs)
+        self.recent = RecentBudget(config.correlation.max_recent_traces)
         self.red_metrics = RedMetrics(metrics.registry, config.red_metrics)
         self.sampling_counts = SamplingCounts(metrics.registry, MAX_SERVICE_LABELS)
         self._service_labels: set[str] = set()
@@ -94,6 +95,7 @@ class RecordConsumer:
                     self.stats,
                     partition=partition,
                     repair=self.repair,
+                    recent=self.recent,
                     inference_skew_ns=int(c.inference_skew_ms * 1_000_000),
                     # one per partition: the rate limiter's state is the partition's own
                     sampler=Sampler(self.config.sampling) if self.config.sampling.enabled else None,
@@ -105,6 +107,12 @@ class RecordConsumer:
             state.clock.started(now)
             self.partitions[partition] = state
         return state
+
+    def drop(self, partition: int) -> None:
+        """Forget a revoked partition, giving what it remembered back to the shared bounds."""
+        state = self.partitions.pop(partition, None)
+        if state is not None:
+            state.buffer.forget_recent()
 
     def held_back(self) -> set[TopicPartition]:
         """The topic-partitions to pause: each one read ahead of its partner in event time."""

@@ -96,7 +96,7 @@ class _Repairable:
     joined: Joined
 
 
-@dataclass
+@dataclass(slots=True)  # one per recent trace
 class _Recent:
     summary: TraceSummary
     decision: Decision | None  # tail sampling's, followed by late items (None: sampling is off)
@@ -120,6 +120,15 @@ class Budget:
     @property
     def exceeded(self) -> bool:
         return self.traces > self.max_traces or self.bytes > self.max_bytes
+
+
+class RecentBudget:
+    """Emitted traces remembered for late items across every partition of one collector: the
+    cache grows with the partitions a collector is assigned unless the bound is the collector's."""
+
+    def __init__(self, max_traces: int) -> None:
+        self.max_traces = max_traces
+        self.traces = 0
 
 
 class RepairBudget:
@@ -185,6 +194,7 @@ class TraceBuffer(Generic[Ack]):
         *,
         partition: int,
         repair: RepairBudget | None = None,
+        recent: RecentBudget | None = None,
         inference_skew_ns: int = 1_000_000,
         sampler: Sampler | None = None,
         sampling_counts: SamplingCounts | None = None,
@@ -193,7 +203,8 @@ class TraceBuffer(Generic[Ack]):
         self.partition = partition
         self.wait_seconds = wait_seconds
         self.budget = budget
-        self.max_recent_traces = max_recent_traces
+        # shared by the collector's partitions (`recent`), or this buffer's own
+        self.recent = recent if recent is not None else RecentBudget(max_recent_traces)
         self.stats = stats
         self.repair = repair if repair is not None else RepairBudget(0)
         self.inference_skew_ns = inference_skew_ns
@@ -332,7 +343,8 @@ class TraceBuffer(Generic[Ack]):
                 decision = self.sampler.decide(summary, int(pending.deadline * 1_000_000_000))
             if self.sampling_counts is not None:
                 self.sampling_counts.count_trace(decision, len(pending.spans), len(pending.logs))
-        recent = _Recent(summary, decision, index=index)
+        # The index is kept only for the logs kept for repair; a late log rebuilds it if needed.
+        recent = _Recent(summary, decision, index=index if repairable else None)
         self._remember(trace_id, recent)
         if recent.dropped:
             self.released += [offset for _, offset, _ in pending.spans]
@@ -361,10 +373,23 @@ class TraceBuffer(Generic[Ack]):
         return out
 
     def _remember(self, trace_id: str, recent: _Recent) -> None:
+        budget = self.recent
+        if trace_id not in self._recent:
+            budget.traces += 1
         self._recent[trace_id] = recent
-        while len(self._recent) > self.max_recent_traces:
+        # Over the collector's bound, this partition forgets its own oldest: the partitions that
+        # emit most make the room, and none is emptied by another's burst of traces.
+        while budget.traces > budget.max_traces and self._recent:
             forgotten, old = self._recent.popitem(last=False)
+            budget.traces -= 1
             self._forget_repairable(forgotten, old, dropped=False)
+
+    def forget_recent(self) -> None:
+        """Give this partition's recent traces back to the shared bound (its partition is revoked)."""
+        for trace_id, recent in list(self._recent.items()):
+            self._forget_repairable(trace_id, recent, dropped=False)
+        self.recent.traces -= len(self._recent)
+        self._recent.clear()
 
     def _export(self, export: SpanExport[Ack] | None, logs: list[LogDoc] | None) -> None:
         """A kept span's part of its record's Jaeger export, with its logs as span events."""

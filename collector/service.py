@@ -15,6 +15,7 @@ import signal
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from tether import native
+from tether.allocator import return_large_blocks
 from tether.collector.commit import COMMIT_INTERVAL_SECONDS, Committer
 from tether.collector.config import CollectorConfig
 from tether.collector.consume import RecordConsumer
@@ -154,7 +155,7 @@ class Collector:
                     await self._flush(partitions)
             finally:  # even when the commit is refused: a reassigned partition starts afresh
                 for partition in partitions:
-                    del self.records.partitions[partition]
+                    self.records.drop(partition)
         log.info("partitions revoked", extra={"partitions": partitions})
 
 
@@ -199,6 +200,7 @@ async def run_collector(config: CollectorConfig, stop: asyncio.Event | None = No
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     tune_garbage_collector()
+    return_large_blocks()
     collector = build_collector(config)
     native.announce(native.collector_paths(), collector.metrics.native_path, log)
     ops = OpsServer(config.ops.endpoint, collector.metrics.registry, ready=collector.ready)

@@ -51,7 +51,7 @@ class SpanInfo:
         )
 
 
-@dataclass
+@dataclass(slots=True)  # held for every pending and recent trace: no per-instance dict
 class TraceSummary:
     """What is known about one trace; `document()` is its summary in tether-traces."""
 

@@ -10,7 +10,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from tether.collector.correlate import Budget, Output, Stats, TraceBuffer
+from tether.collector.correlate import Budget, Output, RecentBudget, RepairBudget, Stats, TraceBuffer
 from tether.collector.documents import LogDoc, SpanDoc, log_documents, span_documents
 from tether.schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
 from tether.schemas.log_fields import default_mapping
@@ -241,6 +241,37 @@ def test_recent_traces_are_bounded() -> None:
     # TRACE_A was forgotten: its late span is held again as a new trace, not an update.
     assert b.add_span(spans(TRACE_A, CHILD, parent=ROOT)[0], offset=2, size=1, now=NOW + 10) == []
     assert b.pending_traces == 1 and b.stats.late_spans == 0
+
+
+def test_recent_traces_are_bounded_across_partitions() -> None:
+    """The bound is the collector's: a collector given more partitions remembers no more."""
+    shared, repair = RecentBudget(3), RepairBudget(100)
+    first, second = (
+        TraceBuffer(WAIT, Budget(100, 10**9), 0, Stats(), partition=p, recent=shared, repair=repair)
+        for p in (0, 1)
+    )
+    trace_c, trace_d = bytes.fromhex("c" * 32), bytes.fromhex("d" * 32)
+    for b, traces in ((first, (TRACE_A, TRACE_B)), (second, (trace_c, trace_d))):
+        for trace_id in traces:
+            b.add_span(spans(trace_id, ROOT)[0], offset=0, size=1, now=NOW)
+        b.due(NOW + WAIT)
+    assert shared.traces == 3
+    # the partition that went over the bound forgot its own oldest; the other kept both
+    assert second.add_span(spans(trace_c, CHILD, parent=ROOT)[0], offset=1, size=1, now=NOW + 6) == []
+    assert second.stats.late_spans == 0 and second.pending_traces == 1
+    late = first.add_span(spans(TRACE_A, CHILD, parent=ROOT)[0], offset=1, size=1, now=NOW + 6)
+    assert [o.alias for o in late] == [SPANS_ALIAS] and first.stats.late_spans == 1
+
+
+def test_a_revoked_partition_gives_its_recent_traces_and_kept_logs_back() -> None:
+    shared, repair = RecentBudget(10), RepairBudget(10)
+    b = TraceBuffer(WAIT, Budget(100, 10**9), 0, Stats(), partition=0, recent=shared, repair=repair)
+    b.add_span(spans(TRACE_A, ROOT)[0], offset=0, size=1, now=NOW)
+    b.add_log(log(TRACE_A, OTHER, service="frontend", rid="a:f:1"), offset=1, size=1, now=NOW)  # kept
+    b.due(NOW + WAIT)
+    assert shared.traces == 1 and repair.logs == 1
+    b.forget_recent()
+    assert shared.traces == 0 and repair.logs == 0
 
 
 def test_each_version_of_a_summary_carries_a_version_that_grows_with_what_it_knows() -> None:
