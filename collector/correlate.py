@@ -18,7 +18,7 @@ a replay of the earlier one is refused as superseded instead of undoing the repa
 
 Deliveries run concurrently and retry, so an older version of a summary can reach Elasticsearch
 after a newer one. Each version therefore carries an external version that only grows as the
-summary learns more (its span count plus its log count): Elasticsearch keeps the version that
+summary learns more (spans first, then logs: TraceSummary.version): Elasticsearch keeps the version that
 knew most, whatever order the writes arrive in, and a summary rebuilt from a partial replay after
 a restart or a rebalance loses against the fuller one already indexed.
 """

@@ -12,6 +12,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from tether.collector.correlate import Budget, Output, RecentBudget, RepairBudget, Stats, TraceBuffer
 from tether.collector.documents import LogDoc, SpanDoc, log_documents, span_documents
+from tether.collector.trace_summary import SPAN_VERSION_SHIFT
 from tether.schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
 from tether.schemas.log_fields import default_mapping
 from tether.schemas.records import ATTR_AGENT_ID, ATTR_RECORD_ID, FILE_SCOPE
@@ -282,16 +283,32 @@ def test_each_version_of_a_summary_carries_a_version_that_grows_with_what_it_kno
     b.add_span(spans(TRACE_A, ROOT)[0], offset=0, size=1, now=NOW + 6)
     b.add_span(spans(TRACE_A, CHILD, parent=ROOT)[0], offset=1, size=1, now=NOW + 6)
     [second] = by_alias(b.due(NOW + 6))[TRACES_ALIAS]
-    assert second.version == 3 and second.doc_id == first.doc_id
+    two_spans = 2 << SPAN_VERSION_SHIFT
+    assert second.version == two_spans + 1 and second.doc_id == first.doc_id
     b.add_span(spans(TRACE_A, ROOT)[0], offset=0, size=1, now=NOW + 7)  # a replayed span
     [again] = by_alias(b.due(NOW + 7))[TRACES_ALIAS]
-    assert again.version == 3 and again.source == second.source  # the same knowledge, the same version
+    assert again.version == two_spans + 1 and again.source == second.source  # the same knowledge
     b.add_log(log(TRACE_A, CHILD, rid="a:f:2"), offset=1, size=1, now=NOW + 8)
     [third] = by_alias(b.due(NOW + 8))[TRACES_ALIAS]
-    assert third.version == 4
+    assert third.version == two_spans + 2
     # Other documents are not versioned.
     out = b.add_log(log(rid="a:f:3"), offset=2, size=1, now=NOW + 8)
     assert [o.version for o in out] == [None]
+
+
+def test_a_summary_of_late_lines_alone_never_outranks_one_that_knew_spans() -> None:
+    """The trace left the recent-trace cache; its late lines make a new summary of lines only,
+    which must lose against the indexed one with the spans and root, however many lines."""
+    knew_spans = buffer()
+    knew_spans.add_span(spans(TRACE_A, ROOT)[0], offset=0, size=1, now=NOW)
+    [indexed] = by_alias(knew_spans.due(NOW + WAIT))[TRACES_ALIAS]
+    late = buffer()
+    for n in range(50):
+        late.add_log(log(TRACE_A, ROOT, rid=f"a:f:{n}"), offset=n, size=1, now=NOW + 60)
+    [rebuilt] = by_alias(late.due(NOW + 60 + WAIT))[TRACES_ALIAS]
+    assert rebuilt.doc_id == indexed.doc_id
+    assert indexed.version is not None and rebuilt.version is not None
+    assert rebuilt.version < indexed.version
 
 
 def test_a_logs_only_summary_is_dated_from_its_earliest_log_and_keeps_that_day() -> None:
