@@ -15,6 +15,7 @@ empty spool.
 
 from __future__ import annotations
 
+import logging
 import struct
 from pathlib import Path
 
@@ -30,6 +31,8 @@ _RECORD = struct.Struct(">II")  # partition, size
 
 _SIGNAL_CODES: dict[Signal, int] = {"logs": 0, "spans": 1}
 _SIGNALS: dict[int, Signal] = {0: "logs", 1: "spans"}
+
+log = logging.getLogger("tether.agent.spool")
 
 
 class SpoolCorruptError(ValueError):
@@ -108,7 +111,13 @@ class Spool:
             path = self._files[0]
             try:
                 return int(path.stem), decode_batch(path.read_bytes())
-            except (OSError, SpoolCorruptError):
+            except (OSError, SpoolCorruptError) as error:
+                # Its data will not be sent: say so, it must never go unnoticed (a file source
+                # re-reads it after a restart from its checkpoint, if the file is still there).
+                log.error(
+                    "spooled batch unreadable; set aside, not sent",
+                    extra={"path": str(path), "error": repr(error)},
+                )
                 self._discard(path, rename_to=path.with_suffix(".corrupt"))
         return None
 

@@ -35,6 +35,24 @@ from tether.stack.kafka import ensure_topics
 
 PARTITIONS = 8
 
+# What `notable` keeps of a process's JSON log lines (besides every non-JSON line).
+_NOTABLE = (
+    '"warning"',
+    '"error"',
+    '"critical"',
+    "started",
+    "stopped",
+    "tailing",
+    "spool",
+    "copy",
+    "truncated",
+    "renamed",
+    "released",
+    "connected to Kafka",
+    "partitions assigned",
+    "partitions revoked",
+)
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -109,6 +127,19 @@ class TetherProcess:
 
     def tail(self, chars: int = 4000) -> str:
         return self.output.read_text(errors="replace")[-chars:] if self.output.exists() else ""
+
+    def notable(self, chars: int = 12000) -> str:
+        """The output lines that tell what happened to the data across restarts (starts, files taken
+        up, spooling, warnings, errors, anything not a JSON log line such as a traceback), the
+        latest `chars` of them: a tail alone shows only the last start, and the tmp dir is gone by
+        the time a flaky failure is read."""
+        if not self.output.exists():
+            return ""
+        keep = []
+        for line in self.output.read_text(errors="replace").splitlines():
+            if not line.startswith("{") or any(word in line for word in _NOTABLE):
+                keep.append(line[:600])
+        return "\n".join(keep)[-chars:]
 
     def get(self, path: str) -> tuple[int, bytes]:
         """GET a path of the ops endpoint: (status, body)."""

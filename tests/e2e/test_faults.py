@@ -69,8 +69,13 @@ class Pipeline:
         return collector
 
     def diagnostics(self) -> str:
+        """Each process's notable lines over all its starts (a loss at a restart shows there: what was
+        taken up where, what was spooled and drained), then its tail."""
         processes: list[TetherProcess] = [self.agent, *self.collectors]
-        return "\n".join(f"--- {p.output.name}:\n{p.tail(1500)}" for p in processes)
+        return "\n".join(
+            f"--- {p.output.name} (notable):\n{p.notable()}\n--- {p.output.name} (tail):\n{p.tail(1500)}"
+            for p in processes
+        )
 
     def stop_all(self) -> None:
         """A graceful stop of whatever still runs: each must exit 0."""

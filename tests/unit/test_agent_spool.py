@@ -54,7 +54,7 @@ def test_bytes_and_fits(tmp_path: Path) -> None:
     assert spool.fits(len(first)) and not spool.fits(len(first) + 1)
 
 
-def test_interrupted_write_and_corrupt_batch(tmp_path: Path) -> None:
+def test_interrupted_write_and_corrupt_batch(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     spool = Spool(tmp_path, max_bytes=10**6, fsync=False)
     spool.append(_batch(1))
     spool.append(_batch(2))
@@ -67,3 +67,6 @@ def test_interrupted_write_and_corrupt_batch(tmp_path: Path) -> None:
     assert head is not None and head[1] == _batch(2)  # the corrupt one is skipped...
     assert first.with_suffix(".corrupt").exists()  # ...and kept aside for inspection
     assert len(reopened) == 1
+    # Its data is not sent: never silently (a lost batch once left no trace in the agent's log).
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and r.name == "tether.agent.spool"]
+    assert [getattr(r, "path", None) for r in errors] == [str(first)]
