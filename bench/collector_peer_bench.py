@@ -10,20 +10,29 @@ consumer reads the whole backlog with a consumer group of its own, pinned to cor
 - tether: `tether collector` at collector_bench's settings (the defaults but for Jaeger, off, and
   a 1 s correlation wait), parsing, correlating and writing logs, spans and trace summaries to
   Elasticsearch, done when Elasticsearch counts every document of the run;
-- otelcol + json->kafka: the Collector's kafka receiver (otlp_proto) into its kafka exporter
+- otelcol + elasticsearch: the Collector's kafka receiver into its elasticsearch exporter (the
+  peer the issue names; a binary of its own at contrib v0.150.0, the newest release whose exporter
+  the Go module proxy serves: see bench/peers/build_otelcol.sh), into the same Elasticsearch, data
+  streams of its own per run, the exporter's defaults (otel mapping mode, gzip level 1, Elasticsearch
+  ids, its sending queue) but a 1 s flush timeout (bench/peers/configs.py says why); done when
+  Elasticsearch counts every input item in them;
+- otelcol + json->kafka: the Collector's kafka receiver (v0.165) into its kafka exporter
   writing OTLP JSON (acks=all) to topics of its own: a sink that, like an Elasticsearch exporter,
   encodes every item as JSON and ships it with an acknowledgement;
 - otelcol + debug: the same receiver into the debug exporter (basic verbosity: a line per batch),
   the peer's floor: consuming and decoding alone.
 
-The Collector's elasticsearch exporter, the peer the issue names, cannot be built here: the Go
-module proxy refuses it (see bench/peers/build_otelcol.sh). So the peer's figures are of the work
-before and around the Elasticsearch write (decoding, a JSON encoding, a network write with acks),
-not of indexing; the tether collector's include Elasticsearch's bulk round trips.
+The integ-test-zip Elasticsearch of the stack has none of the default distribution's built-in index
+templates (logs-*-*, traces-*-*, their otel variants), and the otel mapping mode writes to data
+streams only: each run gets a data-stream template for its two streams, 1 shard, 0 replicas and a 1 s
+refresh as tether's indices, strings mapped as keywords (ignore_above 1024) as the built-in templates
+map them. The peer stores what it decodes (bodies and attributes as OTLP holds them, with random
+ids); tether parses, correlates and writes summaries too.
 
 Each reports items/s (input items: log lines and spans, from the first item consumed to the last
 delivered), CPU seconds per million input items (start-up included, from /proc) and peak RSS
-(VmHWM), and its ratios to the tether collector.
+(VmHWM), and its ratios to the tether collector; the runs into Elasticsearch also documents/s and
+the documents counted.
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from elasticsearch import Elasticsearch, NotFoundError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
@@ -67,20 +78,91 @@ def _proc_figures(pid: int) -> tuple[float, float]:
     return cpu, rss
 
 
+class PeerStreams:
+    """The elasticsearch exporter's two data streams, empty when a run begins and emptied after it.
+
+    The stack's Elasticsearch (the integ-test-zip) has no data-streams module, so no REST call
+    deletes a data stream (DELETE /_data_stream answers 405), and its write index cannot be
+    deleted either. So the names are fixed and each stream is emptied instead: rolled over to a new,
+    empty write index, every older backing index deleted. What stays between runs is two empty
+    indices and the template they use."""
+
+    TEMPLATE = "tether-bench-otelpeer"
+    LOGS, TRACES = "logs-tetherbench.otelpeer-default", "traces-tetherbench.otelpeer-default"
+
+    def __init__(self, url: str) -> None:
+        self.es = Elasticsearch(url, request_timeout=60)
+        self.logs, self.traces = self.LOGS, self.TRACES
+
+    def create(self) -> None:
+        """The template (what the default distribution's built-in logs/traces templates would
+        be), then both streams emptied of any earlier run's documents."""
+        self.es.indices.put_index_template(
+            name=self.TEMPLATE,
+            index_patterns=[self.logs, self.traces],
+            data_stream={},
+            priority=500,
+            template={
+                "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
+                "mappings": {
+                    "dynamic_templates": [
+                        {
+                            "strings_as_keyword": {
+                                "match_mapping_type": "string",
+                                "mapping": {"type": "keyword", "ignore_above": 1024},
+                            }
+                        }
+                    ]
+                },
+            },
+        )
+        self.empty()
+
+    def count(self) -> int:
+        """Documents in both streams once refreshed."""
+        names = f"{self.logs},{self.traces}"
+        self.es.indices.refresh(index=names, ignore_unavailable=True)
+        return int(self.es.count(index=names, ignore_unavailable=True)["count"])
+
+    def empty(self) -> None:
+        for name in (self.logs, self.traces):
+            try:
+                self.es.indices.resolve_index(name=name)
+            except NotFoundError:
+                continue  # not made yet: the first bulk request makes it
+            self.es.indices.rollover(alias=name)
+            backing = self.es.indices.resolve_index(name=name)["data_streams"][0]["backing_indices"]
+            self.es.indices.delete(index=",".join(backing[:-1]))  # all but the new write index
+
+    def close(self) -> None:
+        self.empty()
+        self.es.close()
+
+
 def otelcol_run(
     stack: Stack, work: Path, logs_topic: str, spans_topic: str, items: int, sink: str
 ) -> dict[str, float]:
-    """The Collector's kafka receiver over the backlog into `sink` ("json-kafka" or "debug"),
-    until its exporter has sent every input item."""
+    """The Collector's kafka receiver over the backlog into `sink` ("elasticsearch", "json-kafka"
+    or "debug"), until its exporter has sent every input item (and, into Elasticsearch, until
+    Elasticsearch counts them)."""
     configs = peer_configs()
     run = uuid.uuid4().hex[:8]
     out_topics = [f"bench.{run}.otelcol-out.logs", f"bench.{run}.otelcol-out.spans"]
-    if sink == "json-kafka":
+    streams = PeerStreams(stack.elasticsearch.url) if sink == "elasticsearch" else None
+    if streams is not None:
+        streams.create()
+        exporters: dict[str, Any] = {
+            "elasticsearch": configs.otelcol_elasticsearch(
+                url=stack.elasticsearch.url, logs_index=streams.logs, traces_index=streams.traces
+            )
+        }
+    elif sink == "json-kafka":
         asyncio.run(ensure_topics(stack.kafka.bootstrap, out_topics, PARTITIONS))
-        exporter: dict[str, Any] = configs.otelcol_json_to_kafka(
-            bootstrap=stack.kafka.bootstrap, logs_topic=out_topics[0], spans_topic=out_topics[1]
-        )
-        exporters = {"kafka": exporter}
+        exporters = {
+            "kafka": configs.otelcol_json_to_kafka(
+                bootstrap=stack.kafka.bootstrap, logs_topic=out_topics[0], spans_topic=out_topics[1]
+            )
+        }
     else:
         exporters = {"debug": {"verbosity": "basic"}}
     port = free_port()
@@ -93,11 +175,12 @@ def otelcol_run(
         exporters=exporters,
     )
     pin = ["taskset", "-c", str(CORE)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
-    otelcol = OtelcolProcess(otelcol_binary(), work, config, port, pin=pin)
+    binary = otelcol_binary("collector-peer" if streams is not None else "peer")
+    otelcol = OtelcolProcess(binary, work, config, port, pin=pin)
     began = time.perf_counter()
-    otelcol.start()
-    assert otelcol.process is not None
     try:
+        otelcol.start()
+        assert otelcol.process is not None
         first: float | None = None
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while True:
@@ -113,23 +196,29 @@ def otelcol_run(
                 "otelcol_kafka_receiver_unmarshal_failed_log_records",
                 "otelcol_kafka_receiver_unmarshal_failed_spans",
             )
+            # documents the exporter sent that Elasticsearch refused (mapping errors and the like)
+            failed += _unsuccessful(text, "otelcol_elasticsearch_docs_processed")
             if failed:
                 raise RuntimeError(f"otelcol failed {failed:.0f} items:\n{otelcol.tail()}")
             if first is None and _sum(
                 text, "otelcol_receiver_accepted_log_records", "otelcol_receiver_accepted_spans"
             ):
                 first = time.perf_counter()
-            if sent >= items:
+            # As the tether collector's run: Elasticsearch's own count once the sender says all.
+            if sent >= items and (streams is None or (documents := streams.count()) >= items):
                 break
             time.sleep(0.1)
         finished = time.perf_counter()
         cpu, rss = _proc_figures(otelcol.process.pid)
     finally:
-        otelcol.stop()
+        if otelcol.process is not None:
+            otelcol.stop()
         if sink == "json-kafka":
             asyncio.run(delete_topics(stack.kafka.bootstrap, out_topics))
+        if streams is not None:
+            streams.close()
     elapsed = finished - (first or began)
-    return {
+    figures = {
         "items": float(items),
         "startup_s": (first or began) - began,
         "seconds": elapsed,
@@ -137,10 +226,28 @@ def otelcol_run(
         "cpu_s_per_million_items": cpu / items * 1e6,
         "peak_rss_mb": rss,
     }
+    if streams is not None:
+        figures["documents"] = float(documents)
+        figures["docs_per_s"] = documents / elapsed
+        # what went over the wire to Elasticsearch, per document (gzip level 1 is its default)
+        figures["bulk_bytes_per_doc"] = _sum(text, "otelcol_elasticsearch_flushed_bytes") / documents
+        figures["bulk_raw_bytes_per_doc"] = (
+            _sum(text, "otelcol_elasticsearch_flushed_uncompressed_bytes") / documents
+        )
+    return figures
 
 
 def _sum(text: str, *names: str) -> float:
     return sum(prometheus_sum(text, name) for name in names)
+
+
+def _unsuccessful(text: str, name: str) -> float:
+    """The series of `name` (a counter with an outcome label) whose outcome is not success."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith((name + "{", name + "_total{")) and 'outcome="success"' not in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def main() -> None:
@@ -152,7 +259,8 @@ def main() -> None:
     args = parser.parse_args()
     stack = Stack()
     stack.up(report=lambda line: print(f"[stack] {line}", file=sys.stderr))
-    otelcol_binary()  # built (or found) before anything is timed
+    otelcol_binary()  # both built (or found) before anything is timed
+    otelcol_binary("collector-peer")
     logs_topic, spans_topic, run = new_topics("bench")
     # Traces happen as they are preloaded (collector_bench's reason: the harness's T0 is a minute back).
     collector_harness.T0 = time.time_ns()
@@ -186,7 +294,7 @@ def main() -> None:
                 "cpu_s_per_million_items": tether["cpu_s_per_million_items"],
                 "peak_rss_mb": tether["peak_rss_mb"],
             }
-            for sink in ("json-kafka", "debug"):
+            for sink in ("elasticsearch", "json-kafka", "debug"):
                 results[f"otelcol+{sink}"] = otelcol_run(
                     stack, Path(tmp), logs_topic, spans_topic, items, sink
                 )
@@ -204,7 +312,7 @@ def main() -> None:
             "rss_vs_tether": figures["peak_rss_mb"] / base["peak_rss_mb"],
         }
         figures |= ratio
-        print(f"{name:19s} " + "  ".join(f"{k}={v:,.2f}" for k, v in figures.items()))
+        print(f"{name:22s} " + "  ".join(f"{k}={v:,.2f}" for k, v in figures.items()))
     if args.json:
         args.json.write_text(
             json.dumps({"traces": args.traces, "loadavg": load, "results": results}, indent=2)

@@ -146,6 +146,28 @@ def otelcol_json_to_kafka(*, bootstrap: str, logs_topic: str, spans_topic: str) 
     }
 
 
+# The elasticsearch exporter's own default flush timeout (10 s) is for a trickle: on a backlog replay
+# only the last, partial batch of each signal waits for it, idle, which would add up to 10 s to a
+# run of tens of seconds. 1 s is the tether collector's correlation wait in the same benchmark.
+PEER_ES_FLUSH_TIMEOUT = "1s"
+
+
+def otelcol_elasticsearch(*, url: str, logs_index: str, traces_index: str) -> dict[str, Any]:
+    """The Collector's elasticsearch exporter as a user gets it, into data streams of its own.
+
+    Its defaults stand: the otel mapping mode (the default; the `mapping::mode` setting is
+    deprecated and ignored at v0.150.0), gzip at level 1, documents with ids Elasticsearch makes, and
+    the sending queue (10 requests, blocking when full, 10 consumers, batches of 1-5 MB) but for the
+    flush timeout (PEER_ES_FLUSH_TIMEOUT's reason). Static indices (data streams: the otel mode
+    asks Elasticsearch to require one) so that a run's documents are counted exactly."""
+    return {
+        "endpoint": url,
+        "logs_index": logs_index,
+        "traces_index": traces_index,
+        "sending_queue": {"batch": {"flush_timeout": PEER_ES_FLUSH_TIMEOUT}},
+    }
+
+
 def rsyslog_config(*, bootstrap: str, topic: str, include: str, state_dir: Path) -> str:
     """rsyslog: imfile -> mmjsonparse -> omkafka, keyed by the parsed trace id. What goes to Kafka
     is the parsed object written back as JSON (so the parse is real work that reaches the topic)."""

@@ -5,6 +5,7 @@ own Prometheus metrics."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import time
@@ -21,16 +22,21 @@ ROOT = Path(__file__).resolve().parents[2]
 PEERS = ROOT / "bench" / "peers"
 
 
-def otelcol_binary() -> Path:
-    """The peer's binary: the build script is a no-op once cached; a first build (Go modules from
+def otelcol_binary(profile: str = "peer") -> Path:
+    """The peer's binary of build_otelcol.sh's `profile` ("peer", or "collector-peer" with the
+    elasticsearch exporter): the build script is a no-op once cached; a first build (Go modules from
     the proxy, then compiling) is said on stderr with its duration."""
     began = time.perf_counter()
     done = subprocess.run(
-        ["bash", str(PEERS / "build_otelcol.sh")], check=True, capture_output=True, text=True
+        ["bash", str(PEERS / "build_otelcol.sh")],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PROFILE": profile},
     )
     took = time.perf_counter() - began
     if took > 5:
-        print(f"[otelcol] built in {took:.0f} s", file=sys.stderr, flush=True)
+        print(f"[otelcol] {profile} built in {took:.0f} s", file=sys.stderr, flush=True)
     return Path(done.stdout.strip().splitlines()[-1])
 
 

@@ -108,3 +108,30 @@ def test_otelcol_consumer_reads_both_agent_topics_as_otlp_proto_from_the_start()
     assert config["service"]["pipelines"]["traces"]["exporters"] == ["kafka", "debug"]
     assert sink["logs"] == {"topic": "out.l", "encoding": "otlp_json"}
     assert sink["producer"]["required_acks"] == "all"
+
+
+def test_otelcol_elasticsearch_exporter_keeps_its_defaults_but_the_flush_timeout() -> None:
+    configs = load_configs()
+    sink = configs.otelcol_elasticsearch(
+        url="http://127.0.0.1:9200", logs_index="logs-peer.x-default", traces_index="traces-peer.x-default"
+    )
+    config = configs.otelcol_consumer_config(
+        bootstrap="a:1",
+        logs_topic="agent.l",
+        spans_topic="agent.s",
+        group_id="g",
+        metrics_port=8888,
+        exporters={"elasticsearch": sink},
+    )
+    config = yaml.safe_load(yaml.safe_dump(config))  # what the Collector reads
+    assert config["service"]["pipelines"]["logs"] == {"receivers": ["kafka"], "exporters": ["elasticsearch"]}
+    assert config["service"]["pipelines"]["traces"]["exporters"] == ["elasticsearch"]
+    exporter = config["exporters"]["elasticsearch"]
+    # a run's own data streams, one per signal, so that its documents are counted exactly
+    assert exporter["endpoint"] == "http://127.0.0.1:9200"
+    assert exporter["logs_index"] == "logs-peer.x-default"
+    assert exporter["traces_index"] == "traces-peer.x-default"
+    # the user's defaults: no mapping mode, compression, retry or id setting of ours; of the queue,
+    # only the flush timeout (the last partial batch of a backlog would idle 10 s)
+    assert set(exporter) == {"endpoint", "logs_index", "traces_index", "sending_queue"}
+    assert exporter["sending_queue"] == {"batch": {"flush_timeout": "1s"}}
