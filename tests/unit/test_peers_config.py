@@ -110,7 +110,7 @@ def test_otelcol_consumer_reads_both_agent_topics_as_otlp_proto_from_the_start()
     assert sink["producer"]["required_acks"] == "all"
 
 
-def test_otelcol_elasticsearch_exporter_keeps_its_defaults_but_the_flush_timeout() -> None:
+def test_otelcol_elasticsearch_exporter_keeps_its_defaults_but_queue_size_and_flush_timeout() -> None:
     configs = load_configs()
     sink = configs.otelcol_elasticsearch(
         url="http://127.0.0.1:9200", logs_index="logs-peer.x-default", traces_index="traces-peer.x-default"
@@ -132,6 +132,9 @@ def test_otelcol_elasticsearch_exporter_keeps_its_defaults_but_the_flush_timeout
     assert exporter["logs_index"] == "logs-peer.x-default"
     assert exporter["traces_index"] == "traces-peer.x-default"
     # the user's defaults: no mapping mode, compression, retry or id setting of ours; of the queue,
-    # only the flush timeout (the last partial batch of a backlog would idle 10 s)
+    # its size (in bytes: 10 requests can never fill a 1 MB batch) and the flush timeout (the last
+    # partial batch of a backlog would idle 10 s)
     assert set(exporter) == {"endpoint", "logs_index", "traces_index", "sending_queue"}
-    assert exporter["sending_queue"] == {"batch": {"flush_timeout": "1s"}}
+    queue = exporter["sending_queue"]
+    assert queue == {"sizer": "bytes", "queue_size": 50_000_000, "batch": {"flush_timeout": "1s"}}
+    assert queue["queue_size"] >= 5_000_000  # at least one batch of the exporter's 5 MB maximum
