@@ -13,9 +13,10 @@ consumer reads the whole backlog with a consumer group of its own, pinned to cor
 - otelcol + elasticsearch: the Collector's kafka receiver into its elasticsearch exporter (the
   peer the issue names; a binary of its own at contrib v0.150.0, the newest release whose exporter
   the Go module proxy serves: see bench/peers/build_otelcol.sh), into the same Elasticsearch, data
-  streams of its own per run, the exporter's defaults (otel mapping mode, gzip level 1, Elasticsearch
-  ids, its sending queue) but a 1 s flush timeout (bench/peers/configs.py says why); done when
-  Elasticsearch counts every input item in them;
+  streams emptied for each run, the exporter's defaults (otel mapping mode, gzip level 1,
+  Elasticsearch ids, 10 consumers, 1-5 MB batches) but its queue sized in bytes (10 x 5 MB: at its
+  default 10 requests no batch fills) and a 1 s flush timeout (bench/peers/configs.py says why);
+  done when Elasticsearch counts every input item in them;
 - otelcol + json->kafka: the Collector's kafka receiver (v0.165) into its kafka exporter
   writing OTLP JSON (acks=all) to topics of its own: a sink that, like an Elasticsearch exporter,
   encodes every item as JSON and ships it with an acknowledgement;
@@ -24,10 +25,11 @@ consumer reads the whole backlog with a consumer group of its own, pinned to cor
 
 The integ-test-zip Elasticsearch of the stack has none of the default distribution's built-in index
 templates (logs-*-*, traces-*-*, their otel variants), and the otel mapping mode writes to data
-streams only: each run gets a data-stream template for its two streams, 1 shard, 0 replicas and a 1 s
-refresh as tether's indices, strings mapped as keywords (ignore_above 1024) as the built-in templates
-map them. The peer stores what it decodes (bodies and attributes as OTLP holds them, with random
-ids); tether parses, correlates and writes summaries too.
+streams only: the bench puts a data-stream template for the peer's two streams, 1 shard, 0 replicas
+and a 1 s refresh as tether's indices, strings mapped as keywords (ignore_above 1024) as the built-in
+templates map them. That Elasticsearch cannot delete a data stream either (PeerStreams says how
+they are emptied instead). The peer stores what it decodes (bodies and attributes as OTLP holds
+them, with random ids); tether parses, correlates and writes summaries too.
 
 Each reports items/s (input items: log lines and spans, from the first item consumed to the last
 delivered), CPU seconds per million input items (start-up included, from /proc) and peak RSS
