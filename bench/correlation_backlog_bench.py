@@ -96,12 +96,20 @@ class Bench:
 
     def collector(self, agent: AgentProcess, way: str) -> CollectorProcess:
         a = self.args
-        kafka = f"max_poll_records: {a.max_poll_records}" if a.max_poll_records else ""
+        kafka = ", ".join(
+            option
+            for option in (
+                f"max_poll_records: {a.max_poll_records}" if a.max_poll_records else "",
+                a.kafka_options,
+            )
+            if option
+        )
         correlation = ", ".join(
             f"{key}: {value}"
             for key, value in (
                 ("max_pending_traces", a.max_pending_traces),
                 ("max_recent_traces", a.max_recent_traces),
+                ("max_pending_bytes", a.max_pending_mb * 1024 * 1024),
             )
             if value
         )
@@ -203,6 +211,10 @@ def main() -> None:
     parser.add_argument("--wait-seconds", type=float, default=5.0, help="correlation.wait_seconds")
     parser.add_argument("--max-pending-traces", type=int, default=0, help="correlation.max_pending_traces")
     parser.add_argument("--max-poll-records", type=int, default=0, help="kafka.max_poll_records")
+    parser.add_argument(
+        "--kafka-options", default="", help='more kafka settings, e.g. "fetch_max_bytes: 2097152"'
+    )
+    parser.add_argument("--max-pending-mb", type=int, default=0, help="correlation.max_pending_bytes")
     parser.add_argument("--max-recent-traces", type=int, default=0, help="correlation.max_recent_traces")
     parser.add_argument("--jaeger", action="store_true", help="export spans to Jaeger too")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for each phase")
@@ -221,7 +233,9 @@ def main() -> None:
         f"untraced_lines={traffic.untraced_lines} rate={args.rate}/s wait_seconds={args.wait_seconds} "
         f"max_pending_traces={args.max_pending_traces or 'default'} "
         f"max_recent_traces={args.max_recent_traces or 'default'} "
-        f"max_poll_records={args.max_poll_records or 'default'} jaeger={args.jaeger}",
+        f"max_pending_mb={args.max_pending_mb or 'default'} "
+        f"max_poll_records={args.max_poll_records or 'default'} jaeger={args.jaeger} "
+        f"kafka_options={args.kafka_options or None}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="tether-backlog-bench-") as tmp:
