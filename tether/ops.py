@@ -57,10 +57,12 @@ class OpsServer:
     async def stop(self) -> None:
         await self._runner.cleanup()
 
-    async def _metrics(self, _: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+    async def _metrics(self, request: web.Request) -> web.Response:
+        # `?name[]=...` (Prometheus federation's and prometheus_client's own filter): a poller
+        # that wants one counter does not pay for every series (RED metrics alone are thousands).
+        names = request.query.getall("name[]", [])
+        registry = self.registry.restricted_registry(names) if names else self.registry
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
