@@ -169,8 +169,11 @@ def kubernetes_fields(resource: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_OUTCOMES = {"OK": "success", "ERROR": "failure"}  # ECS event.outcome; any other status: "unknown"
+
+
 def _outcome(status: str) -> str:
-    return {"OK": "success", "ERROR": "failure"}.get(status, "unknown")
+    return _OUTCOMES.get(status, "unknown")
 
 
 def log_documents(
