@@ -121,6 +121,7 @@ class Bench:
             group=f"bench-{agent.logs_topic}",
             wait_seconds=a.wait_seconds,
             kafka_options=kafka,
+            elasticsearch_options=a.elasticsearch_options,
             correlation_options=correlation,
             jaeger_enabled=a.jaeger,
         )
@@ -214,6 +215,11 @@ def main() -> None:
     parser.add_argument(
         "--kafka-options", default="", help='more kafka settings, e.g. "fetch_max_bytes: 2097152"'
     )
+    parser.add_argument(
+        "--elasticsearch-options",
+        default="",
+        help='more elasticsearch settings, e.g. "max_concurrent_bulks: 2"',
+    )
     parser.add_argument("--max-pending-mb", type=int, default=0, help="correlation.max_pending_bytes")
     parser.add_argument("--max-recent-traces", type=int, default=0, help="correlation.max_recent_traces")
     parser.add_argument("--jaeger", action="store_true", help="export spans to Jaeger too")
@@ -235,7 +241,8 @@ def main() -> None:
         f"max_recent_traces={args.max_recent_traces or 'default'} "
         f"max_pending_mb={args.max_pending_mb or 'default'} "
         f"max_poll_records={args.max_poll_records or 'default'} jaeger={args.jaeger} "
-        f"kafka_options={args.kafka_options or None}",
+        f"kafka_options={args.kafka_options or None} "
+        f"elasticsearch_options={args.elasticsearch_options or None}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="tether-backlog-bench-") as tmp:

@@ -172,6 +172,7 @@ class CollectorProcess(TetherProcess):
     name: str = "collector"
     kafka_options: str = ""  # more keys of the kafka section, e.g. "max_poll_records: 5"
     correlation_options: str = ""  # more keys of the correlation section
+    elasticsearch_options: str = ""  # more keys of the elasticsearch section, e.g. "bulk_max_docs: 500"
     jaeger_enabled: bool = True
     jaeger_options: str = ""  # more keys of the jaeger section, e.g. "max_log_events_per_span: 3"
     sampling: str = ""  # keys of the sampling section, e.g. "enabled: true, probability: 0.3"
@@ -187,7 +188,7 @@ class CollectorProcess(TetherProcess):
 kafka: {{bootstrap_servers: "{self.stack.kafka.bootstrap}", group_id: "{self.group}",
         logs_topic: {self.logs_topic}, spans_topic: {self.spans_topic}, {self.kafka_options}}}
 correlation: {{wait_seconds: {self.wait_seconds}, {self.correlation_options}}}
-elasticsearch: {{url: "{self.stack.elasticsearch.url}", replicas: 0}}
+elasticsearch: {{url: "{self.stack.elasticsearch.url}", replicas: 0, {self.elasticsearch_options}}}
 jaeger: {{endpoint: "{self.stack.jaeger.otlp_grpc_endpoint}", enabled: {str(self.jaeger_enabled).lower()},
         {self.jaeger_options}}}
 sampling: {{{self.sampling}}}
