@@ -196,6 +196,35 @@ async def ensure_topics(
         await admin.close()
 
 
+async def list_topics(bootstrap: str, **client_options: Any) -> set[str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000, **client_options)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def delete_topics(
+    bootstrap: str, topics: list[str] | set[str], batch: int = 100, **client_options: Any
+) -> None:
+    """Delete `topics` (a batch per request: one request for thousands times out)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    names = sorted(topics)
+    if not names:
+        return
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000, **client_options)
+    await admin.start()
+    try:
+        for start in range(0, len(names), batch):
+            await admin.delete_topics(names[start : start + batch])
+    finally:
+        await admin.close()
+
+
 def new_cluster_id() -> str:
     """A KRaft cluster id: 16 random bytes, URL-safe base64, never starting with '-' (the storage
     tool's argument parser would take it for an option, as Kafka's own Uuid.randomUuid avoids)."""
