@@ -210,7 +210,7 @@ class Delivery:
             if head is None:
                 return
             sequence, dropped = head
-            self.spool.remove_head()
+            self.spool.remove(sequence)
             self.metrics.dropped.labels(f"spool_full_{dropped.signal}").inc(dropped.items)
             waiting = self._waiting.pop(sequence, None)
             if waiting is not None:
@@ -252,7 +252,7 @@ class Delivery:
                 continue
             attempt = 0
             async with self._changed:
-                self.spool.remove_head()
+                self.spool.remove(sequence)  # not "the head": it may have been dropped meanwhile
                 waiting = self._waiting.pop(sequence, None)
                 if waiting is not None:
                     waiting.settle()

@@ -13,6 +13,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -204,6 +205,42 @@ async def test_drop_oldest_makes_room_and_counts_what_it_dropped(tmp_path: Path)
     sink.up = True
     await asyncio.wait_for(asyncio.gather(*(r.acked for r in receipts[3:])), 30)
     assert _sequences(sink) == [3, 4, 5]
+    await delivery.stop(1)
+
+
+class _RecordingSink(FakeSink):
+    """Remembers which batch each send was for when it began (its first 4 bytes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[int] = []
+
+    async def send(self, signal: Signal, records: Mapping[int, bytes]) -> None:
+        self.started.extend(int.from_bytes(value[:4], "big") for value in records.values())
+        await super().send(signal, records)
+
+
+async def test_drop_oldest_of_the_batch_being_drained_forgets_only_that_batch(tmp_path: Path) -> None:
+    """The drainer sends the spool's head outside the lock; a full spool may drop that very head
+    meanwhile. Once the send returns, the drainer must forget the batch it sent, not whichever
+    is the head by then: that is a batch never sent, which would vanish uncounted."""
+    sink = _RecordingSink()
+    sink.up = False
+    delivery, metrics = _delivery(tmp_path, sink, max_bytes=1024 * 1024, when_full="drop_oldest")
+    await delivery.start()
+    receipts = [await delivery.submit(_batch(n, size=400_000)) for n in range(2)]  # 0.8 MB spooled
+    await asyncio.wait_for(asyncio.gather(*(r.durable for r in receipts)), 5)
+    sink.hang()  # Kafka is back, but slow: the drainer's send of batch 0 is in flight
+    sink.up = True
+    delivery.kick()
+    await wait_until(lambda: sink.started[-1:] == [0] and sink.attempts >= 3)
+    receipts.append(await delivery.submit(_batch(2, size=400_000)))  # no room: drops batch 0
+    assert _count(metrics, "dropped_total", reason="spool_full_logs") == 1
+    sink.resume()
+    await wait_until(lambda: 2 in _sequences(sink))  # sent after whatever stood before it
+    assert 1 in _sequences(sink), "batch 1 was forgotten unsent"
+    await asyncio.wait_for(asyncio.gather(receipts[1].acked, receipts[2].acked), 5)
+    assert len(delivery.spool) == 0 and delivery.spool.bytes == 0
     await delivery.stop(1)
 
 
