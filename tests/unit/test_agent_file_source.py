@@ -551,3 +551,29 @@ async def test_files_whose_device_was_renumbered_while_the_agent_was_down_carry_
         await wait_until(lambda: len(delivered(restarted)) >= 1)
         await asyncio.sleep(0.1)
     assert [(line.text, line.fingerprint) for line in delivered(restarted)] == [("line 3", fingerprint)]
+
+
+async def test_copytruncate_refilled_past_the_read_offset_before_the_next_poll_is_seen(
+    tmp_path: Path,
+) -> None:
+    """A busy writer may refill a truncated file beyond where the source had read before its next
+    poll: the size alone then never shrank. The file's beginning changed, and says so."""
+    sink = FakeSink()
+    log = tmp_path / "logs" / "app.log"
+    async with tailing(tmp_path, sink, include="app.log*") as tail:
+        append(log, *lines("old", 10))
+        await wait_until(lambda: tail.acked(log) == log.stat().st_size)
+        old_fingerprint = delivered(sink)[0].fingerprint
+        append(log, *lines("old", 5, start=10))  # not read yet
+        shutil.copyfile(log, log.with_name("app.log.1"))
+        os.truncate(log, 0)
+        append(log, *lines("new", 40))  # at once: longer than all the old content
+        await wait_until(lambda: {"old 14", "new 39"} <= set(texts(sink)))  # both ends read
+        await asyncio.sleep(0.1)  # nothing more comes
+    missing = Counter(lines("old", 15) + lines("new", 40)) - texts(sink)
+    assert not missing, f"never shipped: {sorted(missing)}"
+    assert texts(sink) == Counter(lines("old", 15) + lines("new", 40))  # each exactly once
+    assert fingerprints_of(sink, "old") == {old_fingerprint}
+    assert old_fingerprint not in fingerprints_of(sink, "new")
+    ids = record_ids(delivered(sink))
+    assert len(set(ids)) == len(ids)
