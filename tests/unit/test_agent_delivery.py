@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.agent_fakes import FakeSink, wait_until
+from tests.unit.agent_fakes import FakeSink, Sent, wait_until
 from tether.agent.batch import Batch
 from tether.agent.config import SpoolConfig
 from tether.agent.delivery import BackpressureError, Delivery
 from tether.agent.metrics import AgentMetrics
+from tether.agent.sinks.sink import SinkUnavailable
 from tether.agent.spool import Spool
 from tether.schemas.records import Signal
 
@@ -205,6 +206,32 @@ async def test_drop_oldest_makes_room_and_counts_what_it_dropped(tmp_path: Path)
     sink.up = True
     await asyncio.wait_for(asyncio.gather(*(r.acked for r in receipts[3:])), 30)
     assert _sequences(sink) == [3, 4, 5]
+    await delivery.stop(1)
+
+
+class _PartlyWritingSink(FakeSink):
+    """The first send hands partition 0's record to the broker, then fails for the rest."""
+
+    async def send(self, signal: Signal, records: Mapping[int, bytes]) -> None:
+        if not self.attempts:
+            self.attempts += 1
+            first = min(records)
+            self.sent.append(Sent(signal, first, records[first]))
+            raise SinkUnavailable("broker went away mid-send")
+        await super().send(signal, records)
+
+
+async def test_a_send_that_failed_after_part_of_its_records_went_is_sent_again_whole(
+    tmp_path: Path,
+) -> None:
+    sink = _PartlyWritingSink()
+    delivery, _ = _delivery(tmp_path, sink)
+    await delivery.start()
+    batch = Batch("logs", {p: bytes([p]) * 100 for p in range(4)}, items=4, partitions=4)
+    receipt = await delivery.submit(batch)
+    await asyncio.wait_for(receipt.acked, 10)
+    assert {s.partition for s in sink.sent} == {0, 1, 2, 3}  # partition 0 twice: a replay, same bytes
+    assert len(sink.sent) == 5 and len(delivery.spool) == 0
     await delivery.stop(1)
 
 
