@@ -85,6 +85,7 @@ class Delivery:
 
     async def start(self) -> None:
         self._drainer = asyncio.create_task(self._drain(), name="spool-drainer")
+        self._drainer.add_done_callback(_drainer_ended)
 
     async def stop(self, grace_seconds: float) -> None:
         """Wait for in-flight sends (up to the grace period); what is spooled stays for next time."""
@@ -272,6 +273,16 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, SinkError) and error.__cause__ is not None:
         return f"{error} ({error.__cause__!r})"
     return repr(error)
+
+
+def _drainer_ended(task: asyncio.Task[None]) -> None:
+    """Say so at once if the drainer died of a bug: the task is referenced, so asyncio would only
+    tell at exit, and meanwhile the spool, and every batch queued behind it, silently waits."""
+    if not task.cancelled() and task.exception() is not None:
+        log.critical(
+            "spool drainer stopped by an unexpected error; spooled batches wait for a restart",
+            exc_info=task.exception(),
+        )
 
 
 def _ignore_result(future: asyncio.Future[None]) -> None:

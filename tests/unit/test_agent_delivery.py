@@ -235,6 +235,32 @@ async def test_a_send_that_failed_after_part_of_its_records_went_is_sent_again_w
     await delivery.stop(1)
 
 
+class _BuggySink(FakeSink):
+    """Raises what no sink may raise (a bug), once."""
+
+    async def send(self, signal: Signal, records: Mapping[int, bytes]) -> None:
+        if not self.attempts:
+            self.attempts += 1
+            raise RuntimeError("a bug in the sink")
+        await super().send(signal, records)
+
+
+async def test_a_drainer_stopped_by_a_bug_says_so_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not silently: the spool, and every batch queued behind it, would wait for a restart."""
+    _spooled_before_start(tmp_path, 1)
+    delivery, _ = _delivery(tmp_path, _BuggySink())
+    with caplog.at_level(logging.ERROR, logger="tether.agent.delivery"):
+        await delivery.start()
+        await wait_until(lambda: any(r.levelno == logging.CRITICAL for r in caplog.records))
+    (record,) = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert "spool drainer stopped" in record.getMessage()
+    assert record.exc_info is not None and "a bug in the sink" in str(record.exc_info[1])
+    with pytest.raises(RuntimeError):
+        await delivery.stop(1)
+
+
 class _RecordingSink(FakeSink):
     """Remembers which batch each send was for when it began (its first 4 bytes)."""
 
