@@ -200,6 +200,8 @@ class Delivery:
                     finally:
                         self._blocked -= 1
             sequence = self.spool.append(batch)
+            # Per batch, so debug only: with the drainer's line, a restart's story (tests/e2e/test_faults.py).
+            log.debug("batch spooled", extra={"sequence": sequence, "batch_bytes": batch.size})
             self._waiting[sequence] = receipt
             receipt.settle(durable_only=True)
             self._update_gauges()
@@ -252,6 +254,7 @@ class Delivery:
                     await asyncio.wait_for(self._kicked.wait(), delay)
                 continue
             attempt = 0
+            log.debug("spooled batch sent", extra={"sequence": sequence, "batch_bytes": batch.size})
             async with self._changed:
                 self.spool.remove(sequence)  # not "the head": it may have been dropped meanwhile
                 waiting = self._waiting.pop(sequence, None)

@@ -114,7 +114,8 @@ async def pipeline(stack: Stack, root: Path, agent_failpoints: str = "") -> Asyn
         root / "agent",
         extra_config=(
             f'files: {{include: ["{root}/agent/logs/app.log*"], poll_interval_seconds: 0.1, '
-            "checkpoint_interval_seconds: 0.3}"
+            "checkpoint_interval_seconds: 0.3}\n"
+            "log_level: debug"  # each batch spooled and sent from the spool: kept by notable()
         ),
     )
     await agent.create_topics()
