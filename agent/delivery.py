@@ -85,6 +85,7 @@ class Delivery:
 
     async def start(self) -> None:
         self._drainer = asyncio.create_task(self._drain(), name="spool-drainer")
+        self._drainer.add_done_callback(_drainer_ended)
 
     async def stop(self, grace_seconds: float) -> None:
         """Wait for in-flight sends (up to the grace period); what is spooled stays for next time."""
@@ -199,6 +200,8 @@ class Delivery:
                     finally:
                         self._blocked -= 1
             sequence = self.spool.append(batch)
+            # Per batch, so debug only: with the drainer's line, a restart's story (tests/e2e/test_faults.py).
+            log.debug("batch spooled", extra={"sequence": sequence, "batch_bytes": batch.size})
             self._waiting[sequence] = receipt
             receipt.settle(durable_only=True)
             self._update_gauges()
@@ -210,7 +213,7 @@ class Delivery:
             if head is None:
                 return
             sequence, dropped = head
-            self.spool.remove_head()
+            self.spool.remove(sequence)
             self.metrics.dropped.labels(f"spool_full_{dropped.signal}").inc(dropped.items)
             waiting = self._waiting.pop(sequence, None)
             if waiting is not None:
@@ -251,8 +254,9 @@ class Delivery:
                     await asyncio.wait_for(self._kicked.wait(), delay)
                 continue
             attempt = 0
+            log.debug("spooled batch sent", extra={"sequence": sequence, "batch_bytes": batch.size})
             async with self._changed:
-                self.spool.remove_head()
+                self.spool.remove(sequence)  # not "the head": it may have been dropped meanwhile
                 waiting = self._waiting.pop(sequence, None)
                 if waiting is not None:
                     waiting.settle()
@@ -272,6 +276,16 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, SinkError) and error.__cause__ is not None:
         return f"{error} ({error.__cause__!r})"
     return repr(error)
+
+
+def _drainer_ended(task: asyncio.Task[None]) -> None:
+    """Say so at once if the drainer died of a bug: the task is referenced, so asyncio would only
+    tell at exit, and meanwhile the spool, and every batch queued behind it, silently waits."""
+    if not task.cancelled() and task.exception() is not None:
+        log.critical(
+            "spool drainer stopped by an unexpected error; spooled batches wait for a restart",
+            exc_info=task.exception(),
+        )
 
 
 def _ignore_result(future: asyncio.Future[None]) -> None:

@@ -98,7 +98,7 @@ class Spool:
         data = encode_batch(batch)
         sequence = self._next
         self._next += 1
-        final = self.directory / f"{sequence:020d}.batch"
+        final = self._path(sequence)
         write_atomically(final, data, fsync=self.fsync)
         self._files.append(final)
         self._sizes[final] = len(data)
@@ -121,10 +121,16 @@ class Spool:
                 self._discard(path, rename_to=path.with_suffix(".corrupt"))
         return None
 
-    def remove_head(self) -> None:
-        """Forget the oldest batch: delivered, or dropped to make room."""
-        if self._files:
-            self._discard(self._files[0])
+    def remove(self, sequence: int) -> None:
+        """Forget batch `sequence`: delivered, or dropped to make room. By its number, not "the
+        head": the drainer sends the head outside delivery's lock, and a full spool may drop that
+        very batch meanwhile; the head by the time the send returns is a batch never sent."""
+        path = self._path(sequence)
+        if path in self._sizes:
+            self._discard(path)
+
+    def _path(self, sequence: int) -> Path:
+        return self.directory / f"{sequence:020d}.batch"
 
     def _discard(self, path: Path, rename_to: Path | None = None) -> None:
         self._files.remove(path)

@@ -229,7 +229,7 @@ class FileSource:
             size = os.fstat(tracked.fd).st_size
         except OSError:
             return False
-        if size < tracked.read_offset:
+        if size < tracked.read_offset or (size > tracked.read_offset and self._rewritten(tracked)):
             self._restart_truncated(tracked, size)
         for _ in range(_CHUNKS_PER_TURN):
             if stop.is_set():
@@ -261,6 +261,15 @@ class FileSource:
         if now - tracked.partial[2] >= self.config.partial_line_timeout_seconds:
             return len(data)
         return 0
+
+    def _rewritten(self, tracked: TrackedFile) -> bool:
+        """Whether the file's beginning is no longer what we saw: truncated and written again past
+        where we had read between two polls (copytruncate under a busy writer), which its size
+        alone never tells. One small read per poll with something to read."""
+        try:
+            return os.pread(tracked.fd, len(tracked.head), 0) != tracked.head
+        except OSError:
+            return False
 
     def _restart_truncated(self, tracked: TrackedFile, size: int) -> None:
         log.warning(

@@ -16,8 +16,10 @@ new file.
 - A restarted agent finds a file's checkpoint by device and inode, and takes it up only if the
   file's first bytes are still those the checkpoint recorded; otherwise the inode holds another
   file now, read as a new one. A checkpoint past the file's end means it was truncated meanwhile.
-- A file that shrinks was truncated: it is read again from 0 under a new fingerprint, even when it
-  begins with the same line again (the old lines keep their ids, the new ones get their own).
+- A file that shrinks was truncated, and so was one whose first bytes changed (truncated and
+  written again past where we had read between two polls): it is read again from 0 under a new
+  fingerprint, even when it begins with the same line again (the old lines keep their ids, the new
+  ones get their own).
 - copytruncate: the copy is a new inode with the old content. A new file that begins with all of
   the recorded beginning of a file we know is that file's copy when that beginning holds at least
   two lines or all `fingerprint_bytes`. Known are the files we tail, the contents that left their

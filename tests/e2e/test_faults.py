@@ -10,6 +10,7 @@ reaches one, so the crash lands on the boundary named, not wherever a timer happ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import random
 import signal
@@ -70,17 +71,36 @@ class Pipeline:
 
     def diagnostics(self) -> str:
         """Each process's notable lines over all its starts (a loss at a restart shows there: what was
-        taken up where, what was spooled and drained), then its tail."""
+        taken up where, what was spooled and drained), then its tail; then the agent's state as the
+        failure left it (a batch still spooled, set aside as *.corrupt or half-written, and where
+        each file's checkpoint stands) and the log files with their sizes."""
         processes: list[TetherProcess] = [self.agent, *self.collectors]
-        return "\n".join(
+        outputs = [
             f"--- {p.output.name} (notable):\n{p.notable()}\n--- {p.output.name} (tail):\n{p.tail(1500)}"
             for p in processes
-        )
+        ]
+        state = _listing(self.agent.root / "state")
+        return "\n".join([*outputs, f"--- agent state and logs:\n{state}\n{_listing(self.agent.log_dir)}"])
 
     def stop_all(self) -> None:
         """A graceful stop of whatever still runs: each must exit 0."""
         statuses = {p.output.name: p.stop() for p in [self.agent, *self.collectors] if _running(p)}
         assert all(status == 0 for status in statuses.values()), (statuses, self.diagnostics())
+
+
+def _listing(directory: Path) -> str:
+    """Every file under `directory` with its size; checkpoints.json in full (it is small)."""
+    if not directory.exists():
+        return f"{directory}: none"
+    lines = []
+    for path in sorted(directory.rglob("*")):
+        with contextlib.suppress(OSError):  # a spooled batch may be drained meanwhile
+            if path.is_file():
+                lines.append(f"{path.relative_to(directory.parent)} {path.stat().st_size} B")
+    checkpoints = directory / "checkpoints.json"
+    if checkpoints.exists():
+        lines.append(f"checkpoints.json: {checkpoints.read_text(errors='replace')}")
+    return "\n".join(lines)
 
 
 def _running(process: TetherProcess) -> bool:
@@ -94,7 +114,8 @@ async def pipeline(stack: Stack, root: Path, agent_failpoints: str = "") -> Asyn
         root / "agent",
         extra_config=(
             f'files: {{include: ["{root}/agent/logs/app.log*"], poll_interval_seconds: 0.1, '
-            "checkpoint_interval_seconds: 0.3}"
+            "checkpoint_interval_seconds: 0.3}\n"
+            "log_level: debug"  # each batch spooled and sent from the spool: kept by notable()
         ),
     )
     await agent.create_topics()

@@ -13,15 +13,17 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
-from tests.unit.agent_fakes import FakeSink, wait_until
+from tests.unit.agent_fakes import FakeSink, Sent, wait_until
 from tether.agent.batch import Batch
 from tether.agent.config import SpoolConfig
 from tether.agent.delivery import BackpressureError, Delivery
 from tether.agent.metrics import AgentMetrics
+from tether.agent.sinks.sink import SinkUnavailable
 from tether.agent.spool import Spool
 from tether.schemas.records import Signal
 
@@ -204,6 +206,94 @@ async def test_drop_oldest_makes_room_and_counts_what_it_dropped(tmp_path: Path)
     sink.up = True
     await asyncio.wait_for(asyncio.gather(*(r.acked for r in receipts[3:])), 30)
     assert _sequences(sink) == [3, 4, 5]
+    await delivery.stop(1)
+
+
+class _PartlyWritingSink(FakeSink):
+    """The first send hands partition 0's record to the broker, then fails for the rest."""
+
+    async def send(self, signal: Signal, records: Mapping[int, bytes]) -> None:
+        if not self.attempts:
+            self.attempts += 1
+            first = min(records)
+            self.sent.append(Sent(signal, first, records[first]))
+            raise SinkUnavailable("broker went away mid-send")
+        await super().send(signal, records)
+
+
+async def test_a_send_that_failed_after_part_of_its_records_went_is_sent_again_whole(
+    tmp_path: Path,
+) -> None:
+    sink = _PartlyWritingSink()
+    delivery, _ = _delivery(tmp_path, sink)
+    await delivery.start()
+    batch = Batch("logs", {p: bytes([p]) * 100 for p in range(4)}, items=4, partitions=4)
+    receipt = await delivery.submit(batch)
+    await asyncio.wait_for(receipt.acked, 10)
+    assert {s.partition for s in sink.sent} == {0, 1, 2, 3}  # partition 0 twice: a replay, same bytes
+    assert len(sink.sent) == 5 and len(delivery.spool) == 0
+    await delivery.stop(1)
+
+
+class _BuggySink(FakeSink):
+    """Raises what no sink may raise (a bug), once."""
+
+    async def send(self, signal: Signal, records: Mapping[int, bytes]) -> None:
+        if not self.attempts:
+            self.attempts += 1
+            raise RuntimeError("a bug in the sink")
+        await super().send(signal, records)
+
+
+async def test_a_drainer_stopped_by_a_bug_says_so_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not silently: the spool, and every batch queued behind it, would wait for a restart."""
+    _spooled_before_start(tmp_path, 1)
+    delivery, _ = _delivery(tmp_path, _BuggySink())
+    with caplog.at_level(logging.ERROR, logger="tether.agent.delivery"):
+        await delivery.start()
+        await wait_until(lambda: any(r.levelno == logging.CRITICAL for r in caplog.records))
+    (record,) = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert "spool drainer stopped" in record.getMessage()
+    assert record.exc_info is not None and "a bug in the sink" in str(record.exc_info[1])
+    with pytest.raises(RuntimeError):
+        await delivery.stop(1)
+
+
+class _RecordingSink(FakeSink):
+    """Remembers which batch each send was for when it began (its first 4 bytes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[int] = []
+
+    async def send(self, signal: Signal, records: Mapping[int, bytes]) -> None:
+        self.started.extend(int.from_bytes(value[:4], "big") for value in records.values())
+        await super().send(signal, records)
+
+
+async def test_drop_oldest_of_the_batch_being_drained_forgets_only_that_batch(tmp_path: Path) -> None:
+    """The drainer sends the spool's head outside the lock; a full spool may drop that very head
+    meanwhile. Once the send returns, the drainer must forget the batch it sent, not whichever
+    is the head by then: that is a batch never sent, which would vanish uncounted."""
+    sink = _RecordingSink()
+    sink.up = False
+    delivery, metrics = _delivery(tmp_path, sink, max_bytes=1024 * 1024, when_full="drop_oldest")
+    await delivery.start()
+    receipts = [await delivery.submit(_batch(n, size=400_000)) for n in range(2)]  # 0.8 MB spooled
+    await asyncio.wait_for(asyncio.gather(*(r.durable for r in receipts)), 5)
+    sink.hang()  # Kafka is back, but slow: the drainer's send of batch 0 is in flight
+    sink.up = True
+    delivery.kick()
+    await wait_until(lambda: sink.started[-1:] == [0] and sink.attempts >= 3)
+    receipts.append(await delivery.submit(_batch(2, size=400_000)))  # no room: drops batch 0
+    assert _count(metrics, "dropped_total", reason="spool_full_logs") == 1
+    sink.resume()
+    await wait_until(lambda: 2 in _sequences(sink))  # sent after whatever stood before it
+    assert 1 in _sequences(sink), "batch 1 was forgotten unsent"
+    await asyncio.wait_for(asyncio.gather(receipts[1].acked, receipts[2].acked), 5)
+    assert len(delivery.spool) == 0 and delivery.spool.bytes == 0
     await delivery.stop(1)
 
 

@@ -105,9 +105,10 @@ async def tailing(
     *,
     patterns: list[str] | None = None,
     exclude: list[str] | None = None,
+    killed: bool = False,
 ) -> AsyncIterator[Tail]:
     """A running FileSource over tmp_path/logs/<include> (or the globs `patterns`), through a
-    Delivery to `sink`."""
+    Delivery to `sink`. `killed`: it ends as under kill -9, nothing more written or sent."""
     (tmp_path / "logs").mkdir(exist_ok=True)
     metrics = AgentMetrics()
     spool = SpoolConfig(spill_after_seconds=0.1, fsync="never")
@@ -137,10 +138,18 @@ async def tailing(
     try:
         yield Tail(source, delivery, metrics, checkpoints_file)
     finally:
-        stop.set()
-        await running
-        await source.close(1)
-        await delivery.stop(1)
+        if killed:  # no close, no checkpoint, in-flight sends gone
+            tasks = [running, *delivery._senders] + ([delivery._drainer] if delivery._drainer else [])
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for tracked in source.files.values():
+                os.close(tracked.fd)
+        else:
+            stop.set()
+            await running
+            await source.close(1)
+            await delivery.stop(1)
 
 
 async def test_copytruncate_reads_the_copy_s_rest_and_the_truncated_file_from_the_start(
@@ -551,3 +560,61 @@ async def test_files_whose_device_was_renumbered_while_the_agent_was_down_carry_
         await wait_until(lambda: len(delivered(restarted)) >= 1)
         await asyncio.sleep(0.1)
     assert [(line.text, line.fingerprint) for line in delivered(restarted)] == [("line 3", fingerprint)]
+
+
+async def test_copytruncate_refilled_past_the_read_offset_before_the_next_poll_is_seen(
+    tmp_path: Path,
+) -> None:
+    """A busy writer may refill a truncated file beyond where the source had read before its next
+    poll: the size alone then never shrank. The file's beginning changed, and says so."""
+    sink = FakeSink()
+    log = tmp_path / "logs" / "app.log"
+    async with tailing(tmp_path, sink, include="app.log*") as tail:
+        append(log, *lines("old", 10))
+        await wait_until(lambda: tail.acked(log) == log.stat().st_size)
+        old_fingerprint = delivered(sink)[0].fingerprint
+        append(log, *lines("old", 5, start=10))  # not read yet
+        shutil.copyfile(log, log.with_name("app.log.1"))
+        os.truncate(log, 0)
+        append(log, *lines("new", 40))  # at once: longer than all the old content
+        await wait_until(lambda: {"old 14", "new 39"} <= set(texts(sink)))  # both ends read
+        await asyncio.sleep(0.1)  # nothing more comes
+    missing = Counter(lines("old", 15) + lines("new", 40)) - texts(sink)
+    assert not missing, f"never shipped: {sorted(missing)}"
+    assert texts(sink) == Counter(lines("old", 15) + lines("new", 40))  # each exactly once
+    assert fingerprints_of(sink, "old") == {old_fingerprint}
+    assert old_fingerprint not in fingerprints_of(sink, "new")
+    ids = record_ids(delivered(sink))
+    assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize("rotation", ["rename", "copytruncate"])
+async def test_a_rotation_racing_a_kill_is_read_on_by_a_restart_before_kafka_answers(
+    tmp_path: Path, rotation: str
+) -> None:
+    """The fault suite's case in-process: the agent dies the moment the file is rotated, with its
+    last lines unread; the restart finds the rotated file (or the copy) and the new one while
+    Kafka is not reached yet, spools both, and sends both once it is."""
+    log = tmp_path / "logs" / "app.log"
+    first = FakeSink()
+    async with tailing(tmp_path, first, include="app.log*", killed=True) as tail:
+        append(log, *lines("old", 10))
+        await wait_until(lambda: list(tail.saved().values()) == [log.stat().st_size])
+        append(log, *lines("old", 5, start=10))  # the lines written just before the rotation
+        if rotation == "rename":
+            log.rename(log.with_name("app.log.1"))
+        else:
+            shutil.copyfile(log, log.with_name("app.log.2"))
+            os.truncate(log, 0)
+        append(log, *lines("new", 5))
+    restarted = FakeSink(partitions=0)  # not connected yet: both files' batches are spooled
+    async with tailing(tmp_path, restarted, include="app.log*") as tail:
+        await wait_until(lambda: len(tail.delivery.spool) == 2)
+        restarted.partitions = 4
+        tail.delivery.kick()
+        await wait_until(lambda: len(delivered(restarted)) >= 10)
+        await asyncio.sleep(0.1)  # nothing more comes
+        assert len(tail.delivery.spool) == 0
+    assert texts(first) == Counter(lines("old", 10))
+    assert texts(restarted) == Counter(lines("old", 5, start=10) + lines("new", 5))
+    assert fingerprints_of(restarted, "old") == fingerprints_of(first, "old")  # the same ids

@@ -31,7 +31,7 @@ def test_fifo_and_persistence_across_reopen(tmp_path: Path) -> None:
     spool = Spool(tmp_path, max_bytes=10**6, fsync=True)
     sequences = [spool.append(_batch(n)) for n in range(5)]
     assert sequences == sorted(sequences) and len(spool) == 5
-    spool.remove_head()
+    spool.remove(sequences[0])
     reopened = Spool(tmp_path, max_bytes=10**6, fsync=False)
     assert len(reopened) == 4
     head = reopened.head()
@@ -40,9 +40,20 @@ def test_fifo_and_persistence_across_reopen(tmp_path: Path) -> None:
     drained = []
     while (item := reopened.head()) is not None:
         drained.append(item[1])
-        reopened.remove_head()
+        reopened.remove(item[0])
     assert drained == [_batch(n) for n in (1, 2, 3, 4, 9)]
     assert reopened.bytes == 0 and len(reopened) == 0
+
+
+def test_remove_forgets_that_batch_only(tmp_path: Path) -> None:
+    """Removing a batch already gone (dropped while it was being sent) leaves the others alone."""
+    spool = Spool(tmp_path, max_bytes=10**6, fsync=False)
+    first, second = spool.append(_batch(0)), spool.append(_batch(1))
+    spool.remove(first)
+    spool.remove(first)
+    head = spool.head()
+    assert head is not None and head[0] == second and len(spool) == 1
+    assert spool.bytes == (tmp_path / f"{second:020d}.batch").stat().st_size
 
 
 def test_bytes_and_fits(tmp_path: Path) -> None:
