@@ -50,6 +50,7 @@ from tether.collector.documents import (
 from tether.schemas.indices import daily_index
 from tether.schemas.log_fields import default_mapping
 from tether.stack import Stack
+from tether.stack.kafka import delete_topics
 
 # The collector's defaults for elasticsearch.max_concurrent_bulks and bulk_max_docs, given to the
 # ceiling too.
@@ -333,6 +334,7 @@ def main() -> None:
                     sampling=args.sampling,
                     records=asyncio.run(records_in(stack, logs_topic, spans_topic)),
                 )
+    asyncio.run(delete_topics(stack.kafka.bootstrap, [logs_topic, spans_topic]))
     ceiling = {
         "docs_per_s_before": ceilings[0]["docs_per_s"],
         "docs_per_s_after": ceilings[1]["docs_per_s"],

@@ -57,14 +57,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from collector_bench import collector_run, operations, preload, records_in
-from peers_bench import delete_topics
 
 from tests.e2e import collector_harness
 from tests.e2e.agent_harness import PARTITIONS, free_port
 from tests.e2e.collector_harness import TraceSpec, create_topics, new_topics
 from tests.e2e.otelcol_harness import OtelcolProcess, otelcol_binary, peer_configs, prometheus_sum
 from tether.stack import Stack
-from tether.stack.kafka import ensure_topics
+from tether.stack.kafka import delete_topics, ensure_topics
 
 CORE = 1  # collector_bench's core for the tether collector, so the same for the peer
 SPANS_PER_TRACE, LINES_PER_TRACE = 3, 6  # TraceSpec.make's defaults

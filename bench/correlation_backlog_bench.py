@@ -43,6 +43,7 @@ from tests.e2e.test_correlation_backlog import (
     new_agent,
 )
 from tether.stack import Stack
+from tether.stack.kafka import delete_topics
 
 
 async def correlation_counts(stack: Stack, run: str) -> tuple[int, Counter[str]]:
@@ -158,7 +159,9 @@ class Bench:
         finally:
             agent.stop()
             collector.stop()
-        return {"generate_s": generated, "wall_s": finished - began, **figures, **await self.results(run)}
+        results = await self.results(run)
+        await delete_topics(self.stack.kafka.bootstrap, [agent.logs_topic, agent.spans_topic])
+        return {"generate_s": generated, "wall_s": finished - began, **figures, **results}
 
     async def replay(self) -> dict[str, Any]:
         run = f"bench-replay-{os.urandom(5).hex()}"
@@ -179,7 +182,9 @@ class Bench:
             figures = self.collector_figures(collector)
         finally:
             collector.stop()
-        return {"generate_s": generated, "wall_s": finished - began, **figures, **await self.results(run)}
+        results = await self.results(run)
+        await delete_topics(self.stack.kafka.bootstrap, [agent.logs_topic, agent.spans_topic])
+        return {"generate_s": generated, "wall_s": finished - began, **figures, **results}
 
     def collector_figures(self, collector: CollectorProcess) -> dict[str, float]:
         figures = process_figures(collector)

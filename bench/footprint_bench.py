@@ -51,10 +51,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from agent_bench import AGENT_CORE, PARTITIONS, AgentUnderTest, off_agent_core, realistic_line
-from peers_bench import OtelcolUnderTest, build, delete_topics
+from peers_bench import OtelcolUnderTest, build
 
 from tether.stack import Stack
-from tether.stack.kafka import ensure_topics
+from tether.stack.kafka import delete_topics, ensure_topics
 
 POOL_LINES = 100_000  # distinct lines the writer cycles through (2 s of the highest rate)
 TICK_S = 0.01  # the writer's pace: one write of the lines due every 10 ms

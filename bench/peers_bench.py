@@ -50,6 +50,7 @@ from peers.configs import PEER_ZSTD_LEVEL, otelcol_config, rsyslog_config
 from tests.e2e.otelcol_harness import prometheus_sum
 from tether.agent.config import KafkaSinkConfig
 from tether.stack import Stack
+from tether.stack.kafka import delete_topics
 
 PEERS_DIR = ROOT / "bench" / "peers"
 PHASE_TIMEOUT_S = 600.0
@@ -245,19 +246,6 @@ def in_agents_place(factory: Callable[..., AgentUnderTest], started: list[AgentU
 def topic_bytes(data_dir: Path, topic: str) -> int:
     """Bytes of the topic's log segments on the broker: what Kafka stores (times replication)."""
     return sum(segment.stat().st_size for segment in data_dir.glob(f"{topic}-*/*.log"))
-
-
-async def delete_topics(bootstrap: str, topics: list[str]) -> None:
-    """Each phase makes 16 partitions; the broker's restarts (the e2e outage tests) recover every
-    partition it holds, so a bench leaves none behind unless asked."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    await admin.start()
-    try:
-        await admin.delete_topics(topics)
-    finally:
-        await admin.close()
 
 
 def run_phase(
