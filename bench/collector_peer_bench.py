@@ -56,7 +56,7 @@ from elasticsearch import Elasticsearch, NotFoundError
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from collector_bench import collector_run, operations, preload, records_in
+from collector_bench import BULK_MAX_DOCS, collector_run, operations, preload, records_in
 
 from tests.e2e import collector_harness
 from tests.e2e.agent_harness import PARTITIONS, free_port
@@ -283,7 +283,7 @@ def main() -> None:
                 expected_documents,
                 run,
                 max_pending_mb=64,
-                bulk_max_docs=5000,
+                bulk_max_docs=BULK_MAX_DOCS,  # the collector's default, as collector_bench
             )
             results["tether"] = {
                 "items": float(items),
