@@ -48,7 +48,7 @@ from tether.agent.parse import parse_line
 from tether.agent.sinks import kafka_batch
 from tether.schemas.log_fields import default_mapping
 from tether.stack import Stack
-from tether.stack.kafka import ensure_topics
+from tether.stack.kafka import delete_topics, ensure_topics
 
 PARTITIONS = 8
 AGENT_CORE = 1
@@ -305,6 +305,7 @@ def bench_file(
         profiler.send_signal(signal.SIGINT)
         profiler.wait(timeout=60)
     agent.stop()
+    asyncio.run(delete_topics(stack.kafka.bootstrap, [agent.logs_topic, agent.spans_topic]))
     path.unlink()
     return {
         "lines": lines,
@@ -377,6 +378,7 @@ def bench_otlp(
     rss = agent.peak_rss_mb()
     received = agent.metric("tether_agent_otlp_received_total")
     agent.stop()
+    asyncio.run(delete_topics(stack.kafka.bootstrap, [agent.logs_topic, agent.spans_topic]))
     sent = requests * per_request
     assert received == sent, (received, sent)
     return {
@@ -456,6 +458,7 @@ def ceiling_producer(stack: Stack, lines: int) -> dict[str, float]:
         return elapsed
 
     elapsed = asyncio.run(produce())
+    asyncio.run(delete_topics(stack.kafka.bootstrap, [topic]))
     sent = lines // len(chunk) * len(chunk)
     return {"lines_per_s": sent / elapsed}
 

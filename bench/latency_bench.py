@@ -69,6 +69,7 @@ from tests.e2e.agent_harness import AgentProcess, TetherProcess
 from tests.e2e.collector_harness import CollectorProcess
 from tether.collector.config import CorrelationConfig
 from tether.stack import Stack
+from tether.stack.kafka import delete_topics
 
 DEFAULT_WAIT_SECONDS = float(CorrelationConfig.model_fields["wait_seconds"].default)
 TICK_S = 0.01
@@ -382,6 +383,7 @@ def run_once(stack: Stack, work: Path, args: argparse.Namespace) -> dict[str, An
         es.close()
         agent.stop()
         collector.stop()
+        asyncio.run(delete_topics(stack.kafka.bootstrap, [agent.logs_topic, agent.spans_topic]))
 
 
 def table(figures: dict[str, Any], wait_seconds: float) -> str:
