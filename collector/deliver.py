@@ -13,16 +13,18 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tether.collector.correlate import Output
 from tether.collector.metrics import CollectorMetrics
 from tether.collector.offsets import RecordAck
-from tether.collector.sinks.elasticsearch import Indexable, Rejection
+from tether.collector.sinks.elasticsearch import Indexable, Rejection, encode_documents
 
 log = logging.getLogger("tether.collector")
+
+_RELEASED: dict[str, Any] = {}  # an output's source once encoded for its bulk (never written to)
 
 
 class DocumentSink(Protocol):
@@ -121,7 +123,12 @@ class Deliveries:
                 if self.jaeger is not None
                 else asyncio.sleep(0)
             )
-            rejections, _ = await asyncio.gather(self.elasticsearch.index(outputs), jaeger)
+            documents = encode_documents(outputs)
+            for output in outputs:
+                # Encoded: the dict trees go now rather than when Elasticsearch acknowledges (four
+                # bulks in flight held ~2 kB per document; a log kept for repair keeps its own).
+                output.source, output.head = _RELEASED, None
+            rejections, _ = await asyncio.gather(self.elasticsearch.index(documents), jaeger)
             await self.elasticsearch.deadletter(rejections)  # kept, counted: the batch is not blocked
             for alias, count in Counter(output.alias for output in outputs).items():
                 self.metrics.documents_out.labels(alias).inc(count)

@@ -51,11 +51,50 @@ class Indexable(Protocol):
 def source_json(request: Indexable) -> bytes:
     """The document's JSON: `source`, after `head` when it has one (the start of the same object,
     fields pre-encoded by the native path, ending in a comma; their keys are not in `source`)."""
+    if isinstance(request, EncodedDocument):
+        return request.json
     source = orjson.dumps(request.source, default=str)
     head = request.head
     if head is None:
         return source
     return head + source[1:] if len(source) > 2 else head[:-1] + b"}"
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedDocument:
+    """A document already encoded (`encode_documents`): what a bulk in flight holds instead of its
+    dict tree (~0.3-0.6 kB of JSON against ~1.2-2.7 kB of dicts), retried and dead-lettered as is."""
+
+    alias: str
+    doc_id: str
+    timestamp_ns: int
+    version: int | None
+    json: bytes
+    ack: object = None  # the encoded output's, for whoever delivered it: the sink never reads it
+
+    @property
+    def source(self) -> dict[str, Any]:
+        return dict(orjson.loads(self.json))
+
+    @property
+    def head(self) -> bytes | None:
+        return None
+
+
+def encode_documents(requests: Sequence[Indexable]) -> list[EncodedDocument]:
+    # Copied to its own length: orjson's result keeps a 4 kB allocation whatever its length
+    # (tracemalloc: 4,098 B for a 350-byte document, 356 B once copied).
+    return [
+        EncodedDocument(
+            r.alias,
+            r.doc_id,
+            r.timestamp_ns,
+            r.version,
+            memoryview(source_json(r)).tobytes(),
+            getattr(r, "ack", None),
+        )
+        for r in requests
+    ]
 
 
 @dataclass(frozen=True, slots=True)
