@@ -184,11 +184,13 @@ class CollectorProcess(TetherProcess):
         self.ops_port = free_port()
         self.output = self.root / f"{self.name}.out"
         self.config = self.root / f"{self.name}.yaml"
+        # only when given: some tests edit the written line ("replicas: 0}")
+        elasticsearch_options = f", {self.elasticsearch_options}" if self.elasticsearch_options else ""
         self.config.write_text(f"""
 kafka: {{bootstrap_servers: "{self.stack.kafka.bootstrap}", group_id: "{self.group}",
         logs_topic: {self.logs_topic}, spans_topic: {self.spans_topic}, {self.kafka_options}}}
 correlation: {{wait_seconds: {self.wait_seconds}, {self.correlation_options}}}
-elasticsearch: {{url: "{self.stack.elasticsearch.url}", replicas: 0, {self.elasticsearch_options}}}
+elasticsearch: {{url: "{self.stack.elasticsearch.url}", replicas: 0{elasticsearch_options}}}
 jaeger: {{endpoint: "{self.stack.jaeger.otlp_grpc_endpoint}", enabled: {str(self.jaeger_enabled).lower()},
         {self.jaeger_options}}}
 sampling: {{{self.sampling}}}
