@@ -184,7 +184,7 @@ class RecordConsumer:
         tracker, offset, value = state.offsets[signal], record.offset, record.value
         try:
             if signal == "spans":
-                request, span_docs = decode_spans(value)
+                request, span_docs = decode_spans(value, self.spans_to_jaeger)
             else:
                 log_docs = decode_logs(value, self.mapping, self._unparsed)
                 if self._unparsed:
@@ -213,7 +213,7 @@ class RecordConsumer:
             # Parts: each span document, and the record as a whole when Jaeger receives it (once
             # each of its spans' traces is decided: collector/held_exports.py).
             size = len(value) // max(len(span_docs), 1) + DOCUMENT_MEMORY_BYTES
-            if self.spans_to_jaeger:
+            if request is not None:
                 ack = tracker.track(offset, len(span_docs) + 1)
                 exports = span_exports(request, ack)
                 if not exports:

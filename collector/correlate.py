@@ -228,7 +228,7 @@ class TraceBuffer(Generic[Ack]):
         recent = self._recent.get(doc.trace_id)
         if recent is not None:
             return self._late_span(recent, doc, offset, export)
-        pending = self._hold(doc.trace_id, size, now, doc.timestamp_ns + doc.source["event"]["duration"])
+        pending = self._hold(doc.trace_id, size, now, doc.timestamp_ns + doc.duration_ns)
         pending.summary.add_span(doc)
         pending.spans.append((doc, offset, export))
         return self._evict()
@@ -360,7 +360,14 @@ class TraceBuffer(Generic[Ack]):
                 _count_logs(span_doc, logs)
             self._export(export, logs)
             out.append(
-                Output(SPANS_ALIAS, span_doc.doc_id, span_doc.timestamp_ns, span_doc.source, span_offset)
+                Output(
+                    SPANS_ALIAS,
+                    span_doc.doc_id,
+                    span_doc.timestamp_ns,
+                    span_doc.source,
+                    span_offset,
+                    span_doc.head,
+                )
             )
         out += logs_out
         if decision is not None:
@@ -425,7 +432,7 @@ class TraceBuffer(Generic[Ack]):
         self._export(export, logs)
         if recent.decision is not None:
             _mark_sampled(doc.source, recent.decision.policy)
-        out.append(Output(SPANS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, offset))
+        out.append(Output(SPANS_ALIAS, doc.doc_id, doc.timestamp_ns, doc.source, offset, doc.head))
         return out
 
     def _late_log(self, recent: _Recent, doc: LogDoc, offset: Ack) -> list[Output[Ack]]:

@@ -10,7 +10,14 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tether.collector.correlate import Output
-from tether.collector.documents import LogDoc, SpanDoc, log_documents, native_log_documents, span_documents
+from tether.collector.documents import (
+    LogDoc,
+    SpanDoc,
+    log_documents,
+    native_log_documents,
+    native_span_documents,
+    span_documents,
+)
 from tether.collector.kafka import KafkaRecord
 from tether.collector.offsets import RecordAck
 from tether.collector.sinks.elasticsearch import deadletter_source
@@ -26,10 +33,14 @@ from tether.schemas.records import Signal
 DOCUMENT_MEMORY_BYTES = 2048
 
 
-def decode_spans(value: bytes) -> tuple[ExportTraceServiceRequest, list[SpanDoc]]:
-    """A spans record: the export request (what Jaeger receives) and its span documents."""
-    request = ExportTraceServiceRequest.FromString(value)
-    return request, span_documents(request)
+def decode_spans(value: bytes, for_jaeger: bool) -> tuple[ExportTraceServiceRequest | None, list[SpanDoc]]:
+    """A spans record: the export request (what Jaeger receives; None unless `for_jaeger`) and
+    its span documents, natively when the request's values allow (else by the reference)."""
+    docs = native_span_documents(value)
+    if docs is None:
+        request = ExportTraceServiceRequest.FromString(value)
+        return request if for_jaeger else None, span_documents(request)
+    return ExportTraceServiceRequest.FromString(value) if for_jaeger else None, docs
 
 
 def decode_logs(value: bytes, mapping: LogFieldMapping, unparsed: Counter[str]) -> list[LogDoc]:

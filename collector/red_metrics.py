@@ -97,10 +97,8 @@ class RedMetrics:
             return
         series, bounds, where = self._series, self._bounds_us, bisect_left
         for doc in spans:
-            source = doc.source
-            span = source["span"]
-            named = source.get("service")
-            pair = (named["name"] if named else UNKNOWN_SERVICE, span["name"])
+            span = doc.source["span"]
+            pair = (doc.service or UNKNOWN_SERVICE, span["name"])
             counts = series.get(pair)
             if counts is None:
                 counts = self._admit(pair)

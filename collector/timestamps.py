@@ -47,7 +47,7 @@ def _move(doc: LogDoc | SpanDoc, arrival_ns: int) -> None:
     flags["timestamp_out_of_range"] = True
     doc.timestamp_ns = arrival_ns
     iso = iso_timestamp(arrival_ns).encode()
-    if isinstance(doc, LogDoc) and doc.head is not None:
+    if doc.head is not None:
         # the native path's head starts with the timestamp: {"@timestamp":"...",
         end = doc.head.index(b'"', len(_HEAD_PREFIX))
         doc.head = _HEAD_PREFIX + iso + doc.head[end:]

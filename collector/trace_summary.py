@@ -37,17 +37,16 @@ class SpanInfo:
 
     @classmethod
     def of(cls, doc: SpanDoc) -> SpanInfo:
-        source = doc.source
-        span = source["span"]
+        span = doc.source["span"]
         return cls(
             span["name"],
             span["kind"],
             span["status"],
             span["duration"]["us"],
-            source["parent"]["id"] if "parent" in source else "",
-            source["service"]["name"] if "service" in source else "",
+            doc.parent_id,
+            doc.service,
             doc.timestamp_ns,
-            doc.timestamp_ns + source["event"]["duration"],
+            doc.timestamp_ns + doc.duration_ns,
         )
 
 

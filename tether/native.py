@@ -7,7 +7,9 @@ the very same bytes and runs whenever the `tether_fastlog` extension is installe
 - ``otlp_split``: the agent's OTLP requests -> per-partition requests (agent/split.py);
 - ``log_documents``: the collector's Kafka records of file lines -> Elasticsearch documents
   (collector/documents.py; records it does not handle, OTLP logs among them, take the Python
-  path one by one).
+  path one by one);
+- ``span_documents``: the collector's Kafka records of spans -> Elasticsearch documents
+  (collector/documents.py; records with values it does not handle take the Python path).
 
 No configuration turns a native path off: ``long_lines: drop`` has a native path too. At start
 the services `announce` `agent_paths()` / `collector_paths()` (the log and the
@@ -25,9 +27,9 @@ from prometheus_client import Gauge
 
 from tether.schemas.log_fields import ROLES, LogFieldMapping
 
-Path = Literal["file_lines", "otlp_split", "log_documents"]
+Path = Literal["file_lines", "otlp_split", "log_documents", "span_documents"]
 AGENT_PATHS: Final[tuple[Path, ...]] = ("file_lines", "otlp_split")
-COLLECTOR_PATHS: Final[tuple[Path, ...]] = ("log_documents",)
+COLLECTOR_PATHS: Final[tuple[Path, ...]] = ("log_documents", "span_documents")
 
 # What each path needs from the extension (an older build lacks the newer names).
 _NEEDS: Final[dict[Path, tuple[str, ...]]] = {
@@ -41,6 +43,7 @@ _NEEDS: Final[dict[Path, tuple[str, ...]]] = {
         "SPLIT_WRITES_VALID_IDS",
     ),
     "log_documents": ("file_log_documents", "FieldMapping"),
+    "span_documents": ("span_documents",),
 }
 
 

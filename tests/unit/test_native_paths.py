@@ -23,15 +23,17 @@ from tether.schemas.log_fields import default_mapping
 
 def test_every_path_is_native_with_the_extension_installed() -> None:
     choices = native.agent_paths() + native.collector_paths()
-    assert [c.path for c in choices] == ["file_lines", "otlp_split", "log_documents"]
+    assert [c.path for c in choices] == ["file_lines", "otlp_split", "log_documents", "span_documents"]
     assert all(c.native and c.reason == "" for c in choices), choices
     assert [c.describe() for c in choices] == [
         "file_lines: native",
         "otlp_split: native",
         "log_documents: native",
+        "span_documents: native",
     ]
     assert agent_split.native_available()
     assert documents._file_log_documents is not None
+    assert documents._span_documents is not None
 
 
 @pytest.mark.parametrize("long_lines", ["truncate", "drop"])

@@ -20,176 +20,17 @@ use crate::field_mapping::FieldMapping;
 use crate::hex::write_hex;
 use crate::json_write::{digits, json_str};
 use crate::otlp_schema::{check, utf8, M};
+use crate::otlp_values::{
+    any_value, kubernetes_fields, next_tag, once, put_attribute, reader, resource_attributes,
+    scalar_object, take, text, text_attribute, Scalar,
+};
 use crate::timestamps::iso_timestamp;
-use crate::wire::Rd;
-
-// ------------------------------------------------------------------------------------------
-// Protobuf: the request, read after check() validated each resource, scope and record as upb
-// would, so that nothing python protobuf refuses is indexed here.
-
-/// An AnyValue of the kinds handled here (collector.documents.any_value).
-#[derive(Clone, Copy)]
-enum Scalar<'a> {
-    Null, // no value set: any_value() gives None
-    Str(&'a str),
-    Bool(bool),
-    Int(i64),
-}
-
-impl Scalar<'_> {
-    /// Python's bool() of the value.
-    fn truthy(self) -> bool {
-        match self {
-            Scalar::Null => false,
-            Scalar::Str(s) => !s.is_empty(),
-            Scalar::Bool(b) => b,
-            Scalar::Int(i) => i != 0,
-        }
-    }
-    fn write_json(self, out: &mut Vec<u8>) {
-        match self {
-            Scalar::Null => out.extend_from_slice(b"null"),
-            Scalar::Str(s) => json_str(out, s),
-            Scalar::Bool(true) => out.extend_from_slice(b"true"),
-            Scalar::Bool(false) => out.extend_from_slice(b"false"),
-            Scalar::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
-        }
-    }
-}
-
-/// A string field of a message check() accepted, which validated its UTF-8 already.
-fn text(b: &[u8]) -> &str {
-    debug_assert!(std::str::from_utf8(b).is_ok());
-    // SAFETY: only called on string fields (field numbers and wire types of the schema) of
-    // resources, scopes and log records that check() accepted; it validates each as UTF-8.
-    unsafe { std::str::from_utf8_unchecked(b) }
-}
-
-/// A wire-format reader of one message; any error means "not handled here".
-fn reader(b: &[u8], m: M) -> Rd<'_> {
-    Rd::whole(b, m)
-}
-
-/// (field number, wire type) of the next field, or None for a known field of another wire type
-/// (python protobuf would keep it as an unknown field: rare enough to leave to the reference).
-fn next_tag(r: &mut Rd, m: M) -> Option<(u32, u8)> {
-    let (f, wt) = r.tag().ok()?;
-    match m.ty(f) {
-        Some(ty) if ty.wire() != wt => None,
-        _ => Some((f, wt)),
-    }
-}
-
-fn any_value(b: &[u8]) -> Option<Scalar<'_>> {
-    let mut r = reader(b, M::AnyValue);
-    // a oneof: the last member on the wire is the value
-    let mut value = Some(Scalar::Null);
-    while !r.done() {
-        match next_tag(&mut r, M::AnyValue)? {
-            (1, _) => value = Some(Scalar::Str(text(r.ld().ok()?))),
-            (2, _) => value = Some(Scalar::Bool(r.varint().ok()? != 0)),
-            (3, _) => value = Some(Scalar::Int(r.varint().ok()? as i64)),
-            (f @ 4..=8, wt) => {
-                r.skip(f, wt, 0).ok()?;
-                value = None; // doubles, arrays, kvlists, bytes: the reference's
-            }
-            (f, wt) => r.skip(f, wt, 0).ok()?,
-        }
-    }
-    value
-}
-
-/// KeyValue list entries -> {key: value} with Python dict semantics: a repeated key keeps its
-/// first position and takes its last value.
-fn put_attribute<'a>(attrs: &mut Vec<(&'a str, Scalar<'a>)>, kv: &'a [u8]) -> Option<()> {
-    let mut r = reader(kv, M::KeyValue);
-    let (mut key, mut value, mut seen_value) = ("", Scalar::Null, false);
-    while !r.done() {
-        match next_tag(&mut r, M::KeyValue)? {
-            (1, _) => key = text(r.ld().ok()?),
-            (2, _) if !seen_value => {
-                value = any_value(r.ld().ok()?)?;
-                seen_value = true;
-            }
-            (2, _) => return None, // a repeated message field merges: the reference's
-            (f, wt) => r.skip(f, wt, 0).ok()?,
-        }
-    }
-    match attrs.iter_mut().find(|(k, _)| *k == key) {
-        Some(slot) => slot.1 = value,
-        None => attrs.push((key, value)),
-    }
-    Some(())
-}
-
-fn take<'a>(attrs: &mut Vec<(&'a str, Scalar<'a>)>, key: &str) -> Option<Scalar<'a>> {
-    let i = attrs.iter().position(|(k, _)| *k == key)?;
-    Some(attrs.remove(i).1)
-}
-
-/// A single-occurrence message field; a repeated one would merge (left to the reference).
-fn once<'a>(slot: &mut Option<&'a [u8]>, r: &mut Rd<'a>) -> Option<()> {
-    if slot.is_some() {
-        return None;
-    }
-    *slot = Some(r.ld().ok()?);
-    Some(())
-}
 
 pub(crate) struct Resource<'a> {
     pub(crate) service: &'a str,
     pub(crate) agent_id: &'a str,
     json: Vec<u8>, // {"attributes":{...}}
     k8s: Vec<u8>,  // ,"k8s":{...} or nothing (documents.kubernetes_fields)
-}
-
-/// documents.kubernetes_fields: the resource's Kubernetes attributes as the nested `k8s` object,
-/// `,"k8s":{...}`, or nothing when it has none (strings and integers only).
-fn kubernetes_fields(attrs: &[(&str, Scalar)]) -> Vec<u8> {
-    const ENTITIES: [(&str, &[&str]); 3] = [
-        ("namespace", &["name"]),
-        ("pod", &["name", "uid"]),
-        ("container", &["name", "restart_count"]),
-    ];
-    let mut entities: Vec<(&str, Vec<(&str, Scalar)>)> = Vec::new();
-    for (entity, fields) in ENTITIES {
-        let mut present = Vec::new();
-        for field in fields {
-            let key = format!("k8s.{entity}.{field}");
-            // the last of repeated keys, as in the reference's dict
-            if let Some((_, v @ (Scalar::Str(_) | Scalar::Int(_)))) =
-                attrs.iter().rev().find(|(k, _)| *k == key)
-            {
-                present.push((*field, *v));
-            }
-        }
-        if !present.is_empty() {
-            entities.push((entity, present));
-        }
-    }
-    let mut out = Vec::new();
-    if entities.is_empty() {
-        return out;
-    }
-    out.extend_from_slice(b",\"k8s\":{");
-    for (i, (entity, fields)) in entities.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        json_str(&mut out, entity);
-        out.extend_from_slice(b":{");
-        for (j, (field, value)) in fields.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            json_str(&mut out, field);
-            out.push(b':');
-            value.write_json(&mut out);
-        }
-        out.push(b'}');
-    }
-    out.push(b'}');
-    out
 }
 
 /// A record's id: an older agent's `log.record.uid`, or made of its offset (a range of Out::ids).
@@ -271,24 +112,11 @@ fn resource_logs<'a>(b: &'a [u8], mapping: &FieldMapping, out: &mut Out<'a>) -> 
             _ => return None,
         }
     }
-    let mut attrs: Vec<(&'a str, Scalar<'a>)> = Vec::new();
-    if let Some(resource) = resource {
-        check(resource, resource.as_ptr() as usize, M::Resource, 2, []).ok()?;
-        let mut r = reader(resource, M::Resource);
-        while !r.done() {
-            match next_tag(&mut r, M::Resource)? {
-                (1, _) => put_attribute(&mut attrs, r.ld().ok()?)?,
-                (f, wt) => r.skip(f, wt, 2).ok()?,
-            }
-        }
-    }
-    // str(resource.get(...)) of anything but a string is rare: the reference's
-    let text = |key: &str| match attrs.iter().find(|(k, _)| *k == key) {
-        None => Some(""),
-        Some((_, Scalar::Str(s))) => Some(*s),
-        Some(_) => None,
-    };
-    let (service, agent_id) = (text(ATTR_SERVICE_NAME)?, text(ATTR_AGENT_ID)?);
+    let attrs = resource_attributes(resource)?;
+    let (service, agent_id) = (
+        text_attribute(&attrs, ATTR_SERVICE_NAME)?,
+        text_attribute(&attrs, ATTR_AGENT_ID)?,
+    );
     let mut json = b"{\"attributes\":".to_vec();
     scalar_object(&mut json, &attrs);
     json.push(b'}');
@@ -533,19 +361,6 @@ fn severity_name(number: i32) -> &'static str {
     } else {
         ""
     }
-}
-
-fn scalar_object(out: &mut Vec<u8>, attrs: &[(&str, Scalar)]) {
-    out.push(b'{');
-    for (i, (k, v)) in attrs.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        json_str(out, k);
-        out.push(b':');
-        v.write_json(out);
-    }
-    out.push(b'}');
 }
 
 #[cfg(test)]

@@ -4,17 +4,17 @@
 //!   agent/chunks.py::PythonChunkEncoder).
 //! - `split_traces` / `split_logs`: an OTLP export request -> per-partition requests
 //!   (otlp_split.rs; reference agent/split.py).
-//! - `file_log_documents`: a Kafka record of file lines -> Elasticsearch documents
-//!   (collector_docs.rs; reference collector/documents.py::log_documents).
+//! - `file_log_documents` / `span_documents`: a Kafka record of file lines or spans ->
+//!   Elasticsearch documents (collector_docs.rs, span_docs.rs, bound in py_collector.rs;
+//!   references collector/documents.py::log_documents and span_documents).
 //!
 //! This file is the Python interface only: argument checks, the GIL, Python objects.
 
 use std::collections::HashMap;
 
 use pyo3::exceptions::PyValueError;
-use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict};
 
 mod alias_keys;
 mod chunk;
@@ -37,6 +37,9 @@ mod log_record;
 mod message_template;
 mod otlp_schema;
 mod otlp_split;
+mod otlp_values;
+mod py_collector;
+mod span_docs;
 mod timestamps;
 mod wire;
 
@@ -369,95 +372,6 @@ fn split_schema() -> Vec<(
     out
 }
 
-type Row<'py> = (
-    Bound<'py, PyString>, // doc_id
-    u64,                  // timestamp_ns
-    Bound<'py, PyString>, // trace_id (hex, "" when absent)
-    Bound<'py, PyString>, // span_id
-    Bound<'py, PyDict>,   // source: the fields correlation changes
-    Bound<'py, PyString>, // level
-    Bound<'py, PyBytes>,  // head: every other field, `{"@timestamp":...,` (open, ends in a comma)
-);
-
-/// file_log_documents(value, mapping) -> [(doc_id, timestamp_ns, trace_id, span_id, source,
-/// level, head)] or None when the request is not one handled here (the caller then runs
-/// collector.documents.log_documents). The GIL is released while reading and encoding.
-#[pyfunction]
-fn file_log_documents<'py>(
-    py: Python<'py>,
-    value: &Bound<'py, PyBytes>,
-    mapping: &Bound<'py, FieldMapping>,
-) -> PyResult<Option<Vec<Row<'py>>>> {
-    let fields = &mapping.get().fields;
-    let body: &[u8] = value.as_bytes();
-    let Some(out) = py.detach(|| collector_docs::request(body, fields)) else {
-        return Ok(None);
-    };
-    let resources: Vec<(Bound<PyString>, Bound<PyString>)> = out
-        .resources
-        .iter()
-        .map(|r| (PyString::new(py, r.service), PyString::new(py, r.agent_id)))
-        .collect();
-    let mut levels: HashMap<&str, Bound<PyString>, ahash::RandomState> = HashMap::default();
-    let empty = PyString::new(py, "");
-    let mut rows = Vec::with_capacity(out.records.len());
-    for rec in &out.records {
-        let (service, agent_id) = &resources[rec.resource];
-        let record_id = out
-            .record_id(rec)
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let doc_id = PyString::new(py, record_id);
-        let trace_id = if rec.trace_id.is_empty() {
-            empty.clone()
-        } else {
-            PyString::new(py, &hex::hex_string(rec.trace_id))
-        };
-        let span_id = if rec.span_id.is_empty() {
-            empty.clone()
-        } else {
-            PyString::new(py, &hex::hex_string(rec.span_id))
-        };
-        let level = levels
-            .entry(rec.level.as_str())
-            .or_insert_with(|| PyString::new(py, &rec.level))
-            .clone();
-        let source = PyDict::new(py);
-        if !service.is_empty()? {
-            let service_dict = PyDict::new(py);
-            service_dict.set_item(intern!(py, "name"), service)?;
-            source.set_item(intern!(py, "service"), service_dict)?;
-        }
-        let tether = PyDict::new(py);
-        tether.set_item(intern!(py, "record_id"), &doc_id)?;
-        if !agent_id.is_empty()? {
-            tether.set_item(intern!(py, "agent_id"), agent_id)?;
-        }
-        tether.set_item(intern!(py, "parse_error"), PyBool::new(py, rec.parse_error))?;
-        tether.set_item(intern!(py, "truncated"), PyBool::new(py, rec.truncated))?;
-        tether.set_item(
-            intern!(py, "invalid_utf8"),
-            PyBool::new(py, rec.invalid_utf8),
-        )?;
-        source.set_item(intern!(py, "tether"), tether)?;
-        if !rec.span_id.is_empty() {
-            let span = PyDict::new(py);
-            span.set_item(intern!(py, "id"), &span_id)?;
-            source.set_item(intern!(py, "span"), span)?;
-        }
-        let head = PyBytes::new(py, out.head(rec));
-        rows.push((
-            doc_id,
-            rec.timestamp_ns,
-            trace_id,
-            span_id,
-            source,
-            level,
-            head,
-        ));
-    }
-    Ok(Some(rows))
-}
-
 /// The names and limits shared with Python, {Python name: value}, for the drift test.
 #[pyfunction(name = "constants")]
 fn shared_constants(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
@@ -487,7 +401,8 @@ fn tether_fastlog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // split_traces rejects malformed parent / link ids (and returns 5); older builds lack this
     m.add("SPLIT_WRITES_VALID_IDS", true)?;
     m.add_function(wrap_pyfunction!(split_schema, m)?)?;
-    m.add_function(wrap_pyfunction!(file_log_documents, m)?)?;
+    m.add_function(wrap_pyfunction!(py_collector::file_log_documents, m)?)?;
+    m.add_function(wrap_pyfunction!(py_collector::span_documents, m)?)?;
     m.add_function(wrap_pyfunction!(shared_constants, m)?)?;
     Ok(())
 }
