@@ -20,7 +20,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tether.collector.correlate import Output
 from tether.collector.metrics import CollectorMetrics
 from tether.collector.offsets import RecordAck
-from tether.collector.sinks.elasticsearch import EncodedDocument, Indexable, Rejection, encode_documents
+from tether.collector.sinks.bulk import EncodedDocument, Indexable, encode_documents
+from tether.collector.sinks.elasticsearch import Rejection
 
 log = logging.getLogger("tether.collector")
 

@@ -6,20 +6,20 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache, partial
-from typing import Any, Protocol
+from functools import partial
+from typing import Any
 
-import orjson
 from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 from elasticsearch.serializer import NdjsonSerializer, OrjsonSerializer
 
 from tether.collector.config import ElasticsearchSinkConfig
 from tether.collector.metrics import CollectorMetrics
+from tether.collector.sinks.bulk import Indexable, bulk_bodies, source_json
 from tether.collector.write_blocks import WriteBlocks, is_blocked_request, is_write_block
 from tether.elasticsearch_errors import explain, explain_status
-from tether.schemas.indices import DEADLETTER_ALIAS, NS_PER_DAY, TEMPLATE_NAMES, daily_index, index_template
+from tether.schemas.indices import DEADLETTER_ALIAS, TEMPLATE_NAMES, index_template
 
 log = logging.getLogger("tether.collector.elasticsearch")
 
@@ -29,72 +29,6 @@ RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 VERSION_CONFLICT = "version_conflict_engine_exception"
 # Only what is needed to tell which documents failed and why: a much smaller response to decode.
 BULK_RESPONSE_FIELDS = "errors,items.*.status,items.*.error,items.*._index"
-
-
-class Indexable(Protocol):
-    """A document to index: its alias picks the daily index by its timestamp; ids are deterministic."""
-
-    @property
-    def alias(self) -> str: ...
-    @property
-    def doc_id(self) -> str: ...
-    @property
-    def timestamp_ns(self) -> int: ...
-    @property
-    def source(self) -> dict[str, Any]: ...
-    @property
-    def head(self) -> bytes | None: ...
-    @property
-    def version(self) -> int | None: ...
-
-
-def source_json(request: Indexable) -> bytes:
-    """The document's JSON: `source`, after `head` when it has one (the start of the same object,
-    fields pre-encoded by the native path, ending in a comma; their keys are not in `source`)."""
-    if isinstance(request, EncodedDocument):
-        return request.json
-    source = orjson.dumps(request.source, default=str)
-    head = request.head
-    if head is None:
-        return source
-    return head + source[1:] if len(source) > 2 else head[:-1] + b"}"
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedDocument:
-    """A document already encoded (`encode_documents`): what a bulk in flight holds instead of its
-    dict tree (~0.3-0.6 kB of JSON against ~1.2-2.7 kB of dicts), retried and dead-lettered as is."""
-
-    alias: str
-    doc_id: str
-    timestamp_ns: int
-    version: int | None
-    json: bytes
-    ack: object = None  # the encoded output's, for whoever delivered it: the sink never reads it
-
-    @property
-    def source(self) -> dict[str, Any]:
-        return dict(orjson.loads(self.json))
-
-    @property
-    def head(self) -> bytes | None:
-        return None
-
-
-def encode_documents(requests: Sequence[Indexable]) -> list[EncodedDocument]:
-    # Copied to its own length: orjson's result keeps a 4 kB allocation whatever its length
-    # (tracemalloc: 4,098 B for a 350-byte document, 356 B once copied).
-    return [
-        EncodedDocument(
-            r.alias,
-            r.doc_id,
-            r.timestamp_ns,
-            r.version,
-            memoryview(source_json(r)).tobytes(),
-            getattr(r, "ack", None),
-        )
-        for r in requests
-    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +182,7 @@ class ElasticsearchSink:
         """One bulk pass over `requests`: what to retry, and the reason of a write block if any."""
         retry: list[Indexable] = []
         block: str | None = None
-        for part, body in _bulk_bodies(requests, self.config.bulk_max_docs, self.config.bulk_max_bytes):
+        for part, body in bulk_bodies(requests, self.config.bulk_max_docs, self.config.bulk_max_bytes):
             started = time.monotonic()
             response = await self._retry_forever(
                 # bytes pass through the NDJSON serializer untouched (the stub only names mappings)
@@ -377,53 +311,8 @@ def _backoff(attempt: int, base: float = 0.2, cap: float = 10.0) -> float:
     return random.uniform(0, min(cap, base * 2 ** min(attempt, 16)))
 
 
-@cache
-def _action_prefix(alias: str, day: int) -> bytes:
-    """`{"index":{"_index":"<daily index>","_id":` for one alias and day: the action line less its id."""
-    return b'{"index":{"_index":' + orjson.dumps(daily_index(alias, day * NS_PER_DAY)) + b',"_id":'
-
-
-def _versioned(version: int) -> bytes:
-    """The end of a versioned document's action line: Elasticsearch writes it only if its version
-    is at least the indexed one's (`external_gte`: an equal version is the same knowledge)."""
-    return b',"version":%d,"version_type":"external_gte"}}' % version
-
-
-def _bulk_bodies(
-    requests: Sequence[Indexable], max_docs: int, max_bytes: int
-) -> Iterator[tuple[Sequence[Indexable], bytes]]:
-    """Bulk bodies of at most `max_docs` documents and about `max_bytes` (a single larger document
-    goes alone), encoded by orjson in C: one action line and one source line per document. Action
-    lines are a cached prefix per index and day plus the id; only versioned ones add more.
-
-    Each line is copied into one growing buffer at once: orjson's result is a 4 kB allocation
-    whatever its length, and keeping thousands of them for a join held ~4 kB per document in
-    flight while the request was sent (20 MB per delivery of 5,000 documents)."""
-    body = bytearray()
-    first = 0
-    for i, request in enumerate(requests):
-        version = request.version
-        action = (
-            _action_prefix(request.alias, request.timestamp_ns // NS_PER_DAY)
-            + orjson.dumps(request.doc_id)
-            + (b"}}" if version is None else _versioned(version))
-        )
-        source = source_json(request)
-        if body and (i - first >= max_docs or len(body) + len(action) + len(source) + 2 > max_bytes):
-            done, body = bytes(body), bytearray()  # nothing but the request holds the sent body
-            yield requests[first:i], done
-            first = i
-        body += action
-        body += b"\n"
-        body += source
-        body += b"\n"
-    if body:
-        done, body = bytes(body), bytearray()
-        yield requests[first:], done
-
-
 class BulkBodySerializer(NdjsonSerializer):
-    """NDJSON whose bulk bodies are already encoded (`_bulk_bodies`): sent as they are. The
+    """NDJSON whose bulk bodies are already encoded (`bulk.bulk_bodies`): sent as they are. The
     client's own serializer copies each body into a buffer and then into bytes again, two more
     copies of every request in flight."""
 

@@ -22,7 +22,8 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from tether.collector.config import CollectorConfig
-from tether.collector.sinks.elasticsearch import Indexable, Rejection
+from tether.collector.sinks.bulk import Indexable
+from tether.collector.sinks.elasticsearch import Rejection
 from tether.schemas.records import ATTR_AGENT_ID, ATTR_RECORD_ID, FILE_SCOPE
 
 LOGS = "t.logs"

@@ -9,7 +9,8 @@ import pytest
 
 from tether.collector.config import ElasticsearchSinkConfig
 from tether.collector.metrics import CollectorMetrics
-from tether.collector.sinks.elasticsearch import ElasticsearchSink, IndexRequest, _bulk_bodies
+from tether.collector.sinks.bulk import bulk_bodies, encode_documents
+from tether.collector.sinks.elasticsearch import ElasticsearchSink, IndexRequest
 from tether.schemas.indices import daily_index
 
 DAY_NS = 1_700_000_000 * 10**9
@@ -35,7 +36,7 @@ def decode(body: bytes) -> list[tuple[dict[str, object], dict[str, object]]]:
 def test_bodies_hold_every_document_once_within_bounds(n: int, max_docs: int, max_bytes: int) -> None:
     reqs = requests(n)
     seen: list[str] = []
-    for part, body in _bulk_bodies(reqs, max_docs, max_bytes):
+    for part, body in bulk_bodies(reqs, max_docs, max_bytes):
         pairs = decode(body)
         assert len(pairs) == len(part) <= max_docs
         assert len(body) <= max_bytes or len(part) == 1  # a single oversized document goes alone
@@ -52,7 +53,7 @@ def test_bodies_hold_every_document_once_within_bounds(n: int, max_docs: int, ma
 
 
 def test_byte_bound_splits_before_the_count_bound() -> None:
-    parts = [len(part) for part, _ in _bulk_bodies(requests(20, payload=1000), 1000, 5000)]
+    parts = [len(part) for part, _ in bulk_bodies(requests(20, payload=1000), 1000, 5000)]
     assert sum(parts) == 20
     assert len(parts) > 1 and max(parts) < 20
 
@@ -61,7 +62,7 @@ def test_a_pre_encoded_head_and_the_source_make_one_document() -> None:
     head = b'{"@timestamp":"2024-01-02T03:04:05.000000000Z","message":"m",'
     with_source = IndexRequest("tether-logs", "a", DAY_NS, {"tether": {"correlation": "none"}}, head)
     alone = IndexRequest("tether-logs", "b", DAY_NS, {}, head)
-    [(_, body)] = _bulk_bodies([with_source, alone], 10, 1 << 20)
+    [(_, body)] = bulk_bodies([with_source, alone], 10, 1 << 20)
     assert [source for _, source in decode(body)] == [
         {"@timestamp": "2024-01-02T03:04:05.000000000Z", "message": "m", "tether": {"correlation": "none"}},
         {"@timestamp": "2024-01-02T03:04:05.000000000Z", "message": "m"},
@@ -71,7 +72,7 @@ def test_a_pre_encoded_head_and_the_source_make_one_document() -> None:
 def test_versioned_documents_carry_an_external_gte_version_and_others_keep_the_plain_action() -> None:
     summary = IndexRequest("tether-traces", "t1", DAY_NS, {"trace": {"id": "t1"}}, version=7)
     plain = IndexRequest("tether-logs", "l1", DAY_NS, {"message": "m"})
-    [(_, body)] = _bulk_bodies([summary, plain, summary], 10, 1 << 20)
+    [(_, body)] = bulk_bodies([summary, plain, summary], 10, 1 << 20)
     lines = body.split(b"\n")
     assert orjson.loads(lines[0]) == {
         "index": {
@@ -87,25 +88,32 @@ def test_versioned_documents_carry_an_external_gte_version_and_others_keep_the_p
 
 def test_a_body_being_sent_holds_no_more_than_itself() -> None:
     """While its request is in flight the generator is suspended at its yield: what it holds then
-    stays resident for every delivery in flight. orjson returns each line in a 4 kB allocation,
-    so keeping the lines for a join held ~4 kB per document (8 MB here) beside the body."""
+    stays resident for every delivery in flight. A delivery holds its documents encoded already
+    (the lines a retry sends again); beside them, a body in flight must cost about itself: orjson
+    returns each line in a 4 kB allocation, and keeping those for a join once held ~4 kB per
+    document (8 MB here)."""
     reqs = requests(2000)
-    bodies = _bulk_bodies(reqs, 5000, 1 << 30)
     tracemalloc.start()
     try:
+        documents = encode_documents(reqs)
+        encoded, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        bodies = bulk_bodies(documents, 5000, 1 << 30)
+        before, _ = tracemalloc.get_traced_memory()
         part, body = next(bodies)
         held, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert len(part) == 2000
-    assert held < 2 * len(body), (held, len(body))
+    assert encoded < 2 * sum(len(d.lines) for d in documents), encoded  # not 4 kB per document
+    assert held - before < 1.2 * len(body), (held - before, len(body))
 
 
 async def test_bulk_bodies_are_sent_without_another_copy() -> None:
     sink = ElasticsearchSink(ElasticsearchSinkConfig(url="http://127.0.0.1:9"), CollectorMetrics())
     try:
         serializers = sink.client.transport.serializers
-        [(_, body)] = _bulk_bodies(requests(3), 10, 1 << 20)
+        [(_, body)] = bulk_bodies(requests(3), 10, 1 << 20)
         for mimetype in ("application/x-ndjson", "application/vnd.elasticsearch+x-ndjson"):
             assert serializers.dumps(body, mimetype) is body
         # anything else is still serialized as NDJSON

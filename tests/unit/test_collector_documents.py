@@ -24,7 +24,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from tests.unit.file_layouts import old_layout
 from tether.agent.chunks import PythonChunkEncoder
 from tether.collector.documents import JSON_MAX_DEPTH, LogDoc, log_documents, span_documents
-from tether.collector.sinks.elasticsearch import IndexRequest, _bulk_bodies
+from tether.collector.sinks.bulk import bulk_bodies
+from tether.collector.sinks.elasticsearch import IndexRequest
 from tether.schemas.log_fields import default_mapping
 from tether.schemas.records import (
     ATTR_AGENT_ID,
@@ -613,7 +614,7 @@ def test_a_file_line_that_is_no_json_object_is_indexed_as_a_message(
     assert unparsed == {reason: 1}
     assert good_doc.source["data"] == {"n": 1} and "parse_error_reason" not in good_doc.source["tether"]
     # the sink can encode it (a line nested too deep failed the whole delivery)
-    [(_, body_bytes)] = _bulk_bodies([IndexRequest("tether-logs", "x", T0, bad_doc.source)], 10, 1 << 20)
+    [(_, body_bytes)] = bulk_bodies([IndexRequest("tether-logs", "x", T0, bad_doc.source)], 10, 1 << 20)
     assert orjson.loads(body_bytes.split(b"\n")[1])["message"] == message
 
 
@@ -635,7 +636,7 @@ def test_a_line_exactly_as_deep_as_the_limit_is_expanded() -> None:
     line = '{"message":"m","d":' + "[" * (JSON_MAX_DEPTH - 1) + "]" * (JSON_MAX_DEPTH - 1) + "}"
     doc = one_log(file_record(line))
     assert doc.source["message"] == "m" and "parse_error_reason" not in doc.source["tether"]
-    [(_, body)] = _bulk_bodies([IndexRequest("tether-logs", "x", T0, doc.source)], 10, 1 << 20)
+    [(_, body)] = bulk_bodies([IndexRequest("tether-logs", "x", T0, doc.source)], 10, 1 << 20)
     assert orjson.loads(body.split(b"\n")[1])["data"]["d"] == doc.source["data"]["d"]  # encodable
     deeper = '{"message":"m","d":' + "[" * JSON_MAX_DEPTH + "]" * JSON_MAX_DEPTH + "}"
     assert one_log(file_record(deeper)).source["tether"]["parse_error_reason"] == "too_deep"

@@ -38,7 +38,8 @@ from tether.collector.documents import (
     native_log_documents,
     span_documents,
 )
-from tether.collector.sinks.elasticsearch import Rejection, _bulk_bodies
+from tether.collector.sinks.bulk import bulk_bodies
+from tether.collector.sinks.elasticsearch import Rejection
 from tether.schemas.log_fields import LogFieldMapping, default_mapping
 from tether.schemas.records import (
     ATTR_AGENT_ID,
@@ -101,7 +102,7 @@ def indexed(docs: list[LogDoc], spans: ExportTraceServiceRequest | None) -> list
         outputs += buffer.add_log(doc, i, 10, 0.0)
     outputs += buffer.due(0.0, everything=True)
     out: list[tuple[Any, ...]] = []
-    for part, body in _bulk_bodies(outputs, 10**6, 10**12):
+    for part, body in bulk_bodies(outputs, 10**6, 10**12):
         lines = body.split(b"\n")[:-1]
         for request, source in zip(part, lines[1::2], strict=True):
             out.append((request.alias, request.doc_id, request.timestamp_ns, canonical(source)))
@@ -377,7 +378,7 @@ def test_line_left_to_the_reference(line: str) -> None:
     assert native_log_documents(value, DEFAULT) is None
     # ... which gives every one a document the sink can encode, a plain message if need be
     [doc] = log_documents(ExportLogsServiceRequest.FromString(value), DEFAULT)
-    [(_, body)] = _bulk_bodies([Output("tether-logs", doc.doc_id, T0, doc.source, None)], 10, 1 << 20)
+    [(_, body)] = bulk_bodies([Output("tether-logs", doc.doc_id, T0, doc.source, None)], 10, 1 << 20)
     source = orjson.loads(body.split(b"\n")[1])
     assert source["tether"]["parse_error"] is ("parse_error_reason" in source["tether"])
     if source["tether"]["parse_error"]:

@@ -30,7 +30,7 @@ from tests.unit.test_collector_native_documents import canonical
 from tether.collector.correlate import Budget, Output, Stats, TraceBuffer
 from tether.collector.decode import decode_spans
 from tether.collector.documents import LogDoc, SpanDoc, native_span_documents, span_documents
-from tether.collector.sinks.elasticsearch import _bulk_bodies
+from tether.collector.sinks.bulk import bulk_bodies
 from tether.collector.timestamps import TimestampWindow
 
 T0 = 1_704_164_645_123_456_789
@@ -85,7 +85,7 @@ def indexed(docs: list[SpanDoc], arrival_ns: int) -> list[tuple[Any, ...]]:
         outputs += buffer.add_log(log_of(doc, i, "error" if i % 2 else "info"), 0, 10, 0.0)
     outputs += buffer.due(0.0, everything=True)
     out: list[tuple[Any, ...]] = []
-    for part, body in _bulk_bodies(outputs, 10**6, 10**12):
+    for part, body in bulk_bodies(outputs, 10**6, 10**12):
         lines = body.split(b"\n")[:-1]
         for sent, source in zip(part, lines[1::2], strict=True):
             out.append((sent.alias, sent.doc_id, sent.timestamp_ns, canonical(source)))

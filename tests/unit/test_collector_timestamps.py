@@ -29,7 +29,7 @@ from tether.collector.documents import (
 )
 from tether.collector.metrics import CollectorMetrics
 from tether.collector.service import Collector
-from tether.collector.sinks.elasticsearch import source_json
+from tether.collector.sinks.bulk import source_json
 from tether.collector.timestamps import TimestampWindow
 from tether.schemas.indices import LOGS_ALIAS, daily_index
 from tether.schemas.log_fields import default_mapping
