@@ -128,6 +128,9 @@ pub(crate) fn span_documents<'py>(
     // the spans of a trace come together, and a request has few services: one string each
     let mut trace: (&[u8], Bound<PyString>) = (b"", empty.clone());
     let mut service: (&str, Bound<PyString>) = ("", empty.clone());
+    // One string per distinct span name of the request: names repeat across its traces, and the
+    // recent-trace cache keeps each span's name.
+    let mut names: HashMap<&str, Bound<PyString>, ahash::RandomState> = HashMap::default();
     let mut rows = Vec::with_capacity(out.spans.len());
     for rec in &out.spans {
         if rec.trace_id != trace.0 || rows.is_empty() {
@@ -149,7 +152,10 @@ pub(crate) fn span_documents<'py>(
         };
         let span = PyDict::new(py);
         span.set_item(intern!(py, "id"), &span_id)?;
-        span.set_item(intern!(py, "name"), rec.name)?;
+        let name = names
+            .entry(rec.name)
+            .or_insert_with(|| PyString::new(py, rec.name));
+        span.set_item(intern!(py, "name"), &*name)?;
         span.set_item(intern!(py, "kind"), PyString::intern(py, rec.kind))?;
         span.set_item(intern!(py, "status"), PyString::intern(py, rec.status))?;
         let duration = PyDict::new(py);
