@@ -36,7 +36,7 @@ from tether.collector.held_exports import HeldExport, SpanExport, add_log_events
 from tether.collector.log_correlation import INFERRED, SPAN, Joined, apply, apply_span, join
 from tether.collector.sampling import UNKNOWN_TRACE, Decision, Sampler, SamplingCounts
 from tether.collector.span_inference import SpanIndex
-from tether.collector.trace_summary import TraceSummary, worst_level
+from tether.collector.trace_summary import SpanInfo, TraceSummary, worst_level
 from tether.schemas.indices import LOGS_ALIAS, SPANS_ALIAS, TRACES_ALIAS
 
 # What stands for a document's Kafka record, to acknowledge once the document is indexed: the
@@ -300,6 +300,9 @@ class TraceBuffer(Generic[Ack]):
         repairable: list[_Repairable] = []
         by_span: dict[str, list[LogDoc]] = {}
         spans, service_logs, version = summary.spans, self.stats.service_logs, 1 + len(summary.spans)
+        # The "span" and "parent" fields of the lines joined to each span, shared by them: a log's
+        # fields are replaced when its join changes, never changed in place (log_correlation.py).
+        span_fields: dict[str, tuple[dict[str, Any], dict[str, str] | None]] = {}
         for doc, offset in pending.logs:
             source = doc.source
             info = spans.get(doc.span_id) if doc.span_id else None
@@ -309,15 +312,12 @@ class TraceBuffer(Generic[Ack]):
                 joined_to = doc.span_id
                 service = source["service"]["name"] if "service" in source else ""
                 source["tether"]["correlation"] = SPAN
-                source["span"] = {
-                    "id": joined_to,
-                    "name": info.name,
-                    "kind": info.kind,
-                    "status": info.status,
-                    "duration": {"us": info.duration_us},
-                }
-                if info.parent_id:
-                    source["parent"] = {"id": info.parent_id}
+                fields = span_fields.get(joined_to)
+                if fields is None:
+                    fields = span_fields[joined_to] = _span_fields(joined_to, info)
+                source["span"], parent = fields
+                if parent is not None:
+                    source["parent"] = parent
                 if not service and info.service:
                     source["service"] = {"name": info.service}
                 service_logs[(service, SPAN)] += 1
@@ -531,6 +531,18 @@ class TraceBuffer(Generic[Ack]):
         if dropped:
             self.stats.logs_unrepairable += len(recent.repairable)
         recent.repairable = []
+
+
+def _span_fields(span_id: str, info: SpanInfo) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """A joined line's "span" and "parent" fields (apply_span's)."""
+    span = {
+        "id": span_id,
+        "name": info.name,
+        "kind": info.kind,
+        "status": info.status,
+        "duration": {"us": info.duration_us},
+    }
+    return span, {"id": info.parent_id} if info.parent_id else None
 
 
 def _count_logs(doc: SpanDoc, logs: list[LogDoc]) -> None:

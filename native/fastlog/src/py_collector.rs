@@ -40,20 +40,37 @@ pub(crate) fn file_log_documents<'py>(
         .iter()
         .map(|r| (PyString::new(py, r.service), PyString::new(py, r.agent_id)))
         .collect();
+    // A resource's {"name": service}, shared by its documents: correlation replaces a log's
+    // "service" (and "span", "parent") and never changes one in place (collector/log_correlation.py).
+    let services = resources
+        .iter()
+        .map(|(service, _)| -> PyResult<Option<Bound<PyDict>>> {
+            if service.is_empty()? {
+                return Ok(None);
+            }
+            let named = PyDict::new(py);
+            named.set_item(intern!(py, "name"), service)?;
+            Ok(Some(named))
+        })
+        .collect::<PyResult<Vec<_>>>()?;
     let mut levels: HashMap<&str, Bound<PyString>, ahash::RandomState> = HashMap::default();
     let empty = PyString::new(py, "");
+    // a trace's lines mostly come together: one string for each run of them
+    let mut trace: (&[u8], Bound<PyString>) = (b"", empty.clone());
     let mut rows = Vec::with_capacity(out.records.len());
     for rec in &out.records {
-        let (service, agent_id) = &resources[rec.resource];
+        let agent_id = &resources[rec.resource].1;
         let record_id = out
             .record_id(rec)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let doc_id = PyString::new(py, record_id);
-        let trace_id = if rec.trace_id.is_empty() {
-            empty.clone()
-        } else {
-            PyString::new(py, &hex::hex_string(rec.trace_id))
-        };
+        if rec.trace_id != trace.0 {
+            trace = (
+                rec.trace_id,
+                PyString::new(py, &hex::hex_string(rec.trace_id)),
+            );
+        }
+        let trace_id = trace.1.clone();
         let span_id = if rec.span_id.is_empty() {
             empty.clone()
         } else {
@@ -64,10 +81,8 @@ pub(crate) fn file_log_documents<'py>(
             .or_insert_with(|| PyString::new(py, &rec.level))
             .clone();
         let source = PyDict::new(py);
-        if !service.is_empty()? {
-            let service_dict = PyDict::new(py);
-            service_dict.set_item(intern!(py, "name"), service)?;
-            source.set_item(intern!(py, "service"), service_dict)?;
+        if let Some(named) = &services[rec.resource] {
+            source.set_item(intern!(py, "service"), named)?;
         }
         let tether = PyDict::new(py);
         tether.set_item(intern!(py, "record_id"), &doc_id)?;
