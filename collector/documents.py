@@ -54,7 +54,8 @@ class LogDoc:
     level: str  # log.level, for the trace summary (which may not find it in `source`, see `head`)
     # With the native path: every field correlation never changes, JSON-encoded as the start of
     # an object (`{"@timestamp":...,`, ending in a comma); `source` then holds only the fields
-    # correlation changes ("service", "tether", "span") and the document is both together.
+    # correlation changes ("service", "tether", and "span" of an untraced line: correlation
+    # writes a traced line's) and the document is both together.
     head: bytes | None = None
 
 

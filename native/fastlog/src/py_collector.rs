@@ -96,7 +96,9 @@ pub(crate) fn file_log_documents<'py>(
             PyBool::new(py, rec.invalid_utf8),
         )?;
         source.set_item(intern!(py, "tether"), tether)?;
-        if !rec.span_id.is_empty() {
+        // A traced line's "span" is always written by correlation (joined, or {"id"} alone):
+        // only an untraced one needs it here.
+        if !rec.span_id.is_empty() && rec.trace_id.is_empty() {
             let span = PyDict::new(py);
             span.set_item(intern!(py, "id"), &span_id)?;
             source.set_item(intern!(py, "span"), span)?;
