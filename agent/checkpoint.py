@@ -10,6 +10,12 @@ Agents before the inode was part of a file's identity keyed entries by the finge
 first line, `{"offset", "path"}`, that fingerprint being also the one its lines went out under. Such
 entries still load, as `LegacyCheckpoint`s, for the file source to match once at start-up; they are
 written back until it takes them or drops them.
+
+Content gone from its inode (a truncated or replaced file) whose copy may yet turn up
+(copytruncate) is kept too, as a `FormerCheckpoint` under `"former:<fingerprint>"`:
+`{"offset", "path", "former": {"fingerprint", "head", "head_bytes", "until"}}`, so that a copy found
+only after a restart still carries on under its fingerprint. No top-level "fingerprint": an older
+agent reads the entry as a first-line one that no file takes, and drops it.
 """
 
 from __future__ import annotations
@@ -50,6 +56,22 @@ class LegacyCheckpoint:
     path: str
 
 
+@dataclass(frozen=True, slots=True)
+class FormerCheckpoint:
+    """Content gone from its inode: the fingerprint and acknowledged offset its copy carries on
+    from, known by its beginning, looked for until `until` (Unix time)."""
+
+    fingerprint: str
+    offset: int
+    path: str
+    head: str
+    head_bytes: int
+    until: float
+
+
+FORMER_PREFIX = "former:"
+
+
 def _key(key: FileKey) -> str:
     return f"{key[0]}:{key[1]}"
 
@@ -61,12 +83,24 @@ class Checkpoints:
         self.path = path
         self._files: dict[FileKey, FileCheckpoint] = {}
         self.legacy: dict[str, LegacyCheckpoint] = {}
+        self._formers: dict[str, FormerCheckpoint] = {}  # by fingerprint
         self._dirty = False
         if path.exists():
             self._load(orjson.loads(path.read_bytes()))
 
     def _load(self, entries: dict[str, dict[str, Any]]) -> None:
         for key, entry in entries.items():
+            former = entry.get("former")
+            if key.startswith(FORMER_PREFIX) and isinstance(former, dict):
+                self._formers[str(former["fingerprint"])] = FormerCheckpoint(
+                    fingerprint=str(former["fingerprint"]),
+                    offset=int(entry["offset"]),
+                    path=str(entry["path"]),
+                    head=str(former["head"]),
+                    head_bytes=int(former["head_bytes"]),
+                    until=float(former["until"]),
+                )
+                continue
             if "fingerprint" not in entry:
                 self.legacy[key] = LegacyCheckpoint(key, int(entry["offset"]), str(entry["path"]))
                 continue
@@ -100,6 +134,18 @@ class Checkpoints:
         if self._files.pop(key, None) is not None:
             self._dirty = True
 
+    def formers(self) -> list[FormerCheckpoint]:
+        return list(self._formers.values())
+
+    def remember_former(self, former: FormerCheckpoint) -> None:
+        """Record in memory; `flush` persists (the truncated file's new fingerprint flushes it)."""
+        self._formers[former.fingerprint] = former
+        self._dirty = True
+
+    def forget_former(self, fingerprint: str) -> None:
+        if self._formers.pop(fingerprint, None) is not None:
+            self._dirty = True
+
     def take_legacy(self, first_line: str) -> LegacyCheckpoint | None:
         """Remove and return the old-format entry of this first-line fingerprint, if any."""
         entry = self.legacy.pop(first_line, None)
@@ -119,10 +165,21 @@ class Checkpoints:
             self._dirty = False
 
     def _persist(self) -> None:
-        entries: dict[str, dict[str, int | str]] = {
+        entries: dict[str, dict[str, Any]] = {
             first_line: {"offset": entry.offset, "path": entry.path}
             for first_line, entry in self.legacy.items()
         }
+        for fingerprint, former in self._formers.items():
+            entries[FORMER_PREFIX + fingerprint] = {
+                "offset": former.offset,
+                "path": former.path,
+                "former": {
+                    "fingerprint": former.fingerprint,
+                    "head": former.head,
+                    "head_bytes": former.head_bytes,
+                    "until": former.until,
+                },
+            }
         for key, checkpoint in self._files.items():
             entries[_key(key)] = {
                 "fingerprint": checkpoint.fingerprint,

@@ -151,7 +151,8 @@ class FileSource:
 
     def _scan(self, first_scan: bool) -> None:
         now = time.monotonic()
-        self.identities.forget_expired(now)
+        if not first_scan:  # the first scan looks for copies of every former content kept
+            self.identities.forget_expired(now)
         seen: set[FileKey] = set()
         opened = False
         for path in self._discover():
@@ -276,7 +277,7 @@ class FileSource:
             "file truncated; reading it again from the start",
             extra={"log.file.path": str(tracked.path), "offset": tracked.read_offset, "size": size},
         )
-        self.identities.remember_former(Beginning.of(self._checkpoint_of(tracked)))
+        self.identities.remember_former(Beginning.of(self._checkpoint_of(tracked)), tracked.path)
         tracked.head = os.pread(tracked.fd, self.config.fingerprint_bytes, 0)
         tracked.fingerprint = self.identities.new_fingerprint(tracked.inode, tracked.head)
         tracked.read_offset = tracked.acked_offset = 0

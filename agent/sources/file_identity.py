@@ -23,9 +23,10 @@ new file.
 - copytruncate: the copy is a new inode with the old content. A new file that begins with all of
   the recorded beginning of a file we know is that file's copy when that beginning holds at least
   two lines or all `fingerprint_bytes`. Known are the files we tail, the contents that left their
-  inode within the last minute (truncated: the copy may turn up after the truncation was seen),
-  and at start-up every checkpoint (copytruncate while the agent was down; a file whose device a
-  reboot renumbered is found again the same way, as a copy of itself). The copy takes the
+  inode within the last minute (truncated: the copy may turn up after the truncation was seen;
+  kept in the checkpoints, so a restart in between still knows them, and its first scan looks for
+  all of them), and at start-up every checkpoint (copytruncate while the agent was down; a file
+  whose device a reboot renumbered is found again the same way, as a copy of itself). The copy takes the
   original's fingerprint and starts at its acknowledged offset, so the lines both hold get the
   same record ids (invisible downstream), and the lines only the copy holds (written after our
   last read, before the truncation) go out: nothing is lost, nothing duplicated. A first line
@@ -51,7 +52,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from tether.agent.checkpoint import Checkpoints, FileCheckpoint, FileKey, LegacyCheckpoint, head_digest
+from tether.agent.checkpoint import (
+    Checkpoints,
+    FileCheckpoint,
+    FileKey,
+    FormerCheckpoint,
+    LegacyCheckpoint,
+    head_digest,
+)
 
 log = logging.getLogger("tether.agent.file")
 
@@ -91,14 +99,39 @@ class FileIdentities:
         self.fingerprint_bytes = fingerprint_bytes
         self.start_at = start_at
         # Contents gone from their inode (truncated, or changed while we were away), each until a
-        # monotonic time: their copy (copytruncate) may turn up after that was seen.
-        self._former: list[tuple[float, Beginning]] = []
+        # monotonic time: their copy (copytruncate) may turn up after that was seen. They are in
+        # the checkpoints too, so a copy found after a restart is still known: those of an earlier
+        # run are looked for until their time is up, and at the first scan in any case.
+        now, wall = time.monotonic(), time.time()
+        self._former: list[tuple[float, Beginning]] = [
+            (
+                now + max(saved.until - wall, 0.0),
+                Beginning(saved.fingerprint, saved.head, saved.head_bytes, saved.offset),
+            )
+            for saved in checkpoints.formers()
+        ]
 
     def forget_expired(self, now: float) -> None:
-        self._former = [(until, former) for until, former in self._former if until > now]
+        kept = []
+        for until, former in self._former:
+            if until > now:
+                kept.append((until, former))
+            else:
+                self.checkpoints.forget_former(former.fingerprint)
+        self._former = kept
 
-    def remember_former(self, beginning: Beginning) -> None:
+    def remember_former(self, beginning: Beginning, path: Path) -> None:
         self._former.append((time.monotonic() + FORMER_KEPT_SECONDS, beginning))
+        self.checkpoints.remember_former(
+            FormerCheckpoint(
+                beginning.fingerprint,
+                beginning.acked_offset,
+                str(path),
+                beginning.head,
+                beginning.head_bytes,
+                until=time.time() + FORMER_KEPT_SECONDS,
+            )
+        )
 
     def identify(
         self,
@@ -117,7 +150,7 @@ class FileIdentities:
                 return saved.fingerprint, saved.offset
             # Truncated, rewritten or replaced while we were away: read as new, but its former
             # content may sit in a copy.
-            self.remember_former(Beginning.of(saved))
+            self.remember_former(Beginning.of(saved), Path(saved.path))
             if saved.offset > size and head_digest(head[: saved.head_bytes]) == saved.head:
                 return self.new_fingerprint(inode, head), 0  # truncated: all of it is new
         legacy = self._claim_legacy(path, head) if first_scan else None

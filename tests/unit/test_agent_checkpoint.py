@@ -8,7 +8,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tether.agent.checkpoint import Checkpoints, FileCheckpoint, LegacyCheckpoint, head_digest
+from tether.agent.checkpoint import (
+    Checkpoints,
+    FileCheckpoint,
+    FormerCheckpoint,
+    LegacyCheckpoint,
+    head_digest,
+)
 
 A, B = (1, 10), (1, 11)  # (device, inode) of two files
 
@@ -135,3 +141,20 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytes
     # The checkpoint file was never half-written: it still holds the last complete state.
     assert path.read_bytes() == before
     assert Checkpoints(path).get(A) == at(100)
+
+
+def test_former_contents_persist_until_forgotten_in_a_shape_older_agents_drop(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoints.json"
+    checkpoints = Checkpoints(path)
+    former = FormerCheckpoint("fp-old", 2048, "/var/log/a.log", head_digest(b"first line\n"), 11, until=1.5e9)
+    checkpoints.remember_former(former)
+    checkpoints.advance(A, at(0, fingerprint="fp-new"))  # the truncated file's new fingerprint
+    assert Checkpoints(path).formers() == [former]
+    entry = orjson.loads(path.read_bytes())["former:fp-old"]
+    # What an agent without formers reads: an entry without "fingerprint" is a first-line one,
+    # {"offset", "path"}, keyed by a first-line digest no file has; it drops those no file takes.
+    assert "fingerprint" not in entry and (entry["offset"], entry["path"]) == (2048, "/var/log/a.log")
+    checkpoints.forget_former("fp-old")
+    checkpoints.flush()
+    assert Checkpoints(path).formers() == []
+    assert Checkpoints(path).get(A) == at(0, fingerprint="fp-new")

@@ -394,6 +394,34 @@ async def test_a_copy_found_after_the_truncation_was_seen_still_carries_on(tmp_p
     assert fingerprints_of(sink, "old") == {old_fingerprint}
 
 
+async def test_a_copy_found_only_after_a_restart_that_followed_the_truncation_carries_on(
+    tmp_path: Path,
+) -> None:
+    """The agent saw the truncation, wrote the file's new fingerprint and stopped (or was killed)
+    before the copy turned up: the former beginning is in the checkpoints, so the restarted agent
+    still knows the copy, and its lines keep their ids (sent again, not sent twice)."""
+    sink = FakeSink()
+    log = tmp_path / "logs" / "app.log"
+    hidden = log.with_name("copy.tmp")  # not matched yet
+    async with tailing(tmp_path, sink, include="app.log*") as tail:
+        append(log, *lines("old", 10))
+        await wait_until(lambda: tail.acked(log) == log.stat().st_size)
+        old_fingerprint = delivered(sink)[0].fingerprint
+        append(log, *lines("old", 5, start=10))  # not read yet
+        shutil.copyfile(log, hidden)
+        os.truncate(log, 0)
+        append(log, *lines("new", 3))
+        await wait_until(lambda: len(delivered(sink)) >= 13 and tail.acked(log) == log.stat().st_size)
+    assert texts(sink) == Counter(lines("old", 10) + lines("new", 3))
+    hidden.rename(log.with_name("app.log.1"))  # the copy turns up while the agent is down
+    restarted = FakeSink()
+    async with tailing(tmp_path, restarted, include="app.log*"):
+        await wait_until(lambda: len(delivered(restarted)) >= 5)
+        await asyncio.sleep(0.1)
+    assert texts(restarted) == Counter(lines("old", 5, start=10))  # the rest, each once
+    assert fingerprints_of(restarted, "old") == {old_fingerprint}
+
+
 def first_line_fingerprint(path: Path, fingerprint_bytes: int = 1024) -> str:
     """The key of a file's checkpoint as agents before the inode in the identity wrote it: the
     blake2b-64 digest of its first line (of at most `fingerprint_bytes`)."""
