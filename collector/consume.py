@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -51,6 +51,12 @@ class PartitionState:
     clock: PartitionClock
     offsets: dict[Signal, OffsetTracker] = field(
         default_factory=lambda: {"logs": OffsetTracker(), "spans": OffsetTracker()}
+    )
+    # Records polled but not consumed yet: stamped past the other topic's position (by more than
+    # the slack), they wait for it with their topic-partition paused. Never acknowledged, so never
+    # committed: at most one poll's records, dropped with the partition (its next reader reads them).
+    fetched: dict[Signal, deque[KafkaRecord]] = field(
+        default_factory=lambda: {"logs": deque(), "spans": deque()}
     )
 
 
@@ -115,13 +121,17 @@ class RecordConsumer:
             state.buffer.forget_recent()
 
     def held_back(self) -> set[TopicPartition]:
-        """The topic-partitions to pause: each one read ahead of its partner in event time."""
+        """The topic-partitions to pause: each one read ahead of its partner in event time, or
+        holding records that wait for it."""
         now = asyncio.get_running_loop().time()
         held = set()
         for partition, state in self.partitions.items():
             ahead = state.clock.ahead(now)
             if ahead is not None:
                 held.add(TopicPartition(self._topic(ahead), partition))
+            for signal, waiting in state.fetched.items():
+                if waiting:
+                    held.add(TopicPartition(self._topic(signal), partition))
         return held
 
     def _topic(self, signal: Signal) -> str:
@@ -135,27 +145,17 @@ class RecordConsumer:
         batch: Mapping[TopicPartition, Sequence[KafkaRecord]],
         start_delivery: Callable[[Delivery], Awaitable[None]],
     ) -> None:
-        """Decode a poll's records, then emit the traces whose window is over in event time."""
+        """Decode a poll's records (with those still waiting from earlier polls) in event-time
+        order, as far as each partition's clock admits, then emit the traces whose window is over."""
         now = asyncio.get_running_loop().time()
         wall_ms = time.time_ns() // 1_000_000
         limit = self.config.elasticsearch.bulk_max_docs
         work = Delivery()
         for tp, records in batch.items():
-            signal, state = self._signal(tp.topic), self.state(tp.partition, now)
-            self.metrics.records_in.labels(tp.topic).inc(len(records))
-            for record in records:
-                # A record stamped ahead of this clock (a skewed agent) must not hold its trace longer.
-                event_ms = record.timestamp if 0 < record.timestamp <= wall_ms else wall_ms
-                state.clock.consumed(signal, event_ms, now)
-                self._consume(record, signal, state, event_ms / 1000, work)
-                # One fetch decodes into ~10x its bytes of documents: hand them on as they come,
-                # so memory holds a few deliveries' worth, not a whole fetch.
-                if len(work.outputs) >= limit:
-                    await start_delivery(work)
-                    work = Delivery()
-                # A record can hold thousands of documents: let heartbeats and acks run between
-                # records, or a large poll would outlast the group's session timeout.
-                await asyncio.sleep(0)
+            self.state(tp.partition, now).fetched[self._signal(tp.topic)].extend(records)
+        self._observe_positions(now)
+        for state in list(self.partitions.values()):
+            work = await self._consume_admitted(state, now, wall_ms, work, start_delivery)
         self._observe_positions(now)
         for state in self.partitions.values():
             work.outputs += state.buffer.due(state.clock.now_ms(wall_ms, now) / 1000)
@@ -166,13 +166,56 @@ class RecordConsumer:
         if work:
             await start_delivery(work)
 
+    async def _consume_admitted(
+        self,
+        state: PartitionState,
+        now: float,
+        wall_ms: int,
+        work: Delivery,
+        start_delivery: Callable[[Delivery], Awaitable[None]],
+    ) -> Delivery:
+        """Consume the partition's fetched records, the older of the two topics' next first (spans
+        on a tie), until the next one is stamped past the other topic's position by more than the
+        slack: one poll can hold many seconds of one topic, and at start-up only one of them.
+        Returns the delivery being filled (earlier ones are started as they fill)."""
+        limit = self.config.elasticsearch.bulk_max_docs
+        fetched, clock = state.fetched, state.clock
+        logs, spans = fetched["logs"], fetched["spans"]
+        while logs or spans:
+            if logs and spans:
+                # Both waiting: the older goes first, and is admitted (the other is past it).
+                signal: Signal = (
+                    "logs" if _event_ms(logs[0], wall_ms) < _event_ms(spans[0], wall_ms) else "spans"
+                )
+            else:
+                signal = "logs" if logs else "spans"
+            record = fetched[signal][0]
+            # A record stamped ahead of this clock (a skewed agent) must not hold its trace longer.
+            event_ms = _event_ms(record, wall_ms)
+            if not (logs and spans) and not clock.admits(signal, event_ms, now):
+                break
+            fetched[signal].popleft()
+            self.metrics.records_in.labels(record.topic).inc()
+            clock.consumed(signal, event_ms, now)
+            self._consume(record, signal, state, event_ms / 1000, work)
+            # One fetch decodes into ~10x its bytes of documents: hand them on as they come,
+            # so memory holds a few deliveries' worth, not a whole fetch.
+            if len(work.outputs) >= limit:
+                await start_delivery(work)
+                work = Delivery()
+            # A record can hold thousands of documents: let heartbeats and acks run between
+            # records, or a large poll would outlast the group's session timeout.
+            await asyncio.sleep(0)
+        return work
+
     def _observe_positions(self, now: float) -> None:
-        """Which topic-partitions have nothing more to read: their clock is the wall clock."""
+        """Which topic-partitions have nothing more to read (none behind the end, none waiting to
+        be consumed): their clock is the wall clock."""
         for partition, state in self.partitions.items():
             for signal in ("logs", "spans"):
                 tp = TopicPartition(self._topic(signal), partition)
                 lag = self.lag(tp)
-                state.clock.caught_up(signal, lag == 0, now)
+                state.clock.caught_up(signal, lag == 0 and not state.fetched[signal], now)
                 if lag is not None:
                     self.metrics.consumer_lag.labels(tp.topic, str(partition)).set(lag)
 
@@ -296,6 +339,11 @@ class RecordConsumer:
                 return "_overflow"
             self._service_labels.add(service)
         return service
+
+
+def _event_ms(record: KafkaRecord, wall_ms: int) -> int:
+    """A record's event time: its timestamp, or the wall clock if it has none or is stamped later."""
+    return record.timestamp if 0 < record.timestamp <= wall_ms else wall_ms
 
 
 def _take_side_outputs(buffer: TraceBuffer[RecordAck], work: Delivery) -> None:

@@ -4,9 +4,11 @@ exactly as the same records were live.
 A trace is held for `correlation.wait_seconds` of event time after its first item. The Kafka record
 timestamp is the event time (when the agent sent it), and a partition's clock is the older of its two
 topics' positions in that time: the latest record timestamp consumed from each, or the wall clock
-once a topic is caught up (nothing more to read, as live). The topic that runs ahead of the other by
-more than `slack` is paused until the other catches up, so neither reads far past the clock: logs
-cannot be emitted before the spans written beside them were read, however far behind the consumer is.
+once a topic is caught up (nothing more to read, as live). A record stamped more than `slack` past
+the other topic's position is not consumed (`admits`): it waits, its topic-partition paused, until
+the other topic catches up. So neither reads far past the clock, not even within one poll (which
+can hold many seconds of one topic, or only one topic at start-up): logs cannot be emitted before
+the spans written beside them were read, however far behind the consumer is.
 
 A topic that makes no progress for `stall_seconds` although it is not caught up (a partition
 without a leader) stops holding the clock back: correlation degrades, consuming never stops.
@@ -69,6 +71,14 @@ class PartitionClock:
         `wall_ms` is the wall clock in milliseconds, `now` monotonic seconds (for stalls)."""
         clocks = [p.clock_ms(now, self.stall_seconds) for p in self.topics.values()]
         return min([wall_ms, *(c for c in clocks if c is not None)])
+
+    def admits(self, signal: Signal, event_ms: int, now: float) -> bool:
+        """Whether a record of `signal` stamped `event_ms` may be consumed now: not past the other
+        topic's position by more than the slack (a topic not read at all yet is at 0: it is waited
+        for, until it is caught up or stalls)."""
+        other = self.topics["spans" if signal == "logs" else "logs"]
+        clock = other.clock_ms(now, self.stall_seconds)
+        return clock is None or event_ms <= clock + self.slack_ms
 
     def ahead(self, now: float) -> Signal | None:
         """The topic to pause: the one past the other's position by more than the slack."""

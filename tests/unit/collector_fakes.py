@@ -32,12 +32,16 @@ T0 = 1_704_164_645_000_000_000
 
 
 def config(
-    *, wait_seconds: float = 0, bulk_max_docs: int = 5000, max_concurrent_bulks: int = 4
+    *,
+    wait_seconds: float = 0,
+    bulk_max_docs: int = 5000,
+    max_concurrent_bulks: int = 4,
+    correlation: dict[str, Any] | None = None,  # more keys of the correlation section
 ) -> CollectorConfig:
     return CollectorConfig.model_validate(
         {
             "kafka": {"bootstrap_servers": "kafka.invalid:9092", "logs_topic": LOGS, "spans_topic": SPANS},
-            "correlation": {"wait_seconds": wait_seconds},
+            "correlation": {"wait_seconds": wait_seconds, **(correlation or {})},
             "elasticsearch": {"bulk_max_docs": bulk_max_docs, "max_concurrent_bulks": max_concurrent_bulks},
         }
     )

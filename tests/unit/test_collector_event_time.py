@@ -104,3 +104,30 @@ async def test_live_the_window_is_the_wall_clock() -> None:
     await spin()
     assert consumer.paused() == set()
     assert [doc.source["tether"]["correlation"] for doc in es.received if doc.alias == LOGS_ALIAS] == ["none"]
+
+
+async def test_a_poll_of_logs_before_any_span_is_not_read_past_the_clock() -> None:
+    """At start-up the logs topic's first fetch can come before the spans topic's, and one poll
+    holds many seconds of it: those records wait (their partition paused) for the spans, so no
+    trace is emitted early by the pending bound before its span was read."""
+    consumer, es = FakeConsumer(), FakeElasticsearch()
+    # A bound of 3 pending traces, and no repair: a span read after its lines were emitted could
+    # not join them any more.
+    settings = config(wait_seconds=5, correlation={"max_pending_traces": 3, "max_repairable_logs": 0})
+    metrics = CollectorMetrics()
+    c = Collector(settings, consumer, es, None, metrics, commit_interval=0)
+    traces = [(os.urandom(16), os.urandom(8)) for _ in range(20)]
+    consumer.lags = {TopicPartition(LOGS, 0): 1000, TopicPartition(SPANS, 0): None}  # spans not fetched
+    consumer.polls.append(poll(*(at(log_record(i, *t), i * 1000) for i, t in enumerate(traces))))
+    await c.poll()
+    assert consumer.paused() == {TopicPartition(LOGS, 0)}  # 20 event-seconds of logs, no span yet
+    consumer.lags[TopicPartition(SPANS, 0)] = 1000
+    consumer.polls.append(poll(*(at(span_record(i, *t), i * 1000 + 100) for i, t in enumerate(traces))))
+    await c.poll()
+    consumer.lags = {}  # caught up: the wall clock ends every window
+    await c.poll()
+    await spin()
+    logs = [doc.source["tether"]["correlation"] for doc in es.received if doc.alias == LOGS_ALIAS]
+    assert logs == ["span"] * 20
+    assert c.records.stats.late_spans == 0 and c.records.stats.evicted == 17
+    assert metrics.records_in.labels(LOGS)._value.get() == 20  # each record consumed once
