@@ -118,7 +118,7 @@ class RecordConsumer:
         """Forget a revoked partition, giving what it remembered back to the shared bounds."""
         state = self.partitions.pop(partition, None)
         if state is not None:
-            state.buffer.forget_recent()
+            state.buffer.close()
 
     def held_back(self) -> set[TopicPartition]:
         """The topic-partitions to pause: each one read ahead of its partner in event time, or

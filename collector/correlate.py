@@ -2,7 +2,9 @@
 
 A trace is held for `wait_seconds` after its first item, then emitted whole: its spans, its logs
 enriched from their spans, and a summary document. Pending traces are bounded (count and bytes,
-shared by all partitions through one Budget); over the bound the oldest trace is emitted early.
+shared by all partitions through one Budget); over the bound the oldest trace is emitted early: the
+oldest of any partition, each measured in its own partition's event time (a partition read ahead of
+the others must not emit its newest traces, still missing items, while the others hold old ones).
 Emitted traces stay in a bounded cache of recent traces: a late span is indexed at once and
 updates the summary, a late log is enriched from the cached spans, and the summary is written
 again under the same id (a full document, so no scripted update is needed) at the next `due()`:
@@ -109,17 +111,31 @@ class _Recent:
 
 
 class Budget:
-    """Pending traces and bytes across every partition of one collector."""
+    """Pending traces and bytes across every partition of one collector, and the partitions' buffers
+    that share them (to emit the oldest trace of any when over the bound)."""
 
     def __init__(self, max_traces: int, max_bytes: int) -> None:
         self.max_traces = max_traces
         self.max_bytes = max_bytes
         self.traces = 0
         self.bytes = 0
+        self.buffers: list[TraceBuffer[Any]] = []
 
     @property
     def exceeded(self) -> bool:
         return self.traces > self.max_traces or self.bytes > self.max_bytes
+
+    def oldest(self, adding: TraceBuffer[Any]) -> TraceBuffer[Any] | None:
+        """The buffer whose oldest pending trace has waited longest in its own partition's event time
+        (its latest item's), but for the trace `adding` just took: None if there is none."""
+        chosen, longest = None, 0.0
+        for buffer in self.buffers:
+            pending = buffer._pending
+            if len(pending) > (1 if buffer is adding else 0):
+                waited = buffer.now - next(iter(pending.values())).deadline
+                if chosen is None or waited > longest:
+                    chosen, longest = buffer, waited
+        return chosen
 
 
 class RecentBudget:
@@ -203,6 +219,8 @@ class TraceBuffer(Generic[Ack]):
         self.partition = partition
         self.wait_seconds = wait_seconds
         self.budget = budget
+        budget.buffers.append(self)
+        self.now = 0.0  # the latest event time an item was held at: this partition's position
         # shared by the collector's partitions (`recent`), or this buffer's own
         self.recent = recent if recent is not None else RecentBudget(max_recent_traces)
         self.stats = stats
@@ -269,6 +287,8 @@ class TraceBuffer(Generic[Ack]):
         return released
 
     def _hold(self, trace_id: str, size: int, now: float, happened_ns: int) -> _Pending[Ack]:
+        if now > self.now:
+            self.now = now
         pending = self._pending.get(trace_id)
         if pending is None:
             late = happened_ns and now - happened_ns / 1e9 > max(2 * self.wait_seconds, LATE_AFTER_SECONDS)
@@ -281,10 +301,17 @@ class TraceBuffer(Generic[Ack]):
         return pending
 
     def _evict(self) -> list[Output[Ack]]:
+        """Over the shared bound: emit the trace that waited longest, of whichever partition. Its
+        outputs come back here; what else it completes waits in its own buffer's `released` and
+        `exports` (the collector takes those of every buffer after each poll)."""
         out: list[Output[Ack]] = []
-        while self.budget.exceeded and len(self._pending) > 1:
-            self.stats.evicted += 1
-            out += self._emit(next(iter(self._pending)))
+        budget = self.budget
+        while budget.exceeded:
+            oldest = budget.oldest(self)
+            if oldest is None:
+                break
+            oldest.stats.evicted += 1
+            out += oldest._emit(next(iter(oldest._pending)))
         return out
 
     def _emit(self, trace_id: str) -> list[Output[Ack]]:
@@ -390,6 +417,13 @@ class TraceBuffer(Generic[Ack]):
             forgotten, old = self._recent.popitem(last=False)
             budget.traces -= 1
             self._forget_repairable(forgotten, old, dropped=False)
+
+    def close(self) -> None:
+        """Its partition is revoked: give what it holds back to the shared bounds, and leave them."""
+        self.forget_recent()
+        self.let_go()
+        if self in self.budget.buffers:
+            self.budget.buffers.remove(self)
 
     def forget_recent(self) -> None:
         """Give this partition's recent traces back to the shared bound (its partition is revoked)."""

@@ -219,14 +219,21 @@ def test_a_replayed_span_is_not_counted_twice() -> None:
 
 
 def test_the_budget_bounds_pending_traces_by_emitting_the_oldest_early() -> None:
-    budget = Budget(max_traces=2, max_bytes=10**9)
-    first, second = (TraceBuffer(WAIT, budget, 100, Stats(), partition=0) for _ in range(2))
+    """Over the shared bound, the trace that waited longest is emitted, whichever partition holds
+    it (each measured in its own partition's event time), not the newest of the partition adding."""
+    budget = Budget(max_traces=3, max_bytes=10**9)
+    first, second = (TraceBuffer(WAIT, budget, 100, Stats(), partition=p) for p in range(2))
+    third, fourth = bytes.fromhex("22" * 16), bytes.fromhex("33" * 16)
     assert first.add_span(spans(TRACE_A, ROOT)[0], offset=0, size=1, now=NOW) == []
-    assert second.add_span(spans(TRACE_B, ROOT)[0], offset=0, size=1, now=NOW) == []
-    third = bytes.fromhex("22" * 16)
-    early = second.add_span(spans(third, ROOT)[0], offset=1, size=1, now=NOW)  # 3 > 2: evict
-    assert {o.source["trace"]["id"] for o in early} == {TRACE_B.hex()}
-    assert second.stats.evicted == 1 and budget.traces == 2
+    assert first.add_span(spans(third, ROOT)[0], offset=1, size=1, now=NOW + 3) == []  # A waited 3 s
+    # The second partition is read far ahead of the first (a backlog): its trace waited 1 s.
+    assert second.add_span(spans(TRACE_B, ROOT)[0], offset=0, size=1, now=NOW + 600) == []
+    early = second.add_span(spans(fourth, ROOT)[0], offset=1, size=1, now=NOW + 601)  # 4 > 3: evict
+    assert {o.source["trace"]["id"] for o in early} == {TRACE_A.hex()}
+    assert (first.stats.evicted, second.stats.evicted, budget.traces) == (1, 0, 3)
+    # A buffer whose partition is revoked leaves the budget, and gives back what it held.
+    first.close()
+    assert budget.buffers == [second] and budget.traces == 2
     byte_budget = Budget(max_traces=100, max_bytes=1000)
     b = TraceBuffer(WAIT, byte_budget, 100, Stats(), partition=0)
     b.add_span(spans(TRACE_A, ROOT)[0], offset=0, size=600, now=NOW)
