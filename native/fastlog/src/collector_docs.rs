@@ -19,10 +19,10 @@ use crate::expand_line::expand_json_line;
 use crate::field_mapping::FieldMapping;
 use crate::hex::write_hex;
 use crate::json_write::{digits, json_str};
-use crate::otlp_schema::{check, utf8, M};
+use crate::otlp_schema::{check, M};
 use crate::otlp_values::{
-    any_value, kubernetes_fields, next_tag, once, put_attribute, reader, resource_attributes,
-    scalar_object, take, text, text_attribute, Scalar,
+    any_value, container, kubernetes_fields, next_tag, once, put_attribute, reader,
+    resource_attributes, scalar_object, take, text, text_attribute, Scalar,
 };
 use crate::timestamps::iso_timestamp;
 
@@ -97,21 +97,7 @@ pub(crate) fn request<'a>(body: &'a [u8], mapping: &FieldMapping) -> Option<Out<
 }
 
 fn resource_logs<'a>(b: &'a [u8], mapping: &FieldMapping, out: &mut Out<'a>) -> Option<()> {
-    let mut r = reader(b, M::ResourceLogs);
-    let mut resource = None;
-    let mut scopes: Vec<&'a [u8]> = Vec::new();
-    while !r.done() {
-        match next_tag(&mut r, M::ResourceLogs)? {
-            (1, _) => once(&mut resource, &mut r)?,
-            (2, _) => scopes.push(r.ld().ok()?),
-            (3, _) => {
-                if !utf8(r.ld().ok()?) {
-                    return None;
-                }
-            }
-            _ => return None,
-        }
-    }
+    let (resource, scopes) = container(b, M::ResourceLogs)?;
     let attrs = resource_attributes(resource)?;
     let (service, agent_id) = (
         text_attribute(&attrs, ATTR_SERVICE_NAME)?,
@@ -140,21 +126,7 @@ fn scope_logs<'a>(
     mapping: &FieldMapping,
     out: &mut Out<'a>,
 ) -> Option<()> {
-    let mut r = reader(b, M::ScopeLogs);
-    let mut scope = None;
-    let mut records: Vec<&'a [u8]> = Vec::new();
-    while !r.done() {
-        match next_tag(&mut r, M::ScopeLogs)? {
-            (1, _) => once(&mut scope, &mut r)?,
-            (2, _) => records.push(r.ld().ok()?),
-            (3, _) => {
-                if !utf8(r.ld().ok()?) {
-                    return None;
-                }
-            }
-            _ => return None,
-        }
-    }
+    let (scope, records) = container(b, M::ScopeLogs)?;
     // OTLP logs (any other scope) are the reference's
     let scope = scope?;
     check(scope, scope.as_ptr() as usize, M::Scope, 3, []).ok()?;

@@ -4,7 +4,7 @@
 //! a reader return None: the request is then the Python reference's.
 
 use crate::json_write::json_str;
-use crate::otlp_schema::{check, M};
+use crate::otlp_schema::{check, utf8, M};
 use crate::wire::Rd;
 
 /// An AnyValue of the kinds handled here (collector.documents.any_value).
@@ -206,4 +206,28 @@ pub(crate) fn text_attribute<'a>(attrs: &[(&'a str, Scalar<'a>)], key: &str) -> 
         Some((_, Scalar::Str(s))) => Some(s),
         Some(_) => None,
     }
+}
+
+/// A container's resource or scope (if any) and its items, as slices of the request.
+pub(crate) type Container<'a> = (Option<&'a [u8]>, Vec<&'a [u8]>);
+
+/// A ResourceLogs / ResourceSpans / ScopeLogs / ScopeSpans message (`m`), which all number their
+/// fields alike: its resource or scope (1, at most once), its items (2) and its schema URL (3,
+/// only checked). None for anything else (unknown fields are the reference's).
+pub(crate) fn container(b: &[u8], m: M) -> Option<Container<'_>> {
+    let mut r = reader(b, m);
+    let (mut head, mut items) = (None, Vec::new());
+    while !r.done() {
+        match next_tag(&mut r, m)? {
+            (1, _) => once(&mut head, &mut r)?,
+            (2, _) => items.push(r.ld().ok()?),
+            (3, _) => {
+                if !utf8(r.ld().ok()?) {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some((head, items))
 }

@@ -12,10 +12,10 @@
 use crate::constants::ATTR_SERVICE_NAME;
 use crate::hex::write_hex;
 use crate::json_write::{digits, json_str};
-use crate::otlp_schema::{check, utf8, M};
+use crate::otlp_schema::{check, M};
 use crate::otlp_values::{
-    kubernetes_fields, next_tag, once, put_attribute, reader, resource_attributes, scalar_object,
-    text, text_attribute, Scalar,
+    container, kubernetes_fields, next_tag, once, put_attribute, reader, resource_attributes,
+    scalar_object, text, text_attribute, Scalar,
 };
 use crate::timestamps::iso_timestamp;
 
@@ -72,21 +72,7 @@ struct ResourceJson<'a> {
 }
 
 fn resource_spans<'a>(b: &'a [u8], out: &mut SpanOut<'a>) -> Option<()> {
-    let mut r = reader(b, M::ResourceSpans);
-    let mut resource = None;
-    let mut scopes: Vec<&'a [u8]> = Vec::new();
-    while !r.done() {
-        match next_tag(&mut r, M::ResourceSpans)? {
-            (1, _) => once(&mut resource, &mut r)?,
-            (2, _) => scopes.push(r.ld().ok()?),
-            (3, _) => {
-                if !utf8(r.ld().ok()?) {
-                    return None;
-                }
-            }
-            _ => return None,
-        }
-    }
+    let (resource, scopes) = container(b, M::ResourceSpans)?;
     let attrs = resource_attributes(resource)?;
     let service = text_attribute(&attrs, ATTR_SERVICE_NAME)?;
     let mut tail = b",\"resource\":{\"attributes\":".to_vec();
@@ -106,21 +92,7 @@ fn resource_spans<'a>(b: &'a [u8], out: &mut SpanOut<'a>) -> Option<()> {
 }
 
 fn scope_spans<'a>(b: &'a [u8], resource: &ResourceJson<'a>, out: &mut SpanOut<'a>) -> Option<()> {
-    let mut r = reader(b, M::ScopeSpans);
-    let mut scope = None;
-    let mut spans: Vec<&'a [u8]> = Vec::new();
-    while !r.done() {
-        match next_tag(&mut r, M::ScopeSpans)? {
-            (1, _) => once(&mut scope, &mut r)?,
-            (2, _) => spans.push(r.ld().ok()?),
-            (3, _) => {
-                if !utf8(r.ld().ok()?) {
-                    return None;
-                }
-            }
-            _ => return None,
-        }
-    }
+    let (scope, spans) = container(b, M::ScopeSpans)?;
     let (mut name, mut version) = ("", "");
     if let Some(scope) = scope {
         check(scope, scope.as_ptr() as usize, M::Scope, 3, []).ok()?;
