@@ -85,6 +85,14 @@ class Tail:
                 return tracked.acked_offset
         return None
 
+    async def old_lines_read_and_more_written(self, log: Path, sink: FakeSink) -> str:
+        """ "old 0-9" written and acknowledged, then "old 10-14" written but not read yet (the
+        rotation that follows races them); the fingerprint the first ten went out under."""
+        append(log, *lines("old", 10))
+        await wait_until(lambda: self.acked(log) == log.stat().st_size)
+        append(log, *lines("old", 5, start=10))
+        return delivered(sink)[0].fingerprint
+
     def saved(self) -> dict[str, int]:
         """The checkpoints on disk: fingerprint -> offset."""
         return {entry.get("fingerprint", key): int(entry["offset"]) for key, entry in self.entries().items()}
@@ -184,10 +192,7 @@ async def test_rename_rotation_reads_the_old_file_to_its_end_and_the_new_from_th
     log = tmp_path / "logs" / "app.log"
     rotated = log.with_name("app.log.1")  # not matched by *.log: only the open descriptor leads to it
     async with tailing(tmp_path, sink) as tail:
-        append(log, *lines("old", 10))
-        await wait_until(lambda: tail.acked(log) == log.stat().st_size)
-        old_fingerprint = delivered(sink)[0].fingerprint
-        append(log, *lines("old", 5, start=10))  # not read yet
+        old_fingerprint = await tail.old_lines_read_and_more_written(log, sink)
         log.rename(rotated)
         append(log, *lines("new", 5))
         append(rotated, "old 15")  # the application still writes to the old file until it reopens
@@ -378,10 +383,7 @@ async def test_a_copy_found_after_the_truncation_was_seen_still_carries_on(tmp_p
     sink = FakeSink()
     log = tmp_path / "logs" / "app.log"
     async with tailing(tmp_path, sink, include="app.log*") as tail:
-        append(log, *lines("old", 10))
-        await wait_until(lambda: tail.acked(log) == log.stat().st_size)
-        old_fingerprint = delivered(sink)[0].fingerprint
-        append(log, *lines("old", 5, start=10))  # not read yet
+        old_fingerprint = await tail.old_lines_read_and_more_written(log, sink)
         hidden = log.with_name("copy.tmp")  # not matched yet
         shutil.copyfile(log, hidden)
         os.truncate(log, 0)
@@ -404,10 +406,7 @@ async def test_a_copy_found_only_after_a_restart_that_followed_the_truncation_ca
     log = tmp_path / "logs" / "app.log"
     hidden = log.with_name("copy.tmp")  # not matched yet
     async with tailing(tmp_path, sink, include="app.log*") as tail:
-        append(log, *lines("old", 10))
-        await wait_until(lambda: tail.acked(log) == log.stat().st_size)
-        old_fingerprint = delivered(sink)[0].fingerprint
-        append(log, *lines("old", 5, start=10))  # not read yet
+        old_fingerprint = await tail.old_lines_read_and_more_written(log, sink)
         shutil.copyfile(log, hidden)
         os.truncate(log, 0)
         append(log, *lines("new", 3))
@@ -598,10 +597,7 @@ async def test_copytruncate_refilled_past_the_read_offset_before_the_next_poll_i
     sink = FakeSink()
     log = tmp_path / "logs" / "app.log"
     async with tailing(tmp_path, sink, include="app.log*") as tail:
-        append(log, *lines("old", 10))
-        await wait_until(lambda: tail.acked(log) == log.stat().st_size)
-        old_fingerprint = delivered(sink)[0].fingerprint
-        append(log, *lines("old", 5, start=10))  # not read yet
+        old_fingerprint = await tail.old_lines_read_and_more_written(log, sink)
         shutil.copyfile(log, log.with_name("app.log.1"))
         os.truncate(log, 0)
         append(log, *lines("new", 40))  # at once: longer than all the old content
